@@ -1,0 +1,66 @@
+# acme_migrate: PGXS build.
+#
+#   make && make install         build and install the extension (as root)
+#   make installcheck            regress + isolation + TAP suites, each on a
+#                                temporary instance (run as a non-root user)
+#   make demo / make test / make bench
+#                                the README's commands; see scripts in test/
+
+EXTENSION = acme_migrate
+MODULE_big = acme_migrate
+OBJS = \
+	src/acme_migrate.o \
+	src/catalog.o \
+	src/mapping.o \
+	src/batch.o \
+	src/writer.o \
+	src/hash.o
+
+DATA_built = acme_migrate--1.0.sql
+# the extension script is assembled from its parts, in name order
+EXT_PARTS = $(sort $(wildcard sql/ext/*.sql))
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+	-Wno-missing-field-initializers
+SHLIB_LINK = -lxxhash
+
+REGRESS = $(shell cat test/regress_schedule 2>/dev/null)
+REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
+	--temp-config=$(srcdir)/test/regress.conf
+ISOLATION = $(shell cat test/isolation_schedule 2>/dev/null)
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/test \
+	--temp-instance=$(CURDIR)/tmp_check_iso \
+	--temp-config=$(srcdir)/test/regress.conf
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results
+
+# no LLVM bitcode: JIT inlining of our functions is not worth a clang dependency
+with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+acme_migrate--1.0.sql: $(EXT_PARTS)
+	cat $^ > $@
+
+.PHONY: demo test bench pgtap format
+
+demo:
+	bash test/demo.sh
+
+test:
+	bash test/run_tests.sh
+
+bench:
+	bash bench/bench.sh
+
+# pgTAP suites on a throwaway cluster (expects the extension installed)
+pgtap:
+	bash test/pgtap.sh
+
+format:
+	clang-format -i src/*.c src/*.h

@@ -1,0 +1,157 @@
+/*-------------------------------------------------------------------------
+ *
+ * acme_migrate.h
+ *	  Shared definitions of acme_migrate: the job as the C code sees it, and
+ *	  the entry points each module offers the others.
+ *
+ * Modules (one responsibility each):
+ *	  acme_migrate.c	SQL-callable entry points and GUCs
+ *	  catalog.c			the only code that reads or writes acme_migrate.*
+ *	  mapping.c			resolves a job's tables, key and column mapping, and
+ *						builds the SQL that reads a batch
+ *	  batch.c			one batch: keyset walk, rejects, checkpoint
+ *	  writer.c			writes a batch's rows into the target
+ *	  hash.c			row and table hashing
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ACME_MIGRATE_H
+#define ACME_MIGRATE_H
+
+#include "postgres.h"
+
+#include "access/attnum.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/elog.h"
+#include "utils/jsonb.h"
+
+#include "compat.h"
+
+/* magic number of our advisory locks ("acme" in ASCII) */
+#define AM_LOCK_CLASS	0x61636d65
+
+typedef enum AmConflict
+{
+	AM_CONFLICT_UPDATE,
+	AM_CONFLICT_SKIP,
+	AM_CONFLICT_ERROR
+} AmConflict;
+
+/*
+ * A job, as stored in acme_migrate.jobs.  Loaded by catalog.c; strings are
+ * palloc'd in the caller's memory context.
+ */
+typedef struct AmJob
+{
+	int64		job_id;
+	char	   *job_name;
+	Oid			owner;
+	Oid			source_relid;
+	Oid			target_relid;
+	List	   *key_columns;	/* source column names (char *) */
+	List	   *target_key_columns; /* target column names (char *) */
+	bool		key_is_unique;
+	List	   *map_targets;	/* target column names (char *) ... */
+	List	   *map_exprs;		/* ... and their SQL expressions (char *) */
+	Jsonb	   *columns_given;	/* may be NULL */
+	char	   *filter;			/* may be NULL */
+	int32		batch_size;
+	AmConflict	on_conflict;
+	bool		reject;			/* on_error = 'reject' */
+	double		max_error_rate; /* < 0 when not set */
+	bool		capture_changes;
+	List	   *depends_on;		/* job names (char *) */
+	double		max_rows_per_second;	/* 0 when not set */
+	int64		batch_time_target_ms;	/* 0 when not set */
+	int64		max_replication_lag_ms; /* 0 when not set */
+	int64		lock_timeout_ms;	/* -1 when not set */
+	int32		definition_version;
+	char	   *state;
+	List	   *last_key;		/* checkpoint: key values as text, or NIL */
+	int64		rows_read;
+	int64		rows_copied;
+	int64		rows_rejected;
+	int64		batches_done;
+	double		rows_estimate;
+} AmJob;
+
+/*
+ * A job's mapping resolved against the current catalogs: what mapping.c
+ * builds from an AmJob and what batch.c and writer.c execute.
+ */
+typedef struct AmMapping
+{
+	Oid			source_relid;
+	Oid			target_relid;
+	int			nkeys;
+	Oid		   *key_types;
+	Oid		   *key_collations;
+	FmgrInfo   *key_cmp;		/* btree comparison procs */
+	FmgrInfo   *key_in;			/* input functions */
+	Oid		   *key_ioparams;
+	FmgrInfo   *key_out;		/* output functions */
+	char	  **key_names;		/* source key column names */
+
+	/* target columns the batch query returns, after the nkeys key columns */
+	int			nmapped;
+	AttrNumber *mapped_attnums;
+	char	  **mapped_names;
+
+	/* SQL that reads a batch: [has lower bound][has upper bound] */
+	char	   *select_sql[2][2];
+	/* SQL that reads and writes a batch with INSERT ... ON CONFLICT */
+	char	   *insert_sql[2][2];
+	/* SQL returning one source row as jsonb, by key */
+	char	   *row_json_sql;
+	/* SQL counting source rows equal to a key (duplicate check) */
+	char	   *key_count_sql;
+	/* SQL finding a NULL key (end of walk check) */
+	char	   *null_key_sql;
+	/* SQL telling whether the target has a row in a key range */
+	bool		direct_ok;		/* may the direct (table AM) writer be used? */
+	char	   *direct_why_not; /* if not, why (for DEBUG1) */
+} AmMapping;
+
+/* catalog.c */
+extern AmJob *catalog_job_get(const char *job_name, bool for_update);
+extern int64 catalog_job_insert(AmJob *job);
+extern void catalog_job_delete(AmJob *job);
+extern bool catalog_job_is_finished(const char *job_name, bool *exists);
+extern void catalog_job_set_state(AmJob *job, const char *state,
+								  const char *reason);
+extern void catalog_job_checkpoint(AmJob *job, List *first_key,
+								   List *last_key, int64 rows_read,
+								   int64 rows_copied, int64 rows_rejected,
+								   bool direct, TimestampTz started,
+								   const char *new_state);
+extern void catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row,
+								  ErrorData *edata);
+extern void catalog_error_insert(AmJob *job, ErrorData *edata,
+								 bool transient);
+extern void catalog_check_owner(AmJob *job);
+
+/* mapping.c */
+extern AmMapping *mapping_build(AmJob *job, bool validating);
+extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns);
+extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);
+extern List *mapping_key_to_text(AmMapping *map, Datum *values);
+extern Jsonb *mapping_key_to_jsonb(AmMapping *map, Datum *values);
+extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
+									   const char *what);
+
+/* batch.c */
+extern int64 batch_run_one(AmJob *job, AmMapping *map, bool *finished);
+
+/* writer.c */
+typedef struct AmWriter AmWriter;
+extern AmWriter *writer_begin(AmMapping *map);
+extern void writer_put(AmWriter *w, Datum *values, bool *isnull);
+extern int64 writer_end(AmWriter *w);
+extern void writer_abort(AmWriter *w);
+
+/* acme_migrate.c: GUCs */
+extern bool acme_migrate_direct_write;
+
+#endif							/* ACME_MIGRATE_H */

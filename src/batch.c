@@ -1,0 +1,2 @@
+/* batch.c: work in progress */
+#include "acme_migrate.h"

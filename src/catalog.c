@@ -1,0 +1,2 @@
+/* catalog.c: work in progress */
+#include "acme_migrate.h"

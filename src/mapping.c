@@ -1,0 +1,2 @@
+/* mapping.c: work in progress */
+#include "acme_migrate.h"
