@@ -1,0 +1,467 @@
+#!/usr/bin/env bash
+# bench/bench.sh: `make bench`.
+#
+# Copies a generated orders table (ROWS rows, default 5,000,000) into an empty
+# target with a primary key, REPS times (default 3) per contender, and prints the
+# median times, rates, table sizes, ratios and the backend's memory:
+#
+#   a  CALL acme_migrate_run(job)   batch_size => 10000, one commit per batch
+#   b  INSERT INTO target SELECT * FROM source   (one statement, one commit)
+#   c  CALL acme_migrate_run(job)   batch_size => 1000
+#   d  pgcopydb copy table-data into a second database of the same cluster,
+#      target table (with its primary key) pre-created there
+#   d2 (PGCOPYDB_POSTINDEX=1) pgcopydb's own strategy: copy table-data into a
+#      table without index, then pgcopydb copy indexes + copy constraints
+#
+# It starts a throwaway cluster (mktemp -d, free port in 5700-5799), runs every
+# contender with the same settings, CHECKPOINT + VACUUM ANALYZE between runs,
+# and removes the cluster at the end (KEEP=1 keeps it).  The contenders are
+# interleaved (rep 1: a b c d, rep 2: a b c d, ...) so drift hits all alike.
+# It reports; it never asserts a time.  It exits non-zero only on an error
+# (including a target whose row count differs from the source's).
+#
+# Environment:
+#   ROWS=5000000 REPS=3 KEEP=0
+#   CONTENDERS="a b c d"    subset / order of contenders (d2 added by PGCOPYDB_POSTINDEX=1)
+#   PGCOPYDB_POSTINDEX=0    also run d2
+#   INSTALL=auto            auto: `make install` (as root, under flock) only when the
+#                           extension is not installed; 1: always; 0: never
+#   PG_CONFIG=pg_config     which PostgreSQL
+#   SHARED_BUFFERS=4GB      (other settings: see write_conf below; all printed)
+#   HASH_BENCH=1            run bench/hash_bench.sh on the same cluster if executable
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+ROWS=${ROWS:-5000000}
+REPS=${REPS:-3}
+KEEP=${KEEP:-0}
+INSTALL=${INSTALL:-auto}
+PG_CONFIG=${PG_CONFIG:-pg_config}
+SHARED_BUFFERS=${SHARED_BUFFERS:-4GB}
+PGCOPYDB=${PGCOPYDB:-$(command -v pgcopydb || echo /usr/bin/pgcopydb)}
+PGCOPYDB_POSTINDEX=${PGCOPYDB_POSTINDEX:-0}
+HASH_BENCH=${HASH_BENCH:-1}
+CONTENDERS=${CONTENDERS:-"a b c d"}
+if [ "$PGCOPYDB_POSTINDEX" = 1 ]; then CONTENDERS="$CONTENDERS d2"; fi
+
+case "$ROWS" in ''|*[!0-9]*) echo "bench: ROWS must be a positive integer" >&2; exit 2 ;; esac
+case "$REPS" in ''|*[!0-9]*|0) echo "bench: REPS must be a positive integer" >&2; exit 2 ;; esac
+
+BINDIR=$("$PG_CONFIG" --bindir)
+SHAREDIR=$("$PG_CONFIG" --sharedir)
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+
+log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- install
+ext_installed() { [ -f "$SHAREDIR/extension/acme_migrate.control" ] && [ -f "$PKGLIBDIR/acme_migrate.so" ]; }
+if [ "$INSTALL" = 1 ] || { [ "$INSTALL" = auto ] && ! ext_installed; }; then
+	[ "$(id -u)" = 0 ] || die "acme_migrate is not installed; run 'make install' as root first"
+	log "make install (under flock /tmp/acme_build.lock)"
+	flock /tmp/acme_build.lock make -C "$REPO" install PG_CONFIG="$PG_CONFIG" >&2
+fi
+ext_installed || die "acme_migrate is not installed in $SHAREDIR / $PKGLIBDIR"
+
+# ---------------------------------------------------------------- cluster
+if [ "$(id -u)" = 0 ]; then
+	PGOSUSER=postgres
+	as_pg() { runuser -u postgres -- "$@"; }
+else
+	PGOSUSER=$(id -un)
+	as_pg() { "$@"; }
+fi
+
+WORK=$(mktemp -d /tmp/acme_bench.XXXXXX)
+chmod 755 "$WORK"
+PGDATA_DIR="$WORK/data"
+SOCK="$WORK/sock"
+mkdir -p "$SOCK" "$WORK/tmp"
+[ "$(id -u)" = 0 ] && chown -R postgres: "$WORK"
+
+PORT=
+for p in $(seq 5700 5799); do
+	if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && [ ! -e "/tmp/.s.PGSQL.$p" ]; then
+		PORT=$p
+		break
+	fi
+done
+[ -n "$PORT" ] || die "no free port in 5700-5799"
+
+STARTED=0
+cleanup() {
+	local rc=$?
+	set +e
+	if [ -n "${SAMPLER_PID:-}" ]; then kill "$SAMPLER_PID" 2>/dev/null; fi
+	if [ "$STARTED" = 1 ]; then
+		if [ "$KEEP" = 1 ]; then
+			log "KEEP=1: cluster left running: PGDATA=$PGDATA_DIR host=$SOCK port=$PORT (stop: runuser -u $PGOSUSER -- $BINDIR/pg_ctl -D $PGDATA_DIR stop)"
+		else
+			as_pg "$BINDIR/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1
+		fi
+	fi
+	if [ "$KEEP" != 1 ]; then
+		rm -rf "$WORK"
+	fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "initdb in $PGDATA_DIR (port $PORT)"
+as_pg "$BINDIR/initdb" -D "$PGDATA_DIR" -U postgres -A trust -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 \
+	|| { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+
+# The same settings serve every contender.  Durability stays on (fsync,
+# synchronous_commit, full_page_writes): a migration tool is judged with them.
+# wal_level stays 'replica' (the default), as on a production primary.
+# autovacuum is off so that no background vacuum lands in one contender's
+# timing; the script runs CHECKPOINT + VACUUM ANALYZE between runs instead.
+SETTINGS=(
+	"shared_buffers = '$SHARED_BUFFERS'"
+	"effective_cache_size = '16GB'"
+	"work_mem = '64MB'"
+	"maintenance_work_mem = '1GB'"
+	"wal_buffers = '64MB'"
+	"wal_level = 'replica'"
+	"max_wal_size = '16GB'"
+	"min_wal_size = '2GB'"
+	"checkpoint_timeout = '30min'"
+	"checkpoint_completion_target = 0.9"
+	"fsync = on"
+	"synchronous_commit = on"
+	"full_page_writes = on"
+	"wal_compression = off"
+	"autovacuum = off"
+	"jit = off"
+	"max_connections = 50"
+	"max_worker_processes = 16"
+	"shared_preload_libraries = 'acme_migrate'"
+	"listen_addresses = ''"
+	"unix_socket_directories = '$SOCK'"
+	"port = $PORT"
+	"log_min_messages = warning"
+	"log_checkpoints = on"
+	"compute_query_id = on"
+)
+printf '%s\n' "${SETTINGS[@]}" >>"$PGDATA_DIR/postgresql.conf"
+
+log "starting the cluster"
+as_pg "$BINDIR/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/server.log" -w -t 120 start >/dev/null \
+	|| { tail -50 "$WORK/server.log" >&2; die "server did not start"; }
+STARTED=1
+
+export PGHOST="$SOCK" PGPORT="$PORT" PGUSER=postgres
+DB=acme_bench
+DB2=acme_bench_pgcopydb
+DB3=acme_bench_pgcopydb_post
+PSQL=("$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -At)
+q() { "${PSQL[@]}" -d "${QDB:-$DB}" -c "$1"; }       # one query, unaligned tuples only
+
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB" -c "CREATE DATABASE $DB2" -c "CREATE DATABASE $DB3"
+
+# ---------------------------------------------------------------- header
+PGVERSION=$(QDB=postgres q "SELECT version()")
+{
+	echo "================================================================================"
+	echo "acme_migrate bench  $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+	echo "repo:      $REPO  ($(git -C "$REPO" log -1 --format='%h %s' 2>/dev/null || echo 'not a git checkout'))"
+	echo "installed: $PKGLIBDIR/acme_migrate.so ($(date -r "$PKGLIBDIR/acme_migrate.so" '+%Y-%m-%d %H:%M:%S'))"
+	echo "server:    $PGVERSION"
+	echo "pgcopydb:  $("$PGCOPYDB" --version 2>/dev/null | grep -i 'pgcopydb version' | head -1)"
+	echo "machine:   $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), kernel $(uname -r)"
+	free -g | sed 's/^/           /'
+	echo "disk:      $(df -h "$WORK" | awk 'NR==2 {print $1 ", " $4 " free"}')"
+	echo "rows=$ROWS reps=$REPS contenders: $CONTENDERS"
+	echo "settings (postgresql.conf, the same for every contender):"
+	printf '           %s\n' "${SETTINGS[@]}"
+	echo "================================================================================"
+} 
+
+# ---------------------------------------------------------------- schema and data
+# orders: bigint key, int, numeric(12,2), text, timestamptz, 40-character text
+ORDERS_COLS="id bigint NOT NULL, customer_id integer NOT NULL, amount numeric(12,2) NOT NULL,
+	status text NOT NULL, created_at timestamptz NOT NULL, note text NOT NULL"
+
+log "creating the schema"
+case " $CONTENDERS " in
+	*" a "*|*" c "*) "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION acme_migrate" ;;
+	*) log "contenders a and c not selected: the extension is not created" ;;
+esac
+"${PSQL[@]}" -d "$DB" <<SQL
+CREATE SCHEMA legacy;
+CREATE SCHEMA app;
+CREATE TABLE legacy.orders ($ORDERS_COLS);
+CREATE TABLE app.orders_run ($ORDERS_COLS, CONSTRAINT orders_run_pkey PRIMARY KEY (id));
+CREATE TABLE app.orders_insert ($ORDERS_COLS, CONSTRAINT orders_insert_pkey PRIMARY KEY (id));
+SQL
+# the pgcopydb target: same schema-qualified name as the source (pgcopydb
+# copies legacy.orders to legacy.orders), with the same primary key
+"${PSQL[@]}" -d "$DB2" <<SQL
+CREATE SCHEMA legacy;
+CREATE TABLE legacy.orders ($ORDERS_COLS, CONSTRAINT orders_pkey PRIMARY KEY (id));
+SQL
+# d2's target: the table without its primary key, which pgcopydb builds
+"${PSQL[@]}" -d "$DB3" <<SQL
+CREATE SCHEMA legacy;
+CREATE TABLE legacy.orders ($ORDERS_COLS);
+SQL
+
+log "generating $ROWS source rows"
+t0=$(date +%s.%N)
+"${PSQL[@]}" -d "$DB" <<SQL
+SET synchronous_commit = off;
+INSERT INTO legacy.orders
+SELECT i,
+       (i * 7919 % 200000)::integer + 1,
+       ((i * 104729 % 10000000) / 100.0)::numeric(12,2),
+       (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled', 'refunded'])[1 + i % 6],
+       timestamptz '2020-01-01 00:00:00+00' + i * interval '7 seconds',
+       substr(md5(i::text) || md5((-i)::text), 1, 40)
+FROM generate_series(1::bigint, $ROWS::bigint) AS i;
+ALTER TABLE legacy.orders ADD CONSTRAINT orders_pkey PRIMARY KEY (id);
+VACUUM (FREEZE, ANALYZE) legacy.orders;
+CHECKPOINT;
+SQL
+log "source ready in $(echo "$(date +%s.%N) - $t0" | bc) s"
+SRC_ROWS=$(q "SELECT count(*) FROM legacy.orders")
+SRC_SIZE=$(q "SELECT pg_total_relation_size('legacy.orders')")
+SRC_HEAP=$(q "SELECT pg_relation_size('legacy.orders')")
+[ "$SRC_ROWS" = "$ROWS" ] || die "source has $SRC_ROWS rows, expected $ROWS"
+
+# ---------------------------------------------------------------- helpers
+# reset between runs: empty targets, everything vacuumed, clean checkpoint
+settle() {
+	"${PSQL[@]}" -d "$DB" -c "TRUNCATE app.orders_run, app.orders_insert" -c "VACUUM ANALYZE" -c "CHECKPOINT"
+	"${PSQL[@]}" -d "$DB2" -c "TRUNCATE legacy.orders" -c "VACUUM ANALYZE" -c "CHECKPOINT"
+	"${PSQL[@]}" -d "$DB3" -c "SET client_min_messages = warning" \
+		-c "ALTER TABLE legacy.orders DROP CONSTRAINT IF EXISTS orders_pkey" \
+		-c "DROP INDEX IF EXISTS legacy.orders_pkey" -c "TRUNCATE legacy.orders" \
+		-c "VACUUM ANALYZE" -c "CHECKPOINT"
+	# warm the source in shared buffers / page cache for every contender alike
+	q "SELECT count(*) FROM legacy.orders" >/dev/null
+}
+
+# memory sampler: every 0.1 s, VmRSS / RssAnon of the backend whose pid
+# appears in $1.pid, until $1.done exists; one line per sample: t rss anon
+sampler() {
+	local base=$1 pid= t0 now
+	while [ ! -s "$base.pid" ]; do sleep 0.02; done
+	pid=$(cat "$base.pid")
+	t0=$(date +%s.%N)
+	while [ ! -e "$base.done" ] && [ -r "/proc/$pid/status" ]; do
+		now=$(date +%s.%N)
+		awk -v t="$(echo "$now - $t0" | bc)" '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} END {if (r != "") print t, r, a}' \
+			"/proc/$pid/status" >>"$base.samples" 2>/dev/null || true
+		sleep 0.1
+	done
+}
+
+# run_psql_timed NAME SQL_SETUP SQL_TIMED: runs SQL_SETUP, then SQL_TIMED
+# timed by the server clock, in one session; records secs, VmHWM and samples
+run_psql_timed() {
+	local name=$1 setup=$2 timed=$3 base="$WORK/tmp/$1"
+	rm -f "$base".*
+	sampler "$base" &
+	SAMPLER_PID=$!
+	"${PSQL[@]}" -d "$DB" >"$base.out" <<SQL
+$setup
+SELECT pg_backend_pid() AS bpid \gset
+\setenv BPID :bpid
+\setenv BASE $base
+\! echo \$BPID > \$BASE.pid.tmp && mv \$BASE.pid.tmp \$BASE.pid
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+$timed
+SELECT extract(epoch FROM clock_timestamp()) - :t0 AS secs \gset
+\! touch \$BASE.done
+\! grep -E '^(VmHWM|VmRSS|RssAnon|RssShmem):' /proc/\$BPID/status > \$BASE.status
+\echo secs :secs
+SQL
+	wait "$SAMPLER_PID" || true
+	SAMPLER_PID=
+	RUN_SECS=$(awk '$1 == "secs" {print $2}' "$base.out")
+	RUN_HWM=$(awk '$1 == "VmHWM:" {print $2}' "$base.status")
+	RUN_ANON_END=$(awk '$1 == "RssAnon:" {print $2}' "$base.status")
+	# peak private memory, and private memory at ~10% of the elapsed time
+	RUN_ANON_PEAK=$(awk 'BEGIN {m = 0} $3 > m {m = $3} END {print m}' "$base.samples" 2>/dev/null || echo 0)
+	RUN_ANON_10=$(awk -v T="$RUN_SECS" '$1 >= 0.1 * T {print $3; exit}' "$base.samples" 2>/dev/null || true)
+	RUN_RSS_10=$(awk -v T="$RUN_SECS" '$1 >= 0.1 * T {print $2; exit}' "$base.samples" 2>/dev/null || true)
+	RUN_RSS_END=$(awk '$1 == "VmRSS:" {print $2}' "$base.status")
+	[ -n "$RUN_SECS" ] || die "$name: no timing in $base.out"
+}
+
+JOB=bench_orders
+contender_job() {	# $1 = batch size
+	local bs=$1
+	"${PSQL[@]}" -d "$DB" -c "SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs WHERE job_name = '$JOB'" >/dev/null
+	q "SELECT acme_migrate_create(job => '$JOB', source => 'legacy.orders', target => 'app.orders_run', batch_size => $bs)" >/dev/null
+	run_psql_timed "job$bs" "" "CALL acme_migrate_run('$JOB');"
+	local state
+	state=$(q "SELECT state || ' ' || rows_copied || ' ' || batches_done FROM acme_migrate.jobs WHERE job_name = '$JOB'")
+	JOB_STATE=$state
+	TGT_ROWS=$(q "SELECT count(*) FROM app.orders_run")
+	TGT_SIZE=$(q "SELECT pg_total_relation_size('app.orders_run')")
+}
+
+contender_insert() {
+	run_psql_timed insert "" "INSERT INTO app.orders_insert SELECT * FROM legacy.orders;"
+	TGT_ROWS=$(q "SELECT count(*) FROM app.orders_insert")
+	TGT_SIZE=$(q "SELECT pg_total_relation_size('app.orders_insert')")
+}
+
+SRC_URI="postgres:///$DB?host=$SOCK&port=$PORT&user=postgres"
+printf '[include-only-table]\nlegacy.orders\n' >"$WORK/pgcopydb.filters"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pgcopydb.filters"
+
+# run_pgcopydb SUBCOMMAND TARGET_DB: pgcopydb with its defaults (no
+# --table-jobs / --index-jobs given), wall time of the whole command
+run_pgcopydb() {
+	local sub=$1 tdb=$2 dir="$WORK/pgcopydb" t0 t1
+	as_pg rm -rf "$dir"
+	t0=$(date +%s.%N)
+	as_pg env -u PGHOST -u PGPORT -u PGUSER HOME="$WORK" TMPDIR="$WORK/tmp" PATH="$BINDIR:/usr/bin:/bin" \
+		"$PGCOPYDB" copy "$sub" --source "$SRC_URI" \
+		--target "postgres:///$tdb?host=$SOCK&port=$PORT&user=postgres" \
+		--dir "$dir" --filters "$WORK/pgcopydb.filters" >"$WORK/pgcopydb.log" 2>&1 \
+		|| { tail -40 "$WORK/pgcopydb.log" >&2; die "pgcopydb copy $sub failed"; }
+	t1=$(date +%s.%N)
+	RUN_SECS=$(echo "$t1 - $t0" | bc)
+	# pgcopydb's summary line for the table: OID | schema | name | copy duration | indexes | create index duration
+	PGCOPYDB_COPY=$(awk -F'|' '$2 ~ /legacy/ && $3 ~ /orders/ {gsub(/ /, ""); print $4 " COPY, " $5 " index(es) in " $6; exit}' "$WORK/pgcopydb.log" || true)
+	PGCOPYDB_COPY_MS=$(awk -F'|' '$2 ~ /legacy/ && $3 ~ /orders/ {v = $4; gsub(/ /, "", v);
+		if (v ~ /ms$/) {sub(/ms$/, "", v); print v}
+		else if (v ~ /s$/) {sub(/s$/, "", v); print v * 1000}
+		exit}' "$WORK/pgcopydb.log" || true)
+	cp "$WORK/pgcopydb.log" "$WORK/tmp/pgcopydb-$sub.log"
+	TGT_ROWS=$(QDB=$tdb q "SELECT count(*) FROM legacy.orders")
+	TGT_SIZE=$(QDB=$tdb q "SELECT pg_total_relation_size('legacy.orders')")
+	TGT_PK=$(QDB=$tdb q "SELECT count(*) FROM pg_constraint WHERE conrelid = 'legacy.orders'::regclass AND contype = 'p'")
+	[ "$TGT_PK" = 1 ] || die "pgcopydb copy $sub: legacy.orders in $tdb has no primary key afterwards"
+}
+
+# d: pgcopydb copy table-data into legacy.orders of $DB2, created there with
+# its primary key beforehand.  Included in the time: catalog queries and
+# snapshot, COPY source -> pgcopydb -> target (the primary key maintained
+# during the COPY), and the VACUUM ANALYZE of the target pgcopydb runs after.
+contender_pgcopydb() { run_pgcopydb table-data "$DB2"; }
+
+# d2: pgcopydb's own bulk strategy: copy data (TRUNCATE + COPY ... FREEZE
+# into the bare table, then CREATE UNIQUE INDEX + ADD PRIMARY KEY USING INDEX,
+# VACUUM ANALYZE), into $DB3 whose legacy.orders has no index beforehand
+contender_pgcopydb_postindex() { run_pgcopydb data "$DB3"; }
+
+# ---------------------------------------------------------------- run
+declare -A COPYMS TIMES HWM ANONPEAK ANON10 ANONEND RSS10 RSSEND ROWSOUT SIZEOUT EXTRA
+FAILED=0
+for rep in $(seq 1 "$REPS"); do
+	for c in $CONTENDERS; do
+		settle
+		RUN_HWM= RUN_ANON_PEAK= RUN_ANON_10= RUN_ANON_END= RUN_RSS_10= RUN_RSS_END= JOB_STATE= PGCOPYDB_COPY= PGCOPYDB_COPY_MS=
+		case $c in
+			a) contender_job 10000 ;;
+			b) contender_insert ;;
+			c) contender_job 1000 ;;
+			d) contender_pgcopydb ;;
+			d2) contender_pgcopydb_postindex ;;
+			*) die "unknown contender $c" ;;
+		esac
+		TIMES[$c]="${TIMES[$c]:-} $RUN_SECS"
+		HWM[$c]="${HWM[$c]:-} ${RUN_HWM:-}"
+		ANONPEAK[$c]="${ANONPEAK[$c]:-} ${RUN_ANON_PEAK:-}"
+		ANON10[$c]="${ANON10[$c]:-} ${RUN_ANON_10:-}"
+		ANONEND[$c]="${ANONEND[$c]:-} ${RUN_ANON_END:-}"
+		RSS10[$c]="${RSS10[$c]:-} ${RUN_RSS_10:-}"
+		RSSEND[$c]="${RSSEND[$c]:-} ${RUN_RSS_END:-}"
+		COPYMS[$c]="${COPYMS[$c]:-} ${PGCOPYDB_COPY_MS:-}"
+		ROWSOUT[$c]=$TGT_ROWS
+		SIZEOUT[$c]=$TGT_SIZE
+		[ -n "$JOB_STATE" ] && EXTRA[$c]="job: $JOB_STATE (state rows_copied batches)"
+		[ -n "$PGCOPYDB_COPY" ] && EXTRA[$c]="pgcopydb summary: $PGCOPYDB_COPY"
+		msg="rep $rep/$REPS $c: $(printf '%.2f' "$RUN_SECS") s, $TGT_ROWS rows"
+		[ -n "$RUN_HWM" ] && msg="$msg, VmHWM ${RUN_HWM} kB, peak RssAnon ${RUN_ANON_PEAK} kB"
+		[ -n "$JOB_STATE" ] && msg="$msg, job $JOB_STATE"
+		log "$msg"
+		if [ "$TGT_ROWS" != "$SRC_ROWS" ]; then
+			log "ERROR: contender $c left $TGT_ROWS rows in its target, the source has $SRC_ROWS"
+			FAILED=1
+		fi
+	done
+done
+
+# ---------------------------------------------------------------- report
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) {print ""; exit} if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+minmax() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) printf "%.2f-%.2f", lo, hi}'; }
+mb() { awk -v b="$1" 'BEGIN {if (b == "") print "-"; else printf "%.1f", b / 1048576}'; }
+kb2mb() { awk -v k="$1" 'BEGIN {if (k == "") print "-"; else printf "%.1f", k / 1024}'; }
+
+declare -A MED LABEL
+LABEL[a]="a  CALL acme_migrate_run, batch_size 10000"
+LABEL[b]="b  INSERT INTO target SELECT * FROM source"
+LABEL[c]="c  CALL acme_migrate_run, batch_size 1000"
+LABEL[d]="d  pgcopydb copy table-data (PK pre-created)"
+LABEL[d2]="d2 pgcopydb copy data (it builds the PK after)"
+
+echo
+echo "RESULTS: $ROWS rows, median of $REPS reps (times in seconds, wall clock)"
+echo "source legacy.orders: $SRC_ROWS rows, pg_total_relation_size $(mb "$SRC_SIZE") MB (heap $(mb "$SRC_HEAP") MB)"
+echo
+printf '%-47s %9s %15s %12s %11s %12s\n' "contender" "median s" "min-max s" "rows/s" "tgt rows" "tgt size MB"
+printf '%s\n' "--------------------------------------------------------------------------------------------------------------"
+for c in $CONTENDERS; do
+	MED[$c]=$(echo "${TIMES[$c]}" | median)
+	printf '%-47s %9.2f %15s %12.0f %11s %12s\n' "${LABEL[$c]}" "${MED[$c]}" "$(echo "${TIMES[$c]}" | minmax)" \
+		"$(echo "$SRC_ROWS / ${MED[$c]}" | bc -l)" "${ROWSOUT[$c]}" "$(mb "${SIZEOUT[$c]}")"
+done
+echo
+echo "ratios of medians (goals from the issue in brackets):"
+ratio() { if [ -n "${MED[$1]:-}" ] && [ -n "${MED[$2]:-}" ]; then printf '%.3f' "$(echo "${MED[$1]} / ${MED[$2]}" | bc -l)"; else echo "n/a"; fi; }
+echo "  a/b = $(ratio a b)   [goal <= 1.0, stretch <= 0.85]"
+echo "  a/d = $(ratio a d)   [goal <= 0.67, i.e. a at least 1.5x faster than pgcopydb]"
+echo "  c/a = $(ratio c a)   [goal <= 1.3]"
+case " $CONTENDERS " in *" d2 "*) echo "  a/d2 = $(ratio a d2)   [information: pgcopydb building the primary key after the data]" ;; esac
+echo
+echo "backend memory (kB -> MB; median over reps; each rep is a new connection):"
+printf '  %-4s %10s %12s %14s %14s %14s %12s\n' "" "VmHWM" "VmRSS@10%" "VmRSS@end" "RssAnon peak" "RssAnon@10%" "RssAnon@end"
+for c in $CONTENDERS; do
+	[ -n "$(echo "${HWM[$c]:-}" | tr -d ' ')" ] || continue
+	printf '  %-4s %10s %12s %14s %14s %14s %12s\n' "$c" \
+		"$(kb2mb "$(echo "${HWM[$c]}" | median)")" "$(kb2mb "$(echo "${RSS10[$c]}" | median)")" \
+		"$(kb2mb "$(echo "${RSSEND[$c]}" | median)")" "$(kb2mb "$(echo "${ANONPEAK[$c]}" | median)")" \
+		"$(kb2mb "$(echo "${ANON10[$c]}" | median)")" "$(kb2mb "$(echo "${ANONEND[$c]}" | median)")"
+done
+echo "  VmHWM/VmRSS include the shared buffers the backend touched (RssShmem), which grow with"
+echo "  the data it reads and writes; RssAnon is the backend's private memory (sampled every 0.1 s)."
+echo
+echo "notes:"
+echo "  a, c: time of the CALL alone (server clock, same session); acme_migrate_create before it and"
+echo "        acme_migrate_drop + TRUNCATE of the target after it are not timed."
+echo "  b:    time of the INSERT alone (server clock); one transaction."
+echo "  d:    wall time of the whole pgcopydb command, run with its defaults (no --table-jobs /"
+echo "        --index-jobs given: pgcopydb $("$PGCOPYDB" --version 2>/dev/null | awk '/pgcopydb version/ {print $NF; exit}') defaults are table-jobs 4, index-jobs 4; with a single"
+echo "        table not split, one COPY runs). Included: its catalog queries and snapshot, the COPY"
+echo "        out of the source and into the target over the Unix socket, primary key maintained"
+echo "        during the COPY (pre-created), and the VACUUM ANALYZE of the target it runs afterwards."
+echo "  d2:   pgcopydb's own bulk path, for information: 'pgcopydb copy data' (same defaults) into a"
+echo "        table without index: TRUNCATE + COPY ... WITH (FREEZE), then it builds the primary key"
+echo "        (CREATE UNIQUE INDEX + ADD CONSTRAINT ... USING INDEX), then VACUUM ANALYZE; whole command."
+for c in d d2; do
+	m=$(echo "${COPYMS[$c]:-}" | median)
+	[ -n "$m" ] && printf '  %-5s pgcopydb-reported COPY duration of the table alone, median: %.2f s\n' "$c:" "$(echo "$m / 1000" | bc -l)"
+done
+for c in $CONTENDERS; do
+	[ -n "${EXTRA[$c]:-}" ] && echo "  last $c: ${EXTRA[$c]}"
+done
+echo "  between runs: TRUNCATE of the targets, VACUUM ANALYZE and CHECKPOINT of both databases,"
+echo "  and a full read of the source (cache warm for every contender)."
+
+# ---------------------------------------------------------------- hash bench
+if [ "$HASH_BENCH" = 1 ] && [ -x "$HERE/hash_bench.sh" ]; then
+	echo
+	log "running bench/hash_bench.sh on the same cluster"
+	PGHOST="$SOCK" PGPORT="$PORT" PGDATABASE="$DB" PGUSER=postgres "$HERE/hash_bench.sh" \
+		|| { log "ERROR: bench/hash_bench.sh failed"; FAILED=1; }
+fi
+
+[ "$FAILED" = 0 ] || exit 1
+exit 0
