@@ -62,7 +62,8 @@ as_pg() {
 }
 
 # Install whichever of ACME_PACKAGES (plus "$@") are missing; apt-get update
-# runs once, and only when something has to be installed.
+# runs once, and only when something has to be installed.  Non-zero on
+# failure.
 ensure_packages() {
 	local pkg status missing=()
 	for pkg in "${ACME_PACKAGES[@]}" "$@"; do
@@ -76,9 +77,14 @@ ensure_packages() {
 		return 0
 	fi
 	log "installing missing Debian packages: ${missing[*]}"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-	[ -x "$PG_CONFIG" ] || die "$PG_CONFIG is missing after installing the packages"
+	# explicit returns: callers may test this function, which turns off set -e
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" ||
+		return 1
+	if [ ! -x "$PG_CONFIG" ]; then
+		printf 'ERROR: %s is missing after installing the packages\n' "$PG_CONFIG" >&2
+		return 1
+	fi
 }
 
 # Serialise "make install" when ACME_BUILD_LOCK names a lock file (several
@@ -94,14 +100,14 @@ _with_build_lock() {
 	fi
 }
 
-# Build as the current user, install as root.
+# Build as the current user, install as root; non-zero on failure.
 build_and_install() {
 	local jobs
 	jobs="$(nproc 2>/dev/null || echo 2)"
 	log "building acme_migrate (make -j$jobs)"
-	_with_build_lock make -C "$ACME_TOP" -j"$jobs" PG_CONFIG="$PG_CONFIG" all
+	_with_build_lock make -C "$ACME_TOP" -j"$jobs" PG_CONFIG="$PG_CONFIG" all || return 1
 	log "installing acme_migrate (make install)"
-	_with_build_lock as_root make -C "$ACME_TOP" PG_CONFIG="$PG_CONFIG" install
+	_with_build_lock as_root make -C "$ACME_TOP" PG_CONFIG="$PG_CONFIG" install || return 1
 }
 
 # true when nothing answers on 127.0.0.1:$1 and no socket file uses the port
