@@ -78,7 +78,7 @@ chmod 755 "$WORK"
 PGDATA_DIR="$WORK/data"
 SOCK="$WORK/sock"
 mkdir -p "$SOCK" "$WORK/tmp"
-[ "$(id -u)" = 0 ] && chown -R postgres: "$WORK"
+if [ "$(id -u)" = 0 ]; then chown -R postgres: "$WORK"; fi
 
 PORT=
 for p in $(seq 5700 5799); do
@@ -312,7 +312,7 @@ contender_insert() {
 
 SRC_URI="postgres:///$DB?host=$SOCK&port=$PORT&user=postgres"
 printf '[include-only-table]\nlegacy.orders\n' >"$WORK/pgcopydb.filters"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pgcopydb.filters"
+if [ "$(id -u)" = 0 ]; then chown postgres: "$WORK/pgcopydb.filters"; fi
 
 # run_pgcopydb SUBCOMMAND TARGET_DB: pgcopydb with its defaults (no
 # --table-jobs / --index-jobs given), wall time of the whole command
@@ -329,10 +329,14 @@ run_pgcopydb() {
 	RUN_SECS=$(echo "$t1 - $t0" | bc)
 	# pgcopydb's summary line for the table: OID | schema | name | copy duration | indexes | create index duration
 	PGCOPYDB_COPY=$(awk -F'|' '$2 ~ /legacy/ && $3 ~ /orders/ {gsub(/ /, ""); print $4 " COPY, " $5 " index(es) in " $6; exit}' "$WORK/pgcopydb.log" || true)
-	PGCOPYDB_COPY_MS=$(awk -F'|' '$2 ~ /legacy/ && $3 ~ /orders/ {v = $4; gsub(/ /, "", v);
-		if (v ~ /ms$/) {sub(/ms$/, "", v); print v}
-		else if (v ~ /s$/) {sub(/s$/, "", v); print v * 1000}
-		exit}' "$WORK/pgcopydb.log" || true)
+	# durations as pgcopydb prints them: 123ms, 3s410, 12s, 1m05s, 1h02m
+	PGCOPYDB_COPY_MS=$(awk -F'|' '$2 ~ /legacy/ && $3 ~ /orders/ {v = $4; gsub(/ /, "", v); ms = 0;
+		if (match(v, /^[0-9]+h/)) {ms += substr(v, 1, RLENGTH - 1) * 3600000; v = substr(v, RLENGTH + 1)}
+		if (match(v, /^[0-9]+m([0-9]|$)/) && v !~ /^[0-9]+ms$/) {n = v; sub(/m.*/, "", n); ms += n * 60000; sub(/^[0-9]+m/, "", v)}
+		if (v ~ /^[0-9]+ms$/) {sub(/ms$/, "", v); ms += v}
+		else if (v ~ /^[0-9]+s[0-9]+$/) {split(v, p, "s"); ms += p[1] * 1000 + p[2]}
+		else if (v ~ /^[0-9]+s$/) {sub(/s$/, "", v); ms += v * 1000}
+		print ms; exit}' "$WORK/pgcopydb.log" || true)
 	cp "$WORK/pgcopydb.log" "$WORK/tmp/pgcopydb-$sub.log"
 	TGT_ROWS=$(QDB=$tdb q "SELECT count(*) FROM legacy.orders")
 	TGT_SIZE=$(QDB=$tdb q "SELECT pg_total_relation_size('legacy.orders')")
@@ -376,11 +380,11 @@ for rep in $(seq 1 "$REPS"); do
 		COPYMS[$c]="${COPYMS[$c]:-} ${PGCOPYDB_COPY_MS:-}"
 		ROWSOUT[$c]=$TGT_ROWS
 		SIZEOUT[$c]=$TGT_SIZE
-		[ -n "$JOB_STATE" ] && EXTRA[$c]="job: $JOB_STATE (state rows_copied batches)"
-		[ -n "$PGCOPYDB_COPY" ] && EXTRA[$c]="pgcopydb summary: $PGCOPYDB_COPY"
+		if [ -n "$JOB_STATE" ]; then EXTRA[$c]="job: $JOB_STATE (state rows_copied batches)"; fi
+		if [ -n "$PGCOPYDB_COPY" ]; then EXTRA[$c]="pgcopydb summary: $PGCOPYDB_COPY"; fi
 		msg="rep $rep/$REPS $c: $(printf '%.2f' "$RUN_SECS") s, $TGT_ROWS rows"
-		[ -n "$RUN_HWM" ] && msg="$msg, VmHWM ${RUN_HWM} kB, peak RssAnon ${RUN_ANON_PEAK} kB"
-		[ -n "$JOB_STATE" ] && msg="$msg, job $JOB_STATE"
+		if [ -n "$RUN_HWM" ]; then msg="$msg, VmHWM ${RUN_HWM} kB, peak RssAnon ${RUN_ANON_PEAK} kB"; fi
+		if [ -n "$JOB_STATE" ]; then msg="$msg, job $JOB_STATE"; fi
 		log "$msg"
 		if [ "$TGT_ROWS" != "$SRC_ROWS" ]; then
 			log "ERROR: contender $c left $TGT_ROWS rows in its target, the source has $SRC_ROWS"
@@ -390,8 +394,8 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 # ---------------------------------------------------------------- report
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) {print ""; exit} if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-minmax() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) printf "%.2f-%.2f", lo, hi}'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) {print ""; exit} if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+minmax() { tr ' ' '\n' | awk 'NF' | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) printf "%.2f-%.2f", lo, hi}'; }
 mb() { awk -v b="$1" 'BEGIN {if (b == "") print "-"; else printf "%.1f", b / 1048576}'; }
 kb2mb() { awk -v k="$1" 'BEGIN {if (k == "") print "-"; else printf "%.1f", k / 1024}'; }
 
@@ -442,15 +446,17 @@ echo "        --index-jobs given: pgcopydb $("$PGCOPYDB" --version 2>/dev/null |
 echo "        table not split, one COPY runs). Included: its catalog queries and snapshot, the COPY"
 echo "        out of the source and into the target over the Unix socket, primary key maintained"
 echo "        during the COPY (pre-created), and the VACUUM ANALYZE of the target it runs afterwards."
+case " $CONTENDERS " in *" d2 "*)
 echo "  d2:   pgcopydb's own bulk path, for information: 'pgcopydb copy data' (same defaults) into a"
 echo "        table without index: TRUNCATE + COPY ... WITH (FREEZE), then it builds the primary key"
-echo "        (CREATE UNIQUE INDEX + ADD CONSTRAINT ... USING INDEX), then VACUUM ANALYZE; whole command."
+echo "        (CREATE UNIQUE INDEX + ADD CONSTRAINT ... USING INDEX) while VACUUM ANALYZE runs; whole command."
+;; esac
 for c in d d2; do
 	m=$(echo "${COPYMS[$c]:-}" | median)
-	[ -n "$m" ] && printf '  %-5s pgcopydb-reported COPY duration of the table alone, median: %.2f s\n' "$c:" "$(echo "$m / 1000" | bc -l)"
+	if [ -n "$m" ]; then printf '  %-5s pgcopydb-reported COPY duration of the table alone, median: %.2f s\n' "$c:" "$(echo "$m / 1000" | bc -l)"; fi
 done
 for c in $CONTENDERS; do
-	[ -n "${EXTRA[$c]:-}" ] && echo "  last $c: ${EXTRA[$c]}"
+	if [ -n "${EXTRA[$c]:-}" ]; then echo "  last $c: ${EXTRA[$c]}"; fi
 done
 echo "  between runs: TRUNCATE of the targets, VACUUM ANALYZE and CHECKPOINT of both databases,"
 echo "  and a full read of the source (cache warm for every contender)."
