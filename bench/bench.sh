@@ -29,6 +29,12 @@
 #   PG_CONFIG=pg_config     which PostgreSQL
 #   SHARED_BUFFERS=4GB      (other settings: see write_conf below; all printed)
 #   HASH_BENCH=1            run bench/hash_bench.sh on the same cluster if executable
+#   PROFILE=0               1: also load pg_stat_statements (track = all) and perf-record the
+#                           backend during the first rep of a (and c); prints both at the end.
+#                           Changes the settings, so figures of a PROFILE=1 run are not the bench's.
+#   Optional contender p:   a PL/pgSQL keyset loop (INSERT ... SELECT ... WHERE id > last
+#                           ORDER BY id LIMIT 10000; COMMIT) -- the do-it-yourself baseline;
+#                           add it with CONTENDERS="a b c d p".
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,6 +48,7 @@ SHARED_BUFFERS=${SHARED_BUFFERS:-4GB}
 PGCOPYDB=${PGCOPYDB:-$(command -v pgcopydb || echo /usr/bin/pgcopydb)}
 PGCOPYDB_POSTINDEX=${PGCOPYDB_POSTINDEX:-0}
 HASH_BENCH=${HASH_BENCH:-1}
+PROFILE=${PROFILE:-0}
 CONTENDERS=${CONTENDERS:-"a b c d"}
 if [ "$PGCOPYDB_POSTINDEX" = 1 ]; then CONTENDERS="$CONTENDERS d2"; fi
 
@@ -137,7 +144,7 @@ SETTINGS=(
 	"jit = off"
 	"max_connections = 50"
 	"max_worker_processes = 16"
-	"shared_preload_libraries = 'acme_migrate'"
+	"shared_preload_libraries = '$( [ "$PROFILE" = 1 ] && echo 'acme_migrate, pg_stat_statements' || echo acme_migrate)'"
 	"listen_addresses = ''"
 	"unix_socket_directories = '$SOCK'"
 	"port = $PORT"
@@ -145,6 +152,7 @@ SETTINGS=(
 	"log_checkpoints = on"
 	"compute_query_id = on"
 )
+if [ "$PROFILE" = 1 ]; then SETTINGS+=("pg_stat_statements.track = 'all'" "pg_stat_statements.max = 1000"); fi
 printf '%s\n' "${SETTINGS[@]}" >>"$PGDATA_DIR/postgresql.conf"
 
 log "starting the cluster"
@@ -189,9 +197,25 @@ case " $CONTENDERS " in
 	*" a "*|*" c "*) "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION acme_migrate" ;;
 	*) log "contenders a and c not selected: the extension is not created" ;;
 esac
+if [ "$PROFILE" = 1 ]; then "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION pg_stat_statements"; fi
 "${PSQL[@]}" -d "$DB" <<SQL
 CREATE SCHEMA legacy;
 CREATE SCHEMA app;
+CREATE PROCEDURE app.diy_run(bs integer) LANGUAGE plpgsql AS \$\$
+DECLARE
+	last_id bigint := 0;
+	n bigint;
+BEGIN
+	LOOP
+		WITH ins AS (
+			INSERT INTO app.orders_run SELECT * FROM legacy.orders
+			WHERE id > last_id ORDER BY id LIMIT bs RETURNING id)
+		SELECT count(*), max(id) INTO n, last_id FROM ins;
+		EXIT WHEN n = 0;
+		COMMIT;
+	END LOOP;
+END
+\$\$;
 CREATE TABLE legacy.orders ($ORDERS_COLS);
 CREATE TABLE app.orders_run ($ORDERS_COLS, CONSTRAINT orders_run_pkey PRIMARY KEY (id));
 CREATE TABLE app.orders_insert ($ORDERS_COLS, CONSTRAINT orders_insert_pkey PRIMARY KEY (id));
@@ -250,12 +274,18 @@ sampler() {
 	while [ ! -s "$base.pid" ]; do sleep 0.02; done
 	pid=$(cat "$base.pid")
 	t0=$(date +%s.%N)
+	local perfpid=
+	if [ "${PROFILE_THIS:-0}" = 1 ] && command -v perf >/dev/null; then
+		perf record -F 499 -g -p "$pid" -o "$base.perf" >/dev/null 2>"$base.perf.log" &
+		perfpid=$!
+	fi
 	while [ ! -e "$base.done" ] && [ -r "/proc/$pid/status" ]; do
 		now=$(date +%s.%N)
 		awk -v t="$(echo "$now - $t0" | bc)" '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} END {if (r != "") print t, r, a}' \
 			"/proc/$pid/status" >>"$base.samples" 2>/dev/null || true
 		sleep 0.1
 	done
+	if [ -n "$perfpid" ]; then kill -INT "$perfpid" 2>/dev/null; wait "$perfpid" 2>/dev/null || true; fi
 }
 
 # run_psql_timed NAME SQL_SETUP SQL_TIMED: runs SQL_SETUP, then SQL_TIMED
@@ -296,10 +326,40 @@ contender_job() {	# $1 = batch size
 	local bs=$1
 	"${PSQL[@]}" -d "$DB" -c "SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs WHERE job_name = '$JOB'" >/dev/null
 	q "SELECT acme_migrate_create(job => '$JOB', source => 'legacy.orders', target => 'app.orders_run', batch_size => $bs)" >/dev/null
+	if [ "$PROFILE_THIS" = 1 ]; then q "SELECT pg_stat_statements_reset()" >/dev/null; fi
 	run_psql_timed "job$bs" "" "CALL acme_migrate_run('$JOB');"
+	if [ "$PROFILE_THIS" = 1 ]; then profile_report "$c (batch_size $bs), rep 1" "$WORK/tmp/job$bs"; fi
 	local state
 	state=$(q "SELECT state || ' ' || rows_copied || ' ' || batches_done FROM acme_migrate.jobs WHERE job_name = '$JOB'")
 	JOB_STATE=$state
+	TGT_ROWS=$(q "SELECT count(*) FROM app.orders_run")
+	TGT_SIZE=$(q "SELECT pg_total_relation_size('app.orders_run')")
+}
+
+PROFILES="$WORK/profiles.txt"
+profile_report() {	# $1 title, $2 base of the run's files
+	{
+		echo
+		echo "---- profile of $1 ----"
+		echo "pg_stat_statements (track = all), top 12 by total time:"
+		"$BINDIR/psql" -X -d "$DB" -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
+			round(mean_exec_time::numeric, 3) AS mean_ms, rows,
+			left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+			FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
+		if [ -s "$2.perf" ]; then
+			echo "perf (backend only, self time, symbols >= 1%):"
+			perf report -i "$2.perf" --stdio --no-children --sort dso,symbol --percent-limit 1 -g none 2>/dev/null \
+				| grep -v '^#' | grep -v '^$' | head -40
+		else
+			echo "(no perf data: $(head -c 300 "$2.perf.log" 2>/dev/null))"
+		fi
+	} >>"$PROFILES"
+}
+
+contender_diy() {
+	if [ "$PROFILE_THIS" = 1 ]; then q "SELECT pg_stat_statements_reset()" >/dev/null; fi
+	run_psql_timed diy "" "CALL app.diy_run(10000);"
+	if [ "$PROFILE_THIS" = 1 ]; then profile_report "p, rep 1" "$WORK/tmp/diy"; fi
 	TGT_ROWS=$(q "SELECT count(*) FROM app.orders_run")
 	TGT_SIZE=$(q "SELECT pg_total_relation_size('app.orders_run')")
 }
@@ -355,6 +415,15 @@ contender_pgcopydb() { run_pgcopydb table-data "$DB2"; }
 # VACUUM ANALYZE), into $DB3 whose legacy.orders has no index beforehand
 contender_pgcopydb_postindex() { run_pgcopydb data "$DB3"; }
 
+# ---------------------------------------------------------------- warm-up
+# One untimed copy first, so that no contender pays for first-time costs
+# (shared memory pages faulted in for the first time, WAL segments created
+# rather than recycled, relation files grown from nothing on a fresh cluster).
+log "warm-up (untimed): INSERT ... SELECT into app.orders_run, then TRUNCATE"
+settle
+"${PSQL[@]}" -d "$DB" -c "INSERT INTO app.orders_run SELECT * FROM legacy.orders"
+settle
+
 # ---------------------------------------------------------------- run
 declare -A COPYMS TIMES HWM ANONPEAK ANON10 ANONEND RSS10 RSSEND ROWSOUT SIZEOUT EXTRA
 FAILED=0
@@ -362,7 +431,10 @@ for rep in $(seq 1 "$REPS"); do
 	for c in $CONTENDERS; do
 		settle
 		RUN_HWM= RUN_ANON_PEAK= RUN_ANON_10= RUN_ANON_END= RUN_RSS_10= RUN_RSS_END= JOB_STATE= PGCOPYDB_COPY= PGCOPYDB_COPY_MS=
+		PROFILE_THIS=0
+		if [ "$PROFILE" = 1 ] && [ "$rep" = 1 ]; then PROFILE_THIS=1; fi
 		case $c in
+			p) contender_diy ;;
 			a) contender_job 10000 ;;
 			b) contender_insert ;;
 			c) contender_job 1000 ;;
@@ -404,6 +476,7 @@ LABEL[a]="a  CALL acme_migrate_run, batch_size 10000"
 LABEL[b]="b  INSERT INTO target SELECT * FROM source"
 LABEL[c]="c  CALL acme_migrate_run, batch_size 1000"
 LABEL[d]="d  pgcopydb copy table-data (PK pre-created)"
+LABEL[p]="p  PL/pgSQL keyset loop, 10000 rows + COMMIT"
 LABEL[d2]="d2 pgcopydb copy data (it builds the PK after)"
 
 echo
@@ -440,6 +513,10 @@ echo
 echo "notes:"
 echo "  a, c: time of the CALL alone (server clock, same session); acme_migrate_create before it and"
 echo "        acme_migrate_drop + TRUNCATE of the target after it are not timed."
+case " $CONTENDERS " in *" p "*)
+echo "  p:    time of CALL app.diy_run(10000): a PL/pgSQL loop of INSERT ... SELECT ... WHERE id > last"
+echo "        ORDER BY id LIMIT 10000 + COMMIT, no checkpoint table: the do-it-yourself baseline."
+;; esac
 echo "  b:    time of the INSERT alone (server clock); one transaction."
 echo "  d:    wall time of the whole pgcopydb command, run with its defaults (no --table-jobs /"
 echo "        --index-jobs given: pgcopydb $("$PGCOPYDB" --version 2>/dev/null | awk '/pgcopydb version/ {print $NF; exit}') defaults are table-jobs 4, index-jobs 4; with a single"
@@ -458,8 +535,12 @@ done
 for c in $CONTENDERS; do
 	if [ -n "${EXTRA[$c]:-}" ]; then echo "  last $c: ${EXTRA[$c]}"; fi
 done
-echo "  between runs: TRUNCATE of the targets, VACUUM ANALYZE and CHECKPOINT of both databases,"
-echo "  and a full read of the source (cache warm for every contender)."
+echo "  before rep 1: one untimed INSERT ... SELECT (warm-up: shared memory, WAL segments to recycle)."
+echo "  between runs: TRUNCATE of the targets, VACUUM ANALYZE and CHECKPOINT of all three databases,"
+echo "  and a full read of the source (it fits in shared_buffers: cache warm for every contender)."
+echo "  order: rep 1 runs $CONTENDERS, then rep 2 the same, ...; each run in a new connection."
+
+if [ -s "$PROFILES" ]; then cat "$PROFILES"; fi
 
 # ---------------------------------------------------------------- hash bench
 if [ "$HASH_BENCH" = 1 ] && [ -x "$HERE/hash_bench.sh" ]; then
