@@ -37,12 +37,12 @@ PROVE_TESTS = test/t/*.pl
 
 EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results
 
-# no LLVM bitcode: JIT inlining of our functions is not worth a clang dependency
-with_llvm = no
-
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# no LLVM bitcode: JIT inlining of our functions is not worth a clang dependency
+with_llvm = no
 
 acme_migrate--1.0.sql: $(EXT_PARTS)
 	cat $^ > $@

@@ -1,13 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * acme_migrate.c
- *	  Module load and SQL-callable entry points of acme_migrate.
+ *	  Module load, GUCs and the SQL-callable entry points of acme_migrate.
+ *
+ * The entry points only check their arguments and sequence the work; the
+ * catalog is in catalog.c, the mapping in mapping.c, the copy in batch.c
+ * and writer.c.
  *
  *-------------------------------------------------------------------------
  */
 #include "acme_migrate.h"
 
+#include "access/xact.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 PG_MODULE_MAGIC;
 
@@ -15,16 +29,498 @@ bool		acme_migrate_direct_write = true;
 
 void		_PG_init(void);
 
+PG_FUNCTION_INFO_V1(acme_migrate_create);
+PG_FUNCTION_INFO_V1(acme_migrate_batch);
+PG_FUNCTION_INFO_V1(acme_migrate_run);
+PG_FUNCTION_INFO_V1(acme_migrate_drop);
+
 void
 _PG_init(void)
 {
 	DefineCustomBoolVariable("acme_migrate.direct_write",
 							 "Writes batches through the table access method when the target allows it.",
-							 "When off, every batch is written with INSERT ... ON CONFLICT statements.",
+							 "When off, every batch is written with an INSERT ... ON CONFLICT statement, "
+							 "which is slower but runs the target's triggers and rules as any INSERT does.",
 							 &acme_migrate_direct_write,
 							 true,
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("acme_migrate");
+}
+
+/* An interval argument in milliseconds; ERROR unless positive (or zero). */
+static int64
+am_interval_ms(Interval *iv, const char *argname, bool zero_ok)
+{
+	int64		ms;
+
+	ms = iv->time / 1000 +
+		(int64) iv->day * SECS_PER_DAY * 1000 +
+		(int64) iv->month * DAYS_PER_MONTH * SECS_PER_DAY * 1000;
+	if (ms < 0 || (ms == 0 && !zero_ok))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be greater than zero", argname)));
+	return ms;
+}
+
+static char *
+am_text_arg(FunctionCallInfo fcinfo, int n, const char *argname)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", argname)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+static List *
+am_text_array_arg(FunctionCallInfo fcinfo, int n, const char *argname)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			count;
+	List	   *result = NIL;
+
+	if (PG_ARGISNULL(n))
+		return NIL;
+	arr = PG_GETARG_ARRAYTYPE_P(n);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", argname)));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
+					  &count);
+	for (int i = 0; i < count; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain nulls", argname)));
+		result = lappend(result, TextDatumGetCString(elems[i]));
+	}
+	return result;
+}
+
+/*
+ * acme_migrate_create(job, source, target, key, columns, filter, batch_size,
+ *		on_conflict, on_error, max_error_rate, capture_changes, depends_on,
+ *		max_rows_per_second, batch_time_target, max_replication_lag,
+ *		lock_timeout) returns bigint
+ *
+ * Checks everything that can be checked before the first batch (tables,
+ * key, mapping, the batch queries themselves), then inserts the job.
+ */
+Datum
+acme_migrate_create(PG_FUNCTION_ARGS)
+{
+	AmJob	   *job = palloc0(sizeof(AmJob));
+	char	   *s;
+	ListCell   *lc;
+
+	job->job_name = am_text_arg(fcinfo, 0, "job");
+	if (job->job_name[0] == '\0' || strlen(job->job_name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid job name \"%s\"", job->job_name),
+				 errdetail("A job name must have 1 to %d characters.",
+						   NAMEDATALEN - 1)));
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", PG_ARGISNULL(1) ? "source" : "target")));
+	job->source_relid = PG_GETARG_OID(1);
+	job->target_relid = PG_GETARG_OID(2);
+	job->key_columns = am_text_array_arg(fcinfo, 3, "key");
+	if (!PG_ARGISNULL(3) && job->key_columns == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key must name at least one column")));
+	job->columns_given = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P_COPY(4);
+	job->filter = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+
+	job->batch_size = PG_ARGISNULL(6) ? 10000 : PG_GETARG_INT32(6);
+	if (job->batch_size <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_size must be greater than zero")));
+
+	s = PG_ARGISNULL(7) ? "update" : text_to_cstring(PG_GETARG_TEXT_PP(7));
+	if (strcmp(s, "update") == 0)
+		job->on_conflict = AM_CONFLICT_UPDATE;
+	else if (strcmp(s, "skip") == 0)
+		job->on_conflict = AM_CONFLICT_SKIP;
+	else if (strcmp(s, "error") == 0)
+		job->on_conflict = AM_CONFLICT_ERROR;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for on_conflict: \"%s\"", s),
+				 errhint("Valid values are \"update\", \"skip\" and \"error\".")));
+
+	s = PG_ARGISNULL(8) ? "abort" : text_to_cstring(PG_GETARG_TEXT_PP(8));
+	if (strcmp(s, "reject") == 0)
+		job->reject = true;
+	else if (strcmp(s, "abort") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for on_error: \"%s\"", s),
+				 errhint("Valid values are \"abort\" and \"reject\".")));
+
+	job->max_error_rate = -1;
+	if (!PG_ARGISNULL(9))
+	{
+		job->max_error_rate = PG_GETARG_FLOAT8(9);
+		if (!(job->max_error_rate >= 0 && job->max_error_rate <= 1))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_error_rate must be between 0 and 1")));
+		if (!job->reject)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_error_rate requires on_error => 'reject'"),
+					 errdetail("With on_error => 'abort' the first failing row stops the batch, so no row is ever rejected.")));
+	}
+
+	job->capture_changes = PG_ARGISNULL(10) ? false : PG_GETARG_BOOL(10);
+	if (job->capture_changes)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("capture_changes is not supported yet"),
+				 errdetail("Change capture, catch-up and cut-over are not implemented in this version of acme_migrate.")));
+
+	job->depends_on = am_text_array_arg(fcinfo, 11, "depends_on");
+	foreach(lc, job->depends_on)
+	{
+		bool		exists;
+
+		if (strcmp(lfirst(lc), job->job_name) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("job \"%s\" cannot depend on itself", job->job_name)));
+		(void) catalog_job_is_finished(lfirst(lc), &exists);
+		if (!exists)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("job \"%s\" does not exist", (char *) lfirst(lc)),
+					 errdetail("Jobs named in depends_on must be created first.")));
+	}
+
+	if (!PG_ARGISNULL(12))
+	{
+		job->max_rows_per_second = PG_GETARG_FLOAT8(12);
+		if (!(job->max_rows_per_second > 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_rows_per_second must be greater than zero")));
+	}
+	if (!PG_ARGISNULL(13))
+		job->batch_time_target_ms = am_interval_ms(PG_GETARG_INTERVAL_P(13),
+												   "batch_time_target", false);
+	if (!PG_ARGISNULL(14))
+		job->max_replication_lag_ms = am_interval_ms(PG_GETARG_INTERVAL_P(14),
+													 "max_replication_lag", false);
+	job->lock_timeout_ms = -1;
+	if (!PG_ARGISNULL(15))
+		job->lock_timeout_ms = am_interval_ms(PG_GETARG_INTERVAL_P(15),
+											  "lock_timeout", true);
+
+	mapping_resolve_new_job(job, job->columns_given);
+	job->definition_version = 1;
+	(void) mapping_build(job, true);
+	job->rows_estimate = mapping_estimate_rows(job);
+
+	PG_RETURN_INT64(catalog_job_insert(job));
+}
+
+/*
+ * acme_migrate_batch(job) returns bigint
+ *
+ * Exactly one batch in the caller's transaction.  Another session busy with
+ * the job makes it return 0 at once, with a NOTICE.
+ */
+Datum
+acme_migrate_batch(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	AmJob	   *job = catalog_job_get(name, false);
+	AmMapping  *volatile map = NULL;
+	volatile int64 rows = 0;
+	bool		more;
+
+	if (!batch_lock_job(job, false))
+	{
+		ereport(NOTICE,
+				(errmsg("job \"%s\" is busy in another session", name),
+				 errdetail("No batch was copied.")));
+		PG_RETURN_INT64(0);
+	}
+	/* reload under the lock: the checkpoint may have moved meanwhile */
+	job = catalog_job_get(name, true);
+	map = mapping_build(job, false);
+	PG_TRY();
+	{
+		rows = batch_step(job, map, job->batch_size, &more);
+	}
+	PG_FINALLY();
+	{
+		batch_free_plans(map);
+	}
+	PG_END_TRY();
+	PG_RETURN_INT64(rows);
+}
+
+/*
+ * Record the error that stopped a batch of acme_migrate_run: the batch's
+ * subtransaction is rolled back, the error is written to acme_migrate.errors
+ * and committed, and the caller re-throws it.
+ */
+static bool
+am_transient_error(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/* Sleep ms milliseconds, waking up for interrupts. */
+static void
+am_sleep(int64 ms)
+{
+	while (ms > 0)
+	{
+		int64		chunk = Min(ms, 1000);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 chunk, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		ms -= chunk;
+	}
+}
+
+/* Replay lag of the slowest standby in milliseconds, 0 when unknown. */
+static int64
+am_replication_lag_ms(void)
+{
+	int64		lag = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT pg_catalog.max(pg_catalog.date_part('epoch', replay_lag)) "
+					"OPERATOR(pg_catalog.*) 1000 FROM pg_catalog.pg_stat_replication",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			lag = (int64) DatumGetFloat8(d);
+	}
+	SPI_finish();
+	return lag;
+}
+
+/*
+ * CALL acme_migrate_run(job, max_batches, max_time)
+ *
+ * Batches with a COMMIT after each, until the job is copied, max_batches
+ * batches are done, or the next batch would not fit in max_time.  Holds the
+ * job's lock for the whole call.  Applies the job's throttles:
+ * max_rows_per_second, batch_time_target (batch size adapted between a
+ * tenth and ten times batch_size), max_replication_lag.
+ */
+Datum
+acme_migrate_run(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int64		max_batches;
+	int64		max_time_ms;
+	AmJob	   *runjob;
+	MemoryContext runcxt;
+	MemoryContext batchcxt;
+	MemoryContext oldcxt;
+	AmMapping  *volatile map = NULL;
+	TimestampTz start = GetCurrentTimestamp();
+	volatile int64 batches = 0;
+	volatile int64 total = 0;
+	volatile int32 batch_size;
+	int64		last_ms = 0;
+
+	if (fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
+		castNode(CallContext, fcinfo->context)->atomic)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("acme_migrate_run cannot run inside a transaction block"),
+				 errdetail("It commits after each batch."),
+				 errhint("CALL it outside BEGIN ... COMMIT, or use acme_migrate_batch() for one batch in your transaction.")));
+	name = am_text_arg(fcinfo, 0, "job");
+	max_batches = PG_ARGISNULL(1) ? -1 : PG_GETARG_INT64(1);
+	if (!PG_ARGISNULL(1) && max_batches <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_batches must be greater than zero")));
+	max_time_ms = PG_ARGISNULL(2) ? -1 :
+		am_interval_ms(PG_GETARG_INTERVAL_P(2), "max_time", false);
+
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	runcxt = AllocSetContextCreate(TopMemoryContext, "acme_migrate run",
+								   ALLOCSET_DEFAULT_SIZES);
+	batchcxt = AllocSetContextCreate(runcxt, "acme_migrate batch",
+									 ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(runcxt);
+	runjob = catalog_job_get(name, false);
+	MemoryContextSwitchTo(oldcxt);
+	if (!batch_lock_job(runjob, true))
+	{
+		ereport(NOTICE,
+				(errmsg("job \"%s\" is busy in another session", name),
+				 errdetail("No batch was copied.")));
+		SPI_finish();
+		MemoryContextDelete(runcxt);
+		PG_RETURN_VOID();
+	}
+	batch_size = runjob->batch_size;
+
+	PG_TRY();
+	{
+		for (;;)
+		{
+			MemoryContext subcxt;
+			ResourceOwner subowner;
+			TimestampTz bstart;
+			bool		more = false;
+			volatile int64 rows = 0;
+			ErrorData  *volatile edata = NULL;
+			AmJob	   *job;
+
+			CHECK_FOR_INTERRUPTS();
+			MemoryContextReset(batchcxt);
+			MemoryContextSwitchTo(batchcxt);
+			job = catalog_job_get(name, true);
+
+			if (map == NULL || map->definition_version != job->definition_version)
+			{
+				if (map != NULL)
+					batch_free_plans(map);
+				MemoryContextSwitchTo(runcxt);
+				map = mapping_build(job, false);
+				MemoryContextSwitchTo(batchcxt);
+			}
+			if (job->max_replication_lag_ms > 0)
+			{
+				int64		lag;
+
+				while ((lag = am_replication_lag_ms()) > job->max_replication_lag_ms)
+				{
+					ereport(NOTICE,
+							(errmsg("job \"%s\" waits: replication lag %lld ms exceeds %lld ms",
+									name, (long long) lag,
+									(long long) job->max_replication_lag_ms)));
+					am_sleep(1000);
+				}
+			}
+
+			/* the batch in a subtransaction, so its error can be recorded */
+			bstart = GetCurrentTimestamp();
+			subcxt = CurrentMemoryContext;
+			subowner = CurrentResourceOwner;
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(subcxt);
+			PG_TRY();
+			{
+				rows = batch_step(job, map, batch_size, &more);
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(subcxt);
+				CurrentResourceOwner = subowner;
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(subcxt);
+				edata = CopyErrorData();
+				FlushErrorState();
+				RollbackAndReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(subcxt);
+				CurrentResourceOwner = subowner;
+			}
+			PG_END_TRY();
+			if (edata != NULL)
+			{
+				catalog_error_insert(job, edata,
+									 am_transient_error(edata->sqlerrcode));
+				SPI_commit();
+				ReThrowError(edata);
+			}
+			SPI_commit();
+			batches++;
+			total += rows;
+			last_ms = TimestampDifferenceMilliseconds(bstart, GetCurrentTimestamp());
+
+			if (!more)
+				break;
+			if (max_batches > 0 && batches >= max_batches)
+				break;
+			if (max_time_ms > 0 &&
+				TimestampDifferenceMilliseconds(start, GetCurrentTimestamp()) + last_ms > max_time_ms)
+				break;
+
+			if (job->batch_time_target_ms > 0 && last_ms > 0)
+			{
+				double		f = (double) job->batch_time_target_ms / last_ms;
+
+				f = Max(0.5, Min(2.0, f));
+				batch_size = (int32) Max(Max(job->batch_size / 10, 1),
+										 Min((double) job->batch_size * 10,
+											 batch_size * f));
+			}
+			if (job->max_rows_per_second > 0 && rows > 0)
+			{
+				int64		want_ms = (int64) (1000.0 * rows / job->max_rows_per_second);
+
+				if (want_ms > last_ms)
+					am_sleep(want_ms - last_ms);
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		if (map != NULL)
+			batch_free_plans(map);
+		batch_unlock_job(runjob, true);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(runcxt);
+	}
+	PG_END_TRY();
+
+	SPI_finish();
+	ereport(DEBUG1,
+			(errmsg("job \"%s\": %lld batches, %lld rows", name,
+					(long long) batches, (long long) total)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * acme_migrate_drop(job) returns boolean
+ *
+ * Forget a job and its history; the target keeps its rows.  Refused while a
+ * session runs the job.
+ */
+Datum
+acme_migrate_drop(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	AmJob	   *job = catalog_job_get(name, true);
+
+	if (!batch_lock_job(job, false))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("job \"%s\" is running", name),
+				 errhint("Wait for the running batch or acme_migrate_run to finish, or cancel it.")));
+	catalog_job_delete(job);
+	PG_RETURN_BOOL(true);
 }

@@ -26,6 +26,7 @@
 #include "nodes/pg_list.h"
 #include "utils/elog.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include "compat.h"
 
@@ -93,6 +94,8 @@ typedef struct AmMapping
 	Oid		   *key_ioparams;
 	FmgrInfo   *key_out;		/* output functions */
 	char	  **key_names;		/* source key column names */
+	bool	   *key_byval;
+	int16	   *key_typlen;
 
 	/* target columns the batch query returns, after the nkeys key columns */
 	int			nmapped;
@@ -103,15 +106,26 @@ typedef struct AmMapping
 	char	   *select_sql[2][2];
 	/* SQL that reads and writes a batch with INSERT ... ON CONFLICT */
 	char	   *insert_sql[2][2];
-	/* SQL returning one source row as jsonb, by key */
+	/* SQL that reads only the keys of a batch: [has lower bound] */
+	char	   *keys_sql[2];
+	/* SQL returning a key and its source row as jsonb */
 	char	   *row_json_sql;
 	/* SQL counting source rows equal to a key (duplicate check) */
 	char	   *key_count_sql;
 	/* SQL finding a NULL key (end of walk check) */
 	char	   *null_key_sql;
-	/* SQL telling whether the target has a row in a key range */
 	bool		direct_ok;		/* may the direct (table AM) writer be used? */
-	char	   *direct_why_not; /* if not, why (for DEBUG1) */
+	const char *direct_why_not; /* if not, why (for DEBUG1) */
+
+	/* plans of the SQL above, kept while the mapping lives (batch.c) */
+	SPIPlanPtr	select_plan[2][2];
+	SPIPlanPtr	insert_plan[2][2];
+	SPIPlanPtr	keys_plan[2];
+	SPIPlanPtr	row_json_plan;
+	SPIPlanPtr	key_count_plan;
+	SPIPlanPtr	null_key_plan;
+	int			sql_batches_left;	/* use the SQL path for this many more */
+	int32		definition_version;
 } AmMapping;
 
 /* catalog.c */
@@ -125,7 +139,7 @@ extern void catalog_job_checkpoint(AmJob *job, List *first_key,
 								   List *last_key, int64 rows_read,
 								   int64 rows_copied, int64 rows_rejected,
 								   bool direct, TimestampTz started,
-								   const char *new_state);
+								   const char *new_state, const char *reason);
 extern void catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row,
 								  ErrorData *edata);
 extern void catalog_error_insert(AmJob *job, ErrorData *edata,
@@ -137,19 +151,22 @@ extern AmMapping *mapping_build(AmJob *job, bool validating);
 extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns);
 extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);
 extern List *mapping_key_to_text(AmMapping *map, Datum *values);
-extern Jsonb *mapping_key_to_jsonb(AmMapping *map, Datum *values);
+extern double mapping_estimate_rows(AmJob *job);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
 									   const char *what);
 
 /* batch.c */
-extern int64 batch_run_one(AmJob *job, AmMapping *map, bool *finished);
+extern bool batch_lock_job(AmJob *job, bool session);
+extern void batch_unlock_job(AmJob *job, bool session);
+extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
+						bool *more);
+extern void batch_free_plans(AmMapping *map);
 
 /* writer.c */
 typedef struct AmWriter AmWriter;
 extern AmWriter *writer_begin(AmMapping *map);
 extern void writer_put(AmWriter *w, Datum *values, bool *isnull);
 extern int64 writer_end(AmWriter *w);
-extern void writer_abort(AmWriter *w);
 
 /* hash.c */
 typedef struct AmRowHasher AmRowHasher;

@@ -1,2 +1,737 @@
-/* batch.c: work in progress */
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  One batch of a job: read the next key range of the source, write it
+ *	  into the target, and record the checkpoint, all in the caller's
+ *	  transaction.
+ *
+ * Because the checkpoint (acme_migrate.jobs.last_key and the counters) is
+ * written by the same transaction as the batch's rows, a crash, kill or
+ * cancel at any moment either keeps both or neither: the next batch starts
+ * exactly after the last committed row.  Two sessions never run batches of
+ * one job at once: a batch holds an advisory lock on the job for its
+ * transaction (acme_migrate_run holds it for its whole session), and a
+ * second caller gives up at once instead of queueing.
+ *
+ * The rows stream from the keyset query (mapping.c) into a DestReceiver that
+ * hands them to the direct writer (writer.c), or, when the direct writer is
+ * not allowed or the target already holds some of the keys, the batch runs
+ * as one INSERT ... SELECT ... ON CONFLICT statement and the receiver only
+ * follows the keys.  Under on_error = 'reject', a failing batch is retried
+ * in halves inside subtransactions until the failing rows are isolated;
+ * those go to acme_migrate.rejects and the rest is copied.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "acme_migrate.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "tcop/dest.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+/* how many batches use the SQL path after the direct one met a conflict */
+#define SQL_PATH_BATCHES	16
+
+/* a key range to copy: (lo, hi], at most limit rows */
+typedef struct BatchRange
+{
+	Datum	   *lo;				/* NULL: from the start */
+	Datum	   *hi;				/* NULL: to the end */
+	int64		limit;
+} BatchRange;
+
+/* receives the rows of a batch query */
+typedef struct BatchReceiver
+{
+	DestReceiver pub;
+	AmMapping  *map;
+	AmWriter   *writer;			/* direct path; NULL on the SQL path */
+	bool		check_keys;		/* key not known unique: check each row */
+	int64		rows;			/* source rows seen */
+	int64		written;		/* SQL path: rows the INSERT wrote */
+	Datum	   *first_key;
+	Datum	   *last_key;
+	MemoryContext keycxt;		/* holds last_key (reset per row) */
+	MemoryContext cxt;			/* holds first_key */
+} BatchReceiver;
+
+/* totals of one batch */
+typedef struct BatchTotals
+{
+	int64		rows_read;
+	int64		rows_written;
+	int64		rows_rejected;
+	Datum	   *first_key;
+	Datum	   *last_key;
+	bool		direct;
+} BatchTotals;
+
+static void
+batch_rcv_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+batch_rcv_noop(DestReceiver *self)
+{
+}
+
+static void
+batch_key_error_null(BatchReceiver *rcv, int i)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NOT_NULL_VIOLATION),
+			 errmsg("key column \"%s\" of source \"%s\" is null in a row",
+					rcv->map->key_names[i], get_rel_name(rcv->map->source_relid)),
+			 errdetail("The key of a job must be unique and NOT NULL.")));
+}
+
+/* Compare two keys with the key types' btree comparison. */
+static int
+batch_key_compare(AmMapping *map, Datum *a, Datum *b)
+{
+	for (int i = 0; i < map->nkeys; i++)
+	{
+		int32		c = DatumGetInt32(FunctionCall2Coll(&map->key_cmp[i],
+														map->key_collations[i],
+														a[i], b[i]));
+
+		if (c != 0)
+			return c;
+	}
+	return 0;
+}
+
+static char *
+batch_key_string(AmMapping *map, Datum *key)
+{
+	List	   *parts = mapping_key_to_text(map, key);
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	foreach(lc, parts)
+		appendStringInfo(&buf, "%s%s", lc == list_head(parts) ? "" : ", ",
+						 (char *) lfirst(lc));
+	return buf.data;
+}
+
+/*
+ * One row of the batch query: keys first, then the mapped target columns
+ * (direct path) or the INSERT's row count (SQL path).
+ */
+static bool
+batch_rcv_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	BatchReceiver *rcv = (BatchReceiver *) self;
+	AmMapping  *map = rcv->map;
+	int			nkeys = map->nkeys;
+	MemoryContext old;
+
+	slot_getallattrs(slot);
+	for (int i = 0; i < nkeys; i++)
+		if (slot->tts_isnull[i])
+			batch_key_error_null(rcv, i);
+
+	if (rcv->check_keys && rcv->rows > 0 &&
+		batch_key_compare(map, rcv->last_key, slot->tts_values) >= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("duplicate key in source \"%s\"",
+						get_rel_name(map->source_relid)),
+				 errdetail("Key (%s) appears more than once.",
+						   batch_key_string(map, slot->tts_values)),
+				 errhint("The key of a job must be unique and NOT NULL.")));
+
+	/* remember the key: the first one for the history, the last one always */
+	if (rcv->rows == 0)
+	{
+		old = MemoryContextSwitchTo(rcv->cxt);
+		rcv->first_key = palloc(sizeof(Datum) * nkeys);
+		for (int i = 0; i < nkeys; i++)
+			rcv->first_key[i] = datumCopy(slot->tts_values[i],
+										  map->key_byval[i], map->key_typlen[i]);
+		rcv->last_key = palloc(sizeof(Datum) * nkeys);
+		MemoryContextSwitchTo(old);
+	}
+	MemoryContextReset(rcv->keycxt);
+	old = MemoryContextSwitchTo(rcv->keycxt);
+	for (int i = 0; i < nkeys; i++)
+		rcv->last_key[i] = map->key_byval[i] ? slot->tts_values[i] :
+			datumCopy(slot->tts_values[i], false, map->key_typlen[i]);
+	MemoryContextSwitchTo(old);
+
+	if (rcv->writer)
+		writer_put(rcv->writer, &slot->tts_values[nkeys],
+				   &slot->tts_isnull[nkeys]);
+	else
+		rcv->written = DatumGetInt64(slot->tts_values[nkeys]);
+	rcv->rows++;
+	return true;
+}
+
+static void
+batch_rcv_init(BatchReceiver *rcv, AmMapping *map, bool check_keys)
+{
+	memset(rcv, 0, sizeof(BatchReceiver));
+	rcv->pub.receiveSlot = batch_rcv_receive;
+	rcv->pub.rStartup = batch_rcv_startup;
+	rcv->pub.rShutdown = batch_rcv_noop;
+	rcv->pub.rDestroy = batch_rcv_noop;
+	rcv->pub.mydest = DestNone;
+	rcv->map = map;
+	rcv->check_keys = check_keys;
+	rcv->cxt = CurrentMemoryContext;
+	rcv->keycxt = AllocSetContextCreate(CurrentMemoryContext,
+										"acme_migrate batch key",
+										ALLOCSET_SMALL_SIZES);
+}
+
+static SPIPlanPtr
+batch_prepare(const char *sql, int nargs, Oid *argtypes, bool custom)
+{
+	SPIPlanPtr	plan;
+
+	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+							  custom ? CURSOR_OPT_CUSTOM_PLAN : 0);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * Prepare every plan of the mapping once.  The batch queries take custom
+ * plans: the planner sees the real bounds and limit each time, which costs
+ * a fraction of a millisecond per batch and keeps it on the key index.
+ */
+static void
+batch_prepare_plans(AmMapping *map)
+{
+	int			n = 2 * map->nkeys + 1;
+	Oid		   *argtypes;
+
+	if (map->select_plan[0][0] != NULL)
+		return;
+	argtypes = palloc(sizeof(Oid) * n);
+	for (int i = 0; i < map->nkeys; i++)
+		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
+	argtypes[n - 1] = INT8OID;
+	for (int lo = 0; lo < 2; lo++)
+	{
+		for (int hi = 0; hi < 2; hi++)
+		{
+			map->select_plan[lo][hi] = batch_prepare(map->select_sql[lo][hi], n, argtypes, true);
+			map->insert_plan[lo][hi] = batch_prepare(map->insert_sql[lo][hi], n, argtypes, true);
+		}
+		map->keys_plan[lo] = batch_prepare(map->keys_sql[lo], n, argtypes, true);
+	}
+	map->row_json_plan = batch_prepare(map->row_json_sql, map->nkeys, argtypes, false);
+	map->key_count_plan = batch_prepare(map->key_count_sql, map->nkeys, argtypes, false);
+	map->null_key_plan = batch_prepare(map->null_key_sql, 0, NULL, false);
+}
+
+void
+batch_free_plans(AmMapping *map)
+{
+	SPIPlanPtr *all[] = {&map->select_plan[0][0], &map->select_plan[0][1],
+		&map->select_plan[1][0], &map->select_plan[1][1],
+		&map->insert_plan[0][0], &map->insert_plan[0][1],
+		&map->insert_plan[1][0], &map->insert_plan[1][1],
+		&map->keys_plan[0], &map->keys_plan[1], &map->row_json_plan,
+	&map->key_count_plan, &map->null_key_plan};
+
+	for (int i = 0; i < lengthof(all); i++)
+	{
+		if (*all[i] != NULL)
+			SPI_freeplan(*all[i]);
+		*all[i] = NULL;
+	}
+}
+
+/* Parameters ($lo..., $hi..., $limit) of a range query. */
+static ParamListInfo
+batch_params(AmMapping *map, BatchRange *r)
+{
+	int			n = 2 * map->nkeys + 1;
+	ParamListInfo params = makeParamList(n);
+
+	params->numParams = n;
+	for (int i = 0; i < map->nkeys; i++)
+	{
+		ParamExternData *plo = &params->params[i];
+		ParamExternData *phi = &params->params[map->nkeys + i];
+
+		plo->ptype = phi->ptype = map->key_types[i];
+		plo->pflags = phi->pflags = PARAM_FLAG_CONST;
+		plo->isnull = r->lo == NULL;
+		plo->value = r->lo ? r->lo[i] : (Datum) 0;
+		phi->isnull = r->hi == NULL;
+		phi->value = r->hi ? r->hi[i] : (Datum) 0;
+	}
+	params->params[n - 1].ptype = INT8OID;
+	params->params[n - 1].pflags = PARAM_FLAG_CONST;
+	params->params[n - 1].isnull = false;
+	params->params[n - 1].value = Int64GetDatum(r->limit);
+	return params;
+}
+
+/*
+ * Copy one key range, by the direct writer or the SQL path; the receiver
+ * ends up with the rows seen and the first and last keys.  Returns the rows
+ * written.
+ */
+static int64
+batch_copy_range(AmJob *job, AmMapping *map, BatchRange *r, bool direct,
+				 BatchReceiver *rcv)
+{
+	SPIExecuteOptions opts;
+	int			lo = r->lo != NULL;
+	int			hi = r->hi != NULL;
+	int			rc;
+
+	batch_rcv_init(rcv, map, !job->key_is_unique);
+	memset(&opts, 0, sizeof(opts));
+	opts.params = batch_params(map, r);
+	opts.read_only = false;
+	opts.dest = (DestReceiver *) rcv;
+	if (direct)
+		rcv->writer = writer_begin(map);
+	rc = SPI_execute_plan_extended(direct ? map->select_plan[lo][hi] :
+								   map->insert_plan[lo][hi], &opts);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan_extended failed: %s",
+			 SPI_result_code_string(rc));
+	if (direct)
+		rcv->written = writer_end(rcv->writer);
+	return rcv->written;
+}
+
+/*
+ * Errors that belong to one row (its transform or a target constraint),
+ * which on_error = 'reject' isolates; anything else stops the batch.
+ */
+static bool
+batch_is_row_error(ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	return class == ERRCODE_CARDINALITY_VIOLATION ||	/* 21 */
+		class == ERRCODE_DATA_EXCEPTION ||	/* 22 */
+		class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||	/* 23 */
+		class == ERRCODE_SQL_ROUTINE_EXCEPTION ||	/* 2F */
+		class == ERRCODE_EXTERNAL_ROUTINE_EXCEPTION ||	/* 38 */
+		class == ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION ||	/* 39 */
+		class == ERRCODE_WITH_CHECK_OPTION_VIOLATION ||	/* 44 */
+		class == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||	/* 54 */
+		class == ERRCODE_RAISE_EXCEPTION;	/* P0 */
+}
+
+/*
+ * batch_copy_range inside a subtransaction; returns NULL on success, else
+ * the error (the subtransaction rolled back, nothing of it remains).
+ */
+static ErrorData *
+batch_try_range(AmJob *job, AmMapping *map, BatchRange *r, bool direct,
+				BatchReceiver *rcv)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		batch_copy_range(job, map, r, direct, rcv);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/* Store one rejected row with its error. */
+static void
+batch_reject(AmJob *job, AmMapping *map, Datum *key, ErrorData *edata)
+{
+	Datum	   *values = palloc(sizeof(Datum) * map->nkeys);
+	bool		isnull;
+	Jsonb	   *keyjson;
+	Datum		row;
+	int			rc;
+
+	memcpy(values, key, sizeof(Datum) * map->nkeys);
+	rc = SPI_execute_plan(map->row_json_plan, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not fetch rejected row: %s",
+			 SPI_result_code_string(rc));
+	keyjson = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1,
+											   &isnull));
+	row = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+						&isnull);
+	catalog_reject_insert(job, keyjson,
+						  isnull ? NULL : DatumGetJsonbPCopy(row), edata);
+}
+
+/*
+ * Copy keys[i..j) (the range after keys[i-1], or after lo for i = 0),
+ * splitting it in halves around rows that fail until each failing row is
+ * alone, and reject those.
+ */
+static void
+batch_bisect(AmJob *job, AmMapping *map, Datum **keys, int i, int j,
+			 Datum *lo, bool direct, BatchTotals *t)
+{
+	BatchRange	r;
+	BatchReceiver rcv;
+	ErrorData  *edata;
+
+	CHECK_FOR_INTERRUPTS();
+	r.lo = i > 0 ? keys[i - 1] : lo;
+	r.hi = keys[j - 1];
+	r.limit = PG_INT64_MAX;
+	edata = batch_try_range(job, map, &r, direct, &rcv);
+	if (edata == NULL)
+	{
+		t->rows_written += rcv.written;
+		return;
+	}
+	if (!batch_is_row_error(edata))
+		ReThrowError(edata);
+	if (j - i == 1)
+	{
+		batch_reject(job, map, keys[i], edata);
+		t->rows_rejected++;
+		FreeErrorData(edata);
+		return;
+	}
+	FreeErrorData(edata);
+	batch_bisect(job, map, keys, i, (i + j) / 2, lo, direct, t);
+	batch_bisect(job, map, keys, (i + j) / 2, j, lo, direct, t);
+}
+
+/*
+ * Under on_error = 'reject', after the batch as a whole failed on a row:
+ * list the batch's keys, then copy it piecewise.
+ */
+static void
+batch_copy_with_rejects(AmJob *job, AmMapping *map, BatchRange *r,
+						bool direct, BatchTotals *t)
+{
+	int			rc;
+	uint64		n;
+	Datum	  **keys;
+
+	rc = SPI_execute_plan_with_paramlist(map->keys_plan[r->lo != NULL],
+										 batch_params(map, r), false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not list the keys of a batch: %s",
+			 SPI_result_code_string(rc));
+	n = SPI_processed;
+	keys = palloc(sizeof(Datum *) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		keys[i] = palloc(sizeof(Datum) * map->nkeys);
+		for (int k = 0; k < map->nkeys; k++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[i],
+										  SPI_tuptable->tupdesc, k + 1, &isnull);
+
+			if (isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_NOT_NULL_VIOLATION),
+						 errmsg("key column \"%s\" of source \"%s\" is null in a row",
+								map->key_names[k], get_rel_name(map->source_relid))));
+			keys[i][k] = datumCopy(d, map->key_byval[k], map->key_typlen[k]);
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	t->rows_read = n;
+	t->rows_written = 0;
+	t->rows_rejected = 0;
+	if (n == 0)
+		return;
+	t->first_key = keys[0];
+	t->last_key = keys[n - 1];
+	batch_bisect(job, map, keys, 0, n, r->lo, direct, t);
+}
+
+/*
+ * Read and write one batch after the checkpoint.  Fills t; the caller
+ * writes the checkpoint.
+ */
+static void
+batch_copy(AmJob *job, AmMapping *map, int32 batch_size, BatchTotals *t)
+{
+	BatchRange	r;
+	BatchReceiver rcv;
+	ErrorData  *edata;
+	bool		direct;
+
+	r.lo = job->last_key ? mapping_key_from_text(map, job->last_key) : NULL;
+	r.hi = NULL;
+	r.limit = batch_size;
+
+	direct = map->direct_ok && map->sql_batches_left == 0;
+	if (map->sql_batches_left > 0)
+		map->sql_batches_left--;
+	if (!map->direct_ok && map->direct_why_not)
+		elog(DEBUG1, "job \"%s\" writes with INSERT statements: %s",
+			 job->job_name, map->direct_why_not);
+
+	if (!job->reject && (!direct || job->on_conflict == AM_CONFLICT_ERROR))
+	{
+		/* nothing to recover from: no subtransaction needed */
+		batch_copy_range(job, map, &r, direct, &rcv);
+		edata = NULL;
+	}
+	else
+	{
+		edata = batch_try_range(job, map, &r, direct, &rcv);
+		if (edata && direct && edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
+			job->on_conflict != AM_CONFLICT_ERROR)
+		{
+			/* the target holds some of these keys: ON CONFLICT handles them */
+			elog(DEBUG1, "job \"%s\" met existing keys; using INSERT ... ON CONFLICT",
+				 job->job_name);
+			FreeErrorData(edata);
+			map->sql_batches_left = SQL_PATH_BATCHES;
+			direct = false;
+			if (job->reject)
+				edata = batch_try_range(job, map, &r, direct, &rcv);
+			else
+				batch_copy_range(job, map, &r, direct, &rcv);
+		}
+	}
+
+	t->direct = direct;
+	if (edata == NULL)
+	{
+		t->rows_read = rcv.rows;
+		t->rows_written = rcv.written;
+		t->rows_rejected = 0;
+		t->first_key = rcv.first_key;
+		t->last_key = rcv.last_key;
+		return;
+	}
+	if (!job->reject || !batch_is_row_error(edata))
+		ReThrowError(edata);
+	FreeErrorData(edata);
+	/* conflicts must go through ON CONFLICT while rows are isolated */
+	if (job->on_conflict != AM_CONFLICT_ERROR)
+		direct = false;
+	t->direct = direct;
+	batch_copy_with_rejects(job, map, &r, direct, t);
+}
+
+/*
+ * Without a unique index behind the key, make sure the walk did not skip a
+ * duplicate: within a batch the receiver compares neighbours, and across
+ * batches a duplicate can only hide at a batch's last key.
+ */
+static void
+batch_check_key(AmJob *job, AmMapping *map, BatchTotals *t, bool finished)
+{
+	int			rc;
+
+	if (t->rows_read > 0)
+	{
+		int64		n;
+		bool		isnull;
+
+		rc = SPI_execute_plan(map->key_count_plan, t->last_key, NULL, false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not count source rows by key: %s",
+				 SPI_result_code_string(rc));
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+		if (n > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("duplicate key in source \"%s\"",
+							get_rel_name(map->source_relid)),
+					 errdetail("Key (%s) appears %lld times.",
+							   batch_key_string(map, t->last_key), (long long) n),
+					 errhint("The key of a job must be unique and NOT NULL.")));
+	}
+	if (finished)
+	{
+		rc = SPI_execute_plan(map->null_key_plan, NULL, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not look for NULL keys: %s",
+				 SPI_result_code_string(rc));
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("source \"%s\" has rows with a NULL key",
+							get_rel_name(map->source_relid)),
+					 errdetail("Keyset batches cannot reach rows whose key is NULL."),
+					 errhint("The key of a job must be unique and NOT NULL.")));
+	}
+}
+
+/*
+ * Try to take the job's advisory lock without waiting: for the
+ * transaction (a batch), or for the session (acme_migrate_run).
+ */
+bool
+batch_lock_job(AmJob *job, bool session)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS,
+						 (uint32) job->job_id, 2);
+	return LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+void
+batch_unlock_job(AmJob *job, bool session)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS,
+						 (uint32) job->job_id, 2);
+	LockRelease(&tag, ExclusiveLock, session);
+}
+
+/*
+ * Is the job in a state to copy?  NOTICEs and returns false for states
+ * where there is simply nothing to do; ERRORs for those that need a person.
+ */
+static bool
+batch_job_ready(AmJob *job)
+{
+	ListCell   *lc;
+
+	if (strcmp(job->state, "copied") == 0 || strcmp(job->state, "done") == 0 ||
+		strcmp(job->state, "cut_over") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("job \"%s\" is already %s", job->job_name,
+						strcmp(job->state, "cut_over") == 0 ? "cut over" : job->state)));
+		return false;
+	}
+	if (strcmp(job->state, "paused") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("job \"%s\" is paused", job->job_name)));
+		return false;
+	}
+	if (strcmp(job->state, "failed") == 0 ||
+		strcmp(job->state, "cancelled") == 0 ||
+		strcmp(job->state, "rolled_back") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job \"%s\" is %s", job->job_name,
+						strcmp(job->state, "rolled_back") == 0 ? "rolled back" : job->state),
+				 errhint("See acme_migrate.jobs, acme_migrate.errors and acme_migrate.rejects; drop and create the job again to start over.")));
+
+	foreach(lc, job->depends_on)
+	{
+		bool		exists;
+
+		if (!catalog_job_is_finished(lfirst(lc), &exists))
+		{
+			ereport(NOTICE,
+					(errmsg("job \"%s\" waits for job \"%s\"%s", job->job_name,
+							(char *) lfirst(lc),
+							exists ? "" : ", which does not exist")));
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * One batch of the job, checkpoint included, in the current transaction.
+ * The caller holds the job's lock and has loaded the job with its row
+ * locked.  Returns the rows written; *more says whether a next batch may
+ * find rows.
+ */
+int64
+batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
+{
+	BatchTotals t;
+	TimestampTz started = GetCurrentTimestamp();
+	const char *state = "running";
+	char	   *reason = NULL;
+	bool		finished;
+	int			nest;
+
+	*more = false;
+	if (!batch_job_ready(job))
+		return 0;
+
+	/* a batch never queues long behind a lock if the job says so */
+	nest = NewGUCNestLevel();
+	if (job->lock_timeout_ms >= 0)
+		(void) set_config_option("lock_timeout",
+								 psprintf("%lld", (long long) job->lock_timeout_ms),
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	batch_prepare_plans(map);
+
+	memset(&t, 0, sizeof(t));
+	batch_copy(job, map, batch_size, &t);
+	finished = t.rows_read < batch_size;
+	if (!job->key_is_unique)
+		batch_check_key(job, map, &t, finished);
+
+	if (finished)
+		state = job->capture_changes ? "copied" : "done";
+	if (job->max_error_rate >= 0 && t.rows_rejected > 0)
+	{
+		double		rejected = job->rows_rejected + t.rows_rejected;
+		double		read = job->rows_read + t.rows_read;
+
+		if (rejected / read > job->max_error_rate)
+		{
+			state = "failed";
+			reason = psprintf("error rate %.4f exceeds max_error_rate %g: %.0f of %.0f rows rejected",
+							  rejected / read, job->max_error_rate, rejected, read);
+		}
+	}
+	catalog_job_checkpoint(job,
+						   t.rows_read > 0 ? mapping_key_to_text(map, t.first_key) : NIL,
+						   t.rows_read > 0 ? mapping_key_to_text(map, t.last_key) : NIL,
+						   t.rows_read, t.rows_written, t.rows_rejected,
+						   t.direct, started, state, reason);
+	SPI_finish();
+	AtEOXact_GUC(true, nest);
+
+	if (reason)
+		ereport(WARNING,
+				(errmsg("job \"%s\" failed", job->job_name),
+				 errdetail("%s", reason),
+				 errhint("The rejected rows are in acme_migrate.rejects.")));
+	*more = strcmp(state, "running") == 0;
+	return t.rows_written;
+}

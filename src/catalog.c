@@ -1,2 +1,637 @@
-/* catalog.c: work in progress */
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  The only code that reads or writes the tables of schema acme_migrate.
+ *
+ * Users may only SELECT the catalog (row-level security shows each role its
+ * own jobs).  Every change goes through these functions, which first check
+ * that the caller owns the job (or is an admin), then run their statement
+ * as the owner of the catalog, so a user can never edit a checkpoint by
+ * hand.  All statements are prepared once per backend and kept.
+ *
+ * Everything here runs in the caller's transaction: the checkpoint of a
+ * batch commits or aborts with the batch's rows.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "acme_migrate.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+/* the statements of this module; plans are kept across calls */
+typedef enum CatStmt
+{
+	CAT_JOB_GET,
+	CAT_JOB_GET_LOCK,
+	CAT_JOB_INSERT,
+	CAT_JOB_DELETE,
+	CAT_JOB_CHECKPOINT,
+	CAT_BATCH_INSERT,
+	CAT_JOB_STATE,
+	CAT_REJECT_INSERT,
+	CAT_ERROR_INSERT,
+	CAT_JOB_STATE_BY_NAME,
+	CAT_NUM_STMTS
+} CatStmt;
+
+#define JOB_COLUMNS \
+	"j.job_id, j.job_name, j.owner::pg_catalog.oid, " \
+	"j.source_table::pg_catalog.oid, j.target_table::pg_catalog.oid, " \
+	"j.key_columns, j.target_key_columns, j.key_is_unique, " \
+	"ARRAY(SELECT e.key FROM pg_catalog.jsonb_each_text(j.column_map) e " \
+	"      ORDER BY e.key), " \
+	"ARRAY(SELECT e.value FROM pg_catalog.jsonb_each_text(j.column_map) e " \
+	"      ORDER BY e.key), " \
+	"j.columns_given, j.filter, j.batch_size, j.on_conflict, j.on_error, " \
+	"j.max_error_rate, j.capture_changes, j.depends_on, " \
+	"j.max_rows_per_second, " \
+	"pg_catalog.date_part('epoch', j.batch_time_target) OPERATOR(pg_catalog.*) 1000, " \
+	"pg_catalog.date_part('epoch', j.max_replication_lag) OPERATOR(pg_catalog.*) 1000, " \
+	"pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000, " \
+	"j.definition_version, j.state, j.last_key, j.rows_read, j.rows_copied, " \
+	"j.rows_rejected, j.batches_done, j.rows_estimate "
+
+/* how a stored interval in milliseconds goes back into the catalog */
+#define MS_TO_INTERVAL(n) \
+	"($" #n " OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval)"
+
+static const struct
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[24];
+}			cat_stmts[CAT_NUM_STMTS] =
+{
+	[CAT_JOB_GET] = {
+		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
+		"WHERE j.job_name OPERATOR(pg_catalog.=) $1",
+		1, {TEXTOID}
+	},
+	[CAT_JOB_GET_LOCK] = {
+		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
+		"WHERE j.job_name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+		1, {TEXTOID}
+	},
+	[CAT_JOB_INSERT] = {
+		"INSERT INTO acme_migrate.jobs (job_name, owner, source_table, "
+		"target_table, key_columns, target_key_columns, key_is_unique, "
+		"column_map, columns_given, filter, batch_size, on_conflict, "
+		"on_error, max_error_rate, capture_changes, depends_on, "
+		"max_rows_per_second, batch_time_target, max_replication_lag, "
+		"lock_timeout, rows_estimate) "
+		"VALUES ($1, $2::pg_catalog.regrole, $3::pg_catalog.regclass, "
+		"$4::pg_catalog.regclass, $5, $6, $7, "
+		"pg_catalog.jsonb_object($8, $9), $10, $11, $12, $13, $14, $15, "
+		"$16, $17, $18, " MS_TO_INTERVAL(19) ", " MS_TO_INTERVAL(20) ", "
+		MS_TO_INTERVAL(21) ", $22) "
+		"RETURNING job_id",
+		22, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
+			BOOLOID, TEXTARRAYOID, TEXTARRAYOID, JSONBOID, TEXTOID, INT4OID,
+			TEXTOID, TEXTOID, FLOAT8OID, BOOLOID, TEXTARRAYOID, FLOAT8OID,
+		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID}
+	},
+	[CAT_JOB_DELETE] = {
+		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
+		1, {INT8OID}
+	},
+	[CAT_JOB_CHECKPOINT] = {
+		"UPDATE acme_migrate.jobs SET last_key = $2, "
+		"rows_read = rows_read OPERATOR(pg_catalog.+) $3, "
+		"rows_copied = rows_copied OPERATOR(pg_catalog.+) $4, "
+		"rows_rejected = rows_rejected OPERATOR(pg_catalog.+) $5, "
+		"batches_done = batches_done OPERATOR(pg_catalog.+) 1, "
+		"state = $6, "
+		"failure_reason = $7, "
+		"started_at = COALESCE(started_at, $8), "
+		"updated_at = pg_catalog.clock_timestamp(), "
+		"finished_at = CASE WHEN $6 OPERATOR(pg_catalog.=) "
+		"ANY ('{copied,done,failed}'::text[]) "
+		"THEN pg_catalog.clock_timestamp() END "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"RETURNING batches_done",
+		8, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
+		TEXTOID, TIMESTAMPTZOID}
+	},
+	[CAT_BATCH_INSERT] = {
+		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
+		"last_key, rows_read, rows_copied, rows_rejected, method, "
+		"started_at, duration) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $9)",
+		9, {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID, INT8OID,
+		INT8OID, TEXTOID, TIMESTAMPTZOID}
+	},
+	[CAT_JOB_STATE] = {
+		"UPDATE acme_migrate.jobs SET state = $2, failure_reason = $3, "
+		"updated_at = pg_catalog.clock_timestamp(), "
+		"finished_at = CASE WHEN $2 OPERATOR(pg_catalog.=) "
+		"ANY ('{copied,done,failed,cancelled}'::text[]) "
+		"THEN pg_catalog.clock_timestamp() END "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		3, {INT8OID, TEXTOID, TEXTOID}
+	},
+	[CAT_REJECT_INSERT] = {
+		"INSERT INTO acme_migrate.rejects (job_id, key, source_row, "
+		"sqlstate, message, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+		6, {INT8OID, JSONBOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID}
+	},
+	[CAT_ERROR_INSERT] = {
+		"WITH e AS (INSERT INTO acme_migrate.errors (job_id, sqlstate, "
+		"message, detail, hint, context, transient) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING job_id) "
+		"UPDATE acme_migrate.jobs j SET last_error = $3, "
+		"updated_at = pg_catalog.clock_timestamp() FROM e "
+		"WHERE j.job_id OPERATOR(pg_catalog.=) e.job_id",
+		7, {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID}
+	},
+	[CAT_JOB_STATE_BY_NAME] = {
+		"SELECT state FROM acme_migrate.jobs "
+		"WHERE job_name OPERATOR(pg_catalog.=) $1",
+		1, {TEXTOID}
+	},
+};
+
+static SPIPlanPtr cat_plans[CAT_NUM_STMTS];
+
+/* user identity saved while a statement runs as the catalog owner */
+typedef struct CatContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+} CatContext;
+
+/*
+ * The catalog owner: whoever owns acme_migrate.jobs (the role that created
+ * the extension).
+ */
+static Oid
+cat_owner(void)
+{
+	Oid			nspid = get_namespace_oid("acme_migrate", false);
+	Oid			relid = get_relname_relid("jobs", nspid);
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table acme_migrate.jobs is missing");
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Connect to SPI and become the catalog owner for one statement. */
+static void
+cat_enter(CatContext *cxt)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	GetUserIdAndSecContext(&cxt->save_userid, &cxt->save_sec_context);
+	SetUserIdAndSecContext(cat_owner(),
+						   cxt->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+static void
+cat_leave(CatContext *cxt)
+{
+	SetUserIdAndSecContext(cxt->save_userid, cxt->save_sec_context);
+	SPI_finish();
+}
+
+/* Run one of our statements (inside cat_enter/cat_leave). */
+static int
+cat_exec(CatStmt stmt, Datum *values, const char *nulls, long count)
+{
+	int			rc;
+
+	if (cat_plans[stmt] == NULL)
+	{
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare(cat_stmts[stmt].sql, cat_stmts[stmt].nargs,
+						   (Oid *) cat_stmts[stmt].argtypes);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 cat_stmts[stmt].sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		cat_plans[stmt] = plan;
+	}
+	rc = SPI_execute_plan(cat_plans[stmt], values, nulls, false, count);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 cat_stmts[stmt].sql, SPI_result_code_string(rc));
+	return rc;
+}
+
+/* text[] <-> List of char * */
+static Datum
+text_list_to_array(List *list)
+{
+	int			n = list_length(list);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, list)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+static List *
+array_to_text_list(Datum array)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		result = lappend(result,
+						 nulls[i] ? NULL : TextDatumGetCString(elems[i]));
+	return result;
+}
+
+static AmConflict
+conflict_from_text(const char *s)
+{
+	if (strcmp(s, "update") == 0)
+		return AM_CONFLICT_UPDATE;
+	if (strcmp(s, "skip") == 0)
+		return AM_CONFLICT_SKIP;
+	return AM_CONFLICT_ERROR;
+}
+
+/* Copy the job row SPI returned into an AmJob in the caller's context. */
+static AmJob *
+job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(mcxt);
+	AmJob	   *job = palloc0(sizeof(AmJob));
+	bool		isnull;
+	Datum		d;
+	List	   *exprs;
+	int			col = 0;
+
+#define NEXT() (d = SPI_getbinval(tup, desc, ++col, &isnull))
+
+	NEXT();
+	job->job_id = DatumGetInt64(d);
+	NEXT();
+	job->job_name = TextDatumGetCString(d);
+	NEXT();
+	job->owner = DatumGetObjectId(d);
+	NEXT();
+	job->source_relid = DatumGetObjectId(d);
+	NEXT();
+	job->target_relid = DatumGetObjectId(d);
+	NEXT();
+	job->key_columns = array_to_text_list(d);
+	NEXT();
+	job->target_key_columns = array_to_text_list(d);
+	NEXT();
+	job->key_is_unique = DatumGetBool(d);
+	NEXT();
+	job->map_targets = array_to_text_list(d);
+	NEXT();
+	exprs = array_to_text_list(d);
+	job->map_exprs = exprs;
+	NEXT();
+	job->columns_given = isnull ? NULL : DatumGetJsonbPCopy(d);
+	NEXT();
+	job->filter = isnull ? NULL : TextDatumGetCString(d);
+	NEXT();
+	job->batch_size = DatumGetInt32(d);
+	NEXT();
+	job->on_conflict = conflict_from_text(TextDatumGetCString(d));
+	NEXT();
+	job->reject = (strcmp(TextDatumGetCString(d), "reject") == 0);
+	NEXT();
+	job->max_error_rate = isnull ? -1 : DatumGetFloat8(d);
+	NEXT();
+	job->capture_changes = DatumGetBool(d);
+	NEXT();
+	job->depends_on = isnull ? NIL : array_to_text_list(d);
+	NEXT();
+	job->max_rows_per_second = isnull ? 0 : DatumGetFloat8(d);
+	NEXT();
+	job->batch_time_target_ms = isnull ? 0 : (int64) DatumGetFloat8(d);
+	NEXT();
+	job->max_replication_lag_ms = isnull ? 0 : (int64) DatumGetFloat8(d);
+	NEXT();
+	job->lock_timeout_ms = isnull ? -1 : (int64) DatumGetFloat8(d);
+	NEXT();
+	job->definition_version = DatumGetInt32(d);
+	NEXT();
+	job->state = TextDatumGetCString(d);
+	NEXT();
+	job->last_key = isnull ? NIL : array_to_text_list(d);
+	NEXT();
+	job->rows_read = DatumGetInt64(d);
+	NEXT();
+	job->rows_copied = DatumGetInt64(d);
+	NEXT();
+	job->rows_rejected = DatumGetInt64(d);
+	NEXT();
+	job->batches_done = DatumGetInt64(d);
+	NEXT();
+	job->rows_estimate = isnull ? -1 : DatumGetFloat8(d);
+#undef NEXT
+
+	MemoryContextSwitchTo(old);
+	return job;
+}
+
+/*
+ * Does the current user own the job, or administer acme_migrate?
+ */
+static bool
+cat_may_manage(AmJob *job)
+{
+	Oid			admin;
+
+	if (superuser() || has_privs_of_role(GetUserId(), job->owner))
+		return true;
+	admin = get_role_oid("acme_migrate_admin", true);
+	return OidIsValid(admin) && has_privs_of_role(GetUserId(), admin);
+}
+
+void
+catalog_check_owner(AmJob *job)
+{
+	if (!cat_may_manage(job))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for job \"%s\"", job->job_name),
+				 errdetail("Only the owner of a job, a superuser or a member of acme_migrate_admin may use it.")));
+}
+
+/*
+ * Load a job by name; ERROR if it does not exist or the caller may not use
+ * it.  With for_update the job row is locked until the end of the
+ * transaction (drop and state changes).
+ */
+AmJob *
+catalog_job_get(const char *job_name, bool for_update)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	CatContext	cxt;
+	Datum		arg = CStringGetTextDatum(job_name);
+	AmJob	   *job = NULL;
+
+	cat_enter(&cxt);
+	cat_exec(for_update ? CAT_JOB_GET_LOCK : CAT_JOB_GET, &arg, NULL, 1);
+	if (SPI_processed == 1)
+		job = job_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+							 mcxt);
+	cat_leave(&cxt);
+
+	if (job == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job \"%s\" does not exist", job_name),
+				 errhint("Jobs are listed in acme_migrate.jobs.")));
+	catalog_check_owner(job);
+	return job;
+}
+
+/*
+ * Is the named job finished (copied, cut over or done)?  Used for
+ * depends_on; *exists tells whether the job exists at all.
+ */
+bool
+catalog_job_is_finished(const char *job_name, bool *exists)
+{
+	CatContext	cxt;
+	Datum		arg = CStringGetTextDatum(job_name);
+	bool		finished = false;
+
+	*exists = false;
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_STATE_BY_NAME, &arg, NULL, 1);
+	if (SPI_processed == 1)
+	{
+		char	   *state = SPI_getvalue(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1);
+
+		*exists = true;
+		finished = (strcmp(state, "copied") == 0 ||
+					strcmp(state, "cut_over") == 0 ||
+					strcmp(state, "done") == 0);
+	}
+	cat_leave(&cxt);
+	return finished;
+}
+
+/*
+ * Insert a new job, owned by the current user; returns its id.  A duplicate
+ * name is reported as such (the unique index would say it less clearly).
+ */
+int64
+catalog_job_insert(AmJob *job)
+{
+	CatContext	cxt;
+	Datum		values[22];
+	char		nulls[22];
+	Datum		name = CStringGetTextDatum(job->job_name);
+	int64		job_id;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = name;
+	values[1] = ObjectIdGetDatum(GetUserId());
+	values[2] = ObjectIdGetDatum(job->source_relid);
+	values[3] = ObjectIdGetDatum(job->target_relid);
+	values[4] = text_list_to_array(job->key_columns);
+	values[5] = text_list_to_array(job->target_key_columns);
+	values[6] = BoolGetDatum(job->key_is_unique);
+	values[7] = text_list_to_array(job->map_targets);
+	values[8] = text_list_to_array(job->map_exprs);
+	values[9] = job->columns_given ? JsonbPGetDatum(job->columns_given) : 0;
+	nulls[9] = job->columns_given ? ' ' : 'n';
+	values[10] = job->filter ? CStringGetTextDatum(job->filter) : 0;
+	nulls[10] = job->filter ? ' ' : 'n';
+	values[11] = Int32GetDatum(job->batch_size);
+	values[12] = CStringGetTextDatum(job->on_conflict == AM_CONFLICT_UPDATE ? "update" :
+									 job->on_conflict == AM_CONFLICT_SKIP ? "skip" :
+									 "error");
+	values[13] = CStringGetTextDatum(job->reject ? "reject" : "abort");
+	values[14] = Float8GetDatum(job->max_error_rate);
+	nulls[14] = job->max_error_rate >= 0 ? ' ' : 'n';
+	values[15] = BoolGetDatum(job->capture_changes);
+	values[16] = job->depends_on ? text_list_to_array(job->depends_on) : 0;
+	nulls[16] = job->depends_on ? ' ' : 'n';
+	values[17] = Float8GetDatum(job->max_rows_per_second);
+	nulls[17] = job->max_rows_per_second > 0 ? ' ' : 'n';
+	values[18] = Float8GetDatum((double) job->batch_time_target_ms);
+	nulls[18] = job->batch_time_target_ms > 0 ? ' ' : 'n';
+	values[19] = Float8GetDatum((double) job->max_replication_lag_ms);
+	nulls[19] = job->max_replication_lag_ms > 0 ? ' ' : 'n';
+	values[20] = Float8GetDatum((double) job->lock_timeout_ms);
+	nulls[20] = job->lock_timeout_ms >= 0 ? ' ' : 'n';
+	values[21] = Float8GetDatum(job->rows_estimate);
+	nulls[21] = job->rows_estimate >= 0 ? ' ' : 'n';
+
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_STATE_BY_NAME, &name, NULL, 1);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("job \"%s\" already exists", job->job_name),
+				 errhint("Drop it first with acme_migrate_drop(), or choose another name.")));
+	cat_exec(CAT_JOB_INSERT, values, nulls, 1);
+	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1,
+										 &(bool){false}));
+	cat_leave(&cxt);
+	return job_id;
+}
+
+/* Forget a job; its history goes with it (ON DELETE CASCADE). */
+void
+catalog_job_delete(AmJob *job)
+{
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job->job_id);
+
+	catalog_check_owner(job);
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_DELETE, &arg, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/* Change a job's state, with an optional reason (failure_reason). */
+void
+catalog_job_set_state(AmJob *job, const char *state, const char *reason)
+{
+	CatContext	cxt;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = CStringGetTextDatum(state);
+	if (reason)
+		values[2] = CStringGetTextDatum(reason);
+	else
+		nulls[2] = 'n';
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_STATE, values, nulls, 0);
+	cat_leave(&cxt);
+	job->state = pstrdup(state);
+}
+
+/*
+ * Record a committed batch: the job's checkpoint and counters, and a row of
+ * history.  Runs in the batch's own transaction, which is the whole point.
+ */
+void
+catalog_job_checkpoint(AmJob *job, List *first_key, List *last_key,
+					   int64 rows_read, int64 rows_copied, int64 rows_rejected,
+					   bool direct, TimestampTz started, const char *new_state,
+					   const char *reason)
+{
+	CatContext	cxt;
+	Datum		values[9];
+	char		nulls[9];
+	int64		batch_no;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(job->job_id);
+	if (last_key != NIL)
+		values[1] = text_list_to_array(last_key);
+	else if (job->last_key != NIL)
+		values[1] = text_list_to_array(job->last_key);
+	else
+		nulls[1] = 'n';
+	values[2] = Int64GetDatum(rows_read);
+	values[3] = Int64GetDatum(rows_copied);
+	values[4] = Int64GetDatum(rows_rejected);
+	values[5] = CStringGetTextDatum(new_state);
+	values[6] = reason ? CStringGetTextDatum(reason) : 0;
+	nulls[6] = reason ? ' ' : 'n';
+	values[7] = TimestampTzGetDatum(started);
+
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_CHECKPOINT, values, nulls, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "job %lld vanished during its batch",
+			 (long long) job->job_id);
+	batch_no = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1,
+										   &(bool){false}));
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = Int64GetDatum(batch_no);
+	values[2] = first_key ? text_list_to_array(first_key) : 0;
+	nulls[2] = first_key ? ' ' : 'n';
+	values[3] = last_key ? text_list_to_array(last_key) : 0;
+	nulls[3] = last_key ? ' ' : 'n';
+	values[4] = Int64GetDatum(rows_read);
+	values[5] = Int64GetDatum(rows_copied);
+	values[6] = Int64GetDatum(rows_rejected);
+	values[7] = CStringGetTextDatum(direct ? "direct" : "sql");
+	values[8] = TimestampTzGetDatum(started);
+	cat_exec(CAT_BATCH_INSERT, values, nulls, 0);
+	cat_leave(&cxt);
+}
+
+/* Store a rejected source row with the error it met. */
+void
+catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row, ErrorData *edata)
+{
+	CatContext	cxt;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = JsonbPGetDatum(key);
+	values[2] = row ? JsonbPGetDatum(row) : 0;
+	nulls[2] = row ? ' ' : 'n';
+	values[3] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[4] = CStringGetTextDatum(edata->message ? edata->message : "");
+	values[5] = edata->detail ? CStringGetTextDatum(edata->detail) : 0;
+	nulls[5] = edata->detail ? ' ' : 'n';
+	cat_enter(&cxt);
+	cat_exec(CAT_REJECT_INSERT, values, nulls, 0);
+	cat_leave(&cxt);
+}
+
+/* Record an error that stopped a batch (the caller has a fresh transaction). */
+void
+catalog_error_insert(AmJob *job, ErrorData *edata, bool transient)
+{
+	CatContext	cxt;
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	values[2] = CStringGetTextDatum(edata->message ? edata->message : "");
+#define OPT(i, s) \
+	do { if (s) values[i] = CStringGetTextDatum(s); else nulls[i] = 'n'; } while (0)
+	OPT(3, edata->detail);
+	OPT(4, edata->hint);
+	OPT(5, edata->context);
+#undef OPT
+	values[6] = BoolGetDatum(transient);
+	cat_enter(&cxt);
+	cat_exec(CAT_ERROR_INSERT, values, nulls, 0);
+	cat_leave(&cxt);
+}

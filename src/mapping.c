@@ -1,2 +1,869 @@
-/* mapping.c: work in progress */
+/*-------------------------------------------------------------------------
+ *
+ * mapping.c
+ *	  Resolve a job's source, target, key and column mapping, and build the
+ *	  SQL that reads (and, on the SQL path, writes) one batch.
+ *
+ * A batch is read with a keyset query:
+ *
+ *	  SELECT s.k1 AS k1, ..., CAST((expr) AS type) AS c1, ...
+ *	  FROM source AS s
+ *	  WHERE (filter) AND ROW(s.k1, ...) > ROW($1, ...) [AND ... <= ROW(...)]
+ *	  ORDER BY s.k1, ... LIMIT n
+ *
+ * so each batch starts where the last checkpoint ended, with an index scan
+ * when the key is indexed, and never re-reads from the start.  Names are
+ * always quoted; user expressions (column mappings, filter) are checked to
+ * be exactly one expression before they are pasted into the query, and the
+ * whole query is prepared when the job is created, so a mapping that does
+ * not parse or type-check fails at acme_migrate_create.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "acme_migrate.h"
+
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/relation.h"
+#include "access/table.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_opclass.h"
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/syscache.h"
+
+static char *
+map_relname(Relation rel)
+{
+	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+}
+
+static Form_pg_attribute
+map_find_column(Relation rel, const char *name)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att;
+	}
+	return NULL;
+}
+
+/* error context while a user's SQL fragment is parsed */
+static void
+map_fragment_errcontext(void *arg)
+{
+	errcontext("%s", (const char *) arg);
+}
+
+/*
+ * Check that a user's SQL fragment is exactly one expression (or, for a
+ * filter, one condition), so pasting it into our query cannot change the
+ * query's shape.  It is type-checked later, when the batch query is
+ * prepared.
+ */
+void
+mapping_check_sql_fragment(const char *sql, bool is_filter, const char *what)
+{
+	ErrorContextCallback errcb;
+	char	   *buf;
+	List	   *stmts;
+	SelectStmt *sel = NULL;
+	bool		ok;
+
+	buf = is_filter ? psprintf("SELECT WHERE %s", sql) : psprintf("SELECT %s", sql);
+	errcb.callback = map_fragment_errcontext;
+	errcb.arg = (void *) what;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	stmts = raw_parser(buf, RAW_PARSE_DEFAULT);
+	error_context_stack = errcb.previous;
+
+	ok = list_length(stmts) == 1 &&
+		IsA(((RawStmt *) linitial(stmts))->stmt, SelectStmt);
+	if (ok)
+	{
+		sel = (SelectStmt *) ((RawStmt *) linitial(stmts))->stmt;
+		ok = sel->op == SETOP_NONE && sel->fromClause == NIL &&
+			sel->intoClause == NULL && sel->withClause == NULL &&
+			sel->sortClause == NIL && sel->limitCount == NULL &&
+			sel->limitOffset == NULL && sel->lockingClause == NIL &&
+			sel->groupClause == NIL && sel->havingClause == NULL &&
+			sel->windowClause == NIL && sel->distinctClause == NIL &&
+			sel->valuesLists == NIL;
+	}
+	if (ok && is_filter)
+		ok = sel->targetList == NIL && sel->whereClause != NULL;
+	else if (ok)
+		ok = list_length(sel->targetList) == 1 && sel->whereClause == NULL &&
+			((ResTarget *) linitial(sel->targetList))->name == NULL;
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("%s is not a single SQL %s", what,
+						is_filter ? "condition" : "expression"),
+				 errdetail("The text given was: %s", sql)));
+}
+
+/*
+ * Is there a unique, immediate, non-partial index on exactly these columns
+ * (in any order)?
+ */
+static bool
+map_has_unique_index(Relation rel, List *colnames)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index ind = idx->rd_index;
+
+		if (ind->indisunique && ind->indimmediate && ind->indisvalid &&
+			heap_attisnull(idx->rd_indextuple, Anum_pg_index_indpred, NULL) &&
+			heap_attisnull(idx->rd_indextuple, Anum_pg_index_indexprs, NULL) &&
+			ind->indnkeyatts == list_length(colnames))
+		{
+			bool		all = true;
+
+			for (int i = 0; i < ind->indnkeyatts && all; i++)
+			{
+				AttrNumber	attno = ind->indkey.values[i];
+				char	   *name = get_attname(RelationGetRelid(rel), attno, false);
+				ListCell   *lc2;
+				bool		match = false;
+
+				foreach(lc2, colnames)
+					if (strcmp((char *) lfirst(lc2), name) == 0)
+						match = true;
+				all = match;
+			}
+			found = all;
+		}
+		index_close(idx, AccessShareLock);
+		if (found)
+			break;
+	}
+	list_free(indexes);
+	return found;
+}
+
+/*
+ * Is this mapping expression the bare source column "col"?  That is how
+ * the key columns are recognised in the target.
+ */
+static bool
+map_expr_is_column(const char *expr, const char *col)
+{
+	return strcmp(expr, col) == 0 || strcmp(expr, quote_identifier(col)) == 0;
+}
+
+/*
+ * Fill in the derived parts of a job being created: the key (default: the
+ * source's primary key), the effective column mapping, the target key
+ * columns, and whether the key is guaranteed unique.  ERRORs on anything a
+ * user got wrong; nothing has been written yet.
+ */
+void
+mapping_resolve_new_job(AmJob *job, Jsonb *columns)
+{
+	Relation	src;
+	Relation	tgt;
+	char		skind;
+	char		tkind;
+	TupleDesc	tdesc;
+	ListCell   *lc;
+	bool		all_not_null = true;
+
+	src = relation_open(job->source_relid, AccessShareLock);
+	tgt = relation_open(job->target_relid, AccessShareLock);
+	skind = src->rd_rel->relkind;
+	tkind = tgt->rd_rel->relkind;
+
+	if (skind != RELKIND_RELATION && skind != RELKIND_PARTITIONED_TABLE &&
+		skind != RELKIND_VIEW && skind != RELKIND_MATVIEW &&
+		skind != RELKIND_FOREIGN_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot copy from \"%s\"", RelationGetRelationName(src)),
+				 errdetail("The source must be a table, partitioned table, view, materialized view or foreign table.")));
+	if (tkind != RELKIND_RELATION && tkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot copy into \"%s\"", RelationGetRelationName(tgt)),
+				 errdetail("The target must be a table or partitioned table.")));
+	if (job->source_relid == job->target_relid)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("source and target are the same relation \"%s\"",
+						RelationGetRelationName(src))));
+
+	if (pg_class_aclcheck(job->source_relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(skind),
+					   RelationGetRelationName(src));
+	if (pg_class_aclcheck(job->target_relid, GetUserId(),
+						  ACL_INSERT | (job->on_conflict == AM_CONFLICT_UPDATE ? ACL_UPDATE : 0))
+		!= ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(tkind),
+					   RelationGetRelationName(tgt));
+
+	/* the key: given, or the source's primary key */
+	if (job->key_columns == NIL)
+	{
+		Oid			pk = InvalidOid;
+
+		if (skind == RELKIND_RELATION || skind == RELKIND_PARTITIONED_TABLE)
+			pk = RelationGetPrimaryKeyIndex(src);
+		if (!OidIsValid(pk))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("source \"%s\" has no primary key",
+							RelationGetRelationName(src)),
+					 errhint("Name a unique, NOT NULL key with key => ARRAY['column', ...].")));
+		else
+		{
+			Relation	idx = index_open(pk, AccessShareLock);
+
+			for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
+				job->key_columns = lappend(job->key_columns,
+										   get_attname(job->source_relid,
+													   idx->rd_index->indkey.values[i],
+													   false));
+			index_close(idx, AccessShareLock);
+		}
+	}
+	foreach(lc, job->key_columns)
+	{
+		char	   *name = lfirst(lc);
+		Form_pg_attribute att;
+		ListCell   *lc2;
+
+		if (name == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("key column names must not be null")));
+		att = map_find_column(src, name);
+		if (att == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of relation \"%s\" does not exist",
+							name, RelationGetRelationName(src))));
+		for_each_cell(lc2, job->key_columns, lnext(job->key_columns, lc))
+			if (lfirst(lc2) && strcmp(lfirst(lc2), name) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("key column \"%s\" is named more than once", name)));
+		if (!OidIsValid(GetDefaultOpClass(att->atttypid, BTREE_AM_OID)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("key column \"%s\" has type %s, which has no btree ordering",
+							name, format_type_be(att->atttypid)),
+					 errhint("Choose key columns of orderable types.")));
+		if (!att->attnotnull)
+			all_not_null = false;
+	}
+	job->key_is_unique = all_not_null &&
+		(skind == RELKIND_RELATION || skind == RELKIND_PARTITIONED_TABLE) &&
+		map_has_unique_index(src, job->key_columns);
+
+	/* columns named in the mapping must be target columns, with a string */
+	if (columns != NULL)
+	{
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		if (!JB_ROOT_IS_OBJECT(columns) || JB_ROOT_IS_SCALAR(columns))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("columns must be a jsonb object mapping target columns to SQL expressions")));
+		it = JsonbIteratorInit(&columns->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			char	   *col;
+			Form_pg_attribute att;
+
+			if (tok != WJB_KEY)
+				continue;
+			col = pnstrdup(v.val.string.val, v.val.string.len);
+			att = map_find_column(tgt, col);
+			if (att == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" of relation \"%s\" does not exist",
+								col, RelationGetRelationName(tgt)),
+						 errdetail("The keys of columns must name target columns.")));
+			if (att->attgenerated)
+				ereport(ERROR,
+						(errcode(ERRCODE_GENERATED_ALWAYS),
+						 errmsg("cannot map generated column \"%s\"", col),
+						 errdetail("Generated columns are computed by the target.")));
+			tok = JsonbIteratorNext(&it, &v, true);
+			if (tok != WJB_VALUE || v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("mapping of column \"%s\" must be a string holding an SQL expression",
+								col)));
+		}
+	}
+
+	/* the effective mapping, in target column order */
+	tdesc = RelationGetDescr(tgt);
+	for (int i = 0; i < tdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tdesc, i);
+		char	   *col = NameStr(att->attname);
+		char	   *expr = NULL;
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		if (columns != NULL)
+		{
+			JsonbValue	k;
+			JsonbValue *v;
+
+			k.type = jbvString;
+			k.val.string.val = col;
+			k.val.string.len = strlen(col);
+			v = findJsonbValueFromContainer(&columns->root, JB_FOBJECT, &k);
+			if (v != NULL)
+			{
+				char	   *what;
+
+				expr = pnstrdup(v->val.string.val, v->val.string.len);
+				what = psprintf("mapping of column \"%s\"", col);
+				mapping_check_sql_fragment(expr, false, what);
+			}
+		}
+		if (expr == NULL && map_find_column(src, col) != NULL)
+			expr = pstrdup(quote_identifier(col));
+		if (expr == NULL)
+			continue;			/* left to its default */
+		job->map_targets = lappend(job->map_targets, pstrdup(col));
+		job->map_exprs = lappend(job->map_exprs, expr);
+	}
+	if (job->map_targets == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("no target column of \"%s\" is filled from \"%s\"",
+						RelationGetRelationName(tgt), RelationGetRelationName(src)),
+				 errhint("Give the target columns same-named source columns, or map them with columns => '{\"column\": \"expression\"}'.")));
+
+	/* each key column must reach the target unchanged */
+	foreach(lc, job->key_columns)
+	{
+		char	   *key = lfirst(lc);
+		ListCell   *lt;
+		ListCell   *le;
+		char	   *found = NULL;
+
+		forboth(lt, job->map_targets, le, job->map_exprs)
+		{
+			if (map_expr_is_column(lfirst(le), key))
+			{
+				found = lfirst(lt);
+				break;
+			}
+		}
+		if (found == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("key column \"%s\" is not copied unchanged into \"%s\"",
+							key, RelationGetRelationName(tgt)),
+					 errdetail("Every key column must be copied as it is into a target column, so batches can be matched and reconciled."),
+					 errhint("Map a target column to \"%s\", or choose another key.", key)));
+		job->target_key_columns = lappend(job->target_key_columns, found);
+	}
+	if (job->on_conflict != AM_CONFLICT_ERROR &&
+		!map_has_unique_index(tgt, job->target_key_columns))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("target \"%s\" has no unique index on the key columns",
+						RelationGetRelationName(tgt)),
+				 errdetail("on_conflict => '%s' needs a unique, non-partial index on exactly the target key columns.",
+						   job->on_conflict == AM_CONFLICT_UPDATE ? "update" : "skip"),
+				 errhint("Create the index, or use on_conflict => 'error'.")));
+
+	if (job->filter != NULL)
+		mapping_check_sql_fragment(job->filter, true, "filter");
+
+	relation_close(tgt, AccessShareLock);
+	relation_close(src, AccessShareLock);
+}
+
+/*
+ * The schema holding the btree comparison operators of all the key types;
+ * operators in the generated SQL are qualified with it.
+ */
+static const char *
+map_operator_schema(AmMapping *map)
+{
+	Oid			nsp = InvalidOid;
+
+	for (int i = 0; i < map->nkeys; i++)
+	{
+		Oid			opclass = GetDefaultOpClass(map->key_types[i], BTREE_AM_OID);
+		Oid			family = get_opclass_family(opclass);
+		Oid			intype = get_opclass_input_type(opclass);
+		Oid			op = get_opfamily_member(family, intype, intype,
+											 BTGreaterStrategyNumber);
+		Oid			opnsp;
+		HeapTuple	tup;
+
+		if (!OidIsValid(op))
+			elog(ERROR, "missing > operator for type %u", map->key_types[i]);
+		tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(op));
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for operator %u", op);
+		opnsp = ((Form_pg_operator) GETSTRUCT(tup))->oprnamespace;
+		ReleaseSysCache(tup);
+		if (OidIsValid(nsp) && nsp != opnsp)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("key columns are ordered by operators of different schemas"),
+					 errhint("Choose key columns whose types are ordered by operators of one schema.")));
+		nsp = opnsp;
+	}
+	return quote_identifier(get_namespace_name(nsp));
+}
+
+/* "ROW(s.k1, s.k2)" or "ROW($1, $2)" */
+static void
+map_append_row(StringInfo buf, AmMapping *map, int firstparam)
+{
+	appendStringInfoString(buf, "ROW(");
+	for (int i = 0; i < map->nkeys; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(buf, ", ");
+		if (firstparam > 0)
+			appendStringInfo(buf, "$%d", firstparam + i);
+		else
+			appendStringInfo(buf, "s.%s", quote_identifier(map->key_names[i]));
+	}
+	appendStringInfoChar(buf, ')');
+}
+
+/*
+ * Build the mapping of a job against the current catalogs.  With validating
+ * (acme_migrate_create), every query is prepared once so that errors in the
+ * mapping or filter surface now.
+ */
+AmMapping *
+mapping_build(AmJob *job, bool validating)
+{
+	AmMapping  *map = palloc0(sizeof(AmMapping));
+	Relation	src;
+	Relation	tgt;
+	char	   *srcname;
+	char	   *tgtname;
+	const char *opnsp;
+	StringInfoData cols;
+	StringInfoData where;
+	StringInfoData order;
+	StringInfoData ins;
+	ListCell   *lt;
+	ListCell   *le;
+	int			i;
+	bool		identity_always = false;
+
+	src = relation_open(job->source_relid, AccessShareLock);
+	tgt = relation_open(job->target_relid, AccessShareLock);
+	map->source_relid = job->source_relid;
+	map->target_relid = job->target_relid;
+	srcname = map_relname(src);
+	tgtname = map_relname(tgt);
+
+	/* key columns: types, comparison and I/O */
+	map->nkeys = list_length(job->key_columns);
+	map->key_types = palloc(sizeof(Oid) * map->nkeys);
+	map->key_collations = palloc(sizeof(Oid) * map->nkeys);
+	map->key_cmp = palloc0(sizeof(FmgrInfo) * map->nkeys);
+	map->key_in = palloc0(sizeof(FmgrInfo) * map->nkeys);
+	map->key_out = palloc0(sizeof(FmgrInfo) * map->nkeys);
+	map->key_ioparams = palloc(sizeof(Oid) * map->nkeys);
+	map->key_names = palloc(sizeof(char *) * map->nkeys);
+	map->key_byval = palloc(sizeof(bool) * map->nkeys);
+	map->key_typlen = palloc(sizeof(int16) * map->nkeys);
+	map->definition_version = job->definition_version;
+	i = 0;
+	foreach(lt, job->key_columns)
+	{
+		Form_pg_attribute att = map_find_column(src, lfirst(lt));
+		Oid			opclass;
+		Oid			cmpproc;
+		Oid			func;
+		bool		varlena;
+
+		if (att == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of relation \"%s\" does not exist",
+							(char *) lfirst(lt), RelationGetRelationName(src)),
+					 errdetail("The source changed since job \"%s\" was created.",
+							   job->job_name)));
+		map->key_names[i] = pstrdup(lfirst(lt));
+		map->key_types[i] = att->atttypid;
+		map->key_collations[i] = att->attcollation;
+		map->key_byval[i] = att->attbyval;
+		map->key_typlen[i] = att->attlen;
+		opclass = GetDefaultOpClass(att->atttypid, BTREE_AM_OID);
+		if (!OidIsValid(opclass))
+			elog(ERROR, "type %u has no btree opclass", att->atttypid);
+		cmpproc = get_opfamily_proc(get_opclass_family(opclass),
+									get_opclass_input_type(opclass),
+									get_opclass_input_type(opclass),
+									BTORDER_PROC);
+		if (!OidIsValid(cmpproc))
+			elog(ERROR, "missing btree comparison for type %u", att->atttypid);
+		fmgr_info(cmpproc, &map->key_cmp[i]);
+		getTypeInputInfo(att->atttypid, &func, &map->key_ioparams[i]);
+		fmgr_info(func, &map->key_in[i]);
+		getTypeOutputInfo(att->atttypid, &func, &varlena);
+		fmgr_info(func, &map->key_out[i]);
+		i++;
+	}
+	opnsp = map_operator_schema(map);
+
+	/* the select list: keys, then mapped target columns cast to their type */
+	initStringInfo(&cols);
+	initStringInfo(&order);
+	for (i = 0; i < map->nkeys; i++)
+	{
+		appendStringInfo(&cols, "%ss.%s AS k%d", i > 0 ? ", " : "",
+						 quote_identifier(map->key_names[i]), i + 1);
+		appendStringInfo(&order, "%ss.%s", i > 0 ? ", " : "",
+						 quote_identifier(map->key_names[i]));
+	}
+	map->nmapped = list_length(job->map_targets);
+	map->mapped_attnums = palloc(sizeof(AttrNumber) * map->nmapped);
+	map->mapped_names = palloc(sizeof(char *) * map->nmapped);
+	i = 0;
+	forboth(lt, job->map_targets, le, job->map_exprs)
+	{
+		Form_pg_attribute att = map_find_column(tgt, lfirst(lt));
+
+		if (att == NULL || att->attgenerated)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of relation \"%s\" does not exist",
+							(char *) lfirst(lt), RelationGetRelationName(tgt)),
+					 errdetail("The target changed since job \"%s\" was created.",
+							   job->job_name)));
+		if (att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
+			identity_always = true;
+		map->mapped_attnums[i] = att->attnum;
+		map->mapped_names[i] = pstrdup(lfirst(lt));
+		appendStringInfo(&cols, ", CAST((%s) AS %s) AS c%d",
+						 (char *) lfirst(le),
+						 format_type_extended(att->atttypid, att->atttypmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN |
+											  FORMAT_TYPE_FORCE_QUALIFY),
+						 i + 1);
+		i++;
+	}
+
+	/* [lo][hi]: the four keyset variants */
+	for (int lo = 0; lo < 2; lo++)
+	{
+		for (int hi = 0; hi < 2; hi++)
+		{
+			StringInfoData sel;
+
+			initStringInfo(&where);
+			appendStringInfoString(&where, "true");
+			if (job->filter)
+				appendStringInfo(&where, " AND (%s)", job->filter);
+			if (lo)
+			{
+				appendStringInfoString(&where, " AND ");
+				map_append_row(&where, map, 0);
+				appendStringInfo(&where, " OPERATOR(%s.>) ", opnsp);
+				map_append_row(&where, map, 1);
+			}
+			if (hi)
+			{
+				appendStringInfoString(&where, " AND ");
+				map_append_row(&where, map, 0);
+				appendStringInfo(&where, " OPERATOR(%s.<=) ", opnsp);
+				map_append_row(&where, map, map->nkeys + 1);
+			}
+			initStringInfo(&sel);
+			appendStringInfo(&sel,
+							 "SELECT %s FROM %s AS s WHERE %s ORDER BY %s LIMIT $%d",
+							 cols.data, srcname, where.data, order.data,
+							 2 * map->nkeys + 1);
+			map->select_sql[lo][hi] = sel.data;
+
+			/* the SQL path: the same rows through INSERT ... ON CONFLICT */
+			initStringInfo(&ins);
+			appendStringInfo(&ins,
+							 "WITH b AS MATERIALIZED (%s), w AS (INSERT INTO %s AS t (",
+							 sel.data, tgtname);
+			for (i = 0; i < map->nmapped; i++)
+				appendStringInfo(&ins, "%s%s", i > 0 ? ", " : "",
+								 quote_identifier(map->mapped_names[i]));
+			appendStringInfo(&ins, ")%s SELECT ",
+							 identity_always ? " OVERRIDING SYSTEM VALUE" : "");
+			for (i = 0; i < map->nmapped; i++)
+				appendStringInfo(&ins, "%sb.c%d", i > 0 ? ", " : "", i + 1);
+			appendStringInfoString(&ins, " FROM b");
+			if (job->on_conflict != AM_CONFLICT_ERROR)
+			{
+				bool		any = false;
+
+				appendStringInfoString(&ins, " ON CONFLICT (");
+				foreach(lt, job->target_key_columns)
+					appendStringInfo(&ins, "%s%s",
+									 lt == list_head(job->target_key_columns) ? "" : ", ",
+									 quote_identifier(lfirst(lt)));
+				appendStringInfoString(&ins, ") DO ");
+				if (job->on_conflict == AM_CONFLICT_UPDATE)
+				{
+					for (i = 0; i < map->nmapped; i++)
+					{
+						char	   *c = map->mapped_names[i];
+						bool		iskey = false;
+
+						foreach(lt, job->target_key_columns)
+							if (strcmp(lfirst(lt), c) == 0)
+								iskey = true;
+						if (iskey)
+							continue;
+						appendStringInfo(&ins, "%s%s = EXCLUDED.%s",
+										 any ? ", " : "UPDATE SET ",
+										 quote_identifier(c), quote_identifier(c));
+						any = true;
+					}
+				}
+				if (!any)
+					appendStringInfoString(&ins, "NOTHING");
+			}
+			appendStringInfoString(&ins, " RETURNING 1) SELECT ");
+			for (i = 0; i < map->nkeys; i++)
+				appendStringInfo(&ins, "b.k%d, ", i + 1);
+			appendStringInfoString(&ins,
+								   "(SELECT pg_catalog.count(*) FROM w) FROM b");
+			map->insert_sql[lo][hi] = ins.data;
+		}
+	}
+
+	/* helper queries */
+	{
+		StringInfoData q;
+
+		for (int lo = 0; lo < 2; lo++)
+		{
+			initStringInfo(&q);
+			appendStringInfoString(&q, "SELECT ");
+			for (i = 0; i < map->nkeys; i++)
+				appendStringInfo(&q, "%ss.%s", i > 0 ? ", " : "",
+								 quote_identifier(map->key_names[i]));
+			appendStringInfo(&q, " FROM %s AS s WHERE %s%s%s", srcname,
+							 job->filter ? "(" : "true",
+							 job->filter ? job->filter : "",
+							 job->filter ? ")" : "");
+			if (lo)
+			{
+				appendStringInfoString(&q, " AND ");
+				map_append_row(&q, map, 0);
+				appendStringInfo(&q, " OPERATOR(%s.>) ", opnsp);
+				map_append_row(&q, map, 1);
+			}
+			appendStringInfo(&q, " ORDER BY %s LIMIT $%d", order.data,
+							 2 * map->nkeys + 1);
+			map->keys_sql[lo] = q.data;
+		}
+
+		initStringInfo(&q);
+		appendStringInfoString(&q, "SELECT pg_catalog.jsonb_build_object(");
+		for (i = 0; i < map->nkeys; i++)
+			appendStringInfo(&q, "%s%s, $%d", i > 0 ? ", " : "",
+							 quote_literal_cstr(map->key_names[i]), i + 1);
+		appendStringInfo(&q, "), (SELECT pg_catalog.to_jsonb(s) FROM %s AS s WHERE ",
+						 srcname);
+		map_append_row(&q, map, 0);
+		appendStringInfo(&q, " OPERATOR(%s.=) ", opnsp);
+		map_append_row(&q, map, 1);
+		appendStringInfoString(&q, " LIMIT 1)");
+		map->row_json_sql = q.data;
+
+		initStringInfo(&q);
+		appendStringInfo(&q, "SELECT pg_catalog.count(*) FROM %s AS s WHERE %s%s%s AND ",
+						 srcname, job->filter ? "(" : "true",
+						 job->filter ? job->filter : "", job->filter ? ")" : "");
+		map_append_row(&q, map, 0);
+		appendStringInfo(&q, " OPERATOR(%s.=) ", opnsp);
+		map_append_row(&q, map, 1);
+		map->key_count_sql = q.data;
+
+		initStringInfo(&q);
+		appendStringInfo(&q, "SELECT 1 FROM %s AS s WHERE %s%s%s AND (",
+						 srcname, job->filter ? "(" : "true",
+						 job->filter ? job->filter : "", job->filter ? ")" : "");
+		for (i = 0; i < map->nkeys; i++)
+			appendStringInfo(&q, "%ss.%s IS NULL", i > 0 ? " OR " : "",
+							 quote_identifier(map->key_names[i]));
+		appendStringInfoString(&q, ") LIMIT 1");
+		map->null_key_sql = q.data;
+	}
+
+	/* may the direct (table access method) writer be used? */
+	map->direct_ok = false;
+	if (!acme_migrate_direct_write)
+		map->direct_why_not = "acme_migrate.direct_write is off";
+	else if (tgt->rd_rel->relkind != RELKIND_RELATION)
+		map->direct_why_not = "the target is partitioned";
+	else if (check_enable_rls(job->target_relid, InvalidOid, true) == RLS_ENABLED)
+		map->direct_why_not = "the target has row-level security";
+	else if (tgt->rd_rules != NULL)
+		map->direct_why_not = "the target has rules";
+	else if (tgt->trigdesc != NULL &&
+			 (tgt->trigdesc->trig_insert_before_row ||
+			  tgt->trigdesc->trig_insert_instead_row ||
+			  tgt->trigdesc->trig_insert_new_table ||
+			  tgt->trigdesc->trig_insert_before_statement ||
+			  tgt->trigdesc->trig_insert_after_statement))
+		map->direct_why_not = "the target has BEFORE, INSTEAD OF, statement or transition-table INSERT triggers";
+	else
+		map->direct_ok = true;
+
+	relation_close(tgt, AccessShareLock);
+	relation_close(src, AccessShareLock);
+
+	if (validating)
+	{
+		Oid		   *argtypes = palloc(sizeof(Oid) * (2 * map->nkeys + 1));
+
+		for (i = 0; i < map->nkeys; i++)
+			argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
+		argtypes[2 * map->nkeys] = INT8OID;
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_prepare(map->select_sql[1][1], 2 * map->nkeys + 1, argtypes) == NULL ||
+			SPI_prepare(map->insert_sql[1][1], 2 * map->nkeys + 1, argtypes) == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_finish();
+	}
+	return map;
+}
+
+/*
+ * Key values travel through the catalog as text.  Output and input happen
+ * under fixed settings, so a checkpoint written under one DateStyle reads
+ * back the same under another.
+ */
+static int
+map_fixed_styles(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("datestyle", "ISO, YMD", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "3", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+List *
+mapping_key_to_text(AmMapping *map, Datum *values)
+{
+	int			nest = map_fixed_styles();
+	List	   *result = NIL;
+
+	for (int i = 0; i < map->nkeys; i++)
+		result = lappend(result, OutputFunctionCall(&map->key_out[i], values[i]));
+	AtEOXact_GUC(true, nest);
+	return result;
+}
+
+Datum *
+mapping_key_from_text(AmMapping *map, List *text_key)
+{
+	int			nest;
+	Datum	   *values;
+	ListCell   *lc;
+	int			i = 0;
+
+	if (list_length(text_key) != map->nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("checkpoint has %d key values, the key has %d columns",
+						list_length(text_key), map->nkeys)));
+	values = palloc(sizeof(Datum) * map->nkeys);
+	nest = map_fixed_styles();
+	foreach(lc, text_key)
+	{
+		values[i] = InputFunctionCall(&map->key_in[i], lfirst(lc),
+									  map->key_ioparams[i], -1);
+		i++;
+	}
+	AtEOXact_GUC(true, nest);
+	return values;
+}
+
+/*
+ * The planner's estimate of the rows the job will copy, for the progress
+ * view; -1 when there is none.
+ */
+double
+mapping_estimate_rows(AmJob *job)
+{
+	StringInfoData q;
+	Relation	src = relation_open(job->source_relid, AccessShareLock);
+	double		rows = -1;
+	Datum		arg;
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "EXPLAIN (FORMAT JSON) SELECT 1 FROM %s AS s WHERE %s",
+					 map_relname(src), job->filter ? job->filter : "true");
+	relation_close(src, AccessShareLock);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(q.data, false, 0) == SPI_OK_UTILITY && SPI_processed > 0)
+	{
+		arg = CStringGetTextDatum(SPI_getvalue(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1));
+		if (SPI_execute_with_args("SELECT ((($1)::pg_catalog.jsonb) "
+								  "OPERATOR(pg_catalog.->) 0 OPERATOR(pg_catalog.->) 'Plan' "
+								  "OPERATOR(pg_catalog.->>) 'Plan Rows')::pg_catalog.float8",
+								  1, (Oid[]) {TEXTOID}, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				rows = DatumGetFloat8(d);
+		}
+	}
+	SPI_finish();
+	return rows;
+}

@@ -1,2 +1,238 @@
-/* writer.c: work in progress */
+/*-------------------------------------------------------------------------
+ *
+ * writer.c
+ *	  Write a batch's rows straight into the target through the table
+ *	  access method, as COPY FROM does.
+ *
+ * Rows are buffered in slots and written with table_multi_insert and a
+ * bulk-insert state (one WAL record per page instead of per row); indexes
+ * are then maintained, NOT NULL and CHECK constraints checked, defaults and
+ * stored generated columns computed, and AFTER ROW triggers (foreign keys
+ * among them) queued, exactly as for an INSERT.  mapping.c decides when
+ * this is allowed (a plain table, no BEFORE / INSTEAD / statement triggers,
+ * no rules, no row-level security); otherwise, and when a key conflict needs
+ * ON CONFLICT, batch.c uses an INSERT statement instead.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "acme_migrate.h"
+
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
+#include "miscadmin.h"
+#include "optimizer/optimizer.h"
+#include "parser/parsetree.h"
+#include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
+#include "utils/rel.h"
+
+/* flush thresholds, as COPY FROM uses them */
+#define WRITER_MAX_TUPLES	1000
+#define WRITER_MAX_BYTES	65535
+
+struct AmWriter
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	CommandId	cid;
+	TupleTableSlot **slots;
+	int			nbuffered;
+	Size		nbytes;
+	int			nmapped;
+	AttrNumber *mapped_attnums;
+	int			ndefaults;
+	AttrNumber *def_attnums;
+	ExprState **def_exprs;
+	bool		has_generated;
+	bool		has_constraints;
+	bool		has_after_triggers;
+	int64		rows;
+};
+
+/*
+ * Set up the executor state for inserting into the target, after checking
+ * the caller may insert into every column the batch fills.
+ */
+AmWriter *
+writer_begin(AmMapping *map)
+{
+	AmWriter   *w = palloc0(sizeof(AmWriter));
+	RangeTblEntry *rte;
+	TupleDesc	desc;
+	bool	   *mapped;
+
+	LockRelationOid(map->target_relid, RowExclusiveLock);
+	w->rel = table_open(map->target_relid, NoLock);
+	desc = RelationGetDescr(w->rel);
+
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = map->target_relid;
+	rte->relkind = w->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	rte->requiredPerms = ACL_INSERT;
+
+	/* mapped columns come from the batch, the others from their default */
+	mapped = palloc0(sizeof(bool) * desc->natts);
+	w->nmapped = map->nmapped;
+	w->mapped_attnums = map->mapped_attnums;
+	for (int i = 0; i < map->nmapped; i++)
+	{
+		mapped[map->mapped_attnums[i] - 1] = true;
+		rte->insertedCols = bms_add_member(rte->insertedCols,
+										   map->mapped_attnums[i] -
+										   FirstLowInvalidHeapAttributeNumber);
+	}
+	ExecCheckRTPerms(list_make1(rte), true);
+
+	w->estate = CreateExecutorState();
+	ExecInitRangeTable(w->estate, list_make1(rte));
+	w->rri = makeNode(ResultRelInfo);
+	ExecInitResultRelation(w->estate, w->rri, 1);
+	CheckValidResultRel(w->rri, CMD_INSERT);
+	ExecOpenIndices(w->rri, false);
+
+	w->def_attnums = palloc(sizeof(AttrNumber) * desc->natts);
+	w->def_exprs = palloc(sizeof(ExprState *) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Expr	   *defexpr;
+
+		if (mapped[i] || att->attisdropped || att->attgenerated)
+			continue;
+		defexpr = (Expr *) build_column_default(w->rel, i + 1);
+		if (defexpr == NULL)
+			continue;
+		defexpr = expression_planner(defexpr);
+		w->def_attnums[w->ndefaults] = i + 1;
+		w->def_exprs[w->ndefaults] = ExecInitExpr(defexpr, NULL);
+		w->ndefaults++;
+	}
+
+	w->has_constraints = desc->constr != NULL;
+	w->has_generated = desc->constr && desc->constr->has_generated_stored;
+	w->has_after_triggers = w->rri->ri_TrigDesc != NULL &&
+		w->rri->ri_TrigDesc->trig_insert_after_row;
+	if (w->has_after_triggers)
+		AfterTriggerBeginQuery();
+
+	w->slots = palloc0(sizeof(TupleTableSlot *) * WRITER_MAX_TUPLES);
+	w->bistate = GetBulkInsertState();
+	w->cid = GetCurrentCommandId(true);
+	return w;
+}
+
+/* Write the buffered rows, then their index entries and triggers. */
+static void
+writer_flush(AmWriter *w)
+{
+	MemoryContext old;
+
+	if (w->nbuffered == 0)
+		return;
+	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(w->estate));
+	table_multi_insert(w->rel, w->slots, w->nbuffered, w->cid, 0, w->bistate);
+	MemoryContextSwitchTo(old);
+
+	for (int i = 0; i < w->nbuffered; i++)
+	{
+		List	   *recheck = NIL;
+
+		if (w->rri->ri_NumIndices > 0)
+			recheck = am_ExecInsertIndexTuples(w->rri, w->slots[i], w->estate);
+		if (w->has_after_triggers)
+			ExecARInsertTriggers(w->estate, w->rri, w->slots[i], recheck, NULL);
+		list_free(recheck);
+		ResetPerTupleExprContext(w->estate);
+	}
+	w->rows += w->nbuffered;
+	w->nbuffered = 0;
+	w->nbytes = 0;
+}
+
+/*
+ * Add one row: values[i] / isnull[i] fill the i-th mapped column.  The
+ * values are copied; the caller may reuse its memory at once.
+ */
+void
+writer_put(AmWriter *w, Datum *values, bool *isnull)
+{
+	TupleTableSlot *slot;
+	ExprContext *econtext = GetPerTupleExprContext(w->estate);
+	int			natts = RelationGetDescr(w->rel)->natts;
+	MemoryContext old;
+
+	/* slots live as long as the writer; rows in them until the flush */
+	if (w->slots[w->nbuffered] == NULL)
+	{
+		old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+		w->slots[w->nbuffered] = ExecInitExtraTupleSlot(w->estate,
+														RelationGetDescr(w->rel),
+														table_slot_callbacks(w->rel));
+		MemoryContextSwitchTo(old);
+	}
+	slot = w->slots[w->nbuffered];
+	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(w->estate));
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * natts);
+	for (int i = 0; i < w->nmapped; i++)
+	{
+		int			a = w->mapped_attnums[i] - 1;
+
+		slot->tts_values[a] = values[i];
+		slot->tts_isnull[a] = isnull[i];
+	}
+	for (int i = 0; i < w->ndefaults; i++)
+	{
+		int			a = w->def_attnums[i] - 1;
+
+		slot->tts_values[a] = ExecEvalExpr(w->def_exprs[i], econtext,
+										   &slot->tts_isnull[a]);
+	}
+	ExecStoreVirtualTuple(slot);
+
+	if (w->has_generated)
+		ExecComputeStoredGenerated(w->rri, w->estate, slot, CMD_INSERT);
+	if (w->has_constraints)
+		ExecConstraints(w->rri, slot, w->estate);
+
+	/* own copy of the row, in the slot's memory, until the flush */
+	ExecMaterializeSlot(slot);
+	MemoryContextSwitchTo(old);
+	ResetPerTupleExprContext(w->estate);
+
+	w->nbuffered++;
+	if ((TTS_IS_BUFFERTUPLE(slot) || TTS_IS_HEAPTUPLE(slot)) &&
+		((HeapTupleTableSlot *) slot)->tuple != NULL)
+		w->nbytes += ((HeapTupleTableSlot *) slot)->tuple->t_len;
+	if (w->nbuffered == WRITER_MAX_TUPLES || w->nbytes >= WRITER_MAX_BYTES)
+		writer_flush(w);
+}
+
+/* Flush what is left, fire queued triggers, release everything. */
+int64
+writer_end(AmWriter *w)
+{
+	int64		rows;
+
+	writer_flush(w);
+	if (w->has_after_triggers)
+		AfterTriggerEndQuery(w->estate);
+	rows = w->rows;
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeBulkInsertState(w->bistate);
+	table_finish_bulk_insert(w->rel, 0);
+	ExecCloseResultRelations(w->estate);
+	ExecCloseRangeTableRelations(w->estate);
+	FreeExecutorState(w->estate);
+	table_close(w->rel, NoLock);
+	return rows;
+}

@@ -38,6 +38,7 @@ CREATE TABLE acme_migrate.jobs (
 					CHECK (max_replication_lag OPERATOR(pg_catalog.>) '0'::interval),
 	lock_timeout	interval
 					CHECK (lock_timeout OPERATOR(pg_catalog.>=) '0'::interval),
+	definition_version integer NOT NULL DEFAULT 1,
 	state			text NOT NULL DEFAULT 'created'
 					CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['created', 'running', 'paused',
 									  'copied', 'cut_over', 'done', 'failed',
@@ -79,6 +80,7 @@ COMMENT ON COLUMN acme_migrate.jobs.max_rows_per_second IS 'throttle of acme_mig
 COMMENT ON COLUMN acme_migrate.jobs.batch_time_target IS 'acme_migrate_run adapts the batch size so a batch takes about this long';
 COMMENT ON COLUMN acme_migrate.jobs.max_replication_lag IS 'acme_migrate_run pauses while a standby replays further behind than this';
 COMMENT ON COLUMN acme_migrate.jobs.lock_timeout IS 'lock_timeout of each batch, so a batch never queues long behind an exclusive lock';
+COMMENT ON COLUMN acme_migrate.jobs.definition_version IS 'incremented each time the definition changes, so running batches re-plan';
 COMMENT ON COLUMN acme_migrate.jobs.state IS 'created, running, paused, copied, cut_over, done, failed, cancelled or rolled_back';
 COMMENT ON COLUMN acme_migrate.jobs.last_key IS 'checkpoint: key of the last source row handled (text, ISO styles), committed with its batch';
 COMMENT ON COLUMN acme_migrate.jobs.rows_read IS 'source rows handled so far (copied + rejected)';
@@ -210,18 +212,18 @@ SELECT	j.job_name AS job,
 		j.state,
 		0 AS workers,
 		j.rows_read AS rows_done,
-		pg_catalog.round(pg_catalog.greatest(j.rows_estimate, j.rows_read::double precision)::numeric)::bigint
+		pg_catalog.round(GREATEST(j.rows_estimate, j.rows_read::double precision)::numeric)::bigint
 			AS rows_total,
 		CASE WHEN j.state OPERATOR(pg_catalog.=) ANY (ARRAY['copied', 'cut_over', 'done']) THEN 100.0
-			 WHEN pg_catalog.greatest(j.rows_estimate, j.rows_read) OPERATOR(pg_catalog.>) 0
+			 WHEN GREATEST(j.rows_estimate, j.rows_read) OPERATOR(pg_catalog.>) 0
 			 THEN pg_catalog.round((100.0 OPERATOR(pg_catalog.*) j.rows_read
-					OPERATOR(pg_catalog./) pg_catalog.greatest(j.rows_estimate, j.rows_read)::numeric), 1)
+					OPERATOR(pg_catalog./) GREATEST(j.rows_estimate, j.rows_read)::numeric), 1)
 		END AS percent,
 		r.rows_per_second,
 		CASE WHEN r.rows_per_second OPERATOR(pg_catalog.>) 0
 				  AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['created', 'running', 'paused'])
 			 THEN pg_catalog.make_interval(secs =>
-					pg_catalog.greatest(j.rows_estimate OPERATOR(pg_catalog.-) j.rows_read, 0)
+					GREATEST(j.rows_estimate OPERATOR(pg_catalog.-) j.rows_read, 0)
 					OPERATOR(pg_catalog./) r.rows_per_second::double precision)
 		END AS eta,
 		j.rows_rejected AS rejected,
@@ -231,12 +233,12 @@ SELECT	j.job_name AS job,
 FROM acme_migrate.jobs j
 LEFT JOIN LATERAL (
 	SELECT pg_catalog.round(pg_catalog.sum(b.rows_read)::numeric
-			OPERATOR(pg_catalog./) pg_catalog.greatest(
+			OPERATOR(pg_catalog./) GREATEST(
 				pg_catalog.sum(pg_catalog.date_part('epoch', b.duration))::numeric, 0.001), 1)
 			AS rows_per_second
 	FROM acme_migrate.batches b
 	WHERE b.job_id OPERATOR(pg_catalog.=) j.job_id
-	  AND b.started_at OPERATOR(pg_catalog.>) pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::interval
+	  AND b.started_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 minute'::interval)
 ) r ON true;
 COMMENT ON VIEW acme_migrate.progress IS
 	'live progress per job: state, rows done of the estimated total, rate over the last minute and ETA';
