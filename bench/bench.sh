@@ -425,12 +425,13 @@ settle
 settle
 
 # ---------------------------------------------------------------- run
-declare -A COPYMS TIMES HWM ANONPEAK ANON10 ANONEND RSS10 RSSEND ROWSOUT SIZEOUT EXTRA
+declare -A LOADS COPYMS TIMES HWM ANONPEAK ANON10 ANONEND RSS10 RSSEND ROWSOUT SIZEOUT EXTRA
 FAILED=0
 for rep in $(seq 1 "$REPS"); do
 	for c in $CONTENDERS; do
 		settle
 		RUN_HWM= RUN_ANON_PEAK= RUN_ANON_10= RUN_ANON_END= RUN_RSS_10= RUN_RSS_END= JOB_STATE= PGCOPYDB_COPY= PGCOPYDB_COPY_MS=
+		LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 		PROFILE_THIS=0
 		if [ "$PROFILE" = 1 ] && [ "$rep" = 1 ]; then PROFILE_THIS=1; fi
 		case $c in
@@ -450,11 +451,12 @@ for rep in $(seq 1 "$REPS"); do
 		RSS10[$c]="${RSS10[$c]:-} ${RUN_RSS_10:-}"
 		RSSEND[$c]="${RSSEND[$c]:-} ${RUN_RSS_END:-}"
 		COPYMS[$c]="${COPYMS[$c]:-} ${PGCOPYDB_COPY_MS:-}"
+		LOADS[$c]="${LOADS[$c]:-} $LOAD_BEFORE"
 		ROWSOUT[$c]=$TGT_ROWS
 		SIZEOUT[$c]=$TGT_SIZE
 		if [ -n "$JOB_STATE" ]; then EXTRA[$c]="job: $JOB_STATE (state rows_copied batches)"; fi
 		if [ -n "$PGCOPYDB_COPY" ]; then EXTRA[$c]="pgcopydb summary: $PGCOPYDB_COPY"; fi
-		msg="rep $rep/$REPS $c: $(printf '%.2f' "$RUN_SECS") s, $TGT_ROWS rows"
+		msg="rep $rep/$REPS $c: $(printf '%.2f' "$RUN_SECS") s, $TGT_ROWS rows, loadavg before $LOAD_BEFORE"
 		if [ -n "$RUN_HWM" ]; then msg="$msg, VmHWM ${RUN_HWM} kB, peak RssAnon ${RUN_ANON_PEAK} kB"; fi
 		if [ -n "$JOB_STATE" ]; then msg="$msg, job $JOB_STATE"; fi
 		log "$msg"
@@ -483,12 +485,12 @@ echo
 echo "RESULTS: $ROWS rows, median of $REPS reps (times in seconds, wall clock)"
 echo "source legacy.orders: $SRC_ROWS rows, pg_total_relation_size $(mb "$SRC_SIZE") MB (heap $(mb "$SRC_HEAP") MB)"
 echo
-printf '%-47s %9s %15s %12s %11s %12s\n' "contender" "median s" "min-max s" "rows/s" "tgt rows" "tgt size MB"
-printf '%s\n' "--------------------------------------------------------------------------------------------------------------"
+printf '%-47s %9s %15s %12s %11s %12s %8s\n' "contender" "median s" "min-max s" "rows/s" "tgt rows" "tgt size MB" "load1"
+printf '%s\n' "-----------------------------------------------------------------------------------------------------------------------"
 for c in $CONTENDERS; do
 	MED[$c]=$(echo "${TIMES[$c]}" | median)
-	printf '%-47s %9.2f %15s %12.0f %11s %12s\n' "${LABEL[$c]}" "${MED[$c]}" "$(echo "${TIMES[$c]}" | minmax)" \
-		"$(echo "$SRC_ROWS / ${MED[$c]}" | bc -l)" "${ROWSOUT[$c]}" "$(mb "${SIZEOUT[$c]}")"
+	printf '%-47s %9.2f %15s %12.0f %11s %12s %8s\n' "${LABEL[$c]}" "${MED[$c]}" "$(echo "${TIMES[$c]}" | minmax)" \
+		"$(echo "$SRC_ROWS / ${MED[$c]}" | bc -l)" "${ROWSOUT[$c]}" "$(mb "${SIZEOUT[$c]}")" "$(echo "${LOADS[$c]}" | median)"
 done
 echo
 echo "ratios of medians (goals from the issue in brackets):"
@@ -535,6 +537,8 @@ done
 for c in $CONTENDERS; do
 	if [ -n "${EXTRA[$c]:-}" ]; then echo "  last $c: ${EXTRA[$c]}"; fi
 done
+echo "  load1: median 1-minute load average just before the runs (this cluster is idle between runs, so"
+echo "        a load well above 0 means other work on the machine competed for its $(nproc) CPUs)."
 echo "  before rep 1: one untimed INSERT ... SELECT (warm-up: shared memory, WAL segments to recycle)."
 echo "  between runs: TRUNCATE of the targets, VACUUM ANALYZE and CHECKPOINT of all three databases,"
 echo "  and a full read of the source (it fits in shared_buffers: cache warm for every contender)."
