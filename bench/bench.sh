@@ -10,8 +10,8 @@
 #   c  CALL acme_migrate_run(job)   batch_size => 1000
 #   d  pgcopydb copy table-data into a second database of the same cluster,
 #      target table (with its primary key) pre-created there
-#   d2 (PGCOPYDB_POSTINDEX=1) pgcopydb's own strategy: copy table-data into a
-#      table without index, then pgcopydb copy indexes + copy constraints
+#   d2 (information; PGCOPYDB_POSTINDEX=0 skips it) pgcopydb's own bulk path:
+#      `pgcopydb copy data` into a table without index; it builds the primary key
 #
 # It starts a throwaway cluster (mktemp -d, free port in 5700-5799), runs every
 # contender with the same settings, CHECKPOINT + VACUUM ANALYZE between runs,
@@ -23,7 +23,7 @@
 # Environment:
 #   ROWS=5000000 REPS=3 KEEP=0
 #   CONTENDERS="a b c d"    subset / order of contenders (d2 added by PGCOPYDB_POSTINDEX=1)
-#   PGCOPYDB_POSTINDEX=0    also run d2
+#   PGCOPYDB_POSTINDEX=1    also run d2 (after the CONTENDERS)
 #   INSTALL=auto            auto: `make install` (as root, under flock) only when the
 #                           extension is not installed; 1: always; 0: never
 #   PG_CONFIG=pg_config     which PostgreSQL
@@ -46,7 +46,7 @@ INSTALL=${INSTALL:-auto}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 SHARED_BUFFERS=${SHARED_BUFFERS:-4GB}
 PGCOPYDB=${PGCOPYDB:-$(command -v pgcopydb || echo /usr/bin/pgcopydb)}
-PGCOPYDB_POSTINDEX=${PGCOPYDB_POSTINDEX:-0}
+PGCOPYDB_POSTINDEX=${PGCOPYDB_POSTINDEX:-1}
 HASH_BENCH=${HASH_BENCH:-1}
 PROFILE=${PROFILE:-0}
 CONTENDERS=${CONTENDERS:-"a b c d"}
@@ -520,11 +520,13 @@ echo "  p:    time of CALL app.diy_run(10000): a PL/pgSQL loop of INSERT ... SEL
 echo "        ORDER BY id LIMIT 10000 + COMMIT, no checkpoint table: the do-it-yourself baseline."
 ;; esac
 echo "  b:    time of the INSERT alone (server clock); one transaction."
+case " $CONTENDERS " in *" d "*)
 echo "  d:    wall time of the whole pgcopydb command, run with its defaults (no --table-jobs /"
 echo "        --index-jobs given: pgcopydb $("$PGCOPYDB" --version 2>/dev/null | awk '/pgcopydb version/ {print $NF; exit}') defaults are table-jobs 4, index-jobs 4; with a single"
 echo "        table not split, one COPY runs). Included: its catalog queries and snapshot, the COPY"
 echo "        out of the source and into the target over the Unix socket, primary key maintained"
 echo "        during the COPY (pre-created), and the VACUUM ANALYZE of the target it runs afterwards."
+;; esac
 case " $CONTENDERS " in *" d2 "*)
 echo "  d2:   pgcopydb's own bulk path, for information: 'pgcopydb copy data' (same defaults) into a"
 echo "        table without index: TRUNCATE + COPY ... WITH (FREEZE), then it builds the primary key"
