@@ -61,6 +61,7 @@ am_interval_ms(Interval *iv, const char *argname, bool zero_ok)
 	if (ms < 0 || (ms == 0 && !zero_ok))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 zero_ok ? errmsg("%s must not be negative", argname) :
 				 errmsg("%s must be greater than zero", argname)));
 	return ms;
 }

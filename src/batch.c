@@ -520,6 +520,7 @@ batch_copy(AmJob *job, AmMapping *map, int32 batch_size, BatchTotals *t)
 			elog(DEBUG1, "job \"%s\" met existing keys; using INSERT ... ON CONFLICT",
 				 job->job_name);
 			FreeErrorData(edata);
+			edata = NULL;
 			map->sql_batches_left = SQL_PATH_BATCHES;
 			direct = false;
 			if (job->reject)
@@ -647,7 +648,9 @@ batch_job_ready(AmJob *job)
 		strcmp(job->state, "rolled_back") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("job \"%s\" is %s", job->job_name,
+				 strcmp(job->state, "failed") == 0 ?
+				 errmsg("job \"%s\" has failed", job->job_name) :
+				 errmsg("job \"%s\" was %s", job->job_name,
 						strcmp(job->state, "rolled_back") == 0 ? "rolled back" : job->state),
 				 errhint("See acme_migrate.jobs, acme_migrate.errors and acme_migrate.rejects; drop and create the job again to start over.")));
 

@@ -212,8 +212,9 @@ SELECT	j.job_name AS job,
 		j.state,
 		0 AS workers,
 		j.rows_read AS rows_done,
-		pg_catalog.round(GREATEST(j.rows_estimate, j.rows_read::double precision)::numeric)::bigint
-			AS rows_total,
+		CASE WHEN j.state OPERATOR(pg_catalog.=) ANY (ARRAY['copied', 'cut_over', 'done']) THEN j.rows_read
+			 ELSE pg_catalog.round(GREATEST(j.rows_estimate, j.rows_read::double precision)::numeric)::bigint
+		END AS rows_total,
 		CASE WHEN j.state OPERATOR(pg_catalog.=) ANY (ARRAY['copied', 'cut_over', 'done']) THEN 100.0
 			 WHEN GREATEST(j.rows_estimate, j.rows_read) OPERATOR(pg_catalog.>) 0
 			 THEN pg_catalog.round((100.0 OPERATOR(pg_catalog.*) j.rows_read
