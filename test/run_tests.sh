@@ -121,6 +121,17 @@ installcheck() {	# seconds, make arguments...
 		make --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck "$@")
 }
 
+# Stop servers a killed or timed-out suite left running in RUN_DIR (a TAP
+# script killed by timeout never runs the END block that stops its nodes).
+stop_leftover_servers() {
+	local pidfile
+	while IFS= read -r pidfile; do
+		warn "stopping a server left running in ${pidfile%/postmaster.pid}"
+		"${RUNNER[@]}" "$PG_BINDIR/pg_ctl" -D "${pidfile%/postmaster.pid}" -m immediate -w stop \
+			>/dev/null 2>&1 || true
+	done < <(find "$RUN_DIR" -maxdepth 6 -name postmaster.pid 2>/dev/null)
+}
+
 # count "... ok" / "... FAILED" lines of pg_regress output in file $1
 count_regress() {
 	local ok bad
@@ -150,6 +161,10 @@ run_pg_regress_suite() {	# name, make overrides..., -- diff files
 	rm -f "$@"
 	# pipefail: rc is make's status (tee does not fail)
 	installcheck "$secs" "${args[@]}" 2>&1 | tee "$out" || rc=$?
+	stop_leftover_servers
+	if [ "$rc" -eq 124 ]; then
+		echo "$name: killed after $secs s"
+	fi
 	read -r ok bad < <(count_regress "$out")
 	if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
 		record "$name" "$ok" 1 "make installcheck exited $rc before reporting a failed test"
@@ -206,13 +221,20 @@ for f in "${tap_files[@]}"; do
 		continue
 	fi
 	echo "---- $rel"
-	if installcheck "$secs" REGRESS= ISOLATION= PROVE_TESTS="$rel" PROVE_FLAGS=--verbose \
-		>"$WORK_LOG/tap.out" 2>&1; then
+	rc=0
+	installcheck "$secs" REGRESS= ISOLATION= PROVE_TESTS="$rel" PROVE_FLAGS=--verbose \
+		>"$WORK_LOG/tap.out" 2>&1 || rc=$?
+	stop_leftover_servers
+	if [ "$rc" -eq 0 ]; then
 		tail -n 3 "$WORK_LOG/tap.out"
 		tap_ok=$((tap_ok + 1))
 	else
 		tap_bad=$((tap_bad + 1))
-		echo "TAP FAILED: $rel"
+		if [ "$rc" -eq 124 ]; then
+			echo "TAP FAILED: $rel (killed after $secs s)"
+		else
+			echo "TAP FAILED: $rel (exit status $rc)"
+		fi
 		cat "$WORK_LOG/tap.out"
 		for log_file in "$RUN_DIR"/tmp_check/log/*; do
 			case "$log_file" in
