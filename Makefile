@@ -14,6 +14,7 @@ OBJS = \
 	src/mapping.o \
 	src/batch.o \
 	src/writer.o \
+	src/reconcile.o \
 	src/hash.o
 
 DATA_built = acme_migrate--1.0.sql

@@ -228,7 +228,7 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 		job->lock_timeout_ms = am_interval_ms(PG_GETARG_INTERVAL_P(15),
 											  "lock_timeout", true);
 
-	mapping_resolve_new_job(job, job->columns_given);
+	mapping_resolve_new_job(job, job->columns_given, false);
 	job->definition_version = 1;
 	(void) mapping_build(job, true);
 	job->rows_estimate = mapping_estimate_rows(job);

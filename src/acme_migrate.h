@@ -146,9 +146,33 @@ extern void catalog_error_insert(AmJob *job, ErrorData *edata,
 								 bool transient);
 extern void catalog_check_owner(AmJob *job);
 
+/* counts of a reconciliation run */
+typedef struct AmReconcileCounts
+{
+	int64		source_rows;
+	int64		target_rows;
+	int64		missing;
+	int64		extra;
+	int64		changed;
+	int64		duplicates;
+	int64		null_keys;
+} AmReconcileCounts;
+
+extern int64 catalog_reconcile_begin(int64 job_id, Oid source_relid,
+									 Oid target_relid, List *keys,
+									 List *columns, Jsonb *options,
+									 double sample, int64 max_diffs);
+extern void catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
+								const char *side, Jsonb *key,
+								Jsonb *source_row, Jsonb *target_row,
+								List *changed_columns);
+extern void catalog_reconcile_end(int64 run_id, AmReconcileCounts *c,
+								  bool truncated, bool estimated);
+
 /* mapping.c */
 extern AmMapping *mapping_build(AmJob *job, bool validating);
-extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns);
+extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns,
+									bool reconcile);
 extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);
 extern List *mapping_key_to_text(AmMapping *map, Datum *values);
 extern double mapping_estimate_rows(AmJob *job);

@@ -41,6 +41,9 @@ typedef enum CatStmt
 	CAT_REJECT_INSERT,
 	CAT_ERROR_INSERT,
 	CAT_JOB_STATE_BY_NAME,
+	CAT_RUN_INSERT,
+	CAT_DIFF_INSERT,
+	CAT_RUN_FINISH,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -158,6 +161,31 @@ static const struct
 		"SELECT state FROM acme_migrate.jobs "
 		"WHERE job_name OPERATOR(pg_catalog.=) $1",
 		1, {TEXTOID}
+	},
+	[CAT_RUN_INSERT] = {
+		"INSERT INTO acme_migrate.reconcile_runs (job_id, owner, source_table, "
+		"target_table, key_columns, compared_columns, options, sample, "
+		"max_diffs) VALUES ($1, $2::pg_catalog.regrole, "
+		"$3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, "
+		"COALESCE($7, '{}'), $8, $9) RETURNING run_id",
+		9, {INT8OID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
+		JSONBOID, FLOAT8OID, INT8OID}
+	},
+	[CAT_DIFF_INSERT] = {
+		"INSERT INTO acme_migrate.diffs (run_id, diff_no, kind, side, key, "
+		"source_row, target_row, changed_columns) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+		8, {INT8OID, INT8OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID,
+		TEXTARRAYOID}
+	},
+	[CAT_RUN_FINISH] = {
+		"UPDATE acme_migrate.reconcile_runs SET "
+		"finished_at = pg_catalog.clock_timestamp(), source_rows = $2, "
+		"target_rows = $3, missing = $4, extra = $5, changed = $6, "
+		"duplicates = $7, null_keys = $8, equal = $9, truncated = $10, "
+		"estimated = $11 WHERE run_id OPERATOR(pg_catalog.=) $1",
+		11, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, BOOLOID, BOOLOID, BOOLOID}
 	},
 };
 
@@ -633,5 +661,95 @@ catalog_error_insert(AmJob *job, ErrorData *edata, bool transient)
 	values[6] = BoolGetDatum(transient);
 	cat_enter(&cxt);
 	cat_exec(CAT_ERROR_INSERT, values, nulls, 0);
+	cat_leave(&cxt);
+}
+
+/*
+ * Start a reconciliation run (job_id 0 for an ad hoc one); returns its id.
+ */
+int64
+catalog_reconcile_begin(int64 job_id, Oid source_relid, Oid target_relid,
+						List *keys, List *columns, Jsonb *options,
+						double sample, int64 max_diffs)
+{
+	CatContext	cxt;
+	Datum		values[9];
+	char		nulls[9];
+	int64		run_id;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(job_id);
+	nulls[0] = job_id > 0 ? ' ' : 'n';
+	values[1] = ObjectIdGetDatum(GetUserId());
+	values[2] = ObjectIdGetDatum(source_relid);
+	values[3] = ObjectIdGetDatum(target_relid);
+	values[4] = text_list_to_array(keys);
+	values[5] = text_list_to_array(columns);
+	values[6] = options ? JsonbPGetDatum(options) : 0;
+	nulls[6] = options ? ' ' : 'n';
+	values[7] = Float8GetDatum(sample);
+	nulls[7] = sample > 0 ? ' ' : 'n';
+	values[8] = Int64GetDatum(max_diffs);
+	nulls[8] = max_diffs >= 0 ? ' ' : 'n';
+	cat_enter(&cxt);
+	cat_exec(CAT_RUN_INSERT, values, nulls, 1);
+	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1,
+										 &(bool){false}));
+	cat_leave(&cxt);
+	return run_id;
+}
+
+/* One difference of a run. */
+void
+catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
+					const char *side, Jsonb *key, Jsonb *source_row,
+					Jsonb *target_row, List *changed_columns)
+{
+	CatContext	cxt;
+	Datum		values[8];
+	char		nulls[8];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(run_id);
+	values[1] = Int64GetDatum(diff_no);
+	values[2] = CStringGetTextDatum(kind);
+	values[3] = side ? CStringGetTextDatum(side) : 0;
+	nulls[3] = side ? ' ' : 'n';
+	values[4] = key ? JsonbPGetDatum(key) : 0;
+	nulls[4] = key ? ' ' : 'n';
+	values[5] = source_row ? JsonbPGetDatum(source_row) : 0;
+	nulls[5] = source_row ? ' ' : 'n';
+	values[6] = target_row ? JsonbPGetDatum(target_row) : 0;
+	nulls[6] = target_row ? ' ' : 'n';
+	values[7] = changed_columns ? text_list_to_array(changed_columns) : 0;
+	nulls[7] = changed_columns ? ' ' : 'n';
+	cat_enter(&cxt);
+	cat_exec(CAT_DIFF_INSERT, values, nulls, 0);
+	cat_leave(&cxt);
+}
+
+/* Record the counts of a finished run. */
+void
+catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
+					  bool estimated)
+{
+	CatContext	cxt;
+	Datum		values[11];
+
+	values[0] = Int64GetDatum(run_id);
+	values[1] = Int64GetDatum(c->source_rows);
+	values[2] = Int64GetDatum(c->target_rows);
+	values[3] = Int64GetDatum(c->missing);
+	values[4] = Int64GetDatum(c->extra);
+	values[5] = Int64GetDatum(c->changed);
+	values[6] = Int64GetDatum(c->duplicates);
+	values[7] = Int64GetDatum(c->null_keys);
+	values[8] = BoolGetDatum(c->missing + c->extra + c->changed +
+							 c->duplicates + c->null_keys == 0);
+	values[9] = BoolGetDatum(truncated);
+	values[10] = BoolGetDatum(estimated);
+	cat_enter(&cxt);
+	cat_exec(CAT_RUN_FINISH, values, NULL, 0);
 	cat_leave(&cxt);
 }

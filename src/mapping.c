@@ -188,7 +188,7 @@ map_expr_is_column(const char *expr, const char *col)
  * user got wrong; nothing has been written yet.
  */
 void
-mapping_resolve_new_job(AmJob *job, Jsonb *columns)
+mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 {
 	Relation	src;
 	Relation	tgt;
@@ -210,7 +210,9 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("cannot copy from \"%s\"", RelationGetRelationName(src)),
 				 errdetail("The source must be a table, partitioned table, view, materialized view or foreign table.")));
-	if (tkind != RELKIND_RELATION && tkind != RELKIND_PARTITIONED_TABLE)
+	if (tkind != RELKIND_RELATION && tkind != RELKIND_PARTITIONED_TABLE &&
+		!(reconcile && (tkind == RELKIND_VIEW || tkind == RELKIND_MATVIEW ||
+						tkind == RELKIND_FOREIGN_TABLE)))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("cannot copy into \"%s\"", RelationGetRelationName(tgt)),
@@ -225,6 +227,7 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns)
 		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(skind),
 					   RelationGetRelationName(src));
 	if (pg_class_aclcheck(job->target_relid, GetUserId(),
+						  reconcile ? ACL_SELECT :
 						  ACL_INSERT | (job->on_conflict == AM_CONFLICT_UPDATE ? ACL_UPDATE : 0))
 		!= ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(tkind),
