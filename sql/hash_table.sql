@@ -86,6 +86,8 @@ SELECT * FROM acme_migrate_table_hash('s');
 SELECT * FROM acme_migrate_table_hash('t_pkey');
 SELECT * FROM acme_migrate_range_hashes('dup');
 SELECT * FROM acme_migrate_range_hashes('t', 0);
+SELECT count(*) AS no_relation_no_ranges FROM acme_migrate_range_hashes(NULL);
+SELECT * FROM acme_migrate_table_hash(NULL);
 
 --
 -- range hashes: every row in exactly one range, in key order

@@ -1561,9 +1561,13 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 	int			k;
 	int			nb;
 
-	/* the planner's row count estimate, -1 if unknown */
-	estimate = rel->rd_rel->reltuples;
-	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE || estimate < 0)
+	/*
+	 * Rows to expect, as the planner would: each leaf's density from its
+	 * last ANALYZE or VACUUM times its current size in blocks (so a stale
+	 * estimate cannot make us read every key of a big table), or 100 rows
+	 * per block for leaves never analyzed.  Too high an estimate only
+	 * makes the sample grow in a second round.
+	 */
 	{
 		List	   *all = find_all_inheritors(RelationGetRelid(rel),
 											  AccessShareLock, NULL);
@@ -1576,10 +1580,13 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 
 			if (RELKIND_HAS_STORAGE(r->rd_rel->relkind))
 			{
-				if (r->rd_rel->reltuples >= 0)
-					estimate += r->rd_rel->reltuples;
+				BlockNumber blocks = RelationGetNumberOfBlocks(r);
+
+				if (r->rd_rel->relpages > 0 && r->rd_rel->reltuples >= 0)
+					estimate += r->rd_rel->reltuples / r->rd_rel->relpages *
+						blocks;
 				else
-					estimate += (double) RelationGetNumberOfBlocks(r) * 100;
+					estimate += (double) blocks * 100;
 			}
 			relation_close(r, NoLock);
 		}
@@ -1721,16 +1728,17 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 	int			k;
 	int			r;
 
+	InitMaterializedSRF(fcinfo, 0);
+
+	/* not strict because of bounds: no relation, no ranges */
 	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
+		return (Datum) 0;
 	relid = PG_GETARG_OID(0);
 	chunks = PG_ARGISNULL(1) ? 64 : PG_GETARG_INT32(1);
 	if (chunks < 1 || chunks > HASH_MAX_CHUNKS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("chunks must be between 1 and %d", HASH_MAX_CHUNKS)));
-
-	InitMaterializedSRF(fcinfo, 0);
 
 	rel = relation_open(relid, AccessShareLock);
 	rh_check_relation(rel);
