@@ -963,10 +963,6 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sample must be greater than 0 and at most 1")));
-	if (max_diffs < -1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_diffs must not be negative")));
 
 	memset(&st, 0, sizeof(st));
 	st.job = job;
@@ -1016,6 +1012,19 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
+/* max_diffs: NULL for no limit */
+static int64
+rc_max_diffs_arg(FunctionCallInfo fcinfo, int n)
+{
+	if (PG_ARGISNULL(n))
+		return -1;
+	if (PG_GETARG_INT64(n) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_diffs must not be negative")));
+	return PG_GETARG_INT64(n);
+}
+
 static List *
 rc_names_arg(FunctionCallInfo fcinfo, int n)
 {
@@ -1055,7 +1064,7 @@ acme_migrate_reconcile_job(PG_FUNCTION_ARGS)
 	job = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
 	return rc_run(fcinfo, job,
 				  PG_ARGISNULL(1) ? -1 : PG_GETARG_FLOAT8(1),
-				  PG_ARGISNULL(2) ? -1 : PG_GETARG_INT64(2),
+				  rc_max_diffs_arg(fcinfo, 2),
 				  rc_names_arg(fcinfo, 3), rc_names_arg(fcinfo, 4),
 				  PG_ARGISNULL(5) ? NULL : PG_GETARG_JSONB_P(5));
 }
@@ -1086,7 +1095,7 @@ acme_migrate_reconcile_tables(PG_FUNCTION_ARGS)
 	mapping_resolve_new_job(job, NULL, true);
 	return rc_run(fcinfo, job,
 				  PG_ARGISNULL(3) ? -1 : PG_GETARG_FLOAT8(3),
-				  PG_ARGISNULL(4) ? -1 : PG_GETARG_INT64(4),
+				  rc_max_diffs_arg(fcinfo, 4),
 				  rc_names_arg(fcinfo, 5), rc_names_arg(fcinfo, 6),
 				  PG_ARGISNULL(7) ? NULL : PG_GETARG_JSONB_P(7));
 }
