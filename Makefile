@@ -15,6 +15,7 @@ OBJS = \
 	src/batch.o \
 	src/writer.o \
 	src/reconcile.o \
+	src/worker.o \
 	src/hash.o
 
 DATA_built = acme_migrate--1.0.sql

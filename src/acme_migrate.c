@@ -18,6 +18,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/array.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -26,6 +27,9 @@
 PG_MODULE_MAGIC;
 
 bool		acme_migrate_direct_write = true;
+int			acme_migrate_max_workers = 8;
+int			acme_migrate_naptime = 10;
+char	   *acme_migrate_databases = NULL;
 
 void		_PG_init(void);
 
@@ -34,6 +38,10 @@ PG_FUNCTION_INFO_V1(acme_migrate_batch);
 PG_FUNCTION_INFO_V1(acme_migrate_run);
 PG_FUNCTION_INFO_V1(acme_migrate_drop);
 
+/*
+ * GUCs first; the launcher only when loaded by shared_preload_libraries
+ * (without it, acme_migrate_start still works and a later start resumes).
+ */
 void
 _PG_init(void)
 {
@@ -46,7 +54,35 @@ _PG_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("acme_migrate.max_workers",
+							"Sets the most background workers one job may run with.",
+							"Each worker is a background worker process: max_worker_processes must leave room for them.",
+							&acme_migrate_max_workers,
+							8, 1, 64,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("acme_migrate.naptime",
+							"Sets how long the launcher sleeps between looks for jobs to resume.",
+							"The launcher also looks at once when the server starts or restarts after a crash.",
+							&acme_migrate_naptime,
+							10, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("acme_migrate.databases",
+							   "Lists the databases whose jobs the launcher resumes.",
+							   "A comma-separated list of database names; empty means every database that allows connections.",
+							   &acme_migrate_databases,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("acme_migrate");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	worker_register_launcher();
 }
 
 /* An interval argument in milliseconds; ERROR unless positive (or zero). */
@@ -251,7 +287,7 @@ acme_migrate_batch(PG_FUNCTION_ARGS)
 	volatile int64 rows = 0;
 	bool		more;
 
-	if (!batch_lock_job(job, false))
+	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
 	{
 		ereport(NOTICE,
 				(errmsg("job \"%s\" is busy in another session", name),
@@ -377,7 +413,7 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 	oldcxt = MemoryContextSwitchTo(runcxt);
 	runjob = catalog_job_get(name, false);
 	MemoryContextSwitchTo(oldcxt);
-	if (!batch_lock_job(runjob, true))
+	if (!batch_lock_job(runjob->job_id, ExclusiveLock, true))
 	{
 		ereport(NOTICE,
 				(errmsg("job \"%s\" is busy in another session", name),
@@ -492,7 +528,7 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 	{
 		if (map != NULL)
 			batch_free_plans(map);
-		batch_unlock_job(runjob, true);
+		batch_unlock_job(runjob->job_id, ExclusiveLock, true);
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextDelete(runcxt);
 	}
@@ -517,7 +553,7 @@ acme_migrate_drop(PG_FUNCTION_ARGS)
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	AmJob	   *job = catalog_job_get(name, true);
 
-	if (!batch_lock_job(job, false))
+	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("job \"%s\" is running", name),

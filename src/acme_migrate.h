@@ -24,6 +24,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "storage/lockdefs.h"
 #include "utils/elog.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -76,7 +77,18 @@ typedef struct AmJob
 	int64		rows_rejected;
 	int64		batches_done;
 	double		rows_estimate;
+	int32		workers;		/* background workers it runs with */
+	double		idle_seconds;	/* since the job row last changed */
 } AmJob;
+
+/* a key range of a job run in parallel (acme_migrate.ranges) */
+typedef struct AmRange
+{
+	int32		range_no;
+	List	   *lo_key;			/* exclusive; NIL: from the start */
+	List	   *hi_key;			/* inclusive; NIL: to the end */
+	List	   *last_key;		/* checkpoint; NIL: nothing done yet */
+} AmRange;
 
 /*
  * A job's mapping resolved against the current catalogs: what mapping.c
@@ -125,6 +137,7 @@ typedef struct AmMapping
 	SPIPlanPtr	key_count_plan;
 	SPIPlanPtr	null_key_plan;
 	int			sql_batches_left;	/* use the SQL path for this many more */
+	int32		last_range;		/* range this process copied last */
 	int32		definition_version;
 } AmMapping;
 
@@ -145,6 +158,15 @@ extern void catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row,
 extern void catalog_error_insert(AmJob *job, ErrorData *edata,
 								 bool transient);
 extern void catalog_check_owner(AmJob *job);
+extern AmJob *catalog_job_get_by_id(int64 job_id);
+extern int	catalog_ranges_count(AmJob *job, int *pending);
+extern void catalog_ranges_create(AmJob *job, List *boundaries);
+extern AmRange *catalog_range_claim(AmJob *job, int32 preferred);
+extern void catalog_range_checkpoint(AmJob *job, AmRange *range,
+									 List *last_key, int64 rows_read,
+									 bool done);
+extern void catalog_job_set_workers(AmJob *job, int workers,
+									const char *state);
 
 /* counts of a reconciliation run */
 typedef struct AmReconcileCounts
@@ -180,11 +202,12 @@ extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
 									   const char *what);
 
 /* batch.c */
-extern bool batch_lock_job(AmJob *job, bool session);
-extern void batch_unlock_job(AmJob *job, bool session);
+extern bool batch_lock_job(int64 job_id, LOCKMODE mode, bool session);
+extern void batch_unlock_job(int64 job_id, LOCKMODE mode, bool session);
 extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
 						bool *more);
 extern void batch_free_plans(AmMapping *map);
+extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 
 /* writer.c */
 typedef struct AmWriter AmWriter;
@@ -199,7 +222,13 @@ extern void hash_row_hasher_hash(AmRowHasher *rh, Datum *values,
 								 bool *isnull, uint8 *result);
 extern void hash_relation(Oid relid, int64 *row_count, uint8 *result);
 
+/* worker.c */
+extern void worker_register_launcher(void);
+
 /* acme_migrate.c: GUCs */
 extern bool acme_migrate_direct_write;
+extern int	acme_migrate_max_workers;
+extern int	acme_migrate_naptime;
+extern char *acme_migrate_databases;
 
 #endif							/* ACME_MIGRATE_H */

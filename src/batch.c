@@ -28,6 +28,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "tcop/dest.h"
@@ -111,18 +112,26 @@ batch_key_compare(AmMapping *map, Datum *a, Datum *b)
 	return 0;
 }
 
+/* A key as text, its columns separated by commas; "..." for NIL. */
 static char *
-batch_key_string(AmMapping *map, Datum *key)
+batch_text_key(List *parts)
 {
-	List	   *parts = mapping_key_to_text(map, key);
 	StringInfoData buf;
 	ListCell   *lc;
 
+	if (parts == NIL)
+		return "...";
 	initStringInfo(&buf);
 	foreach(lc, parts)
 		appendStringInfo(&buf, "%s%s", lc == list_head(parts) ? "" : ", ",
 						 (char *) lfirst(lc));
 	return buf.data;
+}
+
+static char *
+batch_key_string(AmMapping *map, Datum *key)
+{
+	return batch_text_key(mapping_key_to_text(map, key));
 }
 
 /*
@@ -486,15 +495,16 @@ batch_copy_with_rejects(AmJob *job, AmMapping *map, BatchRange *r,
  * writes the checkpoint.
  */
 static void
-batch_copy(AmJob *job, AmMapping *map, int32 batch_size, BatchTotals *t)
+batch_copy(AmJob *job, AmMapping *map, List *lo, List *hi, int32 batch_size,
+		   BatchTotals *t)
 {
 	BatchRange	r;
 	BatchReceiver rcv;
 	ErrorData  *edata;
 	bool		direct;
 
-	r.lo = job->last_key ? mapping_key_from_text(map, job->last_key) : NULL;
-	r.hi = NULL;
+	r.lo = lo ? mapping_key_from_text(map, lo) : NULL;
+	r.hi = hi ? mapping_key_from_text(map, hi) : NULL;
 	r.limit = batch_size;
 
 	direct = map->direct_ok && map->sql_batches_left == 0;
@@ -597,27 +607,26 @@ batch_check_key(AmJob *job, AmMapping *map, BatchTotals *t, bool finished)
 }
 
 /*
- * Try to take the job's advisory lock without waiting: for the
- * transaction (a batch), or for the session (acme_migrate_run).
+ * Try to take the job's advisory lock without waiting: ExclusiveLock for
+ * acme_migrate_batch and acme_migrate_run, ShareLock for workers; for the
+ * transaction or for the session.
  */
 bool
-batch_lock_job(AmJob *job, bool session)
+batch_lock_job(int64 job_id, LOCKMODE mode, bool session)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS,
-						 (uint32) job->job_id, 2);
-	return LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS, (uint32) job_id, 2);
+	return LockAcquire(&tag, mode, session, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 void
-batch_unlock_job(AmJob *job, bool session)
+batch_unlock_job(int64 job_id, LOCKMODE mode, bool session)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS,
-						 (uint32) job->job_id, 2);
-	LockRelease(&tag, ExclusiveLock, session);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS, (uint32) job_id, 2);
+	LockRelease(&tag, mode, session);
 }
 
 /*
@@ -672,9 +681,10 @@ batch_job_ready(AmJob *job)
 
 /*
  * One batch of the job, checkpoint included, in the current transaction.
- * The caller holds the job's lock and has loaded the job with its row
- * locked.  Returns the rows written; *more says whether a next batch may
- * find rows.
+ * The caller holds the job's lock and has loaded the job.  A job split into
+ * ranges (for parallel workers) copies from a range it claims by locking
+ * its row; otherwise from the job's own checkpoint.  Returns the rows
+ * written; *more says whether a next batch may find rows.
  */
 int64
 batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
@@ -685,6 +695,9 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 	char	   *reason = NULL;
 	bool		finished;
 	int			nest;
+	int			pending;
+	AmRange    *range = NULL;
+	List	   *last_key;
 
 	*more = false;
 	if (!batch_job_ready(job))
@@ -702,11 +715,47 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		elog(ERROR, "SPI_connect failed");
 	batch_prepare_plans(map);
 
+	if (catalog_ranges_count(job, &pending) > 0)
+	{
+		range = catalog_range_claim(job, map->last_range);
+		if (range == NULL)
+		{
+			/* every range is done, or taken by another worker */
+			if (pending == 0 && strcmp(job->state, "running") == 0)
+				catalog_job_set_state(job, job->capture_changes ? "copied" : "done",
+									  NULL);
+			SPI_finish();
+			AtEOXact_GUC(true, nest);
+			return 0;
+		}
+		map->last_range = range->range_no;
+		if (IsBackgroundWorker)
+			pgstat_report_activity(STATE_RUNNING,
+								   psprintf("acme_migrate job %s: range %d, keys (%s .. %s]",
+											job->job_name, range->range_no,
+											batch_text_key(range->last_key ? range->last_key : range->lo_key),
+											batch_text_key(range->hi_key)));
+	}
+
 	memset(&t, 0, sizeof(t));
-	batch_copy(job, map, batch_size, &t);
+	if (range)
+		batch_copy(job, map, range->last_key ? range->last_key : range->lo_key,
+				   range->hi_key, batch_size, &t);
+	else
+		batch_copy(job, map, job->last_key, NIL, batch_size, &t);
+	last_key = t.rows_read > 0 ? mapping_key_to_text(map, t.last_key) : NIL;
 	finished = t.rows_read < batch_size;
+	if (range)
+	{
+		catalog_range_checkpoint(job, range, last_key, t.rows_read, finished);
+		if (finished)
+			(void) catalog_ranges_count(job, &pending);
+		/* the job ends with its last range */
+		finished = finished && pending == 0;
+	}
 	if (!job->key_is_unique)
-		batch_check_key(job, map, &t, finished);
+		batch_check_key(job, map, &t,
+						t.rows_read < batch_size && (range == NULL || range->hi_key == NIL));
 
 	if (finished)
 		state = job->capture_changes ? "copied" : "done";
@@ -724,7 +773,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 	}
 	catalog_job_checkpoint(job,
 						   t.rows_read > 0 ? mapping_key_to_text(map, t.first_key) : NIL,
-						   t.rows_read > 0 ? mapping_key_to_text(map, t.last_key) : NIL,
+						   range ? NIL : last_key,
 						   t.rows_read, t.rows_written, t.rows_rejected,
 						   t.direct, started, state, reason);
 	SPI_finish();
@@ -737,4 +786,83 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 				 errhint("The rejected rows are in acme_migrate.rejects.")));
 	*more = strcmp(state, "running") == 0;
 	return t.rows_written;
+}
+
+/*
+ * Split what is left of the job's key space into about n ranges of similar
+ * size, from a sample of the source's keys (any key type: the boundaries
+ * are sampled keys, not arithmetic), so that workers can share the work.
+ * Does nothing if the job already has ranges.
+ */
+void
+batch_split_ranges(AmJob *job, AmMapping *map, int n)
+{
+	int			pending;
+	StringInfoData q;
+	double		rows = job->rows_estimate > 0 ? job->rows_estimate : 1e6;
+	double		fraction = Min(1.0, 20.0 * n * 100 / Max(rows, 1.0));
+	uint64		nkeys;
+	List	   *bounds = NIL;
+	Datum	   *lo = NULL;
+	int			nparams = 2 * map->nkeys + 2;
+	Oid		   *argtypes;
+	Datum	   *values;
+	char	   *nulls;
+	int			rc;
+
+	if (catalog_ranges_count(job, &pending) > 0 || n <= 1)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* the keys query after the checkpoint, thinned to a random sample */
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
+					 map->keys_sql[job->last_key != NIL], nparams);
+	argtypes = palloc(sizeof(Oid) * nparams);
+	values = palloc0(sizeof(Datum) * nparams);
+	nulls = palloc(nparams);
+	memset(nulls, ' ', nparams);
+	for (int i = 0; i < map->nkeys; i++)
+	{
+		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
+		nulls[map->nkeys + i] = 'n';
+	}
+	if (job->last_key != NIL)
+	{
+		lo = mapping_key_from_text(map, job->last_key);
+		memcpy(values, lo, sizeof(Datum) * map->nkeys);
+	}
+	else
+		memset(nulls, 'n', map->nkeys);
+	argtypes[nparams - 2] = INT8OID;
+	values[nparams - 2] = Int64GetDatum(PG_INT64_MAX);
+	argtypes[nparams - 1] = FLOAT8OID;
+	values[nparams - 1] = Float8GetDatum(fraction);
+	rc = SPI_execute_with_args(q.data, nparams, argtypes, values, nulls, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not sample the keys of job \"%s\": %s",
+			 job->job_name, SPI_result_code_string(rc));
+	nkeys = SPI_processed;
+
+	/* every (nkeys / n)-th sampled key becomes a boundary */
+	for (int b = 1; b < n && nkeys >= (uint64) n; b++)
+	{
+		uint64		i = nkeys * b / n;
+		Datum	   *key = palloc(sizeof(Datum) * map->nkeys);
+		bool		isnull = false;
+
+		for (int k = 0; k < map->nkeys; k++)
+		{
+			key[k] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+								   k + 1, &isnull);
+			if (isnull)
+				break;
+		}
+		if (!isnull)
+			bounds = lappend(bounds, mapping_key_to_text(map, key));
+	}
+	/* the boundaries live in SPI's memory: use them before SPI_finish */
+	catalog_ranges_create(job, bounds);
+	SPI_finish();
 }

@@ -44,6 +44,12 @@ typedef enum CatStmt
 	CAT_RUN_INSERT,
 	CAT_DIFF_INSERT,
 	CAT_RUN_FINISH,
+	CAT_JOB_GET_BY_ID,
+	CAT_RANGES_COUNT,
+	CAT_RANGE_INSERT,
+	CAT_RANGE_CLAIM,
+	CAT_RANGE_CHECKPOINT,
+	CAT_JOB_WORKERS,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -62,7 +68,8 @@ typedef enum CatStmt
 	"pg_catalog.date_part('epoch', j.max_replication_lag) OPERATOR(pg_catalog.*) 1000, " \
 	"pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000, " \
 	"j.definition_version, j.state, j.last_key, j.rows_read, j.rows_copied, " \
-	"j.rows_rejected, j.batches_done, j.rows_estimate "
+	"j.rows_rejected, j.batches_done, j.rows_estimate, j.workers, " \
+	"pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) j.updated_at) "
 
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
@@ -113,13 +120,16 @@ static const struct
 		"rows_copied = rows_copied OPERATOR(pg_catalog.+) $4, "
 		"rows_rejected = rows_rejected OPERATOR(pg_catalog.+) $5, "
 		"batches_done = batches_done OPERATOR(pg_catalog.+) 1, "
-		"state = $6, "
-		"failure_reason = $7, "
+		/* a batch in flight must not undo a pause, cancel or failure */
+		"state = CASE WHEN $6 OPERATOR(pg_catalog.=) 'running' AND state "
+		"OPERATOR(pg_catalog.=) ANY ('{paused,cancelled,failed}'::text[]) "
+		"THEN state ELSE $6 END, "
+		"failure_reason = COALESCE($7, failure_reason), "
 		"started_at = COALESCE(started_at, $8), "
 		"updated_at = pg_catalog.clock_timestamp(), "
 		"finished_at = CASE WHEN $6 OPERATOR(pg_catalog.=) "
 		"ANY ('{copied,done,failed}'::text[]) "
-		"THEN pg_catalog.clock_timestamp() END "
+		"THEN pg_catalog.clock_timestamp() ELSE finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"RETURNING batches_done",
 		8, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
@@ -186,6 +196,45 @@ static const struct
 		"estimated = $11 WHERE run_id OPERATOR(pg_catalog.=) $1",
 		11, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		INT8OID, BOOLOID, BOOLOID, BOOLOID}
+	},
+	[CAT_JOB_GET_BY_ID] = {
+		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
+		"WHERE j.job_id OPERATOR(pg_catalog.=) $1",
+		1, {INT8OID}
+	},
+	[CAT_RANGES_COUNT] = {
+		"SELECT pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'pending'), "
+		"pg_catalog.count(*) FROM acme_migrate.ranges "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		1, {INT8OID}
+	},
+	[CAT_RANGE_INSERT] = {
+		"INSERT INTO acme_migrate.ranges (job_id, range_no, lo_key, hi_key) "
+		"VALUES ($1, $2, $3, $4)",
+		4, {INT8OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID}
+	},
+	[CAT_RANGE_CLAIM] = {
+		"SELECT range_no, lo_key, hi_key, last_key FROM acme_migrate.ranges "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"AND state OPERATOR(pg_catalog.=) 'pending' "
+		"ORDER BY range_no OPERATOR(pg_catalog.=) $2 DESC, range_no "
+		"LIMIT 1 FOR UPDATE SKIP LOCKED",
+		2, {INT8OID, INT4OID}
+	},
+	[CAT_RANGE_CHECKPOINT] = {
+		"UPDATE acme_migrate.ranges SET last_key = COALESCE($3, last_key), "
+		"rows_read = rows_read OPERATOR(pg_catalog.+) $4, state = $5, "
+		"updated_at = pg_catalog.clock_timestamp() "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"AND range_no OPERATOR(pg_catalog.=) $2",
+		5, {INT8OID, INT4OID, TEXTARRAYOID, INT8OID, TEXTOID}
+	},
+	[CAT_JOB_WORKERS] = {
+		"UPDATE acme_migrate.jobs SET workers = $2, state = $3, "
+		"failure_reason = NULL, finished_at = NULL, "
+		"updated_at = pg_catalog.clock_timestamp() "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		3, {INT8OID, INT4OID, TEXTOID}
 	},
 };
 
@@ -381,6 +430,10 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	job->batches_done = DatumGetInt64(d);
 	NEXT();
 	job->rows_estimate = isnull ? -1 : DatumGetFloat8(d);
+	NEXT();
+	job->workers = DatumGetInt32(d);
+	NEXT();
+	job->idle_seconds = DatumGetFloat8(d);
 #undef NEXT
 
 	MemoryContextSwitchTo(old);
@@ -752,4 +805,155 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	cat_enter(&cxt);
 	cat_exec(CAT_RUN_FINISH, values, NULL, 0);
 	cat_leave(&cxt);
+}
+
+/*
+ * Load a job by id, for a background worker (which has no name to go by);
+ * NULL when it is gone.
+ */
+AmJob *
+catalog_job_get_by_id(int64 job_id)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job_id);
+	AmJob	   *job = NULL;
+
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_GET_BY_ID, &arg, NULL, 1);
+	if (SPI_processed == 1)
+		job = job_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+							 mcxt);
+	cat_leave(&cxt);
+	return job;
+}
+
+/* How many ranges the job has, and how many are still pending. */
+int
+catalog_ranges_count(AmJob *job, int *pending)
+{
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job->job_id);
+	bool		isnull;
+	int			total;
+
+	cat_enter(&cxt);
+	cat_exec(CAT_RANGES_COUNT, &arg, NULL, 1);
+	*pending = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+	total = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 2, &isnull));
+	cat_leave(&cxt);
+	return total;
+}
+
+/*
+ * Split the job into ranges: boundaries is a list of keys (each a List of
+ * text), the ranges are (start, b1], (b1, b2], ..., (bn, end]; start is the
+ * job's checkpoint when it has one.
+ */
+void
+catalog_ranges_create(AmJob *job, List *boundaries)
+{
+	CatContext	cxt;
+	Datum		values[4];
+	char		nulls[4];
+	List	   *lo = job->last_key;
+	ListCell   *lc;
+	int			n = 0;
+
+	cat_enter(&cxt);
+	for (lc = list_head(boundaries);; lc = lnext(boundaries, lc))
+	{
+		List	   *hi = lc ? lfirst(lc) : NIL;
+
+		memset(nulls, ' ', sizeof(nulls));
+		values[0] = Int64GetDatum(job->job_id);
+		values[1] = Int32GetDatum(++n);
+		values[2] = lo ? text_list_to_array(lo) : 0;
+		nulls[2] = lo ? ' ' : 'n';
+		values[3] = hi ? text_list_to_array(hi) : 0;
+		nulls[3] = hi ? ' ' : 'n';
+		cat_exec(CAT_RANGE_INSERT, values, nulls, 0);
+		lo = hi;
+		if (lc == NULL)
+			break;
+	}
+	cat_leave(&cxt);
+}
+
+/*
+ * Claim a pending range for this transaction (its row stays locked until
+ * commit), preferring the one this process worked on last.  NULL when
+ * every pending range is taken or none is left.
+ */
+AmRange *
+catalog_range_claim(AmJob *job, int32 preferred)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	CatContext	cxt;
+	Datum		values[2];
+	AmRange    *range = NULL;
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = Int32GetDatum(preferred);
+	cat_enter(&cxt);
+	cat_exec(CAT_RANGE_CLAIM, values, NULL, 1);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(mcxt);
+		bool		isnull;
+		Datum		d;
+
+		range = palloc0(sizeof(AmRange));
+		range->range_no = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		range->lo_key = isnull ? NIL : array_to_text_list(d);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		range->hi_key = isnull ? NIL : array_to_text_list(d);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		range->last_key = isnull ? NIL : array_to_text_list(d);
+		MemoryContextSwitchTo(old);
+	}
+	cat_leave(&cxt);
+	return range;
+}
+
+/* The checkpoint of a range, in its batch's transaction. */
+void
+catalog_range_checkpoint(AmJob *job, AmRange *range, List *last_key,
+						 int64 rows_read, bool done)
+{
+	CatContext	cxt;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = Int32GetDatum(range->range_no);
+	values[2] = last_key ? text_list_to_array(last_key) : 0;
+	nulls[2] = last_key ? ' ' : 'n';
+	values[3] = Int64GetDatum(rows_read);
+	values[4] = CStringGetTextDatum(done ? "done" : "pending");
+	cat_enter(&cxt);
+	cat_exec(CAT_RANGE_CHECKPOINT, values, nulls, 0);
+	cat_leave(&cxt);
+}
+
+/* Set the number of workers and the state of a job (start, resume). */
+void
+catalog_job_set_workers(AmJob *job, int workers, const char *state)
+{
+	CatContext	cxt;
+	Datum		values[3];
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = Int32GetDatum(workers);
+	values[2] = CStringGetTextDatum(state);
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_WORKERS, values, NULL, 0);
+	cat_leave(&cxt);
+	job->workers = workers;
+	job->state = pstrdup(state);
 }

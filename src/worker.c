@@ -1,0 +1,782 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  Background workers that run a job's batches, the SQL functions that
+ *	  steer them, and the launcher that resumes jobs after a restart.
+ *
+ * A worker is a dynamic background worker connected to the job's database
+ * as the job's owner.  It runs batch_step() in a loop, one transaction per
+ * batch, exactly as acme_migrate_run does; with several workers the job is
+ * split into key ranges which each batch claims by locking the range's row,
+ * so a slow range never holds up the others and a crash releases every
+ * claim.  Workers hold the job's advisory lock in share mode (manual
+ * batches take it exclusively, so the two never mix) and one of the job's
+ * worker slots, so a job never runs with more workers than it asked for.
+ *
+ * With shared_preload_libraries = 'acme_migrate' a launcher starts with the
+ * server, and after every start, crash restart, and naptime, looks in each
+ * database for jobs that should be running but have no worker, and starts
+ * their workers again.  There is nothing to repair first: claims are row
+ * locks and checkpoints commit with their rows.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "acme_migrate.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+
+PG_FUNCTION_INFO_V1(acme_migrate_start);
+PG_FUNCTION_INFO_V1(acme_migrate_pause);
+PG_FUNCTION_INFO_V1(acme_migrate_resume);
+PG_FUNCTION_INFO_V1(acme_migrate_cancel);
+PG_FUNCTION_INFO_V1(acme_migrate_wait);
+
+PGDLLEXPORT void acme_migrate_worker_main(Datum arg);
+PGDLLEXPORT void acme_migrate_launcher_main(Datum arg);
+PGDLLEXPORT void acme_migrate_resumer_main(Datum arg);
+
+/* what a worker is told in bgw_extra */
+typedef struct WorkerArgs
+{
+	Oid			dbid;
+	Oid			roleid;
+	TransactionId starter_xid;	/* wait for it before the first batch */
+} WorkerArgs;
+
+/* how often a failing batch is retried before the job fails */
+#define WORKER_MAX_RETRIES	5
+
+/* One of the job's worker slots, held for the worker's life. */
+static int
+worker_take_slot(int64 job_id, int nslots)
+{
+	for (int slot = 1; slot <= nslots; slot++)
+	{
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) job_id, slot, 3);
+		if (LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL)
+			return slot;
+	}
+	return 0;
+}
+
+/*
+ * Register n workers for the job; returns how many the postmaster took.
+ * They start once the calling transaction ends (and do nothing if it
+ * aborted).
+ */
+static int
+worker_launch(AmJob *job, int n)
+{
+	BackgroundWorker bgw;
+	WorkerArgs	args;
+	int			launched = 0;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "acme_migrate");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "acme_migrate_worker_main");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "acme_migrate worker");
+	bgw.bgw_main_arg = Int64GetDatum(job->job_id);
+	bgw.bgw_notify_pid = 0;
+
+	memset(&args, 0, sizeof(args));
+	args.dbid = MyDatabaseId;
+	args.roleid = job->owner;
+	args.starter_xid = GetTopTransactionIdIfAny();
+	memcpy(bgw.bgw_extra, &args, sizeof(args));
+
+	for (int i = 0; i < n; i++)
+	{
+		BackgroundWorkerHandle *handle;
+
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "acme_migrate worker %d for job %s",
+				 i + 1, job->job_name);
+		if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+			break;
+		launched++;
+	}
+	return launched;
+}
+
+/* Start n workers, with a clear error when none can start. */
+static int
+worker_launch_checked(AmJob *job, int n)
+{
+	int			launched = worker_launch(job, n);
+
+	if (launched == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a background worker for job \"%s\"",
+						job->job_name),
+				 errdetail("All background worker slots are in use."),
+				 errhint("Raise max_worker_processes (currently %d); acme_migrate needs one per worker, plus one for its launcher.",
+						 max_worker_processes)));
+	if (launched < n)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("started only %d of %d workers for job \"%s\"",
+						launched, n, job->job_name),
+				 errhint("Raise max_worker_processes (currently %d).",
+						 max_worker_processes)));
+	return launched;
+}
+
+static bool
+worker_state_is(AmJob *job, const char *s1, const char *s2)
+{
+	return strcmp(job->state, s1) == 0 || (s2 && strcmp(job->state, s2) == 0);
+}
+
+/*
+ * acme_migrate_start(job, workers) returns integer
+ */
+Datum
+acme_migrate_start(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int32		workers = PG_GETARG_INT32(1);
+	AmJob	   *job;
+
+	if (workers < 1 || workers > acme_migrate_max_workers)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("workers must be between 1 and %d", acme_migrate_max_workers),
+				 errhint("The limit is acme_migrate.max_workers.")));
+	job = catalog_job_get(name, true);
+	if (worker_state_is(job, "copied", "done") || worker_state_is(job, "cut_over", NULL))
+	{
+		ereport(NOTICE,
+				(errmsg("job \"%s\" is already %s", name, job->state)));
+		PG_RETURN_INT32(0);
+	}
+	if (!worker_state_is(job, "created", "running") && !worker_state_is(job, "paused", NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job \"%s\" is %s", name, job->state),
+				 errhint("A failed job is restarted with acme_migrate_resume().")));
+	/*
+	 * Busy: workers (share) or a session (exclusive) hold the job, or
+	 * workers were started moments ago and are still on their way.
+	 */
+	if (!batch_lock_job(job->job_id, ExclusiveLock, false) ||
+		(worker_state_is(job, "running", NULL) && job->workers > 0 &&
+		 job->idle_seconds < 10))
+	{
+		ereport(NOTICE,
+				(errmsg("job \"%s\" is already running", name),
+				 errdetail("Its workers or another session hold it; no worker was started.")));
+		PG_RETURN_INT32(0);
+	}
+	if (workers > 1)
+		batch_split_ranges(job, mapping_build(job, false), workers * 4);
+	catalog_job_set_workers(job, workers, "running");
+	PG_RETURN_INT32(worker_launch_checked(job, workers));
+}
+
+/*
+ * acme_migrate_pause(job) returns boolean
+ */
+Datum
+acme_migrate_pause(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	AmJob	   *job = catalog_job_get(name, true);
+
+	if (worker_state_is(job, "paused", NULL))
+	{
+		ereport(NOTICE, (errmsg("job \"%s\" is already paused", name)));
+		PG_RETURN_BOOL(false);
+	}
+	if (!worker_state_is(job, "created", "running"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot pause job \"%s\", which is %s", name, job->state)));
+	catalog_job_set_state(job, "paused", NULL);
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * acme_migrate_resume(job) returns integer
+ */
+Datum
+acme_migrate_resume(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	AmJob	   *job = catalog_job_get(name, true);
+
+	if (!worker_state_is(job, "paused", "failed"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot resume job \"%s\", which is %s", name, job->state),
+				 errdetail("Only paused and failed jobs can be resumed.")));
+	catalog_job_set_workers(job, job->workers, "running");
+	if (job->workers == 0)
+		PG_RETURN_INT32(0);
+	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
+		PG_RETURN_INT32(0);		/* its workers have not stopped yet */
+	PG_RETURN_INT32(worker_launch_checked(job, job->workers));
+}
+
+/*
+ * acme_migrate_cancel(job) returns boolean
+ */
+Datum
+acme_migrate_cancel(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	AmJob	   *job = catalog_job_get(name, true);
+
+	if (worker_state_is(job, "cancelled", NULL))
+		PG_RETURN_BOOL(false);
+	if (!worker_state_is(job, "created", "running") &&
+		!worker_state_is(job, "paused", "failed"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot cancel job \"%s\", which is %s", name, job->state)));
+	catalog_job_set_state(job, "cancelled", NULL);
+	PG_RETURN_BOOL(true);
+}
+
+/* Sleep, waking up for interrupts and postmaster death. */
+static void
+worker_sleep(int64 ms)
+{
+	while (ms > 0)
+	{
+		int64		chunk = Min(ms, 1000);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 chunk, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		ms -= chunk;
+	}
+}
+
+/*
+ * acme_migrate_wait(job, timeout) returns text
+ *
+ * Polls the job (each poll sees what has committed since), printing a
+ * progress NOTICE every few seconds, until it stops running, nobody is
+ * running it any more, or the timeout passes.
+ */
+Datum
+acme_migrate_wait(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int64		timeout_ms = -1;
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz last_notice = 0;
+	MemoryContext cxt;
+	MemoryContext old;
+	char	   *state;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!PG_ARGISNULL(1))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(1);
+
+		timeout_ms = iv->time / 1000 + (int64) iv->day * SECS_PER_DAY * 1000 +
+			(int64) iv->month * DAYS_PER_MONTH * SECS_PER_DAY * 1000;
+		if (timeout_ms < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative")));
+	}
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("acme_migrate_wait cannot see progress in a %s transaction",
+						XactIsoLevel == XACT_SERIALIZABLE ? "serializable" : "repeatable read"),
+				 errhint("Call it in a READ COMMITTED transaction.")));
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "acme_migrate wait",
+								ALLOCSET_SMALL_SIZES);
+	for (;;)
+	{
+		AmJob	   *job;
+		TimestampTz now = GetCurrentTimestamp();
+		bool		idle;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(cxt);
+		old = MemoryContextSwitchTo(cxt);
+		job = catalog_job_get(name, false);
+		MemoryContextSwitchTo(old);
+		state = pstrdup(job->state);
+		if (!worker_state_is(job, "created", "running"))
+			break;
+
+		/*
+		 * Nobody holds the job, and no worker was started moments ago: no
+		 * worker is coming, stop waiting.
+		 */
+		idle = batch_lock_job(job->job_id, ExclusiveLock, false);
+		if (idle)
+			batch_unlock_job(job->job_id, ExclusiveLock, false);
+		if (idle && job->workers > 0 && job->idle_seconds < 10)
+			idle = false;
+
+		if (idle || last_notice == 0 ||
+			TimestampDifferenceExceeds(last_notice, now, 2000))
+		{
+			double		total = Max(job->rows_estimate, (double) job->rows_read);
+			double		secs = Max(TimestampDifferenceMilliseconds(start, now), 1) / 1000.0;
+
+			ereport(NOTICE,
+					(errmsg("job \"%s\": %s, %lld rows done%s",
+							name, job->state, (long long) job->rows_read,
+							total > 0 ? psprintf(" of about %.0f (%.1f%%)", total,
+												 100.0 * job->rows_read / total) : ""),
+					 job->workers > 0 && !idle ?
+					 errdetail("%d worker(s); see acme_migrate.progress for rows/s and ETA; waited %.0f s.",
+							   job->workers, secs) : 0));
+			last_notice = now;
+		}
+		if (idle)
+		{
+			ereport(NOTICE,
+					(errmsg("no worker or session is running job \"%s\"", name),
+					 errhint("Start it with acme_migrate_start() or acme_migrate_run().")));
+			break;
+		}
+		if (timeout_ms >= 0 && TimestampDifferenceExceeds(start, now, timeout_ms))
+			break;
+		worker_sleep(Min(500, timeout_ms >= 0 ? Max(timeout_ms - TimestampDifferenceMilliseconds(start, now), 1) : 500));
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(state));
+}
+
+static bool
+worker_transient(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED;
+}
+
+/*
+ * Record a batch's error in its own transaction; fail the job when the
+ * error is not transient and kept coming back.
+ */
+static void
+worker_record_error(int64 job_id, ErrorData *edata, bool fail)
+{
+	PG_TRY();
+	{
+		AmJob	   *job;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		job = catalog_job_get_by_id(job_id);
+		if (job != NULL)
+		{
+			catalog_error_insert(job, edata, worker_transient(edata->sqlerrcode));
+			if (fail && worker_state_is(job, "running", "created"))
+				catalog_job_set_state(job, "failed",
+									  psprintf("worker error after %d attempts: %s",
+											   WORKER_MAX_RETRIES, edata->message));
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+}
+
+/* The batches of one job, until it is done, paused, cancelled or failed. */
+static void
+worker_loop(int64 job_id, int slot)
+{
+	MemoryContext loopcxt;
+	MemoryContext mapcxt;
+	AmMapping  *volatile map = NULL;
+	volatile int failures = 0;
+	volatile int32 batch_size = 0;
+	volatile bool locked = false;
+	char		jobname[NAMEDATALEN];
+
+	snprintf(jobname, sizeof(jobname), "%lld", (long long) job_id);
+	loopcxt = AllocSetContextCreate(TopMemoryContext, "acme_migrate worker batch",
+									ALLOCSET_DEFAULT_SIZES);
+	mapcxt = AllocSetContextCreate(TopMemoryContext, "acme_migrate worker mapping",
+								   ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		ErrorData  *volatile edata = NULL;
+		volatile bool stop = false;
+		volatile int64 rows = 0;
+		volatile int64 pause_ms = 0;
+		TimestampTz bstart;
+		int64		took;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(loopcxt);
+		MemoryContextSwitchTo(loopcxt);
+		bstart = GetCurrentTimestamp();
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		PG_TRY();
+		{
+			AmJob	   *job = catalog_job_get_by_id(job_id);
+			bool		more = false;
+
+			if (job != NULL)
+				strlcpy(jobname, job->job_name, sizeof(jobname));
+			if (job == NULL || !worker_state_is(job, "created", "running"))
+				stop = true;
+			else if (!locked && !(locked = batch_lock_job(job_id, ShareLock, true)))
+			{
+				/* a session runs a batch by hand: wait for it */
+				pgstat_report_activity(STATE_IDLE,
+									   psprintf("acme_migrate job %s: worker %d waiting for a session that runs the job by hand",
+												job->job_name, slot));
+				pause_ms = 1000;
+			}
+			else
+			{
+				if (map == NULL || map->definition_version != job->definition_version)
+				{
+					if (map != NULL)
+						batch_free_plans(map);
+					MemoryContextReset(mapcxt);
+					MemoryContextSwitchTo(mapcxt);
+					map = mapping_build(job, false);
+					MemoryContextSwitchTo(loopcxt);
+					batch_size = job->batch_size;
+				}
+				pgstat_report_activity(STATE_RUNNING,
+									   psprintf("acme_migrate job %s: worker %d",
+												job->job_name, slot));
+				rows = batch_step(job, map, batch_size, &more);
+				if (!more)
+					stop = true;
+
+				/* throttles, shared by the job's workers */
+				took = Max(TimestampDifferenceMilliseconds(bstart, GetCurrentTimestamp()), 1);
+				if (job->batch_time_target_ms > 0)
+				{
+					double		f = Max(0.5, Min(2.0, (double) job->batch_time_target_ms / took));
+
+					batch_size = (int32) Max(Max(job->batch_size / 10, 1),
+											 Min((double) job->batch_size * 10, batch_size * f));
+				}
+				if (job->max_rows_per_second > 0 && rows > 0)
+				{
+					int64		want = (int64) (1000.0 * rows * Max(job->workers, 1) /
+												job->max_rows_per_second);
+
+					pause_ms = Max(want - took, 0);
+				}
+			}
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(loopcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+		}
+		PG_END_TRY();
+		pgstat_report_stat(false);
+
+		if (edata != NULL)
+		{
+			bool		transient = worker_transient(edata->sqlerrcode);
+			bool		fail = !transient && ++failures >= WORKER_MAX_RETRIES;
+
+			ereport(LOG,
+					(errmsg("acme_migrate worker for job %lld: %s%s",
+							(long long) job_id, edata->message,
+							fail ? "; giving up" : "; will retry")));
+			worker_record_error(job_id, edata, fail);
+			if (fail)
+				break;
+			/* back off: 1 s, 2 s, 4 s ... at most 30 s */
+			pgstat_report_activity(STATE_IDLE,
+								   psprintf("acme_migrate job %s: worker %d retrying after an error",
+											jobname, slot));
+			worker_sleep(Min(30000, 1000 << Min(failures, 5)));
+			continue;
+		}
+		failures = 0;
+		if (stop)
+			break;
+		if (pause_ms > 0)
+		{
+			if (locked)
+				pgstat_report_activity(STATE_IDLE,
+									   psprintf("acme_migrate job %s: worker %d sleeping %lld ms (max_rows_per_second)",
+												jobname, slot, (long long) pause_ms));
+			worker_sleep(pause_ms);
+		}
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Entry point of a worker: connect as the job's owner, wait for the
+ * transaction that started us, take a slot, run the batches.
+ */
+void
+acme_migrate_worker_main(Datum arg)
+{
+	int64		job_id = DatumGetInt64(arg);
+	WorkerArgs	args;
+	int			slot;
+	int			nslots;
+	AmJob	   *job;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(args.dbid, args.roleid, 0);
+	SetConfigOption("application_name", psprintf("acme_migrate job %lld", (long long) job_id),
+					PGC_USERSET, PGC_S_SESSION);
+
+	StartTransactionCommand();
+	if (TransactionIdIsValid(args.starter_xid))
+		XactLockTableWait(args.starter_xid, NULL, NULL, XLTW_None);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	job = catalog_job_get_by_id(job_id);
+	nslots = job ? Max(job->workers, 1) : 0;
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	slot = nslots > 0 ? worker_take_slot(job_id, nslots) : 0;
+	if (slot == 0)
+		proc_exit(0);			/* the job is gone, or has all its workers */
+	worker_loop(job_id, slot);
+	proc_exit(0);
+}
+
+/*
+ * Entry point of the per-database resumer started by the launcher: start
+ * the workers of every job that should be running and has none.
+ */
+void
+acme_migrate_resumer_main(Datum arg)
+{
+	Oid			dbid = DatumGetObjectId(arg);
+	int			rc;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(get_extension_oid("acme_migrate", true)))
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		rc = SPI_execute("SELECT job_id FROM acme_migrate.jobs "
+						 "WHERE state OPERATOR(pg_catalog.=) 'running' "
+						 "AND workers OPERATOR(pg_catalog.>) 0 ORDER BY job_id",
+						 true, 0);
+		if (rc == SPI_OK_SELECT)
+		{
+			uint64		n = SPI_processed;
+			int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+			bool		isnull;
+
+			for (uint64 i = 0; i < n; i++)
+				ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+			for (uint64 i = 0; i < n; i++)
+			{
+				AmJob	   *job;
+
+				if (!batch_lock_job(ids[i], ExclusiveLock, false))
+					continue;	/* it has workers */
+				batch_unlock_job(ids[i], ExclusiveLock, false);
+				job = catalog_job_get_by_id(ids[i]);
+				if (job == NULL)
+					continue;
+				ereport(LOG,
+						(errmsg("acme_migrate: resuming job \"%s\" with %d worker(s)",
+								job->job_name, job->workers)));
+				(void) worker_launch(job, job->workers);
+			}
+		}
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	proc_exit(0);
+}
+
+/* Oids of the databases the launcher looks in. */
+static List *
+worker_databases(void)
+{
+	List	   *result = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext resultcxt = CurrentMemoryContext;
+	List	   *wanted = NIL;
+
+	if (acme_migrate_databases && acme_migrate_databases[0] != '\0')
+	{
+		char	   *copy = pstrdup(acme_migrate_databases);
+
+		if (!SplitIdentifierString(copy, ',', &wanted))
+			ereport(LOG,
+					(errmsg("acme_migrate.databases is not a list of names: \"%s\"",
+							acme_migrate_databases)));
+	}
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+		ListCell   *lc;
+		bool		ok = wanted == NIL;
+
+		if (!db->datallowconn || db->datistemplate)
+			continue;
+		foreach(lc, wanted)
+			if (strcmp(lfirst(lc), NameStr(db->datname)) == 0)
+				ok = true;
+		if (ok)
+		{
+			MemoryContext old = MemoryContextSwitchTo(resultcxt);
+
+			result = lappend_oid(result, db->oid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return result;
+}
+
+/*
+ * Entry point of the launcher (shared_preload_libraries only): right away,
+ * then every naptime, start a resumer in each database, one at a time.
+ */
+void
+acme_migrate_launcher_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("acme_migrate launcher");
+
+	for (;;)
+	{
+		List	   *dbs;
+		ListCell   *lc;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		dbs = worker_databases();
+		foreach(lc, dbs)
+		{
+			BackgroundWorker bgw;
+			BackgroundWorkerHandle *handle;
+			pid_t		pid;
+
+			memset(&bgw, 0, sizeof(bgw));
+			bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+			bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+			bgw.bgw_restart_time = BGW_NEVER_RESTART;
+			snprintf(bgw.bgw_library_name, BGW_MAXLEN, "acme_migrate");
+			snprintf(bgw.bgw_function_name, BGW_MAXLEN, "acme_migrate_resumer_main");
+			snprintf(bgw.bgw_type, BGW_MAXLEN, "acme_migrate resumer");
+			snprintf(bgw.bgw_name, BGW_MAXLEN, "acme_migrate resumer for database %u",
+					 lfirst_oid(lc));
+			bgw.bgw_main_arg = ObjectIdGetDatum(lfirst_oid(lc));
+			bgw.bgw_notify_pid = MyProcPid;
+			if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+			{
+				ereport(LOG,
+						(errmsg("acme_migrate launcher could not start a resumer"),
+						 errhint("Raise max_worker_processes (currently %d).",
+								 max_worker_processes)));
+				break;
+			}
+			if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_STARTED)
+				(void) WaitForBackgroundWorkerShutdown(handle);
+		}
+		list_free(dbs);
+		worker_sleep((int64) acme_migrate_naptime * 1000);
+	}
+}
+
+/* Register the launcher; called from _PG_init while preloading. */
+void
+worker_register_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 1;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "acme_migrate");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "acme_migrate_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "acme_migrate launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "acme_migrate launcher");
+	RegisterBackgroundWorker(&bgw);
+}
