@@ -64,7 +64,9 @@ CREATE TABLE app.payments (
 CREATE INDEX ON app.payments (order_id);
 
 -- The jobs, parents before children.  Target columns not named in "columns"
--- come from the source column of the same name.
+-- come from the source column of the same name.  (The returned job ids are
+-- not printed; the list at the end shows them.)
+\o /dev/null
 SELECT acme_migrate_create(
 	job		=> 'categories',
 	source	=> 'legacy.category_names',
@@ -113,6 +115,7 @@ SELECT acme_migrate_create(
 	on_error => 'reject',
 	batch_size => 20000,
 	depends_on => '{orders}');
+\o
 
 SELECT job_id, job_name AS job, source_table AS source, target_table AS target,
 	   key_columns AS key, batch_size, depends_on
