@@ -37,6 +37,7 @@ PG_FUNCTION_INFO_V1(acme_migrate_create);
 PG_FUNCTION_INFO_V1(acme_migrate_batch);
 PG_FUNCTION_INFO_V1(acme_migrate_run);
 PG_FUNCTION_INFO_V1(acme_migrate_drop);
+PG_FUNCTION_INFO_V1(acme_migrate_alter);
 
 /*
  * GUCs first; the launcher only when loaded by shared_preload_libraries
@@ -339,7 +340,7 @@ am_sleep(int64 ms)
 }
 
 /* Replay lag of the slowest standby in milliseconds, 0 when unknown. */
-static int64
+int64
 am_replication_lag_ms(void)
 {
 	int64		lag = 0;
@@ -560,4 +561,62 @@ acme_migrate_drop(PG_FUNCTION_ARGS)
 				 errhint("Wait for the running batch or acme_migrate_run to finish, or cancel it.")));
 	catalog_job_delete(job);
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * acme_migrate_alter(job, batch_size, max_rows_per_second,
+ *					  batch_time_target, max_replication_lag, lock_timeout,
+ *					  max_error_rate) returns void
+ *
+ * NULL leaves a setting as it is; 0 removes a throttle.  Workers and
+ * acme_migrate_run pick the change up at their next batch.
+ */
+Datum
+acme_migrate_alter(PG_FUNCTION_ARGS)
+{
+	AmJob	   *job = catalog_job_get(am_text_arg(fcinfo, 0, "job"), true);
+	int32		batch_size = -1;
+	double		rate = -1;
+	double		error_rate = -1;
+	int64		target_ms = -1;
+	int64		lag_ms = -1;
+	int64		lock_ms = -1;
+
+	if (!PG_ARGISNULL(1))
+	{
+		batch_size = PG_GETARG_INT32(1);
+		if (batch_size <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("batch_size must be greater than zero")));
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		rate = PG_GETARG_FLOAT8(2);
+		if (!(rate >= 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_rows_per_second must not be negative")));
+	}
+	if (!PG_ARGISNULL(3))
+		target_ms = am_interval_ms(PG_GETARG_INTERVAL_P(3), "batch_time_target", true);
+	if (!PG_ARGISNULL(4))
+		lag_ms = am_interval_ms(PG_GETARG_INTERVAL_P(4), "max_replication_lag", true);
+	if (!PG_ARGISNULL(5))
+		lock_ms = am_interval_ms(PG_GETARG_INTERVAL_P(5), "lock_timeout", true);
+	if (!PG_ARGISNULL(6))
+	{
+		error_rate = PG_GETARG_FLOAT8(6);
+		if (!(error_rate >= 0 && error_rate <= 1))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_error_rate must be between 0 and 1")));
+		if (!job->reject)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_error_rate requires on_error => 'reject'")));
+	}
+	catalog_job_alter(job, batch_size, rate, target_ms, lag_ms, lock_ms,
+					  error_rate);
+	PG_RETURN_VOID();
 }

@@ -167,6 +167,11 @@ extern void catalog_range_checkpoint(AmJob *job, AmRange *range,
 									 bool done);
 extern void catalog_job_set_workers(AmJob *job, int workers,
 									const char *state);
+extern void catalog_job_alter(AmJob *job, int32 batch_size,
+							  double max_rows_per_second,
+							  int64 batch_time_target_ms,
+							  int64 max_replication_lag_ms,
+							  int64 lock_timeout_ms, double max_error_rate);
 
 /* counts of a reconciliation run */
 typedef struct AmReconcileCounts
@@ -208,6 +213,8 @@ extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
 						bool *more);
 extern void batch_free_plans(AmMapping *map);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
+extern const char *batch_waiting_for(AmJob *job);
+extern int64 am_replication_lag_ms(void);
 
 /* writer.c */
 typedef struct AmWriter AmWriter;

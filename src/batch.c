@@ -636,7 +636,6 @@ batch_unlock_job(int64 job_id, LOCKMODE mode, bool session)
 static bool
 batch_job_ready(AmJob *job)
 {
-	ListCell   *lc;
 
 	if (strcmp(job->state, "copied") == 0 || strcmp(job->state, "done") == 0 ||
 		strcmp(job->state, "cut_over") == 0)
@@ -663,20 +662,33 @@ batch_job_ready(AmJob *job)
 						strcmp(job->state, "rolled_back") == 0 ? "rolled back" : job->state),
 				 errhint("See acme_migrate.jobs, acme_migrate.errors and acme_migrate.rejects; drop and create the job again to start over.")));
 
+	{
+		const char *parent = batch_waiting_for(job);
+
+		if (parent != NULL)
+		{
+			ereport(NOTICE,
+					(errmsg("job \"%s\" waits for job \"%s\"", job->job_name, parent)));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The first job of depends_on that is not finished yet, or NULL. */
+const char *
+batch_waiting_for(AmJob *job)
+{
+	ListCell   *lc;
+
 	foreach(lc, job->depends_on)
 	{
 		bool		exists;
 
 		if (!catalog_job_is_finished(lfirst(lc), &exists))
-		{
-			ereport(NOTICE,
-					(errmsg("job \"%s\" waits for job \"%s\"%s", job->job_name,
-							(char *) lfirst(lc),
-							exists ? "" : ", which does not exist")));
-			return false;
-		}
+			return lfirst(lc);
 	}
-	return true;
+	return NULL;
 }
 
 /*

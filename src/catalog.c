@@ -50,6 +50,7 @@ typedef enum CatStmt
 	CAT_RANGE_CLAIM,
 	CAT_RANGE_CHECKPOINT,
 	CAT_JOB_WORKERS,
+	CAT_JOB_ALTER,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -235,6 +236,24 @@ static const struct
 		"updated_at = pg_catalog.clock_timestamp() "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		3, {INT8OID, INT4OID, TEXTOID}
+	},
+	[CAT_JOB_ALTER] = {
+		"UPDATE acme_migrate.jobs SET "
+		"batch_size = COALESCE($2, batch_size), "
+		"max_rows_per_second = CASE WHEN $3 IS NULL THEN max_rows_per_second "
+		"WHEN $3 OPERATOR(pg_catalog.=) 0 THEN NULL ELSE $3 END, "
+		"batch_time_target = CASE WHEN $4 IS NULL THEN batch_time_target "
+		"WHEN $4 OPERATOR(pg_catalog.=) 0 THEN NULL ELSE " MS_TO_INTERVAL(4) " END, "
+		"max_replication_lag = CASE WHEN $5 IS NULL THEN max_replication_lag "
+		"WHEN $5 OPERATOR(pg_catalog.=) 0 THEN NULL ELSE " MS_TO_INTERVAL(5) " END, "
+		"lock_timeout = CASE WHEN $6 IS NULL THEN lock_timeout "
+		"WHEN $6 OPERATOR(pg_catalog.=) 0 THEN NULL ELSE " MS_TO_INTERVAL(6) " END, "
+		"max_error_rate = COALESCE($7, max_error_rate), "
+		"definition_version = definition_version OPERATOR(pg_catalog.+) 1, "
+		"updated_at = pg_catalog.clock_timestamp() "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		7, {INT8OID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
+		FLOAT8OID}
 	},
 };
 
@@ -956,4 +975,37 @@ catalog_job_set_workers(AmJob *job, int workers, const char *state)
 	cat_leave(&cxt);
 	job->workers = workers;
 	job->state = pstrdup(state);
+}
+
+/*
+ * Change a job's batch size and throttles; values < 0 leave a setting as
+ * it is, 0 removes a throttle.  Running batches pick the change up at their
+ * next batch (the definition version moves).
+ */
+void
+catalog_job_alter(AmJob *job, int32 batch_size, double max_rows_per_second,
+				  int64 batch_time_target_ms, int64 max_replication_lag_ms,
+				  int64 lock_timeout_ms, double max_error_rate)
+{
+	CatContext	cxt;
+	Datum		values[7];
+	char		nulls[7];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = Int32GetDatum(batch_size);
+	nulls[1] = batch_size > 0 ? ' ' : 'n';
+	values[2] = Float8GetDatum(max_rows_per_second);
+	nulls[2] = max_rows_per_second >= 0 ? ' ' : 'n';
+	values[3] = Float8GetDatum((double) batch_time_target_ms);
+	nulls[3] = batch_time_target_ms >= 0 ? ' ' : 'n';
+	values[4] = Float8GetDatum((double) max_replication_lag_ms);
+	nulls[4] = max_replication_lag_ms >= 0 ? ' ' : 'n';
+	values[5] = Float8GetDatum((double) lock_timeout_ms);
+	nulls[5] = lock_timeout_ms >= 0 ? ' ' : 'n';
+	values[6] = Float8GetDatum(max_error_rate);
+	nulls[6] = max_error_rate >= 0 ? ' ' : 'n';
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_ALTER, values, nulls, 0);
+	cat_leave(&cxt);
 }

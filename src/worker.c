@@ -479,6 +479,22 @@ worker_loop(int64 job_id, int slot)
 												job->job_name, slot));
 				pause_ms = 1000;
 			}
+			else if (batch_waiting_for(job) != NULL)
+			{
+				pgstat_report_activity(STATE_IDLE,
+									   psprintf("acme_migrate job %s: worker %d waiting for job %s",
+												job->job_name, slot, batch_waiting_for(job)));
+				pause_ms = 1000;
+			}
+			else if (job->max_replication_lag_ms > 0 &&
+					 am_replication_lag_ms() > job->max_replication_lag_ms)
+			{
+				pgstat_report_activity(STATE_IDLE,
+									   psprintf("acme_migrate job %s: worker %d waiting: replication lag above %lld ms",
+												job->job_name, slot,
+												(long long) job->max_replication_lag_ms));
+				pause_ms = 1000;
+			}
 			else
 			{
 				if (map == NULL || map->definition_version != job->definition_version)
@@ -552,7 +568,7 @@ worker_loop(int64 job_id, int slot)
 			break;
 		if (pause_ms > 0)
 		{
-			if (locked)
+			if (locked && rows > 0)
 				pgstat_report_activity(STATE_IDLE,
 									   psprintf("acme_migrate job %s: worker %d sleeping %lld ms (max_rows_per_second)",
 												jobname, slot, (long long) pause_ms));

@@ -117,3 +117,17 @@ LEFT JOIN LATERAL (
 ) w ON true;
 COMMENT ON VIEW acme_migrate.progress IS
 	'live progress per job: state, workers and what they do, rows done of the estimated total, rate over the last minute and ETA';
+
+CREATE FUNCTION acme_migrate_alter(
+	job text,
+	batch_size integer DEFAULT NULL,
+	max_rows_per_second double precision DEFAULT NULL,
+	batch_time_target interval DEFAULT NULL,
+	max_replication_lag interval DEFAULT NULL,
+	lock_timeout interval DEFAULT NULL,
+	max_error_rate double precision DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'acme_migrate_alter'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+COMMENT ON FUNCTION acme_migrate_alter(text, integer, double precision, interval, interval, interval, double precision) IS
+	'change a job''s batch size and throttles, also while it runs (NULL leaves a setting as it is; 0 removes a throttle)';
