@@ -87,7 +87,7 @@ _PG_init(void)
 }
 
 /* An interval argument in milliseconds; ERROR unless positive (or zero). */
-static int64
+int64
 am_interval_ms(Interval *iv, const char *argname, bool zero_ok)
 {
 	int64		ms;
@@ -101,6 +101,21 @@ am_interval_ms(Interval *iv, const char *argname, bool zero_ok)
 				 zero_ok ? errmsg("%s must not be negative", argname) :
 				 errmsg("%s must be greater than zero", argname)));
 	return ms;
+}
+
+/* max_error_rate is a fraction, and only means something with rejects */
+void
+am_check_error_rate(AmJob *job, double rate)
+{
+	if (!(rate >= 0 && rate <= 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_error_rate must be between 0 and 1")));
+	if (!job->reject)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_error_rate requires on_error => 'reject'"),
+				 errdetail("With on_error => 'abort' the first failing row stops the batch, so no row is ever rejected.")));
 }
 
 static char *
@@ -211,15 +226,7 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(9))
 	{
 		job->max_error_rate = PG_GETARG_FLOAT8(9);
-		if (!(job->max_error_rate >= 0 && job->max_error_rate <= 1))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("max_error_rate must be between 0 and 1")));
-		if (!job->reject)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("max_error_rate requires on_error => 'reject'"),
-					 errdetail("With on_error => 'abort' the first failing row stops the batch, so no row is ever rejected.")));
+		am_check_error_rate(job, job->max_error_rate);
 	}
 
 	job->capture_changes = PG_ARGISNULL(10) ? false : PG_GETARG_BOOL(10);
@@ -323,8 +330,8 @@ am_transient_error(int sqlerrcode)
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
-/* Sleep ms milliseconds, waking up for interrupts. */
-static void
+/* Sleep ms milliseconds, waking up for interrupts and postmaster death. */
+void
 am_sleep(int64 ms)
 {
 	while (ms > 0)
@@ -607,14 +614,7 @@ acme_migrate_alter(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 	{
 		error_rate = PG_GETARG_FLOAT8(6);
-		if (!(error_rate >= 0 && error_rate <= 1))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("max_error_rate must be between 0 and 1")));
-		if (!job->reject)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("max_error_rate requires on_error => 'reject'")));
+		am_check_error_rate(job, error_rate);
 	}
 	catalog_job_alter(job, batch_size, rate, target_ms, lag_ms, lock_ms,
 					  error_rate);

@@ -27,6 +27,7 @@
 #include "storage/lockdefs.h"
 #include "utils/elog.h"
 #include "utils/jsonb.h"
+#include "datatype/timestamp.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -203,6 +204,7 @@ extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns,
 extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);
 extern List *mapping_key_to_text(AmMapping *map, Datum *values);
 extern double mapping_estimate_rows(AmJob *job);
+extern int	mapping_fixed_settings(bool for_compare);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
 									   const char *what);
 
@@ -215,6 +217,9 @@ extern void batch_free_plans(AmMapping *map);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 extern const char *batch_waiting_for(AmJob *job);
 extern int64 am_replication_lag_ms(void);
+extern void am_sleep(int64 ms);
+extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
+extern void am_check_error_rate(AmJob *job, double rate);
 
 /* writer.c */
 typedef struct AmWriter AmWriter;

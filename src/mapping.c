@@ -777,10 +777,12 @@ mapping_build(AmJob *job, bool validating)
 /*
  * Key values travel through the catalog as text.  Output and input happen
  * under fixed settings, so a checkpoint written under one DateStyle reads
- * back the same under another.
+ * back the same under another.  For a comparison (for_compare), TimeZone is
+ * fixed too, since "same representation" is judged by the text, and cursors
+ * are planned to read everything.  Undo with AtEOXact_GUC(true, level).
  */
-static int
-map_fixed_styles(void)
+int
+mapping_fixed_settings(bool for_compare)
 {
 	int			nest = NewGUCNestLevel();
 
@@ -790,13 +792,20 @@ map_fixed_styles(void)
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("extra_float_digits", "3", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (for_compare)
+	{
+		(void) set_config_option("timezone", "UTC", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("cursor_tuple_fraction", "1", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	}
 	return nest;
 }
 
 List *
 mapping_key_to_text(AmMapping *map, Datum *values)
 {
-	int			nest = map_fixed_styles();
+	int			nest = mapping_fixed_settings(false);
 	List	   *result = NIL;
 
 	for (int i = 0; i < map->nkeys; i++)
@@ -819,7 +828,7 @@ mapping_key_from_text(AmMapping *map, List *text_key)
 				 errmsg("checkpoint has %d key values, the key has %d columns",
 						list_length(text_key), map->nkeys)));
 	values = palloc(sizeof(Datum) * map->nkeys);
-	nest = map_fixed_styles();
+	nest = mapping_fixed_settings(false);
 	foreach(lc, text_key)
 	{
 		values[i] = InputFunctionCall(&map->key_in[i], lfirst(lc),

@@ -144,6 +144,20 @@ rc_find_mapped(AmMapping *map, const char *name)
 	return -1;
 }
 
+/* "ROW(alias.k1, ...) = ROW($1, ...)" over the target key columns */
+static void
+rc_append_key_match(StringInfo q, RcState *st, const char *alias)
+{
+	appendStringInfoString(q, "ROW(");
+	for (int i = 0; i < st->ntkeys; i++)
+		appendStringInfo(q, "%s%s.%s", i > 0 ? ", " : "", alias,
+						 quote_identifier(st->map->mapped_names[st->tkey_idx[i]]));
+	appendStringInfoString(q, ") OPERATOR(pg_catalog.=) ROW(");
+	for (int i = 0; i < st->ntkeys; i++)
+		appendStringInfo(q, "%s$%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfoChar(q, ')');
+}
+
 /*
  * Decide the compared columns and their policies, and build the SQL of
  * both sides.
@@ -337,6 +351,7 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 		StringInfoData cols;
 		ListCell   *le;
 		ListCell   *lt;
+		char	   *srcrows;
 
 		/* the mapped source row: the job's expressions, by target key */
 		initStringInfo(&cols);
@@ -355,45 +370,26 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 												  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY),
 							 quote_identifier(lfirst(lt)));
 		}
+		/* the mapped source rows, as a subquery "x" */
+		srcrows = psprintf("(SELECT %s FROM %s AS s WHERE %s) x", cols.data,
+						   src, st->job->filter ? st->job->filter : "true");
 		initStringInfo(&q);
-		appendStringInfo(&q, "SELECT pg_catalog.to_jsonb(x) FROM (SELECT %s FROM %s AS s WHERE %s%s%s) x WHERE ROW(",
-						 cols.data, src, st->job->filter ? "(" : "true",
-						 st->job->filter ? st->job->filter : "",
-						 st->job->filter ? ")" : "");
-		for (i = 0; i < st->ntkeys; i++)
-			appendStringInfo(&q, "%sx.%s", i > 0 ? ", " : "",
-							 quote_identifier(map->mapped_names[st->tkey_idx[i]]));
-		appendStringInfoString(&q, ") OPERATOR(pg_catalog.=) ROW(");
-		for (i = 0; i < st->ntkeys; i++)
-			appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
-		appendStringInfoString(&q, ") LIMIT 1");
+		appendStringInfo(&q, "SELECT pg_catalog.to_jsonb(x) FROM %s WHERE ", srcrows);
+		rc_append_key_match(&q, st, "x");
+		appendStringInfoString(&q, " LIMIT 1");
 		st->source_json_sql = q.data;
 
 		/* source rows with a key (sampling): the same, counted */
 		initStringInfo(&q);
-		appendStringInfo(&q, "SELECT pg_catalog.count(*) FROM (SELECT %s FROM %s AS s WHERE %s%s%s) x WHERE ROW(",
-						 cols.data, src, st->job->filter ? "(" : "true",
-						 st->job->filter ? st->job->filter : "",
-						 st->job->filter ? ")" : "");
-		for (i = 0; i < st->ntkeys; i++)
-			appendStringInfo(&q, "%sx.%s", i > 0 ? ", " : "",
-							 quote_identifier(map->mapped_names[st->tkey_idx[i]]));
-		appendStringInfoString(&q, ") OPERATOR(pg_catalog.=) ROW(");
-		for (i = 0; i < st->ntkeys; i++)
-			appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
-		appendStringInfoChar(&q, ')');
+		appendStringInfo(&q, "SELECT pg_catalog.count(*) FROM %s WHERE ", srcrows);
+		rc_append_key_match(&q, st, "x");
 		st->source_probe_sql = q.data;
 	}
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE ROW(", tgt);
-	for (i = 0; i < st->ntkeys; i++)
-		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
-						 quote_identifier(map->mapped_names[st->tkey_idx[i]]));
-	appendStringInfoString(&q, ") OPERATOR(pg_catalog.=) ROW(");
-	for (i = 0; i < st->ntkeys; i++)
-		appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
-	appendStringInfoString(&q, ") LIMIT 1");
+	appendStringInfo(&q, "SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE ", tgt);
+	rc_append_key_match(&q, st, "t");
+	appendStringInfoString(&q, " LIMIT 1");
 	st->target_json_sql = q.data;
 
 	/* target rows with a key (sampling) */
@@ -402,35 +398,9 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 	for (i = 0; i < map->nmapped; i++)
 		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
 						 quote_identifier(map->mapped_names[i]));
-	appendStringInfo(&q, " FROM %s AS t WHERE ROW(", tgt);
-	for (i = 0; i < st->ntkeys; i++)
-		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
-						 quote_identifier(map->mapped_names[st->tkey_idx[i]]));
-	appendStringInfoString(&q, ") OPERATOR(pg_catalog.=) ROW(");
-	for (i = 0; i < st->ntkeys; i++)
-		appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
-	appendStringInfoChar(&q, ')');
+	appendStringInfo(&q, " FROM %s AS t WHERE ", tgt);
+	rc_append_key_match(&q, st, "t");
 	st->target_probe_sql = q.data;
-}
-
-/* Settings under which "same representation" is judged. */
-static int
-rc_fixed_settings(void)
-{
-	int			nest = NewGUCNestLevel();
-
-	(void) set_config_option("timezone", "UTC", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("datestyle", "ISO, YMD", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("extra_float_digits", "3", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	/* a comparison reads everything: plan for all rows, not the first */
-	(void) set_config_option("cursor_tuple_fraction", "1", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	return nest;
 }
 
 /* Are the two bytes-wise values identical? */
@@ -970,7 +940,7 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	st.rowcxt = AllocSetContextCreate(CurrentMemoryContext,
 									  "acme_migrate reconcile row",
 									  ALLOCSET_DEFAULT_SIZES);
-	nest = rc_fixed_settings();
+	nest = mapping_fixed_settings(true);
 	st.map = mapping_build(job, false);
 	rc_setup(&st, only, ignore, compare);
 	for (int i = 0; i < st.ncols; i++)

@@ -265,22 +265,6 @@ acme_migrate_cancel(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
-/* Sleep, waking up for interrupts and postmaster death. */
-static void
-worker_sleep(int64 ms)
-{
-	while (ms > 0)
-	{
-		int64		chunk = Min(ms, 1000);
-
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 chunk, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		ms -= chunk;
-	}
-}
-
 /*
  * acme_migrate_wait(job, timeout) returns text
  *
@@ -306,14 +290,7 @@ acme_migrate_wait(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (!PG_ARGISNULL(1))
 	{
-		Interval   *iv = PG_GETARG_INTERVAL_P(1);
-
-		timeout_ms = iv->time / 1000 + (int64) iv->day * SECS_PER_DAY * 1000 +
-			(int64) iv->month * DAYS_PER_MONTH * SECS_PER_DAY * 1000;
-		if (timeout_ms < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("timeout must not be negative")));
+		timeout_ms = am_interval_ms(PG_GETARG_INTERVAL_P(1), "timeout", true);
 	}
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
@@ -374,7 +351,7 @@ acme_migrate_wait(PG_FUNCTION_ARGS)
 		}
 		if (timeout_ms >= 0 && TimestampDifferenceExceeds(start, now, timeout_ms))
 			break;
-		worker_sleep(Min(500, timeout_ms >= 0 ? Max(timeout_ms - TimestampDifferenceMilliseconds(start, now), 1) : 500));
+		am_sleep(Min(500, timeout_ms >= 0 ? Max(timeout_ms - TimestampDifferenceMilliseconds(start, now), 1) : 500));
 	}
 	PG_RETURN_TEXT_P(cstring_to_text(state));
 }
@@ -560,7 +537,7 @@ worker_loop(int64 job_id, int slot)
 			pgstat_report_activity(STATE_IDLE,
 								   psprintf("acme_migrate job %s: worker %d retrying after an error",
 											jobname, slot));
-			worker_sleep(Min(30000, 1000 << Min(failures, 5)));
+			am_sleep(Min(30000, 1000 << Min(failures, 5)));
 			continue;
 		}
 		failures = 0;
@@ -572,7 +549,7 @@ worker_loop(int64 job_id, int slot)
 				pgstat_report_activity(STATE_IDLE,
 									   psprintf("acme_migrate job %s: worker %d sleeping %lld ms (max_rows_per_second)",
 												jobname, slot, (long long) pause_ms));
-			worker_sleep(pause_ms);
+			am_sleep(pause_ms);
 		}
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -776,7 +753,7 @@ acme_migrate_launcher_main(Datum arg)
 				(void) WaitForBackgroundWorkerShutdown(handle);
 		}
 		list_free(dbs);
-		worker_sleep((int64) acme_migrate_naptime * 1000);
+		am_sleep((int64) acme_migrate_naptime * 1000);
 	}
 }
 

@@ -70,8 +70,8 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 COMMENT ON FUNCTION acme_migrate_wait(text, interval) IS
 	'wait until the job stops running (or the timeout passes), with NOTICE progress lines; returns its state';
 
-/* the progress view, now with live workers and what they are doing */
-CREATE OR REPLACE VIEW acme_migrate.progress WITH (security_invoker = true) AS
+/* the progress view: catalog counters, batch history and live workers */
+CREATE VIEW acme_migrate.progress WITH (security_invoker = true) AS
 SELECT	j.job_name AS job,
 		j.state,
 		COALESCE(w.workers, 0)::integer AS workers,
@@ -117,6 +117,7 @@ LEFT JOIN LATERAL (
 ) w ON true;
 COMMENT ON VIEW acme_migrate.progress IS
 	'live progress per job: state, workers and what they do, rows done of the estimated total, rate over the last minute and ETA';
+GRANT SELECT ON acme_migrate.progress TO PUBLIC;
 
 CREATE FUNCTION acme_migrate_alter(
 	job text,
