@@ -48,7 +48,6 @@ SELECT acme_migrate_batch('orders');
 -- children first, with two workers; they wait for their parent
 SELECT acme_migrate_start('orders', workers => 2);
 SELECT acme_migrate_start('orders', workers => 2);
-SELECT acme_migrate_batch('orders');
 SELECT count(*) AS ranges, count(*) FILTER (WHERE lo_key IS NULL) AS first,
 	count(*) FILTER (WHERE hi_key IS NULL) AS last
 FROM acme_migrate.ranges r JOIN acme_migrate.jobs j USING (job_id)
