@@ -91,10 +91,12 @@ ensure_packages() {
 # builds sharing one machine); plain otherwise.
 _with_build_lock() {
 	if [ -n "${ACME_BUILD_LOCK:-}" ] && command -v flock >/dev/null 2>&1; then
+		[ -e "$ACME_BUILD_LOCK" ] || : >>"$ACME_BUILD_LOCK"
+		# read-only is enough for flock, and works on another user's file
 		(
 			flock 9
 			"$@"
-		) 9>>"$ACME_BUILD_LOCK"
+		) 9<"$ACME_BUILD_LOCK"
 	else
 		"$@"
 	fi
