@@ -20,6 +20,8 @@
 #                     are reported failed, not silently skipped
 #   SKIP_BUILD=1      use the installed extension as it is
 #   KEEP=1            keep the temporary copy of the tree (root only)
+#   ACME_SUMMARY_FILE=F   also write the closing line to F (.ci/run prints it
+#                     again after make's own messages)
 #
 set -euo pipefail
 
@@ -48,6 +50,9 @@ finish_line() {
 	done
 	echo "  ($(($(date +%s) - T0)) s)"
 	echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+	if [ -n "${ACME_SUMMARY_FILE:-}" ]; then
+		echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed" >"$ACME_SUMMARY_FILE"
+	fi
 }
 
 # seconds left for a step: at most $1, at least 0
