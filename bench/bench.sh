@@ -74,11 +74,12 @@ ext_installed || die "acme_migrate is not installed in $SHAREDIR / $PKGLIBDIR"
 # ---------------------------------------------------------------- cluster
 if [ "$(id -u)" = 0 ]; then
 	PGOSUSER=postgres
-	as_pg() { runuser -u postgres -- "$@"; }
+	AS_PG=(runuser -u postgres --)
 else
 	PGOSUSER=$(id -un)
-	as_pg() { "$@"; }
+	AS_PG=()
 fi
+as_pg() { "${AS_PG[@]}" "$@"; }
 
 WORK=$(mktemp -d /tmp/acme_bench.XXXXXX)
 chmod 755 "$WORK"
@@ -255,6 +256,20 @@ SRC_HEAP=$(q "SELECT pg_relation_size('legacy.orders')")
 [ "$SRC_ROWS" = "$ROWS" ] || die "source has $SRC_ROWS rows, expected $ROWS"
 
 # ---------------------------------------------------------------- helpers
+# CPU seconds used so far by the whole cluster: the postmaster, its live
+# children (backends, checkpointer, walwriter, ...), and the children it has
+# reaped (cutime/cstime), so that exited backends (pgcopydb's) count too
+CLK_TCK=$(getconf CLK_TCK)
+cluster_cpu() {
+	local pm kids
+	pm=$(head -1 "$PGDATA_DIR/postmaster.pid")
+	kids=$(ps -o pid= --ppid "$pm" | tr -d ' ' | sed 's|.*|/proc/&/stat|' | tr '\n' ' ')
+	{
+		sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}'
+		for f in $kids; do sed 's/^.*) //' "$f" 2>/dev/null | awk '{print $12 + $13}'; done
+	} | awk -v hz="$CLK_TCK" '{t += $1} END {printf "%.2f", t / hz}'
+}
+
 # reset between runs: empty targets, everything vacuumed, clean checkpoint
 settle() {
 	"${PSQL[@]}" -d "$DB" -c "TRUNCATE app.orders_run, app.orders_insert" -c "VACUUM ANALYZE" -c "CHECKPOINT"
@@ -382,9 +397,11 @@ run_pgcopydb() {
 	shift
 	as_pg rm -rf "$dir"
 	: >"$WORK/pgcopydb.log"
+	: >"$WORK/pgcopydb.cpu"
 	t0=$(date +%s.%N)
 	for sub in "$@"; do
-		as_pg env -u PGHOST -u PGPORT -u PGUSER HOME="$WORK" TMPDIR="$WORK/tmp" PATH="$BINDIR:/usr/bin:/bin" \
+		/usr/bin/time -a -o "$WORK/pgcopydb.cpu" -f '%U %S' \
+			"${AS_PG[@]}" env -u PGHOST -u PGPORT -u PGUSER HOME="$WORK" TMPDIR="$WORK/tmp" PATH="$BINDIR:/usr/bin:/bin" \
 			"$PGCOPYDB" copy "$sub" --source "$SRC_URI" \
 			--target "postgres:///$tdb?host=$SOCK&port=$PORT&user=postgres" \
 			--dir "$dir" --filters "$WORK/pgcopydb.filters" >"$WORK/pgcopydb.one.log" 2>&1 \
@@ -393,6 +410,7 @@ run_pgcopydb() {
 	done
 	t1=$(date +%s.%N)
 	RUN_SECS=$(echo "$t1 - $t0" | bc)
+	CLIENT_CPU=$(awk '{s += $1 + $2} END {printf "%.2f", s}' "$WORK/pgcopydb.cpu")
 	cp "$WORK/pgcopydb.log" "$WORK/tmp/pgcopydb-$tdb.log"
 	# pgcopydb's summary lines for the table: OID | schema | name | copy duration | indexes | create index duration
 	PGCOPYDB_COPY=$(awk -F'|' '$2 ~ /legacy/ && $3 ~ /orders/ {gsub(/ /, ""); printf "%s%s COPY, %s index(es) in %s", sep, $4, $5, $6; sep = "; "}' "$WORK/pgcopydb.log" || true)
@@ -434,13 +452,15 @@ settle
 settle
 
 # ---------------------------------------------------------------- run
-declare -A LOADS COPYMS TIMES HWM ANONPEAK ANON10 ANONEND RSS10 RSSEND ROWSOUT SIZEOUT EXTRA
+declare -A TOTCPU SRVCPU CLICPU LOADS COPYMS TIMES HWM ANONPEAK ANON10 ANONEND RSS10 RSSEND ROWSOUT SIZEOUT EXTRA
 FAILED=0
 for rep in $(seq 1 "$REPS"); do
 	for c in $CONTENDERS; do
 		settle
 		RUN_HWM= RUN_ANON_PEAK= RUN_ANON_10= RUN_ANON_END= RUN_RSS_10= RUN_RSS_END= JOB_STATE= PGCOPYDB_COPY= PGCOPYDB_COPY_MS=
 		LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+		CLIENT_CPU=
+		CPU0=$(cluster_cpu)
 		PROFILE_THIS=0
 		if [ "$PROFILE" = 1 ] && [ "$rep" = 1 ]; then PROFILE_THIS=1; fi
 		case $c in
@@ -452,7 +472,12 @@ for rep in $(seq 1 "$REPS"); do
 			d2) contender_pgcopydb_postindex ;;
 			*) die "unknown contender $c" ;;
 		esac
+		CPU1=$(cluster_cpu)
+		SRV_CPU=$(printf "%.2f" "$(echo "$CPU1 - $CPU0" | bc)")
 		TIMES[$c]="${TIMES[$c]:-} $RUN_SECS"
+		SRVCPU[$c]="${SRVCPU[$c]:-} $SRV_CPU"
+		CLICPU[$c]="${CLICPU[$c]:-} ${CLIENT_CPU:-}"
+		TOTCPU[$c]="${TOTCPU[$c]:-} $(echo "$SRV_CPU + ${CLIENT_CPU:-0}" | bc)"
 		HWM[$c]="${HWM[$c]:-} ${RUN_HWM:-}"
 		ANONPEAK[$c]="${ANONPEAK[$c]:-} ${RUN_ANON_PEAK:-}"
 		ANON10[$c]="${ANON10[$c]:-} ${RUN_ANON_10:-}"
@@ -465,7 +490,7 @@ for rep in $(seq 1 "$REPS"); do
 		SIZEOUT[$c]=$TGT_SIZE
 		if [ -n "$JOB_STATE" ]; then EXTRA[$c]="job: $JOB_STATE (state rows_copied batches)"; fi
 		if [ -n "$PGCOPYDB_COPY" ]; then EXTRA[$c]="pgcopydb summary: $PGCOPYDB_COPY"; fi
-		msg="rep $rep/$REPS $c: $(printf '%.2f' "$RUN_SECS") s, $TGT_ROWS rows, loadavg before $LOAD_BEFORE"
+		msg="rep $rep/$REPS $c: $(printf '%.2f' "$RUN_SECS") s, server CPU $SRV_CPU s${CLIENT_CPU:+, client CPU $CLIENT_CPU s}, $TGT_ROWS rows, loadavg before $LOAD_BEFORE"
 		if [ -n "$RUN_HWM" ]; then msg="$msg, VmHWM ${RUN_HWM} kB, peak RssAnon ${RUN_ANON_PEAK} kB"; fi
 		if [ -n "$JOB_STATE" ]; then msg="$msg, job $JOB_STATE"; fi
 		log "$msg"
@@ -494,20 +519,27 @@ echo
 echo "RESULTS: $ROWS rows, median of $REPS reps (times in seconds, wall clock)"
 echo "source legacy.orders: $SRC_ROWS rows, pg_total_relation_size $(mb "$SRC_SIZE") MB (heap $(mb "$SRC_HEAP") MB)"
 echo
-printf '%-47s %9s %15s %12s %11s %12s %8s\n' "contender" "median s" "min-max s" "rows/s" "tgt rows" "tgt size MB" "load1"
-printf '%s\n' "-----------------------------------------------------------------------------------------------------------------------"
+printf '%-47s %9s %13s %9s %9s %10s %9s %9s %6s\n' "contender" "median s" "min-max s" "rows/s" "srv CPU" "client CPU" "tgt rows" "tgt MB" "load1"
+printf '%s\n' "--------------------------------------------------------------------------------------------------------------------------------"
 for c in $CONTENDERS; do
 	MED[$c]=$(echo "${TIMES[$c]}" | median)
-	printf '%-47s %9.2f %15s %12.0f %11s %12s %8s\n' "${LABEL[$c]}" "${MED[$c]}" "$(echo "${TIMES[$c]}" | minmax)" \
-		"$(echo "$SRC_ROWS / ${MED[$c]}" | bc -l)" "${ROWSOUT[$c]}" "$(mb "${SIZEOUT[$c]}")" "$(echo "${LOADS[$c]}" | median)"
+	cc=$(echo "${CLICPU[$c]}" | median)
+	printf '%-47s %9.2f %13s %9.0f %9.2f %10s %9s %9s %6s\n' "${LABEL[$c]}" "${MED[$c]}" "$(echo "${TIMES[$c]}" | minmax)" \
+		"$(echo "$SRC_ROWS / ${MED[$c]}" | bc -l)" "$(echo "${SRVCPU[$c]}" | median)" "${cc:--}" \
+		"${ROWSOUT[$c]}" "$(mb "${SIZEOUT[$c]}")" "$(echo "${LOADS[$c]}" | median)"
 done
 echo
-echo "ratios of medians (goals from the issue in brackets):"
+echo "ratios of median wall times (goals from the issue in brackets):"
 ratio() { if [ -n "${MED[$1]:-}" ] && [ -n "${MED[$2]:-}" ]; then printf '%.3f' "$(echo "${MED[$1]} / ${MED[$2]}" | bc -l)"; else echo "n/a"; fi; }
 echo "  a/b = $(ratio a b)   [goal <= 1.0, stretch <= 0.85]"
 echo "  a/d = $(ratio a d)   [goal <= 0.67, i.e. a at least 1.5x faster than pgcopydb]"
 echo "  c/a = $(ratio c a)   [goal <= 1.3]"
 case " $CONTENDERS " in *" d2 "*) echo "  a/d2 = $(ratio a d2)   [information: pgcopydb building the primary key after the data]" ;; esac
+declare -A MEDCPU
+for c in $CONTENDERS; do MEDCPU[$c]=$(echo "${TOTCPU[$c]}" | median); done
+cratio() { if [ -n "${MEDCPU[$1]:-}" ] && [ -n "${MEDCPU[$2]:-}" ]; then printf '%.3f' "$(echo "${MEDCPU[$1]} / ${MEDCPU[$2]}" | bc -l)"; else echo "n/a"; fi; }
+echo "the same ratios of median CPU seconds (server + client), for information:"
+echo "  a/b = $(cratio a b)   a/d = $(cratio a d)   c/a = $(cratio c a)$(case " $CONTENDERS " in *" d2 "*) echo "   a/d2 = $(cratio a d2)" ;; esac)"
 echo
 echo "backend memory (kB -> MB; median over reps; each rep is a new connection):"
 printf '  %-4s %10s %12s %14s %14s %14s %12s\n' "" "VmHWM" "VmRSS@10%" "VmRSS@end" "RssAnon peak" "RssAnon@10%" "RssAnon@end"
@@ -548,6 +580,9 @@ done
 for c in $CONTENDERS; do
 	if [ -n "${EXTRA[$c]:-}" ]; then echo "  last $c: ${EXTRA[$c]}"; fi
 done
+echo "  srv CPU: median CPU seconds the whole cluster used during the run (backends, also exited ones,"
+echo "        and background processes); client CPU: CPU seconds of pgcopydb and its sub-processes."
+echo "        Less sensitive than wall time to other work competing for the CPUs."
 echo "  load1: median 1-minute load average just before the runs (this cluster is idle between runs, so"
 echo "        a load well above 0 means other work on the machine competed for its $(nproc) CPUs)."
 echo "  before rep 1: one untimed INSERT ... SELECT (warm-up: shared memory, WAL segments to recycle)."
