@@ -29,10 +29,7 @@ my $batch = 1_000;
 
 my $node = PostgreSQL::Test::Cluster->new('crash');
 $node->init;
-$node->append_conf('postgresql.conf', q{
-restart_after_crash = on
-log_min_messages = warning
-});
+$node->append_conf('postgresql.conf', 'restart_after_crash = on');
 $node->start;
 
 # tap_note() is the identity on note, but sleeps on the rows named in the
@@ -131,6 +128,14 @@ sub start_run
 	return { h => $h, out => \$out, err => \$err };
 }
 
+# is the runner's psql still going?
+sub run_alive
+{
+	my ($run) = @_;
+	eval { $run->{h}->pump_nb; };
+	return $run->{h}->pumpable;
+}
+
 # pid of the runner's backend once it is inside the CALL, or undef when the
 # run ended before
 sub runner_pid
@@ -144,26 +149,28 @@ sub runner_pid
 			 WHERE application_name = 'tap_runner'
 			   AND query LIKE 'CALL acme_migrate_run%' AND state = 'active'});
 		return $pid if $pid ne '';
-		return undef unless $run->{h}->pumpable;
+		return undef unless run_alive($run);
 		usleep(10_000);
 	}
 	die "acme_migrate_run did not start";
 }
 
-# wait until the runner sleeps in tap_note(); false if it ended instead
-sub wait_for_sleep
+# wait until the runner waits on the given event: PgSleep in tap_note(),
+# Extension in the throttle of acme_migrate_run between two batches; false
+# if the run ended instead
+sub wait_for_event
 {
-	my ($run, $pid) = @_;
+	my ($run, $pid, $event) = @_;
 	for (my $i = 0; $i < 100 * $PostgreSQL::Test::Utils::timeout_default; $i++)
 	{
 		return 1
 		  if $node->safe_psql('postgres',
 			"SELECT wait_event FROM pg_stat_activity WHERE pid = $pid") eq
-		  'PgSleep';
-		return 0 unless $run->{h}->pumpable;
-		usleep(10_000);
+		  $event;
+		return 0 unless run_alive($run);
+		usleep(5_000);
 	}
-	die "acme_migrate_run did not reach the slow row";
+	die "acme_migrate_run did not wait on $event";
 }
 
 sub finish_run
@@ -173,79 +180,92 @@ sub finish_run
 	return $run->{h}->result;
 }
 
-# after a kill -9 of a backend the postmaster resets and recovers
+# after a kill -9 of a backend the postmaster resets every backend and runs
+# crash recovery: wait for both in the log, so that no query of ours slips
+# in before the reset
 sub wait_for_recovery
 {
-	$node->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()')
-	  or die "server did not come back after the crash";
+	my ($offset) = @_;
+	$node->wait_for_log(
+		qr/terminated by signal 9: Killed.*all server processes terminated; reinitializing.*database system is ready to accept connections/s,
+		$offset);
 }
 
-# one crash of the given kind on a job; returns a description
+# One crash of the given kind while CALL acme_migrate_run copies the job:
+#   last_row	kill -9 while the run sleeps on the last row of a batch: the
+#				batch has read every row and committed nothing
+#   first_row	kill -9 while it sleeps on the first row of a batch: the
+#				batch before has just committed
+#   between		kill -9 while the run's throttle waits between two batches
+#   random		kill -9 after a random delay
+# and with the suffix _immediate, an immediate shutdown of the whole server
+# (the postmaster and every backend) instead of the kill -9.  Returns a
+# description.
 sub crash_once
 {
-	my ($job, $target, $kind) = @_;
+	my ($job, $kind, $limit) = @_;
 	my $done = job_rows_read($job);
-	my ($slow, $label);
-	if ($kind eq 'last_row' || $kind eq 'last_row_immediate')
+	my ($slow, $label, $before);
+
+	$slow = $done + 2 * $batch if $kind =~ /^last_row/;
+	$slow = $done + 2 * $batch + 1 if $kind =~ /^first_row/;
+	if (defined $slow && $slow > $limit)
 	{
-		# the last row of the second batch from here: the batch has read
-		# all its rows when the crash comes, and committed none
-		$slow = $done + 2 * $batch;
+		fail("$job $kind: no rows left to crash in (rows_read $done)");
+		return "$kind: skipped";
 	}
-	elsif ($kind eq 'first_row')
-	{
-		# the first row of the third batch from here: the batch before it
-		# has just committed
-		$slow = $done + 2 * $batch + 1;
-	}
-	$slow = undef if defined $slow && $slow > $nrows;
 
 	my $run = start_run($job, $slow);
 	my $pid = runner_pid($run);
-	if (!defined $pid)
+	my $reached = defined $pid;
+	if ($reached && defined $slow)
+	{
+		$reached = wait_for_event($run, $pid, 'PgSleep');
+	}
+	elsif ($reached && $kind =~ /^between/)
+	{
+		$reached = wait_for_event($run, $pid, 'Extension');
+	}
+	elsif ($reached)
+	{
+		usleep(int(10_000 + rand(140_000)));
+	}
+	if (!$reached)
 	{
 		finish_run($run);
-		return "$kind: run ended before it could be killed";
-	}
-	my $before;
-	if (defined $slow)
-	{
-		if (!wait_for_sleep($run, $pid))
-		{
-			finish_run($run);
-			return "$kind: run ended before the slow row";
-		}
-		$before = job_rows_read($job);
-		if ($kind eq 'first_row')
-		{
-			is($before, $slow - 1,
-				"$job $kind: the batch before the slow row has committed");
-		}
-		else
-		{
-			is($before, $slow - $batch,
-				"$job $kind: the slow row's batch has not committed");
-		}
-	}
-	else
-	{
-		usleep(int(20_000 + rand(400_000)));
-		$before = job_rows_read($job);
+		fail("$job $kind: the run ended before the crash point");
+		return "$kind: run ended first";
 	}
 
-	if ($kind =~ /immediate/)
+	$before = job_rows_read($job);
+	if ($kind =~ /^first_row/)
+	{
+		is($before, $slow - 1,
+			"$job $kind: the batch before the slow row has committed");
+	}
+	elsif ($kind =~ /^last_row/)
+	{
+		is($before, $slow - $batch,
+			"$job $kind: the slow row's batch has not committed");
+	}
+
+	if ($kind =~ /_immediate$/)
 	{
 		$node->stop('immediate');
+		finish_run($run);
 		$node->start;
 		$label = "immediate shutdown";
 	}
 	else
 	{
-		kill 'KILL', $pid;
-		$label = "kill -9 of backend $pid";
+		my $offset = -s $node->logfile;
+		my $killed = kill 'KILL', $pid;
+		finish_run($run);
+		# a backend already gone (its run ended) causes no reset
+		wait_for_recovery($offset) if $killed;
+		$label =
+		  $killed ? "kill -9 of backend $pid" : "backend gone before the kill";
 	}
-	finish_run($run);
-	wait_for_recovery();
 
 	my $after = job_rows_read($job);
 	if (defined $slow)
@@ -254,26 +274,27 @@ sub crash_once
 	}
 	else
 	{
-		cmp_ok($after, '>=', $before,
-			"$job $kind: no committed batch lost");
+		cmp_ok($after, '>=', $before, "$job $kind: no committed batch lost");
 	}
 	return "$kind ($label) at rows_read $after";
 }
 
 # copy one job to the end through a series of crashes, then check it
+# against the mapped source rows it was to copy
 sub crash_and_resume
 {
-	my ($job, $target, @kinds) = @_;
+	my ($job, $target, $where, $limit, @kinds) = @_;
 	foreach my $kind (@kinds)
 	{
-		my $what = crash_once($job, $target, $kind);
+		my $what = crash_once($job, $kind, $limit);
 		note($what);
 		check_consistent($job, $target, "$job after $what");
 	}
 
-	# resume until done (a resumed run must not see the job as busy)
+	# resume until done: a run resumed after a crash must not find the job
+	# busy (the crashed session's lock is gone)
 	my $tries = 0;
-	while (job_state($job) ne 'done' && $tries++ < 5)
+	while (job_state($job) ne 'done' && $tries++ < 3)
 	{
 		$node->safe_psql('postgres', "CALL acme_migrate_run('$job')");
 	}
@@ -283,17 +304,18 @@ sub crash_and_resume
 	my $res = $node->safe_psql(
 		'postgres', qq{
 		SELECT (SELECT count(*) FROM $target),
-			   (SELECT count(*) FROM src),
+			   (SELECT count(*) FROM src_mapped WHERE $where),
 			   (SELECT count(*) FROM (SELECT id FROM $target GROUP BY id
 									   HAVING count(*) > 1) d),
-			   (SELECT count(*) FROM (SELECT * FROM src_mapped
+			   (SELECT count(*) FROM (SELECT * FROM src_mapped WHERE $where
 									  EXCEPT ALL SELECT * FROM $target) m),
 			   (SELECT count(*) FROM (SELECT * FROM $target
-									  EXCEPT ALL SELECT * FROM src_mapped) e),
+									  EXCEPT ALL SELECT * FROM src_mapped
+									   WHERE $where) e),
 			   (SELECT rows_copied FROM acme_migrate.jobs WHERE job_name = '$job')
 	});
 	my ($nt, $ns, $dups, $missing, $extra, $copied) = split /\|/, $res;
-	is($nt, $ns, "$job: target has as many rows as the source");
+	is($nt, $ns, "$job: target has as many rows as the source ($ns)");
 	is($dups, 0, "$job: no key twice in the target");
 	is($missing, 0, "$job: no mapped source row missing from the target");
 	is($extra, 0, "$job: no target row that is not a mapped source row");
@@ -311,8 +333,8 @@ sub crash_and_resume
 	is( $node->safe_psql(
 			'postgres', qq{
 			SELECT count(*) FROM (
-				SELECT first_key[1]::integer AS lo,
-					   lag(last_key[1]::integer) OVER (ORDER BY batch_no) AS prev_hi
+				SELECT b.first_key[1]::integer AS lo,
+					   lag(b.last_key[1]::integer) OVER (ORDER BY b.batch_no) AS prev_hi
 				  FROM acme_migrate.batches b JOIN acme_migrate.jobs j USING (job_id)
 				 WHERE j.job_name = '$job') s
 			 WHERE prev_hi IS NOT NULL AND lo <= prev_hi}),
@@ -320,28 +342,35 @@ sub crash_and_resume
 		"$job: batch key ranges follow each other without overlap");
 }
 
-# a target with a primary key; on_conflict 'error' so that copying a key a
-# second time would fail the job rather than be absorbed by an upsert
+# A target with a primary key, copied at full speed; on_conflict 'error' so
+# that copying a key a second time would fail the job rather than be
+# absorbed by an upsert.
 $node->safe_psql(
 	'postgres', qq{
 	SELECT acme_migrate_create(job => 'crash_pk', source => 'src',
 		target => 'dst_pk', columns => '$columns', batch_size => $batch,
 		on_conflict => 'error')});
-
-my @random = map { 'random' } 1 .. 4;
 crash_and_resume(
-	'crash_pk', 'dst_pk', 'last_row', 'first_row', @random, 'last_row',
-	'last_row_immediate', 'random_immediate', 'first_row', 'random');
+	'crash_pk', 'dst_pk', 'true', $nrows,
+	'last_row', 'first_row', 'random', 'random', 'random', 'last_row',
+	'random', 'last_row_immediate', 'random_immediate', 'first_row',
+	'random', 'first_row_immediate', 'random');
 
-# a target without any unique index: a key copied twice would be visible
+# A target without any unique index, where a key copied twice would stay
+# visible; a filter, and a throttle so that the run waits between batches
+# (10,000 rows/s: 100 ms a batch, most of it waiting).
+my $nokey_rows = 40_000;
 $node->safe_psql(
 	'postgres', qq{
 	SELECT acme_migrate_create(job => 'crash_nokey', source => 'src',
 		target => 'dst_nokey', key => '{id}', columns => '$columns',
-		batch_size => $batch, on_conflict => 'error')});
+		filter => 'id <= $nokey_rows', batch_size => $batch,
+		on_conflict => 'error', max_rows_per_second => 10000)});
 crash_and_resume(
-	'crash_nokey', 'dst_nokey', 'last_row', 'random', 'first_row',
-	'random_immediate', 'random', 'last_row');
+	'crash_nokey', 'dst_nokey', "id <= $nokey_rows", $nokey_rows,
+	'between', 'last_row', 'random', 'between', 'first_row',
+	'between_immediate', 'random', 'random_immediate', 'between',
+	'last_row');
 
 $node->stop;
 done_testing();
