@@ -40,7 +40,8 @@
 #
 # Environment: ROWS, DIFFS, REPS, KEEP=1, REUSE=1, CONTENDERS (default
 # "reconcile full_join pg_comparator"), PROFILE=1 (one extra reconcile run of
-# the copy with differences under perf record -g on its backend; the report
+# the copy with differences under perf record --call-graph dwarf on its
+# backend; the report
 # goes to $PROFILE_OUT, default /tmp/reconcile_bench.perf.txt).
 
 set -euo pipefail
@@ -169,6 +170,11 @@ psql_q -At -F' = ' -c "SELECT name, current_setting(name) FROM pg_settings
 		'jit', 'max_parallel_workers_per_gather', 'max_parallel_workers', 'autovacuum',
 		'shared_preload_libraries', 'enable_hashjoin', 'enable_mergejoin')
 	ORDER BY name" | sed 's/^/  /'
+so=$(pg_config --pkglibdir)/acme_migrate.so
+echo "  acme_migrate: repository at $(git -C "$HERE/.." log -1 --format='%h %cI' 2>/dev/null || echo '?'), $so built $(date -d "@$(stat -c %Y "$so")" -Iseconds), server started $(psql_q -At -c "SELECT date_trunc('second', pg_postmaster_start_time())")"
+if [ "$(stat -c %Y "$so")" -gt "$(psql_q -At -c "SELECT extract(epoch FROM pg_postmaster_start_time())::bigint")" ]; then
+	echo "  NOTE: $so was reinstalled after the server started: the server runs the library it loaded then"
+fi
 echo "  pg_comparator $(pg_comparator --version 2>&1 | sed -n 's/.*version is //p'), pgcmp $(psql_q -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pgcmp'")"
 echo
 echo "tables:"
@@ -215,6 +221,13 @@ FULL_JOIN_SELECT="SELECT coalesce(s.id, t.id) AS id,
 FROM rb_orders s FULL JOIN %s t USING (id)
 WHERE s IS DISTINCT FROM t"
 
+full_join_plan() {
+	# shellcheck disable=SC2059
+	psql_q -At -c "EXPLAIN $(printf "$FULL_JOIN_SELECT" "$1")" |
+		grep -oE '(Merge|Hash|Nested Loop)[A-Za-z ]*Join|(Parallel )?(Seq|Index|Index Only) Scan|Sort|Gather' |
+		paste -sd, - | sed 's/,/, /g'
+}
+
 run_full_join() {
 	local copy=$1 t0 t1 sql
 	# shellcheck disable=SC2059
@@ -260,12 +273,18 @@ for copy in "${COPIES[@]}"; do
 done
 
 read -r -a ORDER <<<"$CONTENDERS"
+if [[ " $CONTENDERS " == *" full_join "* ]]; then
+	for copy in "${COPIES[@]}"; do
+		echo "full_join plan on $copy: $(full_join_plan "$copy")"
+	done
+fi
 declare -A RUNS=() COUNTS=() MED=() MIN=()
 BAD=()
 
 echo
 echo "running: $REPS repetitions, contenders interleaved (${ORDER[*]})"
 for ((r = 1; r <= REPS; r++)); do
+	echo "  rep $r: load average $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 	for copy in "${COPIES[@]}"; do
 		for name in "${ORDER[@]}"; do
 			res=$("run_$name" "$copy")
@@ -332,7 +351,7 @@ fi
 if [ "${PROFILE:-0}" = 1 ]; then
 	copy=${COPIES[1]}
 	echo
-	echo "profiling one reconcile of $copy (perf record -g on its backend)"
+	echo "profiling one reconcile of $copy (perf record --call-graph dwarf on its backend)"
 	pidfile=$WORK/pid
 	psql_q -At >"$WORK/profile.psql" 2>&1 <<SQL &
 SELECT pg_backend_pid() \g $pidfile
@@ -344,7 +363,7 @@ SQL
 	ppsql=$!
 	for _ in $(seq 1 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
 	bpid=$(tr -dc 0-9 <"$pidfile")
-	perf record -g -o "$WORK/perf.data" -p "$bpid" >/dev/null 2>"$WORK/perf.err" &
+	perf record --call-graph dwarf,16384 -F 499 -o "$WORK/perf.data" -p "$bpid" >/dev/null 2>"$WORK/perf.err" &
 	pperf=$!
 	wait "$ppsql"
 	kill -INT "$pperf"
@@ -354,6 +373,10 @@ SQL
 	perf report -i "$WORK/perf.data" --children --stdio --percent-limit 2 -g caller,0.5,callee \
 		>>"$PROFILE_OUT" 2>/dev/null || true
 	echo "  psql output:"; sed 's/^/    /' "$WORK/profile.psql"
+	echo "  inclusive time of the main parts (children included):"
+	perf report -i "$WORK/perf.data" --children --stdio -g none 2>/dev/null |
+		grep -E '\] (rc_merge|rc_advance|rc_next|PortalRunFetch|index_getnext_slot|index_fetch_heap|spi_printtup|heap_form_tuple|heap_deform_tuple|rc_compare_rows|rc_admit|rc_key_cmp|rc_report|SPI_execute_plan|SPI_freetuptable|asm_exc_page_fault)( |$)' |
+		sed 's/^/   /'
 	echo "  self time, top entries (full report with call graphs in $PROFILE_OUT):"
 	grep -E '^ +[0-9]' "$PROFILE_OUT" | head -n 25 | sed 's/^/   /'
 fi
