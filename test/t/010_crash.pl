@@ -111,6 +111,11 @@ sub job_state
 		"SELECT state FROM acme_migrate.jobs WHERE job_name = '$job'");
 }
 
+# session settings of each job's runs: the write path to exercise
+my %job_settings = (
+	crash_pk => 'SET acme_migrate.direct_write = on',
+	crash_nokey => 'SET acme_migrate.direct_write = off');
+
 # start CALL acme_migrate_run in its own psql; returns the IPC::Run handle
 sub start_run
 {
@@ -121,6 +126,7 @@ sub start_run
 		[
 			'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
 			'-d', $node->connstr('postgres'),
+			'-c', $job_settings{$job},
 			'-c', "SET tap.slow_ids = '" . ($slow_ids // '') . "'",
 			'-c', "CALL acme_migrate_run('$job')"
 		],
@@ -283,7 +289,7 @@ sub crash_once
 # against the mapped source rows it was to copy
 sub crash_and_resume
 {
-	my ($job, $target, $where, $limit, @kinds) = @_;
+	my ($job, $target, $where, $limit, $method, @kinds) = @_;
 	foreach my $kind (@kinds)
 	{
 		my $what = crash_once($job, $kind, $limit);
@@ -296,7 +302,8 @@ sub crash_and_resume
 	my $tries = 0;
 	while (job_state($job) ne 'done' && $tries++ < 3)
 	{
-		$node->safe_psql('postgres', "CALL acme_migrate_run('$job')");
+		$node->safe_psql('postgres',
+			"$job_settings{$job};\nCALL acme_migrate_run('$job');");
 	}
 	is(job_state($job), 'done', "$job: done after resuming");
 	check_consistent($job, $target, "$job at the end");
@@ -340,9 +347,17 @@ sub crash_and_resume
 			 WHERE prev_hi IS NOT NULL AND lo <= prev_hi}),
 		'0',
 		"$job: batch key ranges follow each other without overlap");
+	is( $node->safe_psql(
+			'postgres', qq{
+			SELECT string_agg(DISTINCT b.method, ',')
+			  FROM acme_migrate.batches b JOIN acme_migrate.jobs j USING (job_id)
+			 WHERE j.job_name = '$job' AND b.rows_read > 0}),
+		$method,
+		"$job: every batch was written by the $method path");
 }
 
-# A target with a primary key, copied at full speed; on_conflict 'error' so
+# A target with a primary key, copied at full speed by the direct (table
+# access method) writer; on_conflict 'error' so
 # that copying a key a second time would fail the job rather than be
 # absorbed by an upsert.
 $node->safe_psql(
@@ -351,13 +366,14 @@ $node->safe_psql(
 		target => 'dst_pk', columns => '$columns', batch_size => $batch,
 		on_conflict => 'error')});
 crash_and_resume(
-	'crash_pk', 'dst_pk', 'true', $nrows,
+	'crash_pk', 'dst_pk', 'true', $nrows, 'direct',
 	'last_row', 'first_row', 'random', 'random', 'random', 'last_row',
 	'random', 'last_row_immediate', 'random_immediate', 'first_row',
 	'random', 'first_row_immediate', 'random');
 
 # A target without any unique index, where a key copied twice would stay
-# visible; a filter, and a throttle so that the run waits between batches
+# visible, written by INSERT statements (direct_write off); a filter, and a
+# throttle so that the run waits between batches
 # (10,000 rows/s: 100 ms a batch, most of it waiting).
 my $nokey_rows = 40_000;
 $node->safe_psql(
@@ -367,7 +383,7 @@ $node->safe_psql(
 		filter => 'id <= $nokey_rows', batch_size => $batch,
 		on_conflict => 'error', max_rows_per_second => 10000)});
 crash_and_resume(
-	'crash_nokey', 'dst_nokey', "id <= $nokey_rows", $nokey_rows,
+	'crash_nokey', 'dst_nokey', "id <= $nokey_rows", $nokey_rows, 'sql',
 	'between', 'last_row', 'random', 'between', 'first_row',
 	'between_immediate', 'random', 'random_immediate', 'between',
 	'last_row');
