@@ -27,7 +27,9 @@
 #   INSTALL=auto            auto: `make install` (as root, under flock) only when the
 #                           extension is not installed; 1: always; 0: never
 #   PG_CONFIG=pg_config     which PostgreSQL
-#   SHARED_BUFFERS=4GB      (other settings: see write_conf below; all printed)
+#   SHARED_BUFFERS=4GB      (other settings: see SETTINGS below; all printed)
+#   SYNCHRONOUS_COMMIT=on   off: for information only (every commit then skips its WAL flush
+#                           wait; with ~3 ms per fdatasync that is most of c's extra time)
 #   HASH_BENCH=1            run bench/hash_bench.sh on the same cluster if executable
 #   PROFILE=0               1: also load pg_stat_statements (track = all) and perf-record the
 #                           backend during the first rep of a (and c); prints both at the end.
@@ -45,6 +47,7 @@ KEEP=${KEEP:-0}
 INSTALL=${INSTALL:-auto}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 SHARED_BUFFERS=${SHARED_BUFFERS:-4GB}
+SYNCHRONOUS_COMMIT=${SYNCHRONOUS_COMMIT:-on}
 PGCOPYDB=${PGCOPYDB:-$(command -v pgcopydb || echo /usr/bin/pgcopydb)}
 PGCOPYDB_POSTINDEX=${PGCOPYDB_POSTINDEX:-1}
 HASH_BENCH=${HASH_BENCH:-1}
@@ -138,7 +141,7 @@ SETTINGS=(
 	"checkpoint_timeout = '30min'"
 	"checkpoint_completion_target = 0.9"
 	"fsync = on"
-	"synchronous_commit = on"
+	"synchronous_commit = $SYNCHRONOUS_COMMIT"
 	"full_page_writes = on"
 	"wal_compression = off"
 	"autovacuum = off"
