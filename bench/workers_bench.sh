@@ -318,7 +318,7 @@ trap 'rm -f "$PROFILES" "$BOOKKEEPING" "$BOOKKEEPING.ms" "$TOP_STATEMENTS" "$ONE
 echo "table $SRC: $(psql_q -At -c "SELECT pg_size_pretty(pg_table_size('$SRC')) || ' data + ' ||
 	pg_size_pretty(pg_indexes_size('$SRC')) || ' index, ' || (SELECT count(*) FROM $SRC) || ' rows'")"
 echo "server: $(psql_q -At -c "SELECT version()" | cut -d, -f1); $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "settings: $(psql_q -At -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name)
+echo "settings: $(psql_q -At -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
 	FROM pg_settings WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'wal_level',
 		'max_wal_size', 'max_worker_processes', 'wal_compression', 'full_page_writes',
 		'checkpoint_timeout', 'acme_migrate.direct_write', 'acme_migrate.max_workers')")"

@@ -17,6 +17,7 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 my $nrows = 200_000;
+my ($ret, $out, $err);
 
 my $node = PostgreSQL::Test::Cluster->new('nopreload');
 $node->init;
@@ -147,13 +148,47 @@ ok( wait_for(
 	'the resumed job finishes');
 check_complete('np', 'resumed by a later start');
 
+# KNOWN BUG (kept failing on purpose): a job owned by a role without LOGIN.
+# Its workers connect as the owner, and PostgreSQL 15 refuses a background
+# worker connection for a NOLOGIN role (FATAL: role "..." is not permitted
+# to log in; BGWORKER_BYPASS_ROLELOGINCHECK only exists from 17), so they
+# die before their first batch.  acme_migrate_start still returns 2, the
+# job stays 'running' with no error in acme_migrate.jobs or .errors, and
+# with preloading the launcher starts doomed workers again every naptime.
+# Expected: the start is refused, or the job fails with the reason recorded.
+$node->safe_psql(
+	'postgres', q{
+	CREATE ROLE tap_nologin NOLOGIN;
+	GRANT CREATE ON SCHEMA public TO tap_nologin;
+	SET ROLE tap_nologin;
+	CREATE TABLE nl_src (id integer PRIMARY KEY, v text);
+	INSERT INTO nl_src SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+	CREATE TABLE nl_dst (id integer PRIMARY KEY, v text);
+	SELECT acme_migrate_create(job => 'nl', source => 'nl_src', target => 'nl_dst',
+		batch_size => 100);
+});
+($ret, $out, $err) = $node->psql('postgres',
+	"SET ROLE tap_nologin; SELECT acme_migrate_start('nl', workers => 2)");
+my $nl_refused = $ret != 0;
+my $nl_failed = wait_for(
+	q{SELECT state = 'failed' OR last_error IS NOT NULL OR state = 'done'
+		FROM acme_migrate.jobs WHERE job_name = 'nl'}, 10);
+ok( $nl_refused || $nl_failed,
+	'KNOWN BUG: a job owned by a NOLOGIN role is refused or fails visibly '
+	  . '(start returned "' . $out . '", state '
+	  . $node->safe_psql('postgres',
+		"SELECT state || ', last_error ' || coalesce(last_error, 'NULL') FROM acme_migrate.jobs WHERE job_name = 'nl'")
+	  . ')');
+$node->safe_psql('postgres', "SELECT acme_migrate_cancel('nl')")
+  unless $nl_refused;
+
 # too few background worker slots: the logical replication launcher takes
 # one of max_worker_processes = 2, which leaves one for acme_migrate
 $node->append_conf('postgresql.conf', 'max_worker_processes = 2');
 $node->restart;
 create_job('lim');
 create_job('lim2');
-my ($ret, $out, $err) =
+($ret, $out, $err) =
   $node->psql('postgres', "SELECT acme_migrate_start('lim', workers => 4)");
 is($out, '1', 'with one free slot, 1 of 4 workers starts');
 like(
