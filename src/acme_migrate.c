@@ -559,13 +559,15 @@ Datum
 acme_migrate_drop(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	AmJob	   *job = catalog_job_get(name, true);
+	AmJob	   *job = catalog_job_get(name, false);
 
+	/* refuse at once, rather than queue behind a running batch */
 	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("job \"%s\" is running", name),
-				 errhint("Wait for the running batch or acme_migrate_run to finish, or cancel it.")));
+				 errhint("Wait for the running batch, acme_migrate_run or workers to finish, or pause or cancel the job.")));
+	job = catalog_job_get(name, true);
 	catalog_job_delete(job);
 	PG_RETURN_BOOL(true);
 }

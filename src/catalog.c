@@ -18,6 +18,8 @@
 
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "common/hashfn.h"
+#include "storage/lock.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
@@ -588,6 +590,18 @@ catalog_job_insert(AmJob *job)
 	values[21] = Float8GetDatum(job->rows_estimate);
 	nulls[21] = job->rows_estimate >= 0 ? ' ' : 'n';
 
+	/*
+	 * Two sessions creating the same name: the second waits here for the
+	 * first to finish, then sees its job and says so.
+	 */
+	{
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS,
+							 DatumGetUInt32(hash_any((unsigned char *) job->job_name,
+													 strlen(job->job_name))), 4);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	}
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_STATE_BY_NAME, &name, NULL, 1);
 	if (SPI_processed > 0)
