@@ -446,7 +446,7 @@ worker_loop(int64 job_id, int slot)
 
 			if (job != NULL)
 				strlcpy(jobname, job->job_name, sizeof(jobname));
-			if (job == NULL || !worker_state_is(job, "created", "running"))
+			if (job == NULL || !worker_state_is(job, "running", NULL))
 				stop = true;
 			else if (!locked && !(locked = batch_lock_job(job_id, ShareLock, true)))
 			{
@@ -580,8 +580,9 @@ acme_migrate_worker_main(Datum arg)
 	if (TransactionIdIsValid(args.starter_xid))
 		XactLockTableWait(args.starter_xid, NULL, NULL, XLTW_None);
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* a start that rolled back leaves the job as it was: nothing to do */
 	job = catalog_job_get_by_id(job_id);
-	nslots = job ? Max(job->workers, 1) : 0;
+	nslots = job && worker_state_is(job, "running", NULL) ? job->workers : 0;
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
