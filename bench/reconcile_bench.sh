@@ -352,6 +352,12 @@ if [ "${PROFILE:-0}" = 1 ]; then
 	copy=${COPIES[1]}
 	echo
 	echo "profiling one reconcile of $copy (perf record --call-graph dwarf on its backend)"
+	if [ -n "$OWN_CLUSTER" ] && [ "$(stat -c %Y "$so")" -gt "$(psql_q -At -c "SELECT extract(epoch FROM pg_postmaster_start_time())::bigint")" ]; then
+		# perf cannot read the symbols of a library replaced on disk
+		echo "  $so was reinstalled during the run: restarting the server to profile the installed build"
+		"${RUNAS[@]}" "$BINDIR/pg_ctl" -D "$OWN_CLUSTER/data" -l "$OWN_CLUSTER/log" -w restart >/dev/null
+		prewarm
+	fi
 	pidfile=$WORK/pid
 	psql_q -At >"$WORK/profile.psql" 2>&1 <<SQL &
 SELECT pg_backend_pid() \g $pidfile
