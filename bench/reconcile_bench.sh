@@ -316,6 +316,8 @@ echo "  (keys: 'same' when the contender's set of (kind, key) equals the one set
 
 echo
 echo "ratios of medians (minima in parentheses):"
+[[ " ${ORDER[*]} " == *" reconcile "* && ( " ${ORDER[*]} " == *" full_join "* || " ${ORDER[*]} " == *" pg_comparator "* ) ]] ||
+	echo "  (none: they need reconcile and full_join or pg_comparator among CONTENDERS)"
 for copy in "${COPIES[@]}"; do
 	if [[ " ${ORDER[*]} " == *" reconcile "* && " ${ORDER[*]} " == *" full_join "* ]]; then
 		awk -v a="${MED[$copy.reconcile]}" -v b="${MED[$copy.full_join]}" \
