@@ -225,7 +225,7 @@ for my $row (@rows)
 }
 is( $node->safe_psql(
 		'postgres',
-		q{SELECT workers, activity LIKE 'acme_migrate job crash: range %'
+		q{SELECT workers, activity LIKE 'acme_migrate job crash: %'
 			FROM acme_migrate.progress WHERE job = 'crash'}),
 	'2|t',
 	'acme_migrate.progress counts the live workers and shows what they do');
