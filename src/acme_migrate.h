@@ -79,8 +79,10 @@ typedef struct AmJob
 	int64		batches_done;
 	double		rows_estimate;
 	int32		workers;		/* background workers it runs with */
-	double		idle_seconds;	/* since the job row last changed */
+	double		workers_age;	/* seconds since workers were launched */
 } AmJob;
+
+
 
 /* a key range of a job run in parallel (acme_migrate.ranges) */
 typedef struct AmRange
@@ -149,11 +151,12 @@ extern void catalog_job_delete(AmJob *job);
 extern bool catalog_job_is_finished(const char *job_name, bool *exists);
 extern void catalog_job_set_state(AmJob *job, const char *state,
 								  const char *reason);
-extern void catalog_job_checkpoint(AmJob *job, List *first_key,
-								   List *last_key, int64 rows_read,
-								   int64 rows_copied, int64 rows_rejected,
-								   bool direct, TimestampTz started,
-								   const char *new_state, const char *reason);
+extern void catalog_job_checkpoint(AmJob *job, AmRange *range,
+								   List *first_key, List *last_key,
+								   int64 rows_read, int64 rows_copied,
+								   int64 rows_rejected, bool direct,
+								   TimestampTz started, const char *new_state,
+								   const char *reason);
 extern void catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row,
 								  ErrorData *edata);
 extern void catalog_error_insert(AmJob *job, ErrorData *edata,

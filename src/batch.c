@@ -29,7 +29,9 @@
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
+#include "storage/pmsignal.h"
 #include "storage/lock.h"
 #include "tcop/dest.h"
 #include "utils/builtins.h"
@@ -178,6 +180,10 @@ batch_rcv_receive(TupleTableSlot *slot, DestReceiver *self)
 		rcv->last_key[i] = map->key_byval[i] ? slot->tts_values[i] :
 			datumCopy(slot->tts_values[i], false, map->key_typlen[i]);
 	MemoryContextSwitchTo(old);
+
+	/* a worker orphaned by a dead postmaster stops within a few rows */
+	if (IsBackgroundWorker && (rcv->rows & 1023) == 0 && !PostmasterIsAlive())
+		proc_exit(1);
 
 	if (rcv->writer)
 		writer_put(rcv->writer, &slot->tts_values[nkeys],
@@ -783,9 +789,9 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 							  rejected / read, job->max_error_rate, rejected, read);
 		}
 	}
-	catalog_job_checkpoint(job,
+	catalog_job_checkpoint(job, range,
 						   t.rows_read > 0 ? mapping_key_to_text(map, t.first_key) : NIL,
-						   range ? NIL : last_key,
+						   last_key,
 						   t.rows_read, t.rows_written, t.rows_rejected,
 						   t.direct, started, state, reason);
 	SPI_finish();

@@ -72,7 +72,8 @@ typedef enum CatStmt
 	"pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000, " \
 	"j.definition_version, j.state, j.last_key, j.rows_read, j.rows_copied, " \
 	"j.rows_rejected, j.batches_done, j.rows_estimate, j.workers, " \
-	"pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) j.updated_at) "
+	"COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() " \
+	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9) "
 
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
@@ -141,11 +142,11 @@ static const struct
 	[CAT_BATCH_INSERT] = {
 		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
 		"last_key, rows_read, rows_copied, rows_rejected, method, "
-		"started_at, duration) "
+		"started_at, duration, range_no) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $9)",
-		9, {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID, INT8OID,
-		INT8OID, TEXTOID, TIMESTAMPTZOID}
+		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $9, $10)",
+		10, {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID, INT8OID,
+		INT8OID, TEXTOID, TIMESTAMPTZOID, INT4OID}
 	},
 	[CAT_JOB_STATE] = {
 		"UPDATE acme_migrate.jobs SET state = $2, failure_reason = $3, "
@@ -235,6 +236,8 @@ static const struct
 	[CAT_JOB_WORKERS] = {
 		"UPDATE acme_migrate.jobs SET workers = $2, state = $3, "
 		"failure_reason = NULL, finished_at = NULL, "
+		"workers_started_at = CASE WHEN $2 OPERATOR(pg_catalog.>) 0 "
+		"THEN pg_catalog.clock_timestamp() END, "
 		"updated_at = pg_catalog.clock_timestamp() "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		3, {INT8OID, INT4OID, TEXTOID}
@@ -454,7 +457,7 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	NEXT();
 	job->workers = DatumGetInt32(d);
 	NEXT();
-	job->idle_seconds = DatumGetFloat8(d);
+	job->workers_age = DatumGetFloat8(d);
 #undef NEXT
 
 	MemoryContextSwitchTo(old);
@@ -655,19 +658,20 @@ catalog_job_set_state(AmJob *job, const char *state, const char *reason)
  * history.  Runs in the batch's own transaction, which is the whole point.
  */
 void
-catalog_job_checkpoint(AmJob *job, List *first_key, List *last_key,
-					   int64 rows_read, int64 rows_copied, int64 rows_rejected,
-					   bool direct, TimestampTz started, const char *new_state,
-					   const char *reason)
+catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
+					   List *last_key, int64 rows_read, int64 rows_copied,
+					   int64 rows_rejected, bool direct, TimestampTz started,
+					   const char *new_state, const char *reason)
 {
 	CatContext	cxt;
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[10];
+	char		nulls[10];
 	int64		batch_no;
 
 	memset(nulls, ' ', sizeof(nulls));
+	/* the job's own checkpoint moves only when it is not split in ranges */
 	values[0] = Int64GetDatum(job->job_id);
-	if (last_key != NIL)
+	if (range == NULL && last_key != NIL)
 		values[1] = text_list_to_array(last_key);
 	else if (job->last_key != NIL)
 		values[1] = text_list_to_array(job->last_key);
@@ -702,6 +706,8 @@ catalog_job_checkpoint(AmJob *job, List *first_key, List *last_key,
 	values[6] = Int64GetDatum(rows_rejected);
 	values[7] = CStringGetTextDatum(direct ? "direct" : "sql");
 	values[8] = TimestampTzGetDatum(started);
+	values[9] = Int32GetDatum(range ? range->range_no : 0);
+	nulls[9] = range ? ' ' : 'n';
 	cat_exec(CAT_BATCH_INSERT, values, nulls, 0);
 	cat_leave(&cxt);
 }

@@ -29,6 +29,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
@@ -44,6 +45,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
@@ -125,11 +127,37 @@ worker_launch(AmJob *job, int n)
 	return launched;
 }
 
+/*
+ * Can the job's owner log in?  Background workers connect as that role,
+ * and PostgreSQL 15 refuses a connection to a NOLOGIN role.
+ */
+static bool
+worker_owner_can_login(AmJob *job)
+{
+	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(job->owner));
+	bool		ok;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	ok = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+	ReleaseSysCache(tup);
+	return ok;
+}
+
 /* Start n workers, with a clear error when none can start. */
 static int
 worker_launch_checked(AmJob *job, int n)
 {
-	int			launched = worker_launch(job, n);
+	int			launched;
+
+	if (!worker_owner_can_login(job))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("role \"%s\" that owns job \"%s\" cannot log in",
+						GetUserNameFromId(job->owner, false), job->job_name),
+				 errdetail("Background workers run as the job's owner, and connect as that role."),
+				 errhint("Grant LOGIN to the role, or run the job with CALL acme_migrate_run().")));
+	launched = worker_launch(job, n);
 
 	if (launched == 0)
 		ereport(ERROR,
@@ -188,7 +216,7 @@ acme_migrate_start(PG_FUNCTION_ARGS)
 	 */
 	if (!batch_lock_job(job->job_id, ExclusiveLock, false) ||
 		(worker_state_is(job, "running", NULL) && job->workers > 0 &&
-		 job->idle_seconds < 10))
+		 job->workers_age < 10))
 	{
 		ereport(NOTICE,
 				(errmsg("job \"%s\" is already running", name),
@@ -323,7 +351,7 @@ acme_migrate_wait(PG_FUNCTION_ARGS)
 		idle = batch_lock_job(job->job_id, ExclusiveLock, false);
 		if (idle)
 			batch_unlock_job(job->job_id, ExclusiveLock, false);
-		if (idle && job->workers > 0 && job->idle_seconds < 10)
+		if (idle && job->workers > 0 && job->workers_age < 10)
 			idle = false;
 
 		if (idle || last_notice == 0 ||
@@ -637,6 +665,13 @@ acme_migrate_resumer_main(Datum arg)
 				job = catalog_job_get_by_id(ids[i]);
 				if (job == NULL)
 					continue;
+				if (!worker_owner_can_login(job))
+				{
+					ereport(LOG,
+							(errmsg("acme_migrate: cannot resume job \"%s\": its owner cannot log in",
+									job->job_name)));
+					continue;
+				}
 				ereport(LOG,
 						(errmsg("acme_migrate: resuming job \"%s\" with %d worker(s)",
 								job->job_name, job->workers)));

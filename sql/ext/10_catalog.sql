@@ -108,6 +108,7 @@ CREATE TABLE acme_migrate.batches (
 	started_at		timestamptz NOT NULL,
 	duration		interval NOT NULL,
 	backend_pid		integer NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
+	range_no		integer,
 	PRIMARY KEY (job_id, batch_no)
 );
 COMMENT ON TABLE acme_migrate.batches IS
@@ -123,6 +124,7 @@ COMMENT ON COLUMN acme_migrate.batches.method IS 'direct: table access method mu
 COMMENT ON COLUMN acme_migrate.batches.started_at IS 'when the batch started';
 COMMENT ON COLUMN acme_migrate.batches.duration IS 'how long the batch took until its checkpoint was written';
 COMMENT ON COLUMN acme_migrate.batches.backend_pid IS 'process that ran the batch';
+COMMENT ON COLUMN acme_migrate.batches.range_no IS 'range of acme_migrate.ranges the batch copied, NULL for a job not split in ranges';
 
 CREATE TABLE acme_migrate.rejects (
 	reject_id		bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -5,6 +5,9 @@ ALTER TABLE acme_migrate.jobs
 		CHECK (workers OPERATOR(pg_catalog.>=) 0);
 COMMENT ON COLUMN acme_migrate.jobs.workers IS
 	'background workers the job runs with (0: run by acme_migrate_batch / acme_migrate_run only)';
+ALTER TABLE acme_migrate.jobs ADD COLUMN workers_started_at timestamptz;
+COMMENT ON COLUMN acme_migrate.jobs.workers_started_at IS
+	'when acme_migrate_start or acme_migrate_resume last launched workers';
 
 CREATE TABLE acme_migrate.ranges (
 	job_id			bigint NOT NULL REFERENCES acme_migrate.jobs ON DELETE CASCADE,
