@@ -37,7 +37,8 @@
 #   Optional contender p:   a PL/pgSQL keyset loop (INSERT ... SELECT ... WHERE id > last
 #                           ORDER BY id LIMIT 10000; COMMIT) -- the do-it-yourself baseline;
 #                           add it with CONTENDERS="a b c d p".
-set -euo pipefail
+set -eEuo pipefail
+trap 'echo "$(date +%H:%M:%S) bench: ERROR: status $? at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -105,6 +106,10 @@ cleanup() {
 	local rc=$?
 	set +e
 	if [ -n "${SAMPLER_PID:-}" ]; then kill "$SAMPLER_PID" 2>/dev/null; fi
+	if [ "$rc" != 0 ] && [ -s "$WORK/server.log" ]; then
+		log "exit status $rc; last lines of the server log:"
+		tail -20 "$WORK/server.log" >&2
+	fi
 	if [ "$STARTED" = 1 ]; then
 		if [ "$KEEP" = 1 ]; then
 			log "KEEP=1: cluster left running: PGDATA=$PGDATA_DIR host=$SOCK port=$PORT (stop: runuser -u $PGOSUSER -- $BINDIR/pg_ctl -D $PGDATA_DIR stop)"
@@ -264,12 +269,13 @@ SRC_HEAP=$(q "SELECT pg_relation_size('legacy.orders')")
 # reaped (cutime/cstime), so that exited backends (pgcopydb's) count too
 CLK_TCK=$(getconf CLK_TCK)
 cluster_cpu() {
-	local pm kids
+	local pm files
 	pm=$(head -1 "$PGDATA_DIR/postmaster.pid")
-	kids=$(ps -o pid= --ppid "$pm" | tr -d ' ' | sed 's|.*|/proc/&/stat|' | tr '\n' ' ')
+	files=$(ps -o pid= --ppid "$pm" | awk '{print "/proc/" $1 "/stat"}' || true)
 	{
 		sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}'
-		for f in $kids; do sed 's/^.*) //' "$f" 2>/dev/null | awk '{print $12 + $13}'; done
+		# a child may exit between ps and cat: its file is then simply missing
+		{ cat $files 2>/dev/null || true; } | sed 's/^.*) //' | awk '{print $12 + $13}'
 	} | awk -v hz="$CLK_TCK" '{t += $1} END {printf "%.2f", t / hz}'
 }
 
