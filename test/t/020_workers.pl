@@ -295,16 +295,10 @@ is( $node->safe_psql(
 # 2. orphaned workers after kill -9 of the postmaster
 ######################################################################
 
-# KNOWN BUG (kept failing on purpose): a worker copies batch after batch
-# without ever waiting on its latch, so it does not notice that the
-# postmaster died (worker_loop never checks PostmasterIsAlive and only
-# sleeps between batches when throttled).  After kill -9 of the postmaster
-# an orphaned worker goes on copying until its job is done, and until then
-# the server cannot be started again ("lock file postmaster.pid already
-# exists": its shared memory is still attached).  worker_spi-style loops
-# wait with WL_EXIT_ON_PM_DEATH every iteration; a worker should exit within
-# one batch.  This job has no sleeping transform, so the workers never wait
-# on a latch.
+# A worker busy copying batch after batch must notice that the postmaster
+# died: an orphan that goes on copying keeps the server from starting again
+# ("lock file postmaster.pid already exists").  This job has no sleeping
+# transform, so the workers never wait on a latch between batches.
 $node->safe_psql(
 	'postgres', q{
 	SET ROLE tap_owner;
@@ -326,7 +320,7 @@ my $t0 = time();
 usleep(3_000_000);
 my @alive = grep { kill(0, $_) } @orphans;
 ok(!@alive,
-	'KNOWN BUG: every worker exits within 3 s of the postmaster\'s death'
+	'every worker exits within 3 s of the postmaster\'s death'
 	  . (@alive ? ' (still alive: ' . join(',', @alive) . ')' : ''));
 # let them finish, whatever the outcome above, so that the server can start
 for (my $i = 0; $i < 1200 && grep { kill(0, $_) } @orphans; $i++)
@@ -453,13 +447,8 @@ is( $node->safe_psql(
 	'cancelled|t|t|t|t|t|0',
 	'cx: cancelled, the target has exactly the rows of the batch history, '
 	  . 'and the launcher does not resume it');
-# KNOWN BUG (kept failing on purpose): every target row should lie in the
-# key range of a committed batch, but a batch that copies a range (any job
-# started with workers > 1) records batches.last_key = NULL:
-# catalog_job_checkpoint() is given NIL as the job's checkpoint for range
-# batches (batch_step passes "range ? NIL : last_key") and writes that same
-# NIL into the batch history, so the history of a parallel job does not say
-# which keys its batches copied.
+# every target row lies in the key range of a committed batch, also for a
+# job split in ranges
 is( $node->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM dst_cx d

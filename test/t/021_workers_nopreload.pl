@@ -148,14 +148,10 @@ ok( wait_for(
 	'the resumed job finishes');
 check_complete('np', 'resumed by a later start');
 
-# KNOWN BUG (kept failing on purpose): a job owned by a role without LOGIN.
-# Its workers connect as the owner, and PostgreSQL 15 refuses a background
-# worker connection for a NOLOGIN role (FATAL: role "..." is not permitted
-# to log in; BGWORKER_BYPASS_ROLELOGINCHECK only exists from 17), so they
-# die before their first batch.  acme_migrate_start still returns 2, the
-# job stays 'running' with no error in acme_migrate.jobs or .errors, and
-# with preloading the launcher starts doomed workers again every naptime.
-# Expected: the start is refused, or the job fails with the reason recorded.
+# A job owned by a role without LOGIN: its workers would connect as the
+# owner, and PostgreSQL 15 refuses a background worker connection for a
+# NOLOGIN role (BGWORKER_BYPASS_ROLELOGINCHECK only exists from 17), so the
+# start must be refused with the reason, or the job fail visibly.
 $node->safe_psql(
 	'postgres', q{
 	CREATE ROLE tap_nologin NOLOGIN;
@@ -174,7 +170,7 @@ my $nl_failed = wait_for(
 	q{SELECT state = 'failed' OR last_error IS NOT NULL OR state = 'done'
 		FROM acme_migrate.jobs WHERE job_name = 'nl'}, 10);
 ok( $nl_refused || $nl_failed,
-	'KNOWN BUG: a job owned by a NOLOGIN role is refused or fails visibly '
+	'a job owned by a NOLOGIN role is refused or fails visibly '
 	  . '(start returned "' . $out . '", state '
 	  . $node->safe_psql('postgres',
 		"SELECT state || ', last_error ' || coalesce(last_error, 'NULL') FROM acme_migrate.jobs WHERE job_name = 'nl'")
