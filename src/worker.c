@@ -269,8 +269,11 @@ acme_migrate_resume(PG_FUNCTION_ARGS)
 	catalog_job_set_workers(job, job->workers, "running");
 	if (job->workers == 0)
 		PG_RETURN_INT32(0);
-	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
-		PG_RETURN_INT32(0);		/* its workers have not stopped yet */
+
+	/*
+	 * Workers that saw the pause may still be on their way out: launch a
+	 * full set anyway; the job's worker slots keep it to its number.
+	 */
 	PG_RETURN_INT32(worker_launch_checked(job, job->workers));
 }
 
@@ -617,7 +620,14 @@ acme_migrate_worker_main(Datum arg)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
-	slot = nslots > 0 ? worker_take_slot(job_id, nslots) : 0;
+	/* a worker that is stopping may hold a slot a little longer */
+	slot = 0;
+	for (int attempt = 0; nslots > 0 && attempt < 5; attempt++)
+	{
+		if ((slot = worker_take_slot(job_id, nslots)) > 0)
+			break;
+		am_sleep(1000);
+	}
 	if (slot == 0)
 		proc_exit(0);			/* the job is gone, or has all its workers */
 	worker_loop(job_id, slot);
