@@ -76,6 +76,25 @@ JOIN acme_migrate.jobs j USING (job_id) WHERE j.job_name = 'orders'
   AND b.backend_pid <> pg_backend_pid();
 SELECT equal FROM acme_migrate_reconcile('orders');
 
+-- rejects in a job split in ranges: rows are isolated within their range
+CREATE TABLE w.raw (id int PRIMARY KEY, qty text);
+INSERT INTO w.raw SELECT g, CASE WHEN g % 501 = 0 THEN 'bad' ELSE g::text END
+FROM generate_series(1, 40000) g;
+ANALYZE w.raw;
+CREATE TABLE w.clean (id int PRIMARY KEY, qty int);
+SELECT acme_migrate_create('raw', 'w.raw', 'w.clean', batch_size => 1500,
+	on_error => 'reject', on_conflict => 'error');
+SELECT acme_migrate_start('raw', workers => 2);
+SET client_min_messages = warning;
+SELECT acme_migrate_wait('raw', timeout => '2 min');
+RESET client_min_messages;
+SELECT state, rows_read, rows_copied, rows_rejected FROM acme_migrate.jobs
+WHERE job_name = 'raw';
+SELECT r.sqlstate, count(*) FROM acme_migrate.rejects r
+JOIN acme_migrate.jobs j USING (job_id) WHERE j.job_name = 'raw' GROUP BY 1;
+SELECT count(*) AS wrong FROM w.raw s
+WHERE (s.qty = 'bad') = EXISTS (SELECT 1 FROM w.clean c WHERE c.id = s.id);
+
 -- states that refuse
 SELECT acme_migrate_start('orders');
 SELECT acme_migrate_pause('orders');

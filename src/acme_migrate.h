@@ -121,8 +121,8 @@ typedef struct AmMapping
 	char	   *select_sql[2][2];
 	/* SQL that reads and writes a batch with INSERT ... ON CONFLICT */
 	char	   *insert_sql[2][2];
-	/* SQL that reads only the keys of a batch: [has lower bound] */
-	char	   *keys_sql[2];
+	/* SQL that reads only the keys of a batch: [lower bound][upper bound] */
+	char	   *keys_sql[2][2];
 	/* SQL returning a key and its source row as jsonb */
 	char	   *row_json_sql;
 	/* SQL counting source rows equal to a key (duplicate check) */
@@ -135,7 +135,7 @@ typedef struct AmMapping
 	/* plans of the SQL above, kept while the mapping lives (batch.c) */
 	SPIPlanPtr	select_plan[2][2];
 	SPIPlanPtr	insert_plan[2][2];
-	SPIPlanPtr	keys_plan[2];
+	SPIPlanPtr	keys_plan[2][2];
 	SPIPlanPtr	row_json_plan;
 	SPIPlanPtr	key_count_plan;
 	SPIPlanPtr	null_key_plan;

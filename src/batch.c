@@ -249,8 +249,8 @@ batch_prepare_plans(AmMapping *map)
 		{
 			map->select_plan[lo][hi] = batch_prepare(map->select_sql[lo][hi], n, argtypes, true);
 			map->insert_plan[lo][hi] = batch_prepare(map->insert_sql[lo][hi], n, argtypes, true);
+			map->keys_plan[lo][hi] = batch_prepare(map->keys_sql[lo][hi], n, argtypes, true);
 		}
-		map->keys_plan[lo] = batch_prepare(map->keys_sql[lo], n, argtypes, true);
 	}
 	map->row_json_plan = batch_prepare(map->row_json_sql, map->nkeys, argtypes, false);
 	map->key_count_plan = batch_prepare(map->key_count_sql, map->nkeys, argtypes, false);
@@ -264,7 +264,8 @@ batch_free_plans(AmMapping *map)
 		&map->select_plan[1][0], &map->select_plan[1][1],
 		&map->insert_plan[0][0], &map->insert_plan[0][1],
 		&map->insert_plan[1][0], &map->insert_plan[1][1],
-		&map->keys_plan[0], &map->keys_plan[1], &map->row_json_plan,
+		&map->keys_plan[0][0], &map->keys_plan[0][1],
+		&map->keys_plan[1][0], &map->keys_plan[1][1], &map->row_json_plan,
 	&map->key_count_plan, &map->null_key_plan};
 
 	for (int i = 0; i < lengthof(all); i++)
@@ -460,7 +461,7 @@ batch_copy_with_rejects(AmJob *job, AmMapping *map, BatchRange *r,
 	uint64		n;
 	Datum	  **keys;
 
-	rc = SPI_execute_plan_with_paramlist(map->keys_plan[r->lo != NULL],
+	rc = SPI_execute_plan_with_paramlist(map->keys_plan[r->lo != NULL][r->hi != NULL],
 										 batch_params(map, r), false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not list the keys of a batch: %s",
@@ -836,7 +837,7 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	/* the keys query after the checkpoint, thinned to a random sample */
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
-					 map->keys_sql[job->last_key != NIL], nparams);
+					 map->keys_sql[job->last_key != NIL][0], nparams);
 	argtypes = palloc(sizeof(Oid) * nparams);
 	values = palloc0(sizeof(Datum) * nparams);
 	nulls = palloc(nparams);

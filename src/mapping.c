@@ -595,6 +595,7 @@ mapping_build(AmJob *job, bool validating)
 		for (int hi = 0; hi < 2; hi++)
 		{
 			StringInfoData sel;
+			StringInfoData keys;
 
 			initStringInfo(&where);
 			appendStringInfoString(&where, "true");
@@ -620,6 +621,16 @@ mapping_build(AmJob *job, bool validating)
 							 cols.data, srcname, where.data, order.data,
 							 2 * map->nkeys + 1);
 			map->select_sql[lo][hi] = sel.data;
+
+			/* the same rows, keys only */
+			initStringInfo(&keys);
+			appendStringInfoString(&keys, "SELECT ");
+			for (i = 0; i < map->nkeys; i++)
+				appendStringInfo(&keys, "%ss.%s", i > 0 ? ", " : "",
+								 quote_identifier(map->key_names[i]));
+			appendStringInfo(&keys, " FROM %s AS s WHERE %s ORDER BY %s LIMIT $%d",
+							 srcname, where.data, order.data, 2 * map->nkeys + 1);
+			map->keys_sql[lo][hi] = keys.data;
 
 			/* the SQL path: the same rows through INSERT ... ON CONFLICT */
 			initStringInfo(&ins);
@@ -677,29 +688,6 @@ mapping_build(AmJob *job, bool validating)
 	/* helper queries */
 	{
 		StringInfoData q;
-
-		for (int lo = 0; lo < 2; lo++)
-		{
-			initStringInfo(&q);
-			appendStringInfoString(&q, "SELECT ");
-			for (i = 0; i < map->nkeys; i++)
-				appendStringInfo(&q, "%ss.%s", i > 0 ? ", " : "",
-								 quote_identifier(map->key_names[i]));
-			appendStringInfo(&q, " FROM %s AS s WHERE %s%s%s", srcname,
-							 job->filter ? "(" : "true",
-							 job->filter ? job->filter : "",
-							 job->filter ? ")" : "");
-			if (lo)
-			{
-				appendStringInfoString(&q, " AND ");
-				map_append_row(&q, map, 0);
-				appendStringInfo(&q, " OPERATOR(%s.>) ", opnsp);
-				map_append_row(&q, map, 1);
-			}
-			appendStringInfo(&q, " ORDER BY %s LIMIT $%d", order.data,
-							 2 * map->nkeys + 1);
-			map->keys_sql[lo] = q.data;
-		}
 
 		initStringInfo(&q);
 		appendStringInfoString(&q, "SELECT pg_catalog.jsonb_build_object(");
