@@ -46,6 +46,9 @@ include $(PGXS)
 # no LLVM bitcode: JIT inlining of our functions is not worth a clang dependency
 with_llvm = no
 
+# every object depends on the shared header (PGXS does not track headers)
+$(OBJS): src/acme_migrate.h src/compat.h
+
 acme_migrate--1.0.sql: $(EXT_PARTS)
 	cat $^ > $@
 
