@@ -111,6 +111,7 @@ typedef struct AmMapping
 	char	  **key_names;		/* source key column names */
 	bool	   *key_byval;
 	int16	   *key_typlen;
+	bool		key_io_styled;	/* key text I/O depends on DateStyle etc. */
 
 	/* target columns the batch query returns, after the nkeys key columns */
 	int			nmapped;
@@ -141,6 +142,8 @@ typedef struct AmMapping
 	SPIPlanPtr	null_key_plan;
 	int			sql_batches_left;	/* use the SQL path for this many more */
 	int32		last_range;		/* range this process copied last */
+	int			has_ranges;		/* -1 unknown, else whether the job has */
+	void	   *writer_slots;	/* writer.c's buffer slots, kept across batches */
 	int32		definition_version;
 } AmMapping;
 

@@ -734,7 +734,14 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		elog(ERROR, "SPI_connect failed");
 	batch_prepare_plans(map);
 
-	if (catalog_ranges_count(job, &pending) > 0)
+	/*
+	 * Is the job split in ranges?  Ranges are only made by acme_migrate_start,
+	 * which cannot run while we hold the job: a job found without ranges
+	 * is not asked again for the life of the mapping.
+	 */
+	if (map->has_ranges != 0)
+		map->has_ranges = catalog_ranges_count(job, &pending) > 0;
+	if (map->has_ranges)
 	{
 		range = catalog_range_claim(job, map->last_range);
 		if (range == NULL)

@@ -38,7 +38,6 @@ typedef enum CatStmt
 	CAT_JOB_INSERT,
 	CAT_JOB_DELETE,
 	CAT_JOB_CHECKPOINT,
-	CAT_BATCH_INSERT,
 	CAT_JOB_STATE,
 	CAT_REJECT_INSERT,
 	CAT_ERROR_INSERT,
@@ -60,10 +59,7 @@ typedef enum CatStmt
 	"j.job_id, j.job_name, j.owner::pg_catalog.oid, " \
 	"j.source_table::pg_catalog.oid, j.target_table::pg_catalog.oid, " \
 	"j.key_columns, j.target_key_columns, j.key_is_unique, " \
-	"ARRAY(SELECT e.key FROM pg_catalog.jsonb_each_text(j.column_map) e " \
-	"      ORDER BY e.key), " \
-	"ARRAY(SELECT e.value FROM pg_catalog.jsonb_each_text(j.column_map) e " \
-	"      ORDER BY e.key), " \
+	"j.column_map, " \
 	"j.columns_given, j.filter, j.batch_size, j.on_conflict, j.on_error, " \
 	"j.max_error_rate, j.capture_changes, j.depends_on, " \
 	"j.max_rows_per_second, " \
@@ -119,7 +115,7 @@ static const struct
 		1, {INT8OID}
 	},
 	[CAT_JOB_CHECKPOINT] = {
-		"UPDATE acme_migrate.jobs SET last_key = $2, "
+		"WITH j AS (UPDATE acme_migrate.jobs SET last_key = $2, "
 		"rows_read = rows_read OPERATOR(pg_catalog.+) $3, "
 		"rows_copied = rows_copied OPERATOR(pg_catalog.+) $4, "
 		"rows_rejected = rows_rejected OPERATOR(pg_catalog.+) $5, "
@@ -135,18 +131,16 @@ static const struct
 		"ANY ('{copied,done,failed}'::text[]) "
 		"THEN pg_catalog.clock_timestamp() ELSE finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
-		"RETURNING batches_done",
-		8, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
-		TEXTOID, TIMESTAMPTZOID}
-	},
-	[CAT_BATCH_INSERT] = {
+		"RETURNING job_id, batches_done) "
 		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
 		"last_key, rows_read, rows_copied, rows_rejected, method, "
 		"started_at, duration, range_no) "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $9, $10)",
-		10, {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID, INT8OID,
-		INT8OID, TEXTOID, TIMESTAMPTZOID, INT4OID}
+		"SELECT j.job_id, j.batches_done, $9, $10, $3, $4, $5, $11, $8, "
+		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $8, $12 FROM j "
+		"RETURNING batch_no",
+		12, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
+			TEXTOID, TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID,
+		INT4OID}
 	},
 	[CAT_JOB_STATE] = {
 		"UPDATE acme_migrate.jobs SET state = $2, failure_reason = $3, "
@@ -370,6 +364,24 @@ array_to_text_list(Datum array)
 	return result;
 }
 
+/* The keys and string values of a flat jsonb object, in its key order. */
+static void
+jsonb_object_to_lists(Jsonb *obj, List **keys, List **values)
+{
+	JsonbIterator *it = JsonbIteratorInit(&obj->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	*keys = *values = NIL;
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			*keys = lappend(*keys, pnstrdup(v.val.string.val, v.val.string.len));
+		else if (tok == WJB_VALUE)
+			*values = lappend(*values, pnstrdup(v.val.string.val, v.val.string.len));
+	}
+}
+
 static AmConflict
 conflict_from_text(const char *s)
 {
@@ -388,7 +400,6 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	AmJob	   *job = palloc0(sizeof(AmJob));
 	bool		isnull;
 	Datum		d;
-	List	   *exprs;
 	int			col = 0;
 
 #define NEXT() (d = SPI_getbinval(tup, desc, ++col, &isnull))
@@ -410,10 +421,7 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	NEXT();
 	job->key_is_unique = DatumGetBool(d);
 	NEXT();
-	job->map_targets = array_to_text_list(d);
-	NEXT();
-	exprs = array_to_text_list(d);
-	job->map_exprs = exprs;
+	jsonb_object_to_lists(DatumGetJsonbP(d), &job->map_targets, &job->map_exprs);
 	NEXT();
 	job->columns_given = isnull ? NULL : DatumGetJsonbPCopy(d);
 	NEXT();
@@ -655,7 +663,8 @@ catalog_job_set_state(AmJob *job, const char *state, const char *reason)
 
 /*
  * Record a committed batch: the job's checkpoint and counters, and a row of
- * history.  Runs in the batch's own transaction, which is the whole point.
+ * history, in one statement.  Runs in the batch's own transaction, which is
+ * the whole point.
  */
 void
 catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
@@ -664,13 +673,12 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 					   const char *new_state, const char *reason)
 {
 	CatContext	cxt;
-	Datum		values[10];
-	char		nulls[10];
-	int64		batch_no;
+	Datum		values[12];
+	char		nulls[12];
 
 	memset(nulls, ' ', sizeof(nulls));
-	/* the job's own checkpoint moves only when it is not split in ranges */
 	values[0] = Int64GetDatum(job->job_id);
+	/* the job's own checkpoint moves only when it is not split in ranges */
 	if (range == NULL && last_key != NIL)
 		values[1] = text_list_to_array(last_key);
 	else if (job->last_key != NIL)
@@ -684,31 +692,19 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	values[6] = reason ? CStringGetTextDatum(reason) : 0;
 	nulls[6] = reason ? ' ' : 'n';
 	values[7] = TimestampTzGetDatum(started);
+	values[8] = first_key ? text_list_to_array(first_key) : 0;
+	nulls[8] = first_key ? ' ' : 'n';
+	values[9] = last_key ? text_list_to_array(last_key) : 0;
+	nulls[9] = last_key ? ' ' : 'n';
+	values[10] = CStringGetTextDatum(direct ? "direct" : "sql");
+	values[11] = Int32GetDatum(range ? range->range_no : 0);
+	nulls[11] = range ? ' ' : 'n';
 
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_CHECKPOINT, values, nulls, 1);
 	if (SPI_processed != 1)
 		elog(ERROR, "job %lld vanished during its batch",
 			 (long long) job->job_id);
-	batch_no = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1,
-										   &(bool){false}));
-
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int64GetDatum(job->job_id);
-	values[1] = Int64GetDatum(batch_no);
-	values[2] = first_key ? text_list_to_array(first_key) : 0;
-	nulls[2] = first_key ? ' ' : 'n';
-	values[3] = last_key ? text_list_to_array(last_key) : 0;
-	nulls[3] = last_key ? ' ' : 'n';
-	values[4] = Int64GetDatum(rows_read);
-	values[5] = Int64GetDatum(rows_copied);
-	values[6] = Int64GetDatum(rows_rejected);
-	values[7] = CStringGetTextDatum(direct ? "direct" : "sql");
-	values[8] = TimestampTzGetDatum(started);
-	values[9] = Int32GetDatum(range ? range->range_no : 0);
-	nulls[9] = range ? ' ' : 'n';
-	cat_exec(CAT_BATCH_INSERT, values, nulls, 0);
 	cat_leave(&cxt);
 }
 

@@ -512,6 +512,7 @@ mapping_build(AmJob *job, bool validating)
 	map->key_byval = palloc(sizeof(bool) * map->nkeys);
 	map->key_typlen = palloc(sizeof(int16) * map->nkeys);
 	map->definition_version = job->definition_version;
+	map->has_ranges = -1;
 	i = 0;
 	foreach(lt, job->key_columns)
 	{
@@ -533,6 +534,26 @@ mapping_build(AmJob *job, bool validating)
 		map->key_collations[i] = att->attcollation;
 		map->key_byval[i] = att->attbyval;
 		map->key_typlen[i] = att->attlen;
+		/* types whose text never depends on session settings */
+		switch (att->atttypid)
+		{
+			case INT2OID:
+			case INT4OID:
+			case INT8OID:
+			case OIDOID:
+			case NUMERICOID:
+			case TEXTOID:
+			case VARCHAROID:
+			case BPCHAROID:
+			case NAMEOID:
+			case UUIDOID:
+			case BOOLOID:
+			case BYTEAOID:
+				break;
+			default:
+				map->key_io_styled = true;
+				break;
+		}
 		opclass = GetDefaultOpClass(att->atttypid, BTREE_AM_OID);
 		if (!OidIsValid(opclass))
 			elog(ERROR, "type %u has no btree opclass", att->atttypid);
@@ -793,12 +814,13 @@ mapping_fixed_settings(bool for_compare)
 List *
 mapping_key_to_text(AmMapping *map, Datum *values)
 {
-	int			nest = mapping_fixed_settings(false);
+	int			nest = map->key_io_styled ? mapping_fixed_settings(false) : -1;
 	List	   *result = NIL;
 
 	for (int i = 0; i < map->nkeys; i++)
 		result = lappend(result, OutputFunctionCall(&map->key_out[i], values[i]));
-	AtEOXact_GUC(true, nest);
+	if (nest >= 0)
+		AtEOXact_GUC(true, nest);
 	return result;
 }
 
@@ -816,14 +838,15 @@ mapping_key_from_text(AmMapping *map, List *text_key)
 				 errmsg("checkpoint has %d key values, the key has %d columns",
 						list_length(text_key), map->nkeys)));
 	values = palloc(sizeof(Datum) * map->nkeys);
-	nest = mapping_fixed_settings(false);
+	nest = map->key_io_styled ? mapping_fixed_settings(false) : -1;
 	foreach(lc, text_key)
 	{
 		values[i] = InputFunctionCall(&map->key_in[i], lfirst(lc),
 									  map->key_ioparams[i], -1);
 		i++;
 	}
-	AtEOXact_GUC(true, nest);
+	if (nest >= 0)
+		AtEOXact_GUC(true, nest);
 	return values;
 }
 

@@ -29,11 +29,27 @@
 #include "parser/parsetree.h"
 #include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 /* flush thresholds, as COPY FROM uses them */
 #define WRITER_MAX_TUPLES	1000
 #define WRITER_MAX_BYTES	65535
+
+/*
+ * The buffer slots outlive a batch: made once per mapping, over a private
+ * copy of the target's tuple descriptor (not reference-counted, so no
+ * resource owner has to track a thousand slots per batch, which used to
+ * cost a third of a small batch).  They only ever hold rows of their own,
+ * never buffer pins, so they can cross transactions.
+ */
+typedef struct WriterSlots
+{
+	TupleDesc	desc;
+	const TupleTableSlotOps *ops;
+	MemoryContext cxt;
+	TupleTableSlot *slots[WRITER_MAX_TUPLES];
+} WriterSlots;
 
 struct AmWriter
 {
@@ -42,6 +58,7 @@ struct AmWriter
 	ResultRelInfo *rri;
 	BulkInsertState bistate;
 	CommandId	cid;
+	WriterSlots *ws;
 	TupleTableSlot **slots;
 	int			nbuffered;
 	Size		nbytes;
@@ -124,7 +141,21 @@ writer_begin(AmMapping *map)
 	if (w->has_after_triggers)
 		AfterTriggerBeginQuery();
 
-	w->slots = palloc0(sizeof(TupleTableSlot *) * WRITER_MAX_TUPLES);
+	/* the mapping's slots, made again if the target changed shape */
+	w->ws = (WriterSlots *) map->writer_slots;
+	if (w->ws == NULL || !equalTupleDescs(w->ws->desc, desc))
+	{
+		MemoryContext cxt = GetMemoryChunkContext(map);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		w->ws = palloc0(sizeof(WriterSlots));
+		w->ws->desc = CreateTupleDescCopy(desc);
+		w->ws->ops = table_slot_callbacks(w->rel);
+		w->ws->cxt = cxt;
+		map->writer_slots = w->ws;
+		MemoryContextSwitchTo(old);
+	}
+	w->slots = w->ws->slots;
 	w->bistate = GetBulkInsertState();
 	w->cid = GetCurrentCommandId(true);
 	return w;
@@ -153,6 +184,9 @@ writer_flush(AmWriter *w)
 		list_free(recheck);
 		ResetPerTupleExprContext(w->estate);
 	}
+	/* the rows are written: let go of them */
+	for (int i = 0; i < w->nbuffered; i++)
+		ExecClearTuple(w->slots[i]);
 	w->rows += w->nbuffered;
 	w->nbuffered = 0;
 	w->nbytes = 0;
@@ -170,13 +204,12 @@ writer_put(AmWriter *w, Datum *values, bool *isnull)
 	int			natts = RelationGetDescr(w->rel)->natts;
 	MemoryContext old;
 
-	/* slots live as long as the writer; rows in them until the flush */
+	/* slots live as long as the mapping; rows in them until the flush */
 	if (w->slots[w->nbuffered] == NULL)
 	{
-		old = MemoryContextSwitchTo(w->estate->es_query_cxt);
-		w->slots[w->nbuffered] = ExecInitExtraTupleSlot(w->estate,
-														RelationGetDescr(w->rel),
-														table_slot_callbacks(w->rel));
+		old = MemoryContextSwitchTo(w->ws->cxt);
+		w->slots[w->nbuffered] = MakeSingleTupleTableSlot(w->ws->desc,
+														  w->ws->ops);
 		MemoryContextSwitchTo(old);
 	}
 	slot = w->slots[w->nbuffered];
