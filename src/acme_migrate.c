@@ -317,19 +317,6 @@ acme_migrate_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(rows);
 }
 
-/*
- * Record the error that stopped a batch of acme_migrate_run: the batch's
- * subtransaction is rolled back, the error is written to acme_migrate.errors
- * and committed, and the caller re-throws it.
- */
-static bool
-am_transient_error(int sqlerrcode)
-{
-	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
-}
-
 /* Sleep ms milliseconds, waking up for interrupts and postmaster death. */
 void
 am_sleep(int64 ms)
@@ -494,10 +481,15 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 				CurrentResourceOwner = subowner;
 			}
 			PG_END_TRY();
+
+			/*
+			 * The batch's subtransaction is rolled back: record its error
+			 * and commit that, then re-throw.
+			 */
 			if (edata != NULL)
 			{
 				catalog_error_insert(job, edata,
-									 am_transient_error(edata->sqlerrcode));
+									 batch_error_is_transient(edata->sqlerrcode));
 				SPI_commit();
 				ReThrowError(edata);
 			}

@@ -222,6 +222,7 @@ extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
 extern void batch_free_plans(AmMapping *map);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 extern const char *batch_waiting_for(AmJob *job);
+extern bool batch_error_is_transient(int sqlerrcode);
 extern int64 am_replication_lag_ms(void);
 extern void am_sleep(int64 ms);
 extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);

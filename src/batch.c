@@ -355,6 +355,18 @@ batch_is_row_error(ErrorData *edata)
 }
 
 /*
+ * Errors worth retrying as they are: the next attempt may well succeed.
+ */
+bool
+batch_error_is_transient(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED;
+}
+
+/*
  * batch_copy_range inside a subtransaction; returns NULL on success, else
  * the error (the subtransaction rolled back, nothing of it remains).
  */

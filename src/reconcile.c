@@ -478,7 +478,7 @@ rc_equal(RcColumn *c, Datum a, Datum b)
 
 /* Fetch the next row of a side into its values; false at the end. */
 static bool
-rc_next(RcSide *side, int natts)
+rc_next(RcSide *side)
 {
 	if (side->tab == NULL || side->pos >= side->ntab)
 	{
@@ -499,7 +499,6 @@ rc_next(RcSide *side, int natts)
 					  side->values, side->nulls);
 	side->pos++;
 	side->have = true;
-	(void) natts;
 	return true;
 }
 
@@ -671,7 +670,7 @@ rc_compare_rows(RcState *st, RcSide *s, RcSide *t)
 static bool
 rc_advance(RcState *st, RcSide *side, Datum *key)
 {
-	while (rc_next(side, 0))
+	while (rc_next(side))
 	{
 		bool		ok;
 		MemoryContext old = MemoryContextSwitchTo(st->rowcxt);
@@ -815,7 +814,7 @@ rc_sample(RcState *st, double fraction)
 								 params, nulls, true),
 				 map->nkeys + map->nmapped, map->nkeys, st->ntkeys);
 	rc_side_init(&probe, "target", NULL, map->nmapped, 0, st->ntkeys);
-	while (rc_next(&s, 0))
+	while (rc_next(&s))
 	{
 		bool		anynull;
 
@@ -869,7 +868,7 @@ rc_sample(RcState *st, double fraction)
 				 SPI_cursor_open(NULL, rc_prepare(q.data, 1, (Oid[]) {FLOAT8OID}),
 								 &params[nparams - 1], NULL, true),
 				 map->nmapped, 0, st->ntkeys);
-	while (rc_next(&t, 0))
+	while (rc_next(&t))
 	{
 		bool		anynull;
 		bool		isnull;

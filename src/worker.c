@@ -388,14 +388,6 @@ acme_migrate_wait(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(state));
 }
 
-static bool
-worker_transient(int sqlerrcode)
-{
-	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-		sqlerrcode == ERRCODE_QUERY_CANCELED;
-}
 
 /*
  * Record a batch's error in its own transaction; fail the job when the
@@ -414,7 +406,7 @@ worker_record_error(int64 job_id, ErrorData *edata, bool fail)
 		job = catalog_job_get_by_id(job_id);
 		if (job != NULL)
 		{
-			catalog_error_insert(job, edata, worker_transient(edata->sqlerrcode));
+			catalog_error_insert(job, edata, batch_error_is_transient(edata->sqlerrcode));
 			if (fail && worker_state_is(job, "running", "created"))
 				catalog_job_set_state(job, "failed",
 									  psprintf("worker error after %d attempts: %s",
@@ -557,7 +549,7 @@ worker_loop(int64 job_id, int slot)
 
 		if (edata != NULL)
 		{
-			bool		transient = worker_transient(edata->sqlerrcode);
+			bool		transient = batch_error_is_transient(edata->sqlerrcode);
 			bool		fail = !transient && ++failures >= WORKER_MAX_RETRIES;
 
 			ereport(LOG,
