@@ -182,6 +182,7 @@ SELECT * FROM acme_migrate_reconcile('rc', compare => '{"n": {"truncate": "day"}
 SELECT * FROM acme_migrate_reconcile('rc', compare => '{"ts": {"truncate": "fortnight"}}');
 SELECT * FROM acme_migrate_reconcile('rc', compare => '{"n": "approximately"}');
 SELECT * FROM acme_migrate_reconcile('rc', compare => '[1]');
+SELECT * FROM acme_migrate_reconcile('rc', compare => '{"no_such_column": "value"}');
 SELECT * FROM acme_migrate_reconcile(source => 'rc.nokey_s', target => 'rc.nokey_t');
 SELECT * FROM acme_migrate_reconcile(source => 'rc.m1', target => NULL);
 SELECT count(*) AS runs_recorded FROM acme_migrate.reconcile_runs;

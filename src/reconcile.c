@@ -183,6 +183,26 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("compare must be a jsonb object mapping columns to policies")));
+	if (compare != NULL)
+	{
+		JsonbIterator *it = JsonbIteratorInit(&compare->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			char	   *col;
+
+			if (tok != WJB_KEY)
+				continue;
+			col = pnstrdup(v.val.string.val, v.val.string.len);
+			if (rc_find_mapped(map, col) < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" is not compared", col),
+						 errdetail("The keys of compare must be target columns filled from the source.")));
+		}
+	}
 
 	st->cols = palloc0(sizeof(RcColumn) * map->nmapped);
 	for (i = 0; i < map->nmapped; i++)

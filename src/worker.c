@@ -311,6 +311,7 @@ acme_migrate_wait(PG_FUNCTION_ARGS)
 	int64		timeout_ms = -1;
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz last_notice = 0;
+	int64		last_rows = 0;
 	MemoryContext cxt;
 	MemoryContext old;
 	char	   *state;
@@ -362,17 +363,22 @@ acme_migrate_wait(PG_FUNCTION_ARGS)
 			TimestampDifferenceExceeds(last_notice, now, 2000))
 		{
 			double		total = Max(job->rows_estimate, (double) job->rows_read);
-			double		secs = Max(TimestampDifferenceMilliseconds(start, now), 1) / 1000.0;
+			double		secs = Max(TimestampDifferenceMilliseconds(last_notice ? last_notice : start,
+																   now), 1) / 1000.0;
+			double		rate = last_notice ? (job->rows_read - last_rows) / secs : 0;
+			char	   *eta = rate > 0 && total > job->rows_read ?
+				psprintf(", ETA %.0f s", (total - job->rows_read) / rate) : "";
 
 			ereport(NOTICE,
-					(errmsg("job \"%s\": %s, %lld rows done%s",
+					(errmsg("job \"%s\": %s, %lld rows done%s, %.0f rows/s%s",
 							name, job->state, (long long) job->rows_read,
 							total > 0 ? psprintf(" of about %.0f (%.1f%%)", total,
-												 100.0 * job->rows_read / total) : ""),
+												 100.0 * job->rows_read / total) : "",
+							rate, eta),
 					 job->workers > 0 && !idle ?
-					 errdetail("%d worker(s); see acme_migrate.progress for rows/s and ETA; waited %.0f s.",
-							   job->workers, secs) : 0));
+					 errdetail("%d worker(s).", job->workers) : 0));
 			last_notice = now;
+			last_rows = job->rows_read;
 		}
 		if (idle)
 		{

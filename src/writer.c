@@ -149,7 +149,7 @@ writer_begin(AmMapping *map)
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
 		w->ws = palloc0(sizeof(WriterSlots));
-		w->ws->desc = CreateTupleDescCopy(desc);
+		w->ws->desc = CreateTupleDescCopyConstr(desc);
 		w->ws->ops = table_slot_callbacks(w->rel);
 		w->ws->cxt = cxt;
 		map->writer_slots = w->ws;
