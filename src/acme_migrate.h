@@ -223,6 +223,7 @@ extern void batch_free_plans(AmMapping *map);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 extern const char *batch_waiting_for(AmJob *job);
 extern bool batch_error_is_transient(int sqlerrcode);
+extern void batch_commit_async(void);
 extern int64 am_replication_lag_ms(void);
 extern void am_sleep(int64 ms);
 extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
@@ -246,6 +247,7 @@ extern void worker_register_launcher(void);
 
 /* acme_migrate.c: GUCs */
 extern bool acme_migrate_direct_write;
+extern bool acme_migrate_async_commit;
 extern int	acme_migrate_max_workers;
 extern int	acme_migrate_naptime;
 extern char *acme_migrate_databases;

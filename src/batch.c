@@ -355,6 +355,21 @@ batch_is_row_error(ErrorData *edata)
 }
 
 /*
+ * Let the current batch's transaction commit without waiting for its WAL
+ * to be flushed (acme_migrate.async_commit).  Safe for exactly-once: the
+ * batch's rows and its checkpoint are in the same transaction, so a crash
+ * keeps both or loses both.
+ */
+void
+batch_commit_async(void)
+{
+	if (acme_migrate_async_commit)
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+								 false);
+}
+
+/*
  * Errors worth retrying as they are: the next attempt may well succeed.
  */
 bool

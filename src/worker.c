@@ -522,6 +522,8 @@ worker_loop(int64 job_id, int slot)
 				rows = batch_step(job, map, batch_size, &more);
 				if (!more)
 					stop = true;
+				else
+					batch_commit_async();
 
 				/* throttles, shared by the job's workers */
 				took = Max(TimestampDifferenceMilliseconds(bstart, GetCurrentTimestamp()), 1);
