@@ -371,14 +371,15 @@ batch_commit_async(void)
 
 /*
  * Errors worth retrying as they are: the next attempt may well succeed.
+ * (A cancel is the user's word in a session; workers treat it as transient
+ * themselves, since a DBA cancelling a worker's query means "not now".)
  */
 bool
 batch_error_is_transient(int sqlerrcode)
 {
 	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
 		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-		sqlerrcode == ERRCODE_QUERY_CANCELED;
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
 /*

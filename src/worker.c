@@ -395,6 +395,14 @@ acme_migrate_wait(PG_FUNCTION_ARGS)
 }
 
 
+/* For a worker a cancelled query is worth another try, too. */
+static bool
+worker_transient(int sqlerrcode)
+{
+	return batch_error_is_transient(sqlerrcode) ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED;
+}
+
 /*
  * Record a batch's error in its own transaction; fail the job when the
  * error is not transient and kept coming back.
@@ -412,7 +420,7 @@ worker_record_error(int64 job_id, ErrorData *edata, bool fail)
 		job = catalog_job_get_by_id(job_id);
 		if (job != NULL)
 		{
-			catalog_error_insert(job, edata, batch_error_is_transient(edata->sqlerrcode));
+			catalog_error_insert(job, edata, worker_transient(edata->sqlerrcode));
 			if (fail && worker_state_is(job, "running", "created"))
 				catalog_job_set_state(job, "failed",
 									  psprintf("worker error after %d attempts: %s",
@@ -557,7 +565,7 @@ worker_loop(int64 job_id, int slot)
 
 		if (edata != NULL)
 		{
-			bool		transient = batch_error_is_transient(edata->sqlerrcode);
+			bool		transient = worker_transient(edata->sqlerrcode);
 			bool		fail = !transient && ++failures >= WORKER_MAX_RETRIES;
 
 			ereport(LOG,

@@ -24,7 +24,7 @@ my $seed = $ENV{ACME_CRASH_SEED} // 4242;
 srand($seed);
 diag("crash moments from seed $seed (ACME_CRASH_SEED)");
 
-my $nrows = 200_000;
+my $nrows = 500_000;
 my $batch = 1_000;
 
 my $node = PostgreSQL::Test::Cluster->new('crash');
@@ -234,7 +234,7 @@ sub crash_once
 	}
 	elsif ($reached)
 	{
-		usleep(int(10_000 + rand(140_000)));
+		usleep(int(5_000 + rand(35_000)));
 	}
 	if (!$reached)
 	{
