@@ -143,7 +143,7 @@ typedef struct AmMapping
 	int			sql_batches_left;	/* use the SQL path for this many more */
 	int32		last_range;		/* range this process copied last */
 	int			has_ranges;		/* -1 unknown, else whether the job has */
-	void	   *writer_slots;	/* writer.c's buffer slots, kept across batches */
+	void	   *writer_cache;	/* writer.c's slots and defaults, kept across batches */
 	int32		definition_version;
 } AmMapping;
 

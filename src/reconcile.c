@@ -111,7 +111,7 @@ typedef struct RcSide
 	int			off;			/* mapped column i is at values[off + i] */
 	Datum	   *values;
 	bool	   *nulls;
-	bool		have;			/* values hold a current row */
+	bool		is_source;
 	Datum	   *prevkey;
 	bool		have_prev;
 	MemoryContext keycxt;
@@ -510,15 +510,11 @@ rc_next(RcSide *side)
 		side->ntab = SPI_processed;
 		side->pos = 0;
 		if (side->ntab == 0)
-		{
-			side->have = false;
 			return false;
-		}
 	}
 	heap_deform_tuple(side->tab->vals[side->pos], side->tab->tupdesc,
 					  side->values, side->nulls);
 	side->pos++;
-	side->have = true;
 	return true;
 }
 
@@ -625,8 +621,7 @@ rc_admit(RcState *st, RcSide *side, Datum *key)
 		{
 			st->counts.duplicates++;
 			rc_report(st, "duplicate", side->name, key, true,
-					  strcmp(side->name, "source") == 0,
-					  strcmp(side->name, "target") == 0, NIL);
+					  side->is_source, !side->is_source, NIL);
 			return false;
 		}
 		if (c > 0)
@@ -651,6 +646,7 @@ rc_side_init(RcSide *side, const char *name, Portal portal, int natts, int off,
 {
 	memset(side, 0, sizeof(RcSide));
 	side->name = name;
+	side->is_source = strcmp(name, "source") == 0;
 	side->portal = portal;
 	side->off = off;
 	side->values = palloc(sizeof(Datum) * natts);
@@ -699,7 +695,7 @@ rc_advance(RcState *st, RcSide *side, Datum *key)
 		MemoryContextSwitchTo(old);
 		if (ok)
 			return true;
-		if (side->off > 0)
+		if (side->is_source)
 			st->counts.source_rows++;
 		else
 			st->counts.target_rows++;

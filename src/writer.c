@@ -37,19 +37,64 @@
 #define WRITER_MAX_BYTES	65535
 
 /*
- * The buffer slots outlive a batch: made once per mapping, over a private
- * copy of the target's tuple descriptor (not reference-counted, so no
- * resource owner has to track a thousand slots per batch, which used to
- * cost a third of a small batch).  They only ever hold rows of their own,
- * never buffer pins, so they can cross transactions.
+ * What the writer keeps for the life of a mapping, made again only if the
+ * target changes shape (columns, constraints or defaults):
+ *
+ * - the buffer slots, over a private copy of the target's tuple descriptor
+ *   (not reference-counted, so no resource owner has to track a thousand
+ *   slots per batch, which used to cost a third of a small batch).  They
+ *   only ever hold rows of their own, never buffer pins, so they can cross
+ *   transactions;
+ * - the planned default expressions of the columns the batch does not fill.
  */
-typedef struct WriterSlots
+typedef struct WriterCache
 {
 	TupleDesc	desc;
 	const TupleTableSlotOps *ops;
 	MemoryContext cxt;
+	int			ndefaults;
+	AttrNumber *def_attnums;
+	ExprState **def_exprs;
 	TupleTableSlot *slots[WRITER_MAX_TUPLES];
-} WriterSlots;
+} WriterCache;
+
+/* Build the cache of a mapping against the target as it is now. */
+static WriterCache *
+writer_cache_build(AmMapping *map, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	MemoryContext cxt = GetMemoryChunkContext(map);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	WriterCache *wc = palloc0(sizeof(WriterCache));
+	bool	   *mapped = palloc0(sizeof(bool) * desc->natts);
+
+	wc->desc = CreateTupleDescCopyConstr(desc);
+	wc->ops = table_slot_callbacks(rel);
+	wc->cxt = cxt;
+
+	/* mapped columns come from the batch, the others from their default */
+	for (int i = 0; i < map->nmapped; i++)
+		mapped[map->mapped_attnums[i] - 1] = true;
+	wc->def_attnums = palloc(sizeof(AttrNumber) * desc->natts);
+	wc->def_exprs = palloc(sizeof(ExprState *) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Expr	   *defexpr;
+
+		if (mapped[i] || att->attisdropped || att->attgenerated)
+			continue;
+		defexpr = (Expr *) build_column_default(rel, i + 1);
+		if (defexpr == NULL)
+			continue;
+		defexpr = expression_planner(defexpr);
+		wc->def_attnums[wc->ndefaults] = i + 1;
+		wc->def_exprs[wc->ndefaults] = ExecInitExpr(defexpr, NULL);
+		wc->ndefaults++;
+	}
+	MemoryContextSwitchTo(old);
+	return wc;
+}
 
 struct AmWriter
 {
@@ -58,15 +103,12 @@ struct AmWriter
 	ResultRelInfo *rri;
 	BulkInsertState bistate;
 	CommandId	cid;
-	WriterSlots *ws;
+	WriterCache *wc;
 	TupleTableSlot **slots;
 	int			nbuffered;
 	Size		nbytes;
 	int			nmapped;
 	AttrNumber *mapped_attnums;
-	int			ndefaults;
-	AttrNumber *def_attnums;
-	ExprState **def_exprs;
 	bool		has_generated;
 	bool		has_constraints;
 	bool		has_after_triggers;
@@ -83,7 +125,6 @@ writer_begin(AmMapping *map)
 	AmWriter   *w = palloc0(sizeof(AmWriter));
 	RangeTblEntry *rte;
 	TupleDesc	desc;
-	bool	   *mapped;
 
 	LockRelationOid(map->target_relid, RowExclusiveLock);
 	w->rel = table_open(map->target_relid, NoLock);
@@ -96,17 +137,13 @@ writer_begin(AmMapping *map)
 	rte->rellockmode = RowExclusiveLock;
 	rte->requiredPerms = ACL_INSERT;
 
-	/* mapped columns come from the batch, the others from their default */
-	mapped = palloc0(sizeof(bool) * desc->natts);
+	/* the caller must be allowed to insert into every column it fills */
 	w->nmapped = map->nmapped;
 	w->mapped_attnums = map->mapped_attnums;
 	for (int i = 0; i < map->nmapped; i++)
-	{
-		mapped[map->mapped_attnums[i] - 1] = true;
 		rte->insertedCols = bms_add_member(rte->insertedCols,
 										   map->mapped_attnums[i] -
 										   FirstLowInvalidHeapAttributeNumber);
-	}
 	ExecCheckRTPerms(list_make1(rte), true);
 
 	w->estate = CreateExecutorState();
@@ -116,24 +153,6 @@ writer_begin(AmMapping *map)
 	CheckValidResultRel(w->rri, CMD_INSERT);
 	ExecOpenIndices(w->rri, false);
 
-	w->def_attnums = palloc(sizeof(AttrNumber) * desc->natts);
-	w->def_exprs = palloc(sizeof(ExprState *) * desc->natts);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		Expr	   *defexpr;
-
-		if (mapped[i] || att->attisdropped || att->attgenerated)
-			continue;
-		defexpr = (Expr *) build_column_default(w->rel, i + 1);
-		if (defexpr == NULL)
-			continue;
-		defexpr = expression_planner(defexpr);
-		w->def_attnums[w->ndefaults] = i + 1;
-		w->def_exprs[w->ndefaults] = ExecInitExpr(defexpr, NULL);
-		w->ndefaults++;
-	}
-
 	w->has_constraints = desc->constr != NULL;
 	w->has_generated = desc->constr && desc->constr->has_generated_stored;
 	w->has_after_triggers = w->rri->ri_TrigDesc != NULL &&
@@ -141,21 +160,11 @@ writer_begin(AmMapping *map)
 	if (w->has_after_triggers)
 		AfterTriggerBeginQuery();
 
-	/* the mapping's slots, made again if the target changed shape */
-	w->ws = (WriterSlots *) map->writer_slots;
-	if (w->ws == NULL || !equalTupleDescs(w->ws->desc, desc))
-	{
-		MemoryContext cxt = GetMemoryChunkContext(map);
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-
-		w->ws = palloc0(sizeof(WriterSlots));
-		w->ws->desc = CreateTupleDescCopyConstr(desc);
-		w->ws->ops = table_slot_callbacks(w->rel);
-		w->ws->cxt = cxt;
-		map->writer_slots = w->ws;
-		MemoryContextSwitchTo(old);
-	}
-	w->slots = w->ws->slots;
+	/* the mapping's cache, made again if the target changed shape */
+	w->wc = (WriterCache *) map->writer_cache;
+	if (w->wc == NULL || !equalTupleDescs(w->wc->desc, desc))
+		map->writer_cache = w->wc = writer_cache_build(map, w->rel);
+	w->slots = w->wc->slots;
 	w->bistate = GetBulkInsertState();
 	w->cid = GetCurrentCommandId(true);
 	return w;
@@ -207,9 +216,9 @@ writer_put(AmWriter *w, Datum *values, bool *isnull)
 	/* slots live as long as the mapping; rows in them until the flush */
 	if (w->slots[w->nbuffered] == NULL)
 	{
-		old = MemoryContextSwitchTo(w->ws->cxt);
-		w->slots[w->nbuffered] = MakeSingleTupleTableSlot(w->ws->desc,
-														  w->ws->ops);
+		old = MemoryContextSwitchTo(w->wc->cxt);
+		w->slots[w->nbuffered] = MakeSingleTupleTableSlot(w->wc->desc,
+														  w->wc->ops);
 		MemoryContextSwitchTo(old);
 	}
 	slot = w->slots[w->nbuffered];
@@ -223,11 +232,11 @@ writer_put(AmWriter *w, Datum *values, bool *isnull)
 		slot->tts_values[a] = values[i];
 		slot->tts_isnull[a] = isnull[i];
 	}
-	for (int i = 0; i < w->ndefaults; i++)
+	for (int i = 0; i < w->wc->ndefaults; i++)
 	{
-		int			a = w->def_attnums[i] - 1;
+		int			a = w->wc->def_attnums[i] - 1;
 
-		slot->tts_values[a] = ExecEvalExpr(w->def_exprs[i], econtext,
+		slot->tts_values[a] = ExecEvalExpr(w->wc->def_exprs[i], econtext,
 										   &slot->tts_isnull[a]);
 	}
 	ExecStoreVirtualTuple(slot);
