@@ -67,32 +67,9 @@ psql_q() {
 psql_q -c "SET client_min_messages = warning" \
 	-c "CREATE EXTENSION IF NOT EXISTS acme_migrate" >/dev/null
 
-have=-1
-if [ "$(psql_q -At -c "SELECT to_regclass('$TABLE') IS NOT NULL")" = t ]; then
-	have=$(psql_q -At -c "SELECT count(*) FROM $TABLE")
-fi
-if [ "${KEEP:-0}" != 1 ] || [ "$have" != "$ROWS" ]; then
-	echo "creating $TABLE with $ROWS rows"
-	psql_q <<SQL
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS $TABLE;
-CREATE TABLE $TABLE (
-	id bigint PRIMARY KEY,
-	customer_id integer NOT NULL,
-	amount numeric(12,2) NOT NULL,
-	status text NOT NULL,
-	created_at timestamptz NOT NULL,
-	note text NOT NULL
-);
-INSERT INTO $TABLE
-SELECT i, ((i * 7919) % 100000)::integer, ((i * 104729) % 1000000) / 100.0,
-	   (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled'])[1 + i % 5],
-	   timestamptz '2020-01-01 00:00:00+00' + i * interval '17 seconds',
-	   substr(md5(i::text) || md5((i + 1)::text), 1, 40)
-FROM generate_series(1::bigint, $ROWS) i;
-VACUUM (FREEZE, ANALYZE) $TABLE;
-SQL
-fi
+# shellcheck source=bench/orders.sh
+source "$(dirname "${BASH_SOURCE[0]}")/orders.sh"
+make_orders "$TABLE" "$ROWS"
 
 # warm the cache: every contender then reads from shared buffers or the OS
 psql_q -At -c "SELECT count(note) FROM $TABLE" >/dev/null

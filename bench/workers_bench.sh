@@ -123,32 +123,9 @@ if [ "$(psql_q -At -c "SELECT current_setting('shared_preload_libraries') ~ 'pg_
 	PGSS=1
 fi
 
-have=-1
-if [ "$(psql_q -At -c "SELECT to_regclass('$SRC') IS NOT NULL")" = t ]; then
-	have=$(psql_q -At -c "SELECT count(*) FROM $SRC")
-fi
-if [ "${KEEP:-0}" != 1 ] || [ "$have" != "$ROWS" ]; then
-	echo "creating $SRC with $ROWS rows"
-	psql_q <<SQL
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS $SRC;
-CREATE TABLE $SRC (
-	id bigint PRIMARY KEY,
-	customer_id integer NOT NULL,
-	amount numeric(12,2) NOT NULL,
-	status text NOT NULL,
-	created_at timestamptz NOT NULL,
-	note text NOT NULL
-);
-INSERT INTO $SRC
-SELECT i, ((i * 7919) % 100000)::integer, ((i * 104729) % 1000000) / 100.0,
-	   (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled'])[1 + i % 5],
-	   timestamptz '2020-01-01 00:00:00+00' + i * interval '17 seconds',
-	   substr(md5(i::text) || md5((i + 1)::text), 1, 40)
-FROM generate_series(1::bigint, $ROWS) i;
-VACUUM (FREEZE, ANALYZE) $SRC;
-SQL
-fi
+# shellcheck source=bench/orders.sh
+source "$(dirname "${BASH_SOURCE[0]}")/orders.sh"
+make_orders "$SRC" "$ROWS"
 psql_q <<SQL
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS $DST;
