@@ -169,6 +169,98 @@ WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs) ORDER BY di
 SELECT duplicates, null_keys FROM acme_migrate.reconcile_runs
 WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
 
+-- The hash-first path, for a target key that is one integer column, unique
+-- and NOT NULL: hash sums per key range on both sides, then a merge of the
+-- ranges that differ.  Same corpus, a sparse bigint key with negative
+-- values, source keys beyond the target's on both ends; same oracle.
+CREATE TABLE rc.hsrc (id bigint PRIMARY KEY, LIKE rc.src);
+INSERT INTO rc.hsrc SELECT (b - 200) * 1000003, * FROM rc.src;
+CREATE TABLE rc.htgt (LIKE rc.hsrc INCLUDING ALL);
+INSERT INTO rc.htgt SELECT * FROM rc.hsrc;
+DELETE FROM rc.htgt WHERE b % 37 = 0 OR b IN (1, 400);
+INSERT INTO rc.htgt (id, a, b) VALUES (-200000000, 'x', 0), (5, 'x', 0), (200000000, 'x', 0);
+UPDATE rc.htgt SET n = 1.00 WHERE n::text = '1.0' AND b % 5 = 0;
+UPDATE rc.htgt SET f = '-0' WHERE f::text = '0' AND b % 4 = 0;
+UPDATE rc.htgt SET txt = NULL WHERE txt = '' AND b % 3 = 0;
+UPDATE rc.htgt SET txt = 'x' WHERE txt = 'x ' AND b % 2 = 0;
+UPDATE rc.htgt SET big = big || '!' WHERE big <> 'short' AND b % 100 = 0;
+UPDATE rc.htgt SET jb = jb || '{"z": 1}' WHERE b % 17 = 0;
+UPDATE rc.htgt SET ts = ts + interval '1 microsecond' WHERE b % 23 = 0;
+UPDATE rc.htgt SET ch = 'ab   ' WHERE b % 41 = 0;
+UPDATE rc.htgt SET by = by || '\x00'::bytea WHERE b % 43 = 0;
+SET timezone = 'UTC';
+SET datestyle = 'ISO';
+SET intervalstyle = 'postgres';
+SET extra_float_digits = 3;
+CREATE TEMP TABLE horacle AS
+SELECT CASE WHEN t.id IS NULL THEN 'missing' WHEN s.id IS NULL THEN 'extra'
+			ELSE 'changed' END AS kind, coalesce(s.id, t.id) AS id
+FROM rc.hsrc s FULL JOIN rc.htgt t ON s.id = t.id
+WHERE s.id IS NULL OR t.id IS NULL OR s::text IS DISTINCT FROM t::text;
+SET timezone = 'Pacific/Chatham';
+SET datestyle = 'SQL, DMY';
+SET intervalstyle = 'iso_8601';
+SET extra_float_digits = -15;
+CREATE TEMP TABLE hrun AS
+SELECT * FROM acme_migrate_reconcile(source => 'rc.hsrc', target => 'rc.htgt');
+RESET ALL;
+SELECT kind, count(*) FROM horacle GROUP BY 1 ORDER BY 1;
+SELECT r.method, r.ranges_merged BETWEEN 1 AND r.ranges_hashed / 2 AS merged_some,
+	h.source_rows = (SELECT count(*) FROM rc.hsrc) AS source_rows_ok,
+	h.target_rows = (SELECT count(*) FROM rc.htgt) AS target_rows_ok,
+	h.missing, h.extra, h.changed, h.equal
+FROM hrun h JOIN acme_migrate.reconcile_runs r USING (run_id);
+SELECT kind, (key->>'id')::bigint AS id FROM acme_migrate.diffs
+WHERE run_id = (SELECT run_id FROM hrun)
+EXCEPT SELECT kind, id FROM horacle;
+SELECT kind, id FROM horacle
+EXCEPT SELECT kind, (key->>'id')::bigint FROM acme_migrate.diffs
+WHERE run_id = (SELECT run_id FROM hrun);
+-- a policy other than "text" takes the merge: the same list, in the same order
+CREATE TEMP TABLE mrun AS
+SELECT * FROM acme_migrate_reconcile(source => 'rc.hsrc', target => 'rc.htgt',
+	compare => '{"ok": "value"}');
+SELECT method FROM acme_migrate.reconcile_runs WHERE run_id = (SELECT run_id FROM mrun);
+SELECT (SELECT array_agg(ROW(kind, side, key, source_row, target_row, changed_columns) ORDER BY diff_no)
+		FROM acme_migrate.diffs WHERE run_id = (SELECT run_id FROM hrun)) =
+	   (SELECT array_agg(ROW(kind, side, key, source_row, target_row, changed_columns) ORDER BY diff_no)
+		FROM acme_migrate.diffs WHERE run_id = (SELECT run_id FROM mrun)) AS same_list;
+
+-- The target's keys 1..10000 hash as 40 ranges of 250 keys.  Differences at
+-- the first and last key of ranges, in adjacent ranges (merged as one run)
+-- and in lone ones: every one is found, none twice.
+CREATE TABLE rc.e1 (id int PRIMARY KEY, v text);
+INSERT INTO rc.e1 SELECT g, 'v' || g FROM generate_series(1, 10000) g WHERE g NOT IN (500, 2251);
+CREATE TABLE rc.e2 (id int PRIMARY KEY, v text);
+INSERT INTO rc.e2 SELECT g, 'v' || g FROM generate_series(1, 10000) g WHERE g NOT IN (250, 1001);
+UPDATE rc.e2 SET v = v || '!' WHERE id % 1000 IN (1, 250);
+SELECT missing, extra, changed, equal
+FROM acme_migrate_reconcile(source => 'rc.e1', target => 'rc.e2');
+SELECT method, ranges_hashed, ranges_merged FROM acme_migrate.reconcile_runs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
+SELECT kind, array_agg((key->>'id')::int ORDER BY diff_no) AS ids FROM acme_migrate.diffs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs)
+GROUP BY kind ORDER BY kind;
+
+-- a source without a unique key: a duplicate of a row the target has is
+-- reported; a NULL key sends the comparison to the merge, which reports it
+CREATE TABLE rc.d1 (id int, v text);
+INSERT INTO rc.d1 SELECT g, 'v' FROM generate_series(1, 2000) g;
+INSERT INTO rc.d1 VALUES (700, 'v');
+CREATE TABLE rc.d2 (id int PRIMARY KEY, v text);
+INSERT INTO rc.d2 SELECT g, 'v' FROM generate_series(1, 2000) g;
+SELECT source_rows, target_rows, missing, extra, changed, equal
+FROM acme_migrate_reconcile(source => 'rc.d1', target => 'rc.d2', key => '{id}');
+SELECT method, duplicates, null_keys, ranges_merged FROM acme_migrate.reconcile_runs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
+SELECT kind, side, key FROM acme_migrate.diffs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
+INSERT INTO rc.d1 VALUES (NULL, 'v');
+SELECT source_rows, target_rows, missing, extra, changed, equal
+FROM acme_migrate_reconcile(source => 'rc.d1', target => 'rc.d2', key => '{id}');
+SELECT method, duplicates, null_keys FROM acme_migrate.reconcile_runs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
+
 -- bad input
 SELECT * FROM acme_migrate_reconcile('nope');
 SELECT * FROM acme_migrate_reconcile('rc', sample => 0);

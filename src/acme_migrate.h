@@ -190,6 +190,9 @@ typedef struct AmReconcileCounts
 	int64		changed;
 	int64		duplicates;
 	int64		null_keys;
+	const char *method;			/* merge, hash_ranges or sample */
+	int64		ranges_hashed;	/* hash_ranges only */
+	int64		ranges_merged;
 } AmReconcileCounts;
 
 extern int64 catalog_reconcile_begin(int64 job_id, Oid source_relid,
@@ -211,6 +214,7 @@ extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);
 extern List *mapping_key_to_text(AmMapping *map, Datum *values);
 extern double mapping_estimate_rows(AmJob *job);
 extern int	mapping_fixed_settings(bool for_compare);
+extern bool mapping_key_is_unique(Oid relid, List *colnames);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
 									   const char *what);
 

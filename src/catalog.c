@@ -191,9 +191,10 @@ static const struct
 		"finished_at = pg_catalog.clock_timestamp(), source_rows = $2, "
 		"target_rows = $3, missing = $4, extra = $5, changed = $6, "
 		"duplicates = $7, null_keys = $8, equal = $9, truncated = $10, "
-		"estimated = $11 WHERE run_id OPERATOR(pg_catalog.=) $1",
-		11, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		INT8OID, BOOLOID, BOOLOID, BOOLOID}
+		"estimated = $11, method = $12, ranges_hashed = $13, "
+		"ranges_merged = $14 WHERE run_id OPERATOR(pg_catalog.=) $1",
+		14, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID}
 	},
 	[CAT_JOB_GET_BY_ID] = {
 		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
@@ -823,7 +824,8 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 					  bool estimated)
 {
 	CatContext	cxt;
-	Datum		values[11];
+	Datum		values[14];
+	char		nulls[15] = "             ";
 
 	values[0] = Int64GetDatum(run_id);
 	values[1] = Int64GetDatum(c->source_rows);
@@ -837,8 +839,13 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 							 c->duplicates + c->null_keys == 0);
 	values[9] = BoolGetDatum(truncated);
 	values[10] = BoolGetDatum(estimated);
+	values[11] = CStringGetTextDatum(c->method);
+	values[12] = Int64GetDatum(c->ranges_hashed);
+	values[13] = Int64GetDatum(c->ranges_merged);
+	if (strcmp(c->method, "hash_ranges") != 0)
+		nulls[12] = nulls[13] = 'n';
 	cat_enter(&cxt);
-	cat_exec(CAT_RUN_FINISH, values, NULL, 0);
+	cat_exec(CAT_RUN_FINISH, values, nulls, 0);
 	cat_leave(&cxt);
 }
 

@@ -172,6 +172,31 @@ map_has_unique_index(Relation rel, List *colnames)
 }
 
 /*
+ * Can the relation hold at most one row per value of these columns: are
+ * they all NOT NULL, with a unique index on exactly them?
+ */
+bool
+mapping_key_is_unique(Oid relid, List *colnames)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	bool		result = true;
+	ListCell   *lc;
+
+	foreach(lc, colnames)
+	{
+		AttrNumber	attno = get_attnum(relid, lfirst(lc));
+
+		if (attno == InvalidAttrNumber ||
+			!TupleDescAttr(RelationGetDescr(rel), attno - 1)->attnotnull)
+			result = false;
+	}
+	if (result)
+		result = map_has_unique_index(rel, colnames);
+	relation_close(rel, AccessShareLock);
+	return result;
+}
+
+/*
  * Is this mapping expression the bare source column "col"?  That is how
  * the key columns are recognised in the target.
  */

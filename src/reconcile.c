@@ -18,6 +18,10 @@
  * the rule: "value" (the type's equality, so numeric 1.0 = 1.00),
  * {"tolerance": x} for numbers, {"truncate": unit} for timestamps.
  *
+ * When the target key is one unique integer column, hash sums per key
+ * range are compared first and only the ranges that differ are merged
+ * (rc_hash_first).
+ *
  * With sample => f only a random fraction f of the keys of each side is
  * looked up on the other side, and the counts are scaled up (estimated).
  *
@@ -29,6 +33,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -37,13 +42,13 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 #include "utils/snapmgr.h"
+#include "utils/sortsupport.h"
 #include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(acme_migrate_reconcile_job);
 PG_FUNCTION_INFO_V1(acme_migrate_reconcile_tables);
-
-#define RC_FETCH	10000
 
 typedef enum RcPolicy
 {
@@ -78,12 +83,21 @@ typedef struct RcState
 	RcColumn   *cols;
 	int			ntkeys;
 	int		   *tkey_idx;		/* target key columns among the mapped ones */
-	FmgrInfo   *tkey_cmp;
+	SortSupport tkey_sort;		/* their ordering, as ORDER BY sorts them */
 	Oid		   *tkey_types;
-	Oid		   *tkey_colls;
 	bool	   *tkey_byval;
 	int16	   *tkey_len;
-	char	   *target_sql;		/* target rows, mapped columns, key order */
+	char	   *target_sql[2][2];	/* target rows, mapped columns, key order,
+									 * [above a key][up to a key] */
+	char	   *source_all_sql;	/* mapped source rows, in any order */
+	char	   *target_all_sql;	/* target rows, mapped columns, any order */
+	SPIPlanPtr	source_plan[2][2];	/* plans of the merge's queries */
+	SPIPlanPtr	target_plan[2][2];
+	int			nhash;			/* columns hashed by the first pass */
+	int		   *hash_idx;		/* ... among the mapped ones */
+	AmRowHasher *hasher;
+	Datum	   *hash_values;
+	bool	   *hash_nulls;
 	char	   *key_json_sql;	/* target key values -> jsonb */
 	char	   *source_json_sql;	/* source key -> mapped row as jsonb */
 	char	   *target_json_sql;	/* target key -> target row as jsonb */
@@ -100,14 +114,16 @@ typedef struct RcState
 	MemoryContext rowcxt;
 } RcState;
 
-/* one side of the merge */
+/*
+ * One side of the merge.  Its query is run by an executor of its own, a row
+ * at a time: values and nulls point into the current row's slot, which stays
+ * valid until the side moves on, so no row is ever copied.
+ */
 typedef struct RcSide
 {
 	const char *name;
-	Portal		portal;
-	SPITupleTable *tab;
-	uint64		ntab;
-	uint64		pos;
+	CachedPlan *cplan;
+	QueryDesc  *qd;
 	int			off;			/* mapped column i is at values[off + i] */
 	Datum	   *values;
 	bool	   *nulls;
@@ -144,18 +160,34 @@ rc_find_mapped(AmMapping *map, const char *name)
 	return -1;
 }
 
+/*
+ * "ROW(alias.k1, ...)" over the target key columns, or with firstparam > 0
+ * "ROW($firstparam, ...)"
+ */
+static void
+rc_append_key_row(StringInfo q, RcState *st, const char *alias, int firstparam)
+{
+	appendStringInfoString(q, "ROW(");
+	for (int i = 0; i < st->ntkeys; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(q, ", ");
+		if (firstparam > 0)
+			appendStringInfo(q, "$%d", firstparam + i);
+		else
+			appendStringInfo(q, "%s.%s", alias,
+							 quote_identifier(st->map->mapped_names[st->tkey_idx[i]]));
+	}
+	appendStringInfoChar(q, ')');
+}
+
 /* "ROW(alias.k1, ...) = ROW($1, ...)" over the target key columns */
 static void
 rc_append_key_match(StringInfo q, RcState *st, const char *alias)
 {
-	appendStringInfoString(q, "ROW(");
-	for (int i = 0; i < st->ntkeys; i++)
-		appendStringInfo(q, "%s%s.%s", i > 0 ? ", " : "", alias,
-						 quote_identifier(st->map->mapped_names[st->tkey_idx[i]]));
-	appendStringInfoString(q, ") OPERATOR(pg_catalog.=) ROW(");
-	for (int i = 0; i < st->ntkeys; i++)
-		appendStringInfo(q, "%s$%d", i > 0 ? ", " : "", i + 1);
-	appendStringInfoChar(q, ')');
+	rc_append_key_row(q, st, alias, 0);
+	appendStringInfoString(q, " OPERATOR(pg_catalog.=) ");
+	rc_append_key_row(q, st, NULL, 1);
 }
 
 /*
@@ -316,43 +348,74 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 	/* target key columns, among the mapped ones */
 	st->ntkeys = list_length(st->job->target_key_columns);
 	st->tkey_idx = palloc(sizeof(int) * st->ntkeys);
-	st->tkey_cmp = palloc0(sizeof(FmgrInfo) * st->ntkeys);
+	st->tkey_sort = palloc0(sizeof(SortSupportData) * st->ntkeys);
 	st->tkey_types = palloc(sizeof(Oid) * st->ntkeys);
-	st->tkey_colls = palloc(sizeof(Oid) * st->ntkeys);
 	st->tkey_byval = palloc(sizeof(bool) * st->ntkeys);
 	st->tkey_len = palloc(sizeof(int16) * st->ntkeys);
 	i = 0;
 	foreach(lc, st->job->target_key_columns)
 	{
 		int			m = rc_find_mapped(map, lfirst(lc));
+		SortSupport ssup = &st->tkey_sort[i];
 		TypeCacheEntry *tc;
 		int32		typmod;
 
 		st->tkey_idx[i] = m;
 		get_atttypetypmodcoll(map->target_relid, map->mapped_attnums[m],
-							  &st->tkey_types[i], &typmod, &st->tkey_colls[i]);
+							  &st->tkey_types[i], &typmod,
+							  &ssup->ssup_collation);
 		get_typlenbyval(st->tkey_types[i], &st->tkey_len[i], &st->tkey_byval[i]);
-		tc = lookup_type_cache(st->tkey_types[i], TYPECACHE_CMP_PROC_FINFO);
-		if (!OidIsValid(tc->cmp_proc_finfo.fn_oid))
+		tc = lookup_type_cache(st->tkey_types[i], TYPECACHE_LT_OPR);
+		if (!OidIsValid(tc->lt_opr))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_FUNCTION),
 					 errmsg("target key column \"%s\" has no btree ordering",
 							(char *) lfirst(lc))));
-		fmgr_info_copy(&st->tkey_cmp[i], &tc->cmp_proc_finfo, CurrentMemoryContext);
+		ssup->ssup_cxt = CurrentMemoryContext;
+		PrepareSortSupportFromOrderingOp(tc->lt_opr, ssup);
 		i++;
 	}
 
-	/* the target side: mapped columns in key order */
+	/* the target side: mapped columns in key order, in a key range */
+	for (int lo = 0; lo < 2; lo++)
+	{
+		for (int hi = 0; hi < 2; hi++)
+		{
+			initStringInfo(&q);
+			appendStringInfoString(&q, "SELECT ");
+			for (i = 0; i < map->nmapped; i++)
+				appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
+								 quote_identifier(map->mapped_names[i]));
+			appendStringInfo(&q, " FROM %s AS t WHERE true", tgt);
+			if (lo)
+			{
+				appendStringInfoString(&q, " AND ");
+				rc_append_key_row(&q, st, "t", 0);
+				appendStringInfoString(&q, " OPERATOR(pg_catalog.>) ");
+				rc_append_key_row(&q, st, NULL, 1);
+			}
+			if (hi)
+			{
+				appendStringInfoString(&q, " AND ");
+				rc_append_key_row(&q, st, "t", 0);
+				appendStringInfoString(&q, " OPERATOR(pg_catalog.<=) ");
+				rc_append_key_row(&q, st, NULL, st->ntkeys + 1);
+			}
+			appendStringInfoString(&q, " ORDER BY ");
+			foreach(lc, st->job->target_key_columns)
+				appendStringInfo(&q, "%st.%s",
+								 lc == list_head(st->job->target_key_columns) ? "" : ", ",
+								 quote_identifier(lfirst(lc)));
+			st->target_sql[lo][hi] = q.data;
+		}
+	}
 	initStringInfo(&q);
 	appendStringInfoString(&q, "SELECT ");
 	for (i = 0; i < map->nmapped; i++)
 		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
 						 quote_identifier(map->mapped_names[i]));
-	appendStringInfo(&q, " FROM %s AS t ORDER BY ", tgt);
-	foreach(lc, st->job->target_key_columns)
-		appendStringInfo(&q, "%st.%s", lc == list_head(st->job->target_key_columns) ? "" : ", ",
-						 quote_identifier(lfirst(lc)));
-	st->target_sql = q.data;
+	appendStringInfo(&q, " FROM %s AS t", tgt);
+	st->target_all_sql = q.data;
 
 	/* key -> jsonb, and the rows of each side by key, for the report */
 	initStringInfo(&q);
@@ -391,8 +454,10 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 							 quote_identifier(lfirst(lt)));
 		}
 		/* the mapped source rows, as a subquery "x" */
-		srcrows = psprintf("(SELECT %s FROM %s AS s WHERE %s) x", cols.data,
-						   src, st->job->filter ? st->job->filter : "true");
+		st->source_all_sql = psprintf("SELECT %s FROM %s AS s WHERE %s",
+									  cols.data, src,
+									  st->job->filter ? st->job->filter : "true");
+		srcrows = psprintf("(%s) x", st->source_all_sql);
 		initStringInfo(&q);
 		appendStringInfo(&q, "SELECT pg_catalog.to_jsonb(x) FROM %s WHERE ", srcrows);
 		rc_append_key_match(&q, st, "x");
@@ -496,26 +561,76 @@ rc_equal(RcColumn *c, Datum a, Datum b)
 	return strcmp(OutputFunctionCall(&c->out, a), OutputFunctionCall(&c->out, b)) == 0;
 }
 
-/* Fetch the next row of a side into its values; false at the end. */
+/*
+ * Start a side's query: plan it for the parameters and start its executor
+ * in the active snapshot.  The plan comes from SPI_prepare, which never
+ * makes parallel plans, so the executor can be driven node by node
+ * (rc_next, with dest None_Receiver) as well as run to the end into dest.
+ */
+static void
+rc_side_open(RcSide *side, SPIPlanPtr plan, ParamListInfo params,
+			 DestReceiver *dest)
+{
+	List	   *sources = SPI_plan_get_plan_sources(plan);
+	CachedPlanSource *source;
+
+	if (list_length(sources) != 1)
+		elog(ERROR, "reconcile query must be a single statement");
+	source = linitial(sources);
+	side->cplan = GetCachedPlan(source, params, NULL, NULL);
+	if (list_length(side->cplan->stmt_list) != 1)
+		elog(ERROR, "reconcile query must be a single statement");
+	side->qd = CreateQueryDesc(linitial_node(PlannedStmt, side->cplan->stmt_list),
+							   source->query_string, GetActiveSnapshot(),
+							   InvalidSnapshot, dest, params, NULL, 0);
+	ExecutorStart(side->qd, 0);
+}
+
+static void
+rc_side_close(RcSide *side)
+{
+	ExecutorFinish(side->qd);
+	ExecutorEnd(side->qd);
+	FreeQueryDesc(side->qd);
+	ReleaseCachedPlan(side->cplan, NULL);
+	side->qd = NULL;
+}
+
+/* Move a side to its query's next row; false at the end. */
 static bool
 rc_next(RcSide *side)
 {
-	if (side->tab == NULL || side->pos >= side->ntab)
-	{
-		if (side->tab)
-			SPI_freetuptable(side->tab);
-		side->tab = NULL;
-		SPI_cursor_fetch(side->portal, true, RC_FETCH);
-		side->tab = SPI_tuptable;
-		side->ntab = SPI_processed;
-		side->pos = 0;
-		if (side->ntab == 0)
-			return false;
-	}
-	heap_deform_tuple(side->tab->vals[side->pos], side->tab->tupdesc,
-					  side->values, side->nulls);
-	side->pos++;
+	TupleTableSlot *slot = ExecProcNode(side->qd->planstate);
+
+	if (TupIsNull(slot))
+		return false;
+	slot_getallattrs(slot);
+	side->values = slot->tts_values;
+	side->nulls = slot->tts_isnull;
 	return true;
+}
+
+/* parameters of these types, all NULL until set */
+static ParamListInfo
+rc_params(int nparams, Oid *types)
+{
+	ParamListInfo params = makeParamList(nparams);
+
+	for (int i = 0; i < nparams; i++)
+	{
+		params->params[i].ptype = types[i];
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].isnull = true;
+		params->params[i].value = (Datum) 0;
+	}
+	return params;
+}
+
+static void
+rc_param_set(ParamListInfo params, int i, Datum value)
+{
+	params->params[i].isnull = false;
+	params->params[i].value = value;
 }
 
 static Datum *
@@ -538,9 +653,8 @@ rc_key_cmp(RcState *st, Datum *a, Datum *b)
 {
 	for (int i = 0; i < st->ntkeys; i++)
 	{
-		int32		c = DatumGetInt32(FunctionCall2Coll(&st->tkey_cmp[i],
-														st->tkey_colls[i],
-														a[i], b[i]));
+		int			c = ApplySortComparator(a[i], false, b[i], false,
+											&st->tkey_sort[i]);
 
 		if (c != 0)
 			return c;
@@ -640,17 +754,22 @@ rc_admit(RcState *st, RcSide *side, Datum *key)
 	return true;
 }
 
+/*
+ * natts > 0 gives the side arrays of its own for rows that do not come from
+ * its query (the sampled comparison's probes).
+ */
 static void
-rc_side_init(RcSide *side, const char *name, Portal portal, int natts, int off,
-			 int ntkeys)
+rc_side_init(RcSide *side, const char *name, int natts, int off, int ntkeys)
 {
 	memset(side, 0, sizeof(RcSide));
 	side->name = name;
 	side->is_source = strcmp(name, "source") == 0;
-	side->portal = portal;
 	side->off = off;
-	side->values = palloc(sizeof(Datum) * natts);
-	side->nulls = palloc(sizeof(bool) * natts);
+	if (natts > 0)
+	{
+		side->values = palloc(sizeof(Datum) * natts);
+		side->nulls = palloc(sizeof(bool) * natts);
+	}
 	side->prevkey = palloc(sizeof(Datum) * ntkeys);
 	side->keycxt = AllocSetContextCreate(CurrentMemoryContext, "acme_migrate reconcile key",
 										 ALLOCSET_SMALL_SIZES);
@@ -703,17 +822,21 @@ rc_advance(RcState *st, RcSide *side, Datum *key)
 	return false;
 }
 
-/* The full comparison: a merge of both sides in key order. */
+/*
+ * A merge of both sides in key order over the target key range (lo, hi]
+ * (either NULL: unbounded), listing every difference.  Bounds are given
+ * only when the source and target keys have the same types, so that they
+ * apply to both.
+ */
 static void
-rc_merge(RcState *st)
+rc_merge(RcState *st, Datum *lo, Datum *hi)
 {
 	AmMapping  *map = st->map;
-	int			nparams = 2 * map->nkeys + 1;
-	Oid		   *argtypes = palloc(sizeof(Oid) * nparams);
-	Datum	   *params = palloc0(sizeof(Datum) * nparams);
-	char	   *nulls = palloc(nparams + 1);
-	SPIPlanPtr	splan;
-	SPIPlanPtr	tplan;
+	int			nkeys = map->nkeys;
+	int			l = lo != NULL;
+	int			h = hi != NULL;
+	ParamListInfo sparams;
+	ParamListInfo tparams;
 	RcSide		s;
 	RcSide		t;
 	Datum	   *skey = palloc(sizeof(Datum) * st->ntkeys);
@@ -721,21 +844,47 @@ rc_merge(RcState *st)
 	bool		shave;
 	bool		thave;
 
-	for (int i = 0; i < map->nkeys; i++)
-		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
-	argtypes[nparams - 1] = INT8OID;
-	memset(nulls, 'n', nparams - 1);
-	nulls[nparams - 1] = ' ';
-	nulls[nparams] = '\0';
-	params[nparams - 1] = Int64GetDatum(PG_INT64_MAX);
+	/* the source: the copy's query, with the bounds and no limit */
+	{
+		Oid		   *argtypes = palloc(sizeof(Oid) * (2 * nkeys + 1));
 
-	splan = rc_prepare(map->select_sql[0][0], nparams, argtypes);
-	tplan = rc_prepare(st->target_sql, 0, NULL);
-	rc_side_init(&s, "source",
-				 SPI_cursor_open(NULL, splan, params, nulls, true),
-				 map->nkeys + map->nmapped, map->nkeys, st->ntkeys);
-	rc_side_init(&t, "target", SPI_cursor_open(NULL, tplan, NULL, NULL, true),
-				 map->nmapped, 0, st->ntkeys);
+		for (int i = 0; i < nkeys; i++)
+			argtypes[i] = argtypes[nkeys + i] = map->key_types[i];
+		argtypes[2 * nkeys] = INT8OID;
+		if (st->source_plan[l][h] == NULL)
+			st->source_plan[l][h] = rc_prepare(map->select_sql[l][h],
+											   2 * nkeys + 1, argtypes);
+		sparams = rc_params(2 * nkeys + 1, argtypes);
+		rc_param_set(sparams, 2 * nkeys, Int64GetDatum(PG_INT64_MAX));
+	}
+	{
+		Oid		   *argtypes = palloc(sizeof(Oid) * 2 * st->ntkeys);
+
+		for (int i = 0; i < st->ntkeys; i++)
+			argtypes[i] = argtypes[st->ntkeys + i] = st->tkey_types[i];
+		if (st->target_plan[l][h] == NULL)
+			st->target_plan[l][h] = rc_prepare(st->target_sql[l][h],
+											   2 * st->ntkeys, argtypes);
+		tparams = rc_params(2 * st->ntkeys, argtypes);
+	}
+	for (int i = 0; i < nkeys; i++)
+	{
+		if (lo)
+		{
+			rc_param_set(sparams, i, lo[i]);
+			rc_param_set(tparams, i, lo[i]);
+		}
+		if (hi)
+		{
+			rc_param_set(sparams, nkeys + i, hi[i]);
+			rc_param_set(tparams, nkeys + i, hi[i]);
+		}
+	}
+
+	rc_side_init(&s, "source", 0, nkeys, st->ntkeys);
+	rc_side_open(&s, st->source_plan[l][h], sparams, None_Receiver);
+	rc_side_init(&t, "target", 0, 0, st->ntkeys);
+	rc_side_open(&t, st->target_plan[l][h], tparams, None_Receiver);
 
 	shave = rc_advance(st, &s, skey);
 	thave = rc_advance(st, &t, tkey);
@@ -781,8 +930,8 @@ rc_merge(RcState *st)
 			thave = rc_advance(st, &t, tkey);
 		}
 	}
-	SPI_cursor_close(s.portal);
-	SPI_cursor_close(t.portal);
+	rc_side_close(&s);
+	rc_side_close(&t);
 }
 
 /*
@@ -795,8 +944,7 @@ rc_sample(RcState *st, double fraction)
 	AmMapping  *map = st->map;
 	int			nparams = 2 * map->nkeys + 2;
 	Oid		   *argtypes = palloc(sizeof(Oid) * nparams);
-	Datum	   *params = palloc0(sizeof(Datum) * nparams);
-	char	   *nulls = palloc(nparams + 1);
+	ParamListInfo params;
 	StringInfoData q;
 	SPIPlanPtr	tprobe;
 	SPIPlanPtr	sprobe;
@@ -812,11 +960,9 @@ rc_sample(RcState *st, double fraction)
 		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
 	argtypes[nparams - 2] = INT8OID;
 	argtypes[nparams - 1] = FLOAT8OID;
-	memset(nulls, 'n', nparams - 2);
-	nulls[nparams - 2] = nulls[nparams - 1] = ' ';
-	nulls[nparams] = '\0';
-	params[nparams - 2] = Int64GetDatum(PG_INT64_MAX);
-	params[nparams - 1] = Float8GetDatum(fraction);
+	params = rc_params(nparams, argtypes);
+	rc_param_set(params, nparams - 2, Int64GetDatum(PG_INT64_MAX));
+	rc_param_set(params, nparams - 1, Float8GetDatum(fraction));
 
 	tprobe = rc_prepare(st->target_probe_sql, st->ntkeys, st->tkey_types);
 	sprobe = rc_prepare(st->source_probe_sql, st->ntkeys, st->tkey_types);
@@ -825,11 +971,10 @@ rc_sample(RcState *st, double fraction)
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
 					 map->select_sql[0][0], nparams);
-	rc_side_init(&s, "source",
-				 SPI_cursor_open(NULL, rc_prepare(q.data, nparams, argtypes),
-								 params, nulls, true),
-				 map->nkeys + map->nmapped, map->nkeys, st->ntkeys);
-	rc_side_init(&probe, "target", NULL, map->nmapped, 0, st->ntkeys);
+	rc_side_init(&s, "source", 0, map->nkeys, st->ntkeys);
+	rc_side_open(&s, rc_prepare(q.data, nparams, argtypes), params,
+				 None_Receiver);
+	rc_side_init(&probe, "target", map->nmapped, 0, st->ntkeys);
 	while (rc_next(&s))
 	{
 		bool		anynull;
@@ -874,16 +1019,17 @@ rc_sample(RcState *st, double fraction)
 			SPI_freetuptable(tab);
 		}
 	}
-	SPI_cursor_close(s.portal);
+	rc_side_close(&s);
 
 	/* target sample: each row looked up in the source, for extras */
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $1",
-					 st->target_sql);
-	rc_side_init(&t, "target",
-				 SPI_cursor_open(NULL, rc_prepare(q.data, 1, (Oid[]) {FLOAT8OID}),
-								 &params[nparams - 1], NULL, true),
-				 map->nmapped, 0, st->ntkeys);
+					 st->target_sql[0][0]);
+	rc_side_init(&t, "target", 0, 0, st->ntkeys);
+	params = rc_params(1, &argtypes[nparams - 1]);
+	rc_param_set(params, 0, Float8GetDatum(fraction));
+	rc_side_open(&t, rc_prepare(q.data, 1, &argtypes[nparams - 1]), params,
+				 None_Receiver);
 	while (rc_next(&t))
 	{
 		bool		anynull;
@@ -915,7 +1061,7 @@ rc_sample(RcState *st, double fraction)
 			rc_report(st, "duplicate", "source", key, true, true, false, NIL);
 		}
 	}
-	SPI_cursor_close(t.portal);
+	rc_side_close(&t);
 
 	st->counts.source_rows = (int64) rint(seen.source_rows * scale);
 	st->counts.target_rows = (int64) rint(seen.target_rows * scale);
@@ -924,6 +1070,268 @@ rc_sample(RcState *st, double fraction)
 	st->counts.changed = (int64) rint(seen.changed * scale);
 	st->counts.duplicates = (int64) rint(seen.duplicates * scale);
 	st->counts.null_keys = (int64) rint(seen.null_keys * scale);
+}
+
+/*
+ * The hash-first comparison.  It applies when the target key is a single
+ * integer column, NOT NULL and unique in the target, of the same type in
+ * the source, and every column is compared by representation.  Both sides
+ * are first read in any order (sequential scans: no index walk, no sort)
+ * and summed into buckets of consecutive key values: per bucket the number
+ * of rows and the sum modulo 2^128 of their row hashes over the key and
+ * the compared columns (acme_migrate_row_hash's hash, which differs
+ * whenever the text differs).  Only the key ranges of buckets that differ
+ * are then merged, which is where every difference is.
+ *
+ * Two equal buckets hold the same multiset of rows, up to a collision of
+ * 128-bit sums.  The target has at most one row per key in a bucket, so
+ * then the source has too: not even a duplicate key is skipped.
+ */
+#define RC_BUCKET_KEYS	256		/* key values per bucket, at least */
+#define RC_MAX_BUCKETS	65536
+
+typedef struct RcBucket
+{
+	int64		rows;
+	uint64		lo;				/* sum of row hashes, low and high halves */
+	uint64		hi;
+} RcBucket;
+
+typedef struct RcBuckets
+{
+	DestReceiver pub;			/* receives the rows of one side */
+	RcState    *st;
+	Oid			type;			/* of the key: int2, int4 or int8 */
+	int64		min;			/* the target's key span */
+	uint64		width;			/* key values per bucket */
+	int			n;
+	RcBucket   *side;			/* the buckets being filled */
+	bool		null_key;		/* a NULL key was seen */
+} RcBuckets;
+
+static bool
+rc_hash_first_applies(RcState *st)
+{
+	Oid			type = st->tkey_types[0];
+
+	if (st->ntkeys != 1 || st->map->nkeys != 1 ||
+		st->map->key_types[0] != type ||
+		(type != INT2OID && type != INT4OID && type != INT8OID))
+		return false;
+	for (int i = 0; i < st->ncols; i++)
+		if (st->cols[i].policy != RC_TEXT)
+			return false;
+	return mapping_key_is_unique(st->map->target_relid,
+								 st->job->target_key_columns);
+}
+
+static int64
+rc_int_key(Oid type, Datum d)
+{
+	if (type == INT2OID)
+		return DatumGetInt16(d);
+	if (type == INT4OID)
+		return DatumGetInt32(d);
+	return DatumGetInt64(d);
+}
+
+static Datum
+rc_int_datum(Oid type, int64 v)
+{
+	if (type == INT2OID)
+		return Int16GetDatum((int16) v);
+	if (type == INT4OID)
+		return Int32GetDatum((int32) v);
+	return Int64GetDatum(v);
+}
+
+/* the key value that ends bucket b (b < n - 1) */
+static Datum
+rc_bucket_end(RcBuckets *bk, int b)
+{
+	return rc_int_datum(bk->type,
+						(int64) ((uint64) bk->min + (uint64) (b + 1) * bk->width - 1));
+}
+
+static bool
+rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	RcBuckets  *bk = (RcBuckets *) self;
+	RcState    *st = bk->st;
+	int			k = st->tkey_idx[0];
+	int64		key;
+	uint64		b;
+	RcBucket   *bucket;
+	uint8		h[16];
+	uint64		lo;
+	uint64		hi;
+
+	slot_getallattrs(slot);
+	if (slot->tts_isnull[k])
+	{
+		bk->null_key = true;
+		return true;
+	}
+	key = rc_int_key(bk->type, slot->tts_values[k]);
+	b = key <= bk->min ? 0 : ((uint64) key - (uint64) bk->min) / bk->width;
+	bucket = &bk->side[Min(b, (uint64) bk->n - 1)];
+
+	for (int i = 0; i < st->nhash; i++)
+	{
+		st->hash_values[i] = slot->tts_values[st->hash_idx[i]];
+		st->hash_nulls[i] = slot->tts_isnull[st->hash_idx[i]];
+	}
+	hash_row_hasher_hash(st->hasher, st->hash_values, st->hash_nulls, h);
+	memcpy(&lo, h, sizeof(lo));
+	memcpy(&hi, h + sizeof(lo), sizeof(hi));
+	bucket->rows++;
+	bucket->lo += lo;
+	bucket->hi += hi + (bucket->lo < lo);
+	return true;
+}
+
+static void
+rc_bucket_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+rc_bucket_shutdown(DestReceiver *self)
+{
+}
+
+/* Read all of one side's query into buckets. */
+static RcBucket *
+rc_bucket_side(RcBuckets *bk, const char *sql)
+{
+	RcSide		side;
+
+	bk->side = palloc0(sizeof(RcBucket) * bk->n);
+	memset(&side, 0, sizeof(side));
+	rc_side_open(&side, rc_prepare(sql, 0, NULL), NULL, &bk->pub);
+	ExecutorRun(side.qd, ForwardScanDirection, 0, true);
+	rc_side_close(&side);
+	return bk->side;
+}
+
+/* The hasher of the target key and the compared columns. */
+static void
+rc_hasher_setup(RcState *st)
+{
+	TupleDesc	desc;
+	int			k = st->tkey_idx[0];
+
+	st->hash_idx = palloc(sizeof(int) * (st->ncols + 1));
+	st->hash_idx[st->nhash++] = k;
+	for (int i = 0; i < st->ncols; i++)
+		if (st->cols[i].idx != k)
+			st->hash_idx[st->nhash++] = st->cols[i].idx;
+
+	desc = CreateTemplateTupleDesc(st->nhash);
+	for (int i = 0; i < st->nhash; i++)
+	{
+		Oid			type;
+		int32		typmod;
+		Oid			coll;
+
+		get_atttypetypmodcoll(st->map->target_relid,
+							  st->map->mapped_attnums[st->hash_idx[i]],
+							  &type, &typmod, &coll);
+		TupleDescInitEntry(desc, i + 1, st->map->mapped_names[st->hash_idx[i]],
+						   type, typmod, 0);
+	}
+	st->hasher = hash_row_hasher_create(desc, CurrentMemoryContext);
+	st->hash_values = palloc(sizeof(Datum) * st->nhash);
+	st->hash_nulls = palloc(sizeof(bool) * st->nhash);
+}
+
+static void
+rc_hash_first(RcState *st)
+{
+	RcBuckets	bk;
+	RcBucket   *sb;
+	RcBucket   *tb;
+	bool		isnull;
+	Datum		d;
+	uint64		span;
+	int			ndiffer = 0;
+	int64		source_rows = 0;
+	int64		target_rows = 0;
+
+	memset(&bk, 0, sizeof(bk));
+	bk.pub.receiveSlot = rc_bucket_receive;
+	bk.pub.rStartup = rc_bucket_startup;
+	bk.pub.rShutdown = rc_bucket_shutdown;
+	bk.pub.rDestroy = rc_bucket_shutdown;
+	bk.pub.mydest = DestNone;
+	bk.st = st;
+	bk.type = st->tkey_types[0];
+
+	/* the buckets cut the target's key span into equal parts */
+	if (SPI_execute(psprintf("SELECT pg_catalog.min(%s), pg_catalog.max(%s) FROM %s",
+							 quote_identifier(linitial(st->job->target_key_columns)),
+							 quote_identifier(linitial(st->job->target_key_columns)),
+							 rc_relname(st->map->target_relid)),
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the target's key span");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+	{
+		/* an empty target: every source row is missing */
+		st->counts.method = "merge";
+		rc_merge(st, NULL, NULL);
+		return;
+	}
+	bk.min = rc_int_key(bk.type, d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	span = (uint64) rc_int_key(bk.type, d) - (uint64) bk.min;
+	bk.n = (int) Min(span / RC_BUCKET_KEYS + 1, RC_MAX_BUCKETS);
+	bk.width = span / bk.n + 1;
+
+	rc_hasher_setup(st);
+	sb = rc_bucket_side(&bk, st->source_all_sql);
+	tb = rc_bucket_side(&bk, st->target_all_sql);
+
+	for (int b = 0; b < bk.n; b++)
+	{
+		source_rows += sb[b].rows;
+		target_rows += tb[b].rows;
+		if (sb[b].rows != tb[b].rows || sb[b].lo != tb[b].lo || sb[b].hi != tb[b].hi)
+			ndiffer++;
+	}
+	/* NULL keys are reported in the merge; when most differ, merge it all */
+	if (bk.null_key || ndiffer > bk.n / 2)
+	{
+		st->counts.method = "merge";
+		rc_merge(st, NULL, NULL);
+		return;
+	}
+	st->counts.method = "hash_ranges";
+	st->counts.ranges_hashed = bk.n;
+
+	/* merge each run of differing buckets as one key range */
+	for (int b = 0; b < bk.n; b++)
+	{
+		int			e = b;
+		Datum		lo;
+		Datum		hi;
+
+		if (sb[b].rows == tb[b].rows && sb[b].lo == tb[b].lo && sb[b].hi == tb[b].hi)
+			continue;
+		while (e + 1 < bk.n &&
+			   !(sb[e + 1].rows == tb[e + 1].rows && sb[e + 1].lo == tb[e + 1].lo &&
+				 sb[e + 1].hi == tb[e + 1].hi))
+			e++;
+		if (b > 0)
+			lo = rc_bucket_end(&bk, b - 1);
+		if (e < bk.n - 1)
+			hi = rc_bucket_end(&bk, e);
+		rc_merge(st, b > 0 ? &lo : NULL, e < bk.n - 1 ? &hi : NULL);
+		st->counts.ranges_merged++;
+		b = e;
+	}
+	st->counts.source_rows = source_rows;
+	st->counts.target_rows = target_rows;
 }
 
 /*
@@ -976,9 +1384,17 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	/* both sides, and every row of the report, in one snapshot */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (sample > 0)
+	{
+		st.counts.method = "sample";
 		rc_sample(&st, sample);
+	}
+	else if (rc_hash_first_applies(&st))
+		rc_hash_first(&st);
 	else
-		rc_merge(&st);
+	{
+		st.counts.method = "merge";
+		rc_merge(&st, NULL, NULL);
+	}
 	PopActiveSnapshot();
 	SPI_finish();
 

@@ -23,7 +23,11 @@ CREATE TABLE acme_migrate.reconcile_runs (
 	null_keys		bigint,
 	equal			boolean,
 	truncated		boolean NOT NULL DEFAULT false,
-	estimated		boolean NOT NULL DEFAULT false
+	estimated		boolean NOT NULL DEFAULT false,
+	method			text
+					CHECK (method OPERATOR(pg_catalog.=) ANY (ARRAY['merge', 'hash_ranges', 'sample'])),
+	ranges_hashed	bigint,
+	ranges_merged	bigint
 );
 COMMENT ON TABLE acme_migrate.reconcile_runs IS
 	'one row per acme_migrate_reconcile call, with its counts';
@@ -49,6 +53,9 @@ COMMENT ON COLUMN acme_migrate.reconcile_runs.null_keys IS 'rows with a NULL key
 COMMENT ON COLUMN acme_migrate.reconcile_runs.equal IS 'true when no difference of any kind was found';
 COMMENT ON COLUMN acme_migrate.reconcile_runs.truncated IS 'true when more differences existed than max_diffs allowed to list';
 COMMENT ON COLUMN acme_migrate.reconcile_runs.estimated IS 'true when the counts are estimates from a sample';
+COMMENT ON COLUMN acme_migrate.reconcile_runs.method IS 'merge (both sides in key order), hash_ranges (hash sums per key range first, then a merge of the ranges that differ) or sample';
+COMMENT ON COLUMN acme_migrate.reconcile_runs.ranges_hashed IS 'hash_ranges: key ranges the hash pass cut the key span into';
+COMMENT ON COLUMN acme_migrate.reconcile_runs.ranges_merged IS 'hash_ranges: runs of consecutive key ranges whose hash sums differed, each merged in key order';
 
 CREATE TABLE acme_migrate.diffs (
 	run_id			bigint NOT NULL REFERENCES acme_migrate.reconcile_runs ON DELETE CASCADE,
