@@ -29,7 +29,11 @@
 #   PG_CONFIG=pg_config     which PostgreSQL
 #   SHARED_BUFFERS=4GB      (other settings: see SETTINGS below; all printed)
 #   SYNCHRONOUS_COMMIT=on   off: for information only (every commit then skips its WAL flush
-#                           wait; with ~3 ms per fdatasync that is most of c's extra time)
+#                           wait, INSERT ... SELECT's and pgcopydb's included)
+#   ASYNC_COMMIT=on         acme_migrate.async_commit (its default, on: a and c commit every
+#                           batch but the last of the call without waiting for the WAL flush,
+#                           as pgcopydb commits its COPY with synchronous_commit = off);
+#                           off: every batch waits for its flush, for information
 #   HASH_BENCH=1            run bench/hash_bench.sh on the same cluster if executable
 #   RECONCILE_BENCH=1       likewise bench/reconcile_bench.sh (reconcile vs FULL JOIN vs pg_comparator)
 #   WORKERS_BENCH=1         likewise bench/workers_bench.sh (1 vs 2 workers, bookkeeping cost)
@@ -51,6 +55,7 @@ INSTALL=${INSTALL:-auto}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 SHARED_BUFFERS=${SHARED_BUFFERS:-4GB}
 SYNCHRONOUS_COMMIT=${SYNCHRONOUS_COMMIT:-on}
+ASYNC_COMMIT=${ASYNC_COMMIT:-on}
 PGCOPYDB=${PGCOPYDB:-$(command -v pgcopydb || echo /usr/bin/pgcopydb)}
 PGCOPYDB_POSTINDEX=${PGCOPYDB_POSTINDEX:-1}
 HASH_BENCH=${HASH_BENCH:-1}
@@ -149,6 +154,7 @@ SETTINGS=(
 	"checkpoint_completion_target = 0.9"
 	"fsync = on"
 	"synchronous_commit = $SYNCHRONOUS_COMMIT"
+	"acme_migrate.async_commit = $ASYNC_COMMIT"
 	"full_page_writes = on"
 	"wal_compression = off"
 	"autovacuum = off"

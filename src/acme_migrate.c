@@ -27,7 +27,7 @@
 PG_MODULE_MAGIC;
 
 bool		acme_migrate_direct_write = true;
-bool		acme_migrate_async_commit = false;
+bool		acme_migrate_async_commit = true;
 int			acme_migrate_max_workers = 8;
 int			acme_migrate_naptime = 10;
 char	   *acme_migrate_databases = NULL;
@@ -59,12 +59,12 @@ _PG_init(void)
 	DefineCustomBoolVariable("acme_migrate.async_commit",
 							 "Commits the batches of acme_migrate_run and of workers without waiting for the WAL flush.",
 							 "A batch's rows and checkpoint commit together, so a crash can only undo whole batches, "
-							 "which are then copied again: exactly-once holds either way, but a batch reported "
+							 "which are then copied again: exactly-once holds either way, but a batch already seen "
 							 "committed may be undone by a crash.  The last batch of each acme_migrate_run call, "
-							 "and the one that finishes a job, always wait for the flush.  Speeds up small batches "
-							 "on disks with slow flushes.",
+							 "and the one that finishes a job, always wait for the flush.  Off: every batch waits "
+							 "for its flush, as synchronous_commit says.",
 							 &acme_migrate_async_commit,
-							 false,
+							 true,
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
