@@ -233,7 +233,7 @@ CREATE TABLE rc.e1 (id int PRIMARY KEY, v text);
 INSERT INTO rc.e1 SELECT g, 'v' || g FROM generate_series(1, 10000) g WHERE g NOT IN (500, 2251);
 CREATE TABLE rc.e2 (id int PRIMARY KEY, v text);
 INSERT INTO rc.e2 SELECT g, 'v' || g FROM generate_series(1, 10000) g WHERE g NOT IN (250, 1001);
-UPDATE rc.e2 SET v = v || '!' WHERE id % 1000 IN (1, 250);
+UPDATE rc.e2 SET v = v || '!' WHERE id % 2000 IN (1, 250);
 SELECT missing, extra, changed, equal
 FROM acme_migrate_reconcile(source => 'rc.e1', target => 'rc.e2');
 SELECT method, ranges_hashed, ranges_merged FROM acme_migrate.reconcile_runs
@@ -241,6 +241,12 @@ WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
 SELECT kind, array_agg((key->>'id')::int ORDER BY diff_no) AS ids FROM acme_migrate.diffs
 WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs)
 GROUP BY kind ORDER BY kind;
+-- differences in more than a quarter of the ranges: one merge of everything
+UPDATE rc.e2 SET v = v || '?' WHERE id % 100 = 0;
+SELECT missing, extra, changed, equal
+FROM acme_migrate_reconcile(source => 'rc.e1', target => 'rc.e2');
+SELECT method, ranges_hashed, ranges_merged FROM acme_migrate.reconcile_runs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
 
 -- a source without a unique key: a duplicate of a row the target has is
 -- reported; a NULL key sends the comparison to the merge, which reports it

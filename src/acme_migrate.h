@@ -240,10 +240,6 @@ extern void writer_put(AmWriter *w, Datum *values, bool *isnull);
 extern int64 writer_end(AmWriter *w);
 
 /* hash.c */
-typedef struct AmRowHasher AmRowHasher;
-extern AmRowHasher *hash_row_hasher_create(TupleDesc desc, MemoryContext mcxt);
-extern void hash_row_hasher_hash(AmRowHasher *rh, Datum *values,
-								 bool *isnull, uint8 *result);
 extern void hash_relation(Oid relid, int64 *row_count, uint8 *result);
 
 /* worker.c */

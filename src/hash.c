@@ -198,12 +198,6 @@ typedef struct RhSum
 	uint64		low;
 } RhSum;
 
-struct AmRowHasher
-{
-	RhState  *hs;
-	RhRow    *row;
-};
-
 /* called for every row of a scan, in the relation's row layout */
 typedef void (*RhRowCallback) (void *arg, Datum *values, bool *nulls,
 								 XXH128_hash_t h);
@@ -1355,32 +1349,6 @@ hash_relation(Oid relid, int64 *row_count, uint8 *result)
 	*row_count = sum.rows;
 	memcpy(result, u->data, UUID_LEN);
 	MemoryContextDelete(hs->mcxt);
-}
-
-/*
- * Row hashing for other modules (reconciliation): rows of one descriptor,
- * hashed exactly like acme_migrate_row_hash hashes them.
- */
-AmRowHasher *
-hash_row_hasher_create(TupleDesc desc, MemoryContext mcxt)
-{
-	AmRowHasher *rh = MemoryContextAlloc(mcxt, sizeof(AmRowHasher));
-
-	rh->hs = rh_state_create(mcxt);
-	rh->row = rh_row_build(rh->hs, desc);
-	return rh;
-}
-
-void
-hash_row_hasher_hash(AmRowHasher *rh, Datum *values, bool *isnull,
-					 uint8 *result)
-{
-	XXH128_hash_t h;
-
-	rh->hs->guc_level = 0;
-	h = rh_row_values(rh->hs, rh->row, values, isnull);
-	rh_unpin_settings(rh->hs);
-	rh_to_bytes(h, result);
 }
 
 /*
