@@ -8,7 +8,8 @@
 #
 # Creates hash_bench_orders with ROWS rows (default 5,000,000): bigint key,
 # int, numeric(12,2), text, timestamptz, 40-character text; then prints the
-# median over REPS runs (default 3) of:
+# median over REPS runs (default 5: the runs are short, and a few noisy
+# ones must not move the median) of:
 #
 #   acme       SELECT * FROM acme_migrate_table_hash('hash_bench_orders')
 #   hre        SELECT count(*), sum(hash_record_extended(t, 0)) FROM ... t
@@ -26,7 +27,7 @@
 set -euo pipefail
 
 ROWS=${ROWS:-5000000}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 MODES=${MODES:-"serial parallel"}
 PORT=${HASH_BENCH_PORT:-5590}
 BINDIR=$(pg_config --bindir)
@@ -71,9 +72,12 @@ psql_q -c "SET client_min_messages = warning" \
 source "$(dirname "${BASH_SOURCE[0]}")/orders.sh"
 make_orders "$TABLE" "$ROWS"
 
-# warm the cache: every contender then reads from shared buffers or the OS
+# warm the cache: every contender then reads from shared buffers or the OS;
+# and write out what earlier work left dirty, so that no checkpoint lands
+# in one contender's timing
 psql_q -At -c "SELECT count(note) FROM $TABLE" >/dev/null
 psql_q -At -c "SELECT count(note) FROM $TABLE" >/dev/null
+psql_q -At -c "CHECKPOINT" >/dev/null
 
 declare -A SQLS=(
 	[acme]="SELECT * FROM acme_migrate_table_hash('$TABLE')"
