@@ -379,17 +379,22 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 		i++;
 	}
 
-	/* the target side: mapped columns in key order, in a key range */
+	/* the target side: its mapped columns, in any order */
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT ");
+	for (i = 0; i < map->nmapped; i++)
+		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
+						 quote_identifier(map->mapped_names[i]));
+	appendStringInfo(&q, " FROM %s AS t", tgt);
+	st->target_all_sql = q.data;
+
+	/* ... and in key order, in a key range */
 	for (int lo = 0; lo < 2; lo++)
 	{
 		for (int hi = 0; hi < 2; hi++)
 		{
 			initStringInfo(&q);
-			appendStringInfoString(&q, "SELECT ");
-			for (i = 0; i < map->nmapped; i++)
-				appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
-								 quote_identifier(map->mapped_names[i]));
-			appendStringInfo(&q, " FROM %s AS t WHERE true", tgt);
+			appendStringInfo(&q, "%s WHERE true", st->target_all_sql);
 			if (lo)
 			{
 				appendStringInfoString(&q, " AND ");
@@ -412,13 +417,6 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 			st->target_sql[lo][hi] = q.data;
 		}
 	}
-	initStringInfo(&q);
-	appendStringInfoString(&q, "SELECT ");
-	for (i = 0; i < map->nmapped; i++)
-		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
-						 quote_identifier(map->mapped_names[i]));
-	appendStringInfo(&q, " FROM %s AS t", tgt);
-	st->target_all_sql = q.data;
 
 	/* key -> jsonb, and the rows of each side by key, for the report */
 	initStringInfo(&q);
