@@ -1325,12 +1325,17 @@ rc_digest_setup(RcState *st)
 	st->dbuf = palloc(st->dcap);
 }
 
-static void
+/*
+ * Returns false, having compared nothing, when a merge of everything is the
+ * better way.
+ */
+static bool
 rc_hash_first(RcState *st)
 {
 	RcBuckets	bk;
 	RcBucket   *sb;
 	RcBucket   *tb;
+	bool	   *differs;
 	bool		isnull;
 	Datum		d;
 	uint64		span;
@@ -1356,12 +1361,7 @@ rc_hash_first(RcState *st)
 		elog(ERROR, "could not read the target's key span");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
-	{
-		/* an empty target: every source row is missing */
-		st->counts.method = "merge";
-		rc_merge(st, NULL, NULL);
-		return;
-	}
+		return false;			/* an empty target: every source row is missing */
 	bk.min = rc_int_key(bk.type, d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	span = (uint64) rc_int_key(bk.type, d) - (uint64) bk.min;
@@ -1372,13 +1372,17 @@ rc_hash_first(RcState *st)
 	sb = rc_bucket_side(&bk, st->source_all_sql);
 	tb = rc_bucket_side(&bk, st->target_all_sql);
 
+	differs = palloc(sizeof(bool) * bk.n);
 	for (int b = 0; b < bk.n; b++)
 	{
 		source_rows += sb[b].rows;
 		target_rows += tb[b].rows;
-		if (sb[b].rows != tb[b].rows || sb[b].lo != tb[b].lo || sb[b].hi != tb[b].hi)
+		differs[b] = sb[b].rows != tb[b].rows || sb[b].lo != tb[b].lo ||
+			sb[b].hi != tb[b].hi;
+		if (differs[b])
 			ndiffer++;
 	}
+
 	/*
 	 * NULL keys are reported by the merge.  When more than a quarter of the
 	 * ranges differ, one merge of everything costs less than merging them
@@ -1386,11 +1390,7 @@ rc_hash_first(RcState *st)
 	 * merge).
 	 */
 	if (bk.null_key || ndiffer > bk.n / 4)
-	{
-		st->counts.method = "merge";
-		rc_merge(st, NULL, NULL);
-		return;
-	}
+		return false;
 	st->counts.method = "hash_ranges";
 	st->counts.ranges_hashed = bk.n;
 
@@ -1401,11 +1401,9 @@ rc_hash_first(RcState *st)
 		Datum		lo;
 		Datum		hi;
 
-		if (sb[b].rows == tb[b].rows && sb[b].lo == tb[b].lo && sb[b].hi == tb[b].hi)
+		if (!differs[b])
 			continue;
-		while (e + 1 < bk.n &&
-			   !(sb[e + 1].rows == tb[e + 1].rows && sb[e + 1].lo == tb[e + 1].lo &&
-				 sb[e + 1].hi == tb[e + 1].hi))
+		while (e + 1 < bk.n && differs[e + 1])
 			e++;
 		if (b > 0)
 			lo = rc_bucket_end(&bk, b - 1);
@@ -1417,6 +1415,7 @@ rc_hash_first(RcState *st)
 	}
 	st->counts.source_rows = source_rows;
 	st->counts.target_rows = target_rows;
+	return true;
 }
 
 /*
@@ -1473,9 +1472,7 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 		st.counts.method = "sample";
 		rc_sample(&st, sample);
 	}
-	else if (rc_hash_first_applies(&st))
-		rc_hash_first(&st);
-	else
+	else if (!rc_hash_first_applies(&st) || !rc_hash_first(&st))
 	{
 		st.counts.method = "merge";
 		rc_merge(&st, NULL, NULL);
