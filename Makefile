@@ -16,11 +16,14 @@ OBJS = \
 	src/writer.o \
 	src/reconcile.o \
 	src/worker.o \
+	src/security.o \
 	src/hash.o
 
-DATA_built = acme_migrate--1.0.sql
-# the extension script is assembled from its parts, in name order
+DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql
+# each script is assembled from its parts, in name order: sql/ext/ is the
+# released 1.0 (never edited), sql/update/1.1/ the changes from 1.0 to 1.1
 EXT_PARTS = $(sort $(wildcard sql/ext/*.sql))
+UPDATE_1_1_PARTS = $(sort $(wildcard sql/update/1.1/*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
@@ -50,6 +53,9 @@ with_llvm = no
 $(OBJS): src/acme_migrate.h src/compat.h
 
 acme_migrate--1.0.sql: $(EXT_PARTS)
+	cat $^ > $@
+
+acme_migrate--1.0--1.1.sql: $(UPDATE_1_1_PARTS)
 	cat $^ > $@
 
 .PHONY: demo test bench pgtap format

@@ -12,6 +12,7 @@
 #include "acme_migrate.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -285,6 +286,8 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 		job->lock_timeout_ms = am_interval_ms(PG_GETARG_INTERVAL_P(15),
 											  "lock_timeout", true);
 
+	/* the job's SQL means what it meant to its creator, whoever runs it */
+	job->search_path = pstrdup(namespace_search_path);
 	mapping_resolve_new_job(job, job->columns_given, false);
 	job->definition_version = 1;
 	(void) mapping_build(job, true);

@@ -11,6 +11,10 @@
  *						builds the SQL that reads a batch
  *	  batch.c			one batch: keyset walk, rejects, checkpoint
  *	  writer.c			writes a batch's rows into the target
+ *	  reconcile.c		compares a job's mapped source with its target
+ *	  worker.c			background workers, their SQL functions, launcher
+ *	  security.c		who runs what: the job owner's identity for user
+ *						SQL, a pinned search_path for our own SQL
  *	  hash.c			row and table hashing
  *
  *-------------------------------------------------------------------------
@@ -71,6 +75,7 @@ typedef struct AmJob
 	int64		max_replication_lag_ms; /* 0 when not set */
 	int64		lock_timeout_ms;	/* -1 when not set */
 	int32		definition_version;
+	char	   *search_path;	/* its creator's, for its SQL; NULL before 1.1 */
 	char	   *state;
 	List	   *last_key;		/* checkpoint: key values as text, or NIL */
 	int64		rows_read;
@@ -241,6 +246,19 @@ extern int64 writer_end(AmWriter *w);
 
 /* hash.c */
 extern void hash_relation(Oid relid, int64 *row_count, uint8 *result);
+
+/* security.c */
+typedef struct AmOwnerContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nest;
+} AmOwnerContext;
+
+extern int	am_pin_search_path(void);
+extern void am_unpin_search_path(int nest);
+extern void am_begin_as_owner(AmJob *job, AmOwnerContext *cxt);
+extern void am_end_as_owner(AmOwnerContext *cxt);
 
 /* worker.c */
 extern void worker_register_launcher(void);

@@ -69,7 +69,7 @@ typedef enum CatStmt
 	"j.definition_version, j.state, j.last_key, j.rows_read, j.rows_copied, " \
 	"j.rows_rejected, j.batches_done, j.rows_estimate, j.workers, " \
 	"COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() " \
-	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9) "
+	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9), j.search_path "
 
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
@@ -98,17 +98,17 @@ static const struct
 		"column_map, columns_given, filter, batch_size, on_conflict, "
 		"on_error, max_error_rate, capture_changes, depends_on, "
 		"max_rows_per_second, batch_time_target, max_replication_lag, "
-		"lock_timeout, rows_estimate) "
+		"lock_timeout, rows_estimate, search_path) "
 		"VALUES ($1, $2::pg_catalog.regrole, $3::pg_catalog.regclass, "
 		"$4::pg_catalog.regclass, $5, $6, $7, "
 		"pg_catalog.jsonb_object($8, $9), $10, $11, $12, $13, $14, $15, "
 		"$16, $17, $18, " MS_TO_INTERVAL(19) ", " MS_TO_INTERVAL(20) ", "
-		MS_TO_INTERVAL(21) ", $22) "
+		MS_TO_INTERVAL(21) ", $22, $23) "
 		"RETURNING job_id",
-		22, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
+		23, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
 			BOOLOID, TEXTARRAYOID, TEXTARRAYOID, JSONBOID, TEXTOID, INT4OID,
 			TEXTOID, TEXTOID, FLOAT8OID, BOOLOID, TEXTARRAYOID, FLOAT8OID,
-		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID}
+		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTOID}
 	},
 	[CAT_JOB_DELETE] = {
 		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
@@ -122,13 +122,13 @@ static const struct
 		"batches_done = batches_done OPERATOR(pg_catalog.+) 1, "
 		/* a batch in flight must not undo a pause, cancel or failure */
 		"state = CASE WHEN $6 OPERATOR(pg_catalog.=) 'running' AND state "
-		"OPERATOR(pg_catalog.=) ANY ('{paused,cancelled,failed}'::text[]) "
+		"OPERATOR(pg_catalog.=) ANY ('{paused,cancelled,failed}'::pg_catalog.text[]) "
 		"THEN state ELSE $6 END, "
 		"failure_reason = COALESCE($7, failure_reason), "
 		"started_at = COALESCE(started_at, $8), "
 		"updated_at = pg_catalog.clock_timestamp(), "
 		"finished_at = CASE WHEN $6 OPERATOR(pg_catalog.=) "
-		"ANY ('{copied,done,failed}'::text[]) "
+		"ANY ('{copied,done,failed}'::pg_catalog.text[]) "
 		"THEN pg_catalog.clock_timestamp() ELSE finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"RETURNING job_id, batches_done) "
@@ -146,7 +146,7 @@ static const struct
 		"UPDATE acme_migrate.jobs SET state = $2, failure_reason = $3, "
 		"updated_at = pg_catalog.clock_timestamp(), "
 		"finished_at = CASE WHEN $2 OPERATOR(pg_catalog.=) "
-		"ANY ('{copied,done,failed,cancelled}'::text[]) "
+		"ANY ('{copied,done,failed,cancelled}'::pg_catalog.text[]) "
 		"THEN pg_catalog.clock_timestamp() END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		3, {INT8OID, TEXTOID, TEXTOID}
@@ -264,6 +264,7 @@ typedef struct CatContext
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			nest;			/* GUC level of the pinned search_path */
 } CatContext;
 
 /*
@@ -288,7 +289,11 @@ cat_owner(void)
 	return owner;
 }
 
-/* Connect to SPI and become the catalog owner for one statement. */
+/*
+ * Connect to SPI and become the catalog owner for one statement, with
+ * search_path pinned (security.c): whatever the caller's search_path holds,
+ * no name in our statements can resolve to a user's object.
+ */
 static void
 cat_enter(CatContext *cxt)
 {
@@ -299,11 +304,13 @@ cat_enter(CatContext *cxt)
 						   cxt->save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	cxt->nest = am_pin_search_path();
 }
 
 static void
 cat_leave(CatContext *cxt)
 {
+	am_unpin_search_path(cxt->nest);
 	SetUserIdAndSecContext(cxt->save_userid, cxt->save_sec_context);
 	SPI_finish();
 }
@@ -467,6 +474,8 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	job->workers = DatumGetInt32(d);
 	NEXT();
 	job->workers_age = DatumGetFloat8(d);
+	NEXT();
+	job->search_path = isnull ? NULL : TextDatumGetCString(d);
 #undef NEXT
 
 	MemoryContextSwitchTo(old);
@@ -562,8 +571,8 @@ int64
 catalog_job_insert(AmJob *job)
 {
 	CatContext	cxt;
-	Datum		values[22];
-	char		nulls[22];
+	Datum		values[23];
+	char		nulls[23];
 	Datum		name = CStringGetTextDatum(job->job_name);
 	int64		job_id;
 
@@ -601,6 +610,7 @@ catalog_job_insert(AmJob *job)
 	nulls[20] = job->lock_timeout_ms >= 0 ? ' ' : 'n';
 	values[21] = Float8GetDatum(job->rows_estimate);
 	nulls[21] = job->rows_estimate >= 0 ? ' ' : 'n';
+	values[22] = CStringGetTextDatum(job->search_path);
 
 	/*
 	 * Two sessions creating the same name: the second waits here for the

@@ -13,8 +13,9 @@
 
 ACME_TOP="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_MAJOR="${PG_MAJOR:-15}"
-PG_BINDIR="/usr/lib/postgresql/${PG_MAJOR}/bin"
-PG_CONFIG="${PG_CONFIG:-${PG_BINDIR}/pg_config}"
+PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config}"
+# pg_config lives in the server's bindir (PG_CONFIG may name a relocated copy)
+PG_BINDIR="$(dirname "$PG_CONFIG")"
 export PG_CONFIG
 
 ACME_PACKAGES=(

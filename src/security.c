@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * security.c
+ *	  Who runs what: the identity and search_path under which each kind of
+ *	  SQL of acme_migrate is executed.
+ *
+ * Two kinds of statements run as a role other than the caller:
+ *
+ *	- catalog statements (catalog.c) run as the owner of the catalog, so
+ *	  that users cannot edit checkpoints by hand.  They are our own fixed
+ *	  SQL, but PostgreSQL still resolves their type, function and operator
+ *	  names through search_path, and a temporary schema comes first unless
+ *	  placed otherwise: a user's pg_temp.text domain with a CHECK calling a
+ *	  function of theirs would run as the catalog owner.  So search_path is
+ *	  pinned to "pg_catalog, pg_temp" for them, and they qualify every name
+ *	  anyway.
+ *
+ *	- a job's user-written SQL (mapping, filter, key sampling, reconcile,
+ *	  catch-up) runs as the job's owner, whoever calls it, with
+ *	  SECURITY_RESTRICTED_OPERATION, as REFRESH MATERIALIZED VIEW and
+ *	  autovacuum's index expressions do: the caller needs the right to
+ *	  manage the job and gains nothing more, and the owner's code cannot
+ *	  leave anything behind (no temporary objects, no SET ROLE, no
+ *	  session-level settings).  The job's SQL is resolved with the
+ *	  search_path its creator had, saved with the job, so that it means
+ *	  the same thing whoever runs it.
+ *
+ * Both are undone by transaction and subtransaction abort (which restore
+ * the user id and the GUC nest level), so an error in between leaks
+ * nothing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "acme_migrate.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+/* what catalog statements and our own fixed SQL resolve names with */
+#define AM_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+/* the search_path of a job created before 1.1 saved its creator's */
+#define AM_DEFAULT_SEARCH_PATH "\"$user\", public"
+
+/*
+ * Pin search_path for our own SQL; returns the GUC nest level to give to
+ * am_unpin_search_path().
+ */
+int
+am_pin_search_path(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", AM_SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return nest;
+}
+
+void
+am_unpin_search_path(int nest)
+{
+	AtEOXact_GUC(true, nest);
+}
+
+/*
+ * Become the job's owner, restricted, with the job's search_path, until
+ * am_end_as_owner().  The caller has checked that it may manage the job.
+ */
+void
+am_begin_as_owner(AmJob *job, AmOwnerContext *cxt)
+{
+	GetUserIdAndSecContext(&cxt->save_userid, &cxt->save_sec_context);
+	SetUserIdAndSecContext(job->owner,
+						   cxt->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	cxt->nest = NewGUCNestLevel();
+	(void) set_config_option("search_path",
+							 job->search_path ? job->search_path :
+							 AM_DEFAULT_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+void
+am_end_as_owner(AmOwnerContext *cxt)
+{
+	AtEOXact_GUC(true, cxt->nest);
+	SetUserIdAndSecContext(cxt->save_userid, cxt->save_sec_context);
+}
