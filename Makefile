@@ -12,6 +12,7 @@ OBJS = \
 	src/acme_migrate.o \
 	src/catalog.o \
 	src/mapping.o \
+	src/mapping_check.o \
 	src/batch.o \
 	src/writer.o \
 	src/reconcile.o \

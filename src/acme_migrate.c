@@ -13,6 +13,8 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "mb/pg_wchar.h"
+#include "storage/lmgr.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -117,6 +119,23 @@ am_interval_ms(Interval *iv, const char *argname, bool zero_ok)
 	return ms;
 }
 
+/*
+ * A job's lock_timeout in milliseconds: it becomes the lock_timeout
+ * setting of each batch, which cannot exceed INT_MAX milliseconds.
+ */
+int64
+am_lock_timeout_ms(Interval *iv)
+{
+	int64		ms = am_interval_ms(iv, "lock_timeout", true);
+
+	if (ms > INT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock_timeout must be at most %d milliseconds (about 24 days)",
+						INT_MAX)));
+	return ms;
+}
+
 /* max_error_rate is a fraction, and only means something with rejects */
 void
 am_check_error_rate(AmJob *job, double rate)
@@ -184,11 +203,13 @@ Datum
 acme_migrate_create(PG_FUNCTION_ARGS)
 {
 	AmJob	   *job = palloc0(sizeof(AmJob));
+	AmOwnerContext owner_cxt;
 	char	   *s;
 	ListCell   *lc;
 
 	job->job_name = am_text_arg(fcinfo, 0, "job");
-	if (job->job_name[0] == '\0' || strlen(job->job_name) >= NAMEDATALEN)
+	if (job->job_name[0] == '\0' ||
+		pg_mbstrlen(job->job_name) >= NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
 				 errmsg("invalid job name \"%s\"", job->job_name),
@@ -283,15 +304,25 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 													 "max_replication_lag", false);
 	job->lock_timeout_ms = -1;
 	if (!PG_ARGISNULL(15))
-		job->lock_timeout_ms = am_interval_ms(PG_GETARG_INTERVAL_P(15),
-											  "lock_timeout", true);
+		job->lock_timeout_ms = am_lock_timeout_ms(PG_GETARG_INTERVAL_P(15));
 
-	/* the job's SQL means what it meant to its creator, whoever runs it */
+	/*
+	 * The job's SQL means what it meant to its creator, whoever runs it, and
+	 * is checked here exactly as batches will run it: as its owner, under
+	 * the same restrictions.  The tables stay locked until commit, so the
+	 * shape recorded is the shape checked.
+	 */
+	job->owner = GetUserId();
 	job->search_path = pstrdup(namespace_search_path);
+	LockRelationOid(job->source_relid, AccessShareLock);
+	LockRelationOid(job->target_relid, AccessShareLock);
+	am_begin_as_owner(job, &owner_cxt);
 	mapping_resolve_new_job(job, job->columns_given, false);
 	job->definition_version = 1;
 	(void) mapping_build(job, true);
 	job->rows_estimate = mapping_estimate_rows(job);
+	job->shape = mapping_shape(job);
+	am_end_as_owner(&owner_cxt);
 
 	PG_RETURN_INT64(catalog_job_insert(job));
 }
@@ -622,7 +653,7 @@ acme_migrate_alter(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(4))
 		lag_ms = am_interval_ms(PG_GETARG_INTERVAL_P(4), "max_replication_lag", true);
 	if (!PG_ARGISNULL(5))
-		lock_ms = am_interval_ms(PG_GETARG_INTERVAL_P(5), "lock_timeout", true);
+		lock_ms = am_lock_timeout_ms(PG_GETARG_INTERVAL_P(5));
 	if (!PG_ARGISNULL(6))
 	{
 		error_rate = PG_GETARG_FLOAT8(6);

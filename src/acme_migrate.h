@@ -9,6 +9,8 @@
  *	  catalog.c			the only code that reads or writes acme_migrate.*
  *	  mapping.c			resolves a job's tables, key and column mapping, and
  *						builds the SQL that reads a batch
+ *	  mapping_check.c	what a job's SQL may be, and the shape of its
+ *						columns checked before every batch
  *	  batch.c			one batch: keyset walk, rejects, checkpoint
  *	  writer.c			writes a batch's rows into the target
  *	  reconcile.c		compares a job's mapped source with its target
@@ -31,6 +33,7 @@
 #include "storage/lockdefs.h"
 #include "utils/elog.h"
 #include "utils/jsonb.h"
+#include "utils/relcache.h"
 #include "datatype/timestamp.h"
 #include "utils/timestamp.h"
 
@@ -76,6 +79,7 @@ typedef struct AmJob
 	int64		lock_timeout_ms;	/* -1 when not set */
 	int32		definition_version;
 	char	   *search_path;	/* its creator's, for its SQL; NULL before 1.1 */
+	char	   *shape;			/* mapping_shape() at create; NULL before 1.1 */
 	char	   *state;
 	List	   *last_key;		/* checkpoint: key values as text, or NIL */
 	int64		rows_read;
@@ -179,6 +183,7 @@ extern void catalog_range_checkpoint(AmJob *job, AmRange *range,
 									 bool done);
 extern void catalog_job_set_workers(AmJob *job, int workers,
 									const char *state);
+extern void catalog_job_set_shape(AmJob *job, const char *shape);
 extern void catalog_job_alter(AmJob *job, int32 batch_size,
 							  double max_rows_per_second,
 							  int64 batch_time_target_ms,
@@ -198,7 +203,12 @@ typedef struct AmReconcileCounts
 	const char *method;			/* merge, hash_ranges or sample */
 	int64		ranges_hashed;	/* hash_ranges only */
 	int64		ranges_merged;
+	int64		mapped_rows;	/* rows the job's mapping gave; -1: not counted
+								 * apart (ad hoc or sampled runs) */
 } AmReconcileCounts;
+
+/* reconcile.c */
+extern bool reconcile_counts_equal(AmReconcileCounts *c);
 
 extern int64 catalog_reconcile_begin(int64 job_id, Oid source_relid,
 									 Oid target_relid, List *keys,
@@ -222,6 +232,15 @@ extern int	mapping_fixed_settings(bool for_compare);
 extern bool mapping_key_is_unique(Oid relid, List *colnames);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
 									   const char *what);
+extern Relation mapping_open_table(AmJob *job, Oid relid, const char *which);
+
+/* mapping_check.c */
+extern bool mapping_expr_is_column(const char *expr, const char *col);
+extern void mapping_check_case(Relation src, const char *sql,
+							   const char *what);
+extern void mapping_check_job_sql(AmJob *job, const char *srcname);
+extern void mapping_check_privileges(SPIPlanPtr plan);
+extern char *mapping_shape(AmJob *job);
 
 /* batch.c */
 extern bool batch_lock_job(int64 job_id, LOCKMODE mode, bool session);
@@ -236,6 +255,7 @@ extern void batch_commit_async(void);
 extern int64 am_replication_lag_ms(void);
 extern void am_sleep(int64 ms);
 extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
+extern int64 am_lock_timeout_ms(Interval *iv);
 extern void am_check_error_rate(AmJob *job, double rate);
 
 /* writer.c */

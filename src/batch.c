@@ -25,6 +25,7 @@
  */
 #include "acme_migrate.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
@@ -710,6 +711,47 @@ batch_job_ready(AmJob *job)
 	return true;
 }
 
+/*
+ * Do the job's columns still have the shape they had when it was created
+ * (mapping_check.c)?  The tables are locked first, for the rest of the
+ * transaction, so nothing can change them between this check and the
+ * batch.  If they changed, the checkpoint or the mapping would now mean
+ * something else: the job fails, with the reason recorded, and this
+ * returns false.
+ */
+static bool
+batch_shape_unchanged(AmJob *job)
+{
+	Relation	rel;
+	char	   *shape;
+
+	/* a dropped table is reported as such, not as a missing OID */
+	rel = mapping_open_table(job, job->source_relid, "source");
+	relation_close(rel, NoLock);
+	rel = mapping_open_table(job, job->target_relid, "target");
+	relation_close(rel, NoLock);
+	LockRelationOid(job->target_relid, RowExclusiveLock);
+
+	shape = mapping_shape(job);
+	if (job->shape == NULL)
+	{
+		/* a job created before 1.1: its shape is taken now */
+		catalog_job_set_shape(job, shape);
+		return true;
+	}
+	if (strcmp(shape, job->shape) == 0)
+		return true;
+	catalog_job_set_state(job, "failed",
+						  psprintf("the columns of the source or target changed since the job was created: was %s; now %s",
+								   job->shape, shape));
+	ereport(WARNING,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("job \"%s\" failed: its tables changed", job->job_name),
+			 errdetail("Was: %s.  Now: %s.", job->shape, shape),
+			 errhint("A job's checkpoint and mapping only hold for the columns it was created with; drop the job and create it again.")));
+	return false;
+}
+
 /* The first job of depends_on that is not finished yet, or NULL. */
 const char *
 batch_waiting_for(AmJob *job)
@@ -745,10 +787,16 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 	int			pending;
 	AmRange    *range = NULL;
 	List	   *last_key;
+	AmOwnerContext owner_cxt;
 
 	*more = false;
 	if (!batch_job_ready(job))
 		return 0;
+	if (!batch_shape_unchanged(job))
+		return 0;
+
+	/* the job's SQL runs as its owner, whoever calls (security.c) */
+	am_begin_as_owner(job, &owner_cxt);
 
 	/* a batch never queues long behind a lock if the job says so */
 	nest = NewGUCNestLevel();
@@ -780,6 +828,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 									  NULL);
 			SPI_finish();
 			AtEOXact_GUC(true, nest);
+			am_end_as_owner(&owner_cxt);
 			return 0;
 		}
 		map->last_range = range->range_no;
@@ -832,6 +881,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 						   t.direct, started, state, reason);
 	SPI_finish();
 	AtEOXact_GUC(true, nest);
+	am_end_as_owner(&owner_cxt);
 
 	if (reason)
 		ereport(WARNING,
@@ -863,9 +913,12 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	Datum	   *values;
 	char	   *nulls;
 	int			rc;
+	AmOwnerContext owner_cxt;
 
 	if (catalog_ranges_count(job, &pending) > 0 || n <= 1)
 		return;
+	/* the sample reads the source through the job's filter: as its owner */
+	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -919,4 +972,5 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	/* the boundaries live in SPI's memory: use them before SPI_finish */
 	catalog_ranges_create(job, bounds);
 	SPI_finish();
+	am_end_as_owner(&owner_cxt);
 }

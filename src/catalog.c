@@ -52,6 +52,7 @@ typedef enum CatStmt
 	CAT_RANGE_CHECKPOINT,
 	CAT_JOB_WORKERS,
 	CAT_JOB_ALTER,
+	CAT_JOB_SHAPE,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -69,7 +70,7 @@ typedef enum CatStmt
 	"j.definition_version, j.state, j.last_key, j.rows_read, j.rows_copied, " \
 	"j.rows_rejected, j.batches_done, j.rows_estimate, j.workers, " \
 	"COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() " \
-	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9), j.search_path "
+	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9), j.search_path, j.shape "
 
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
@@ -98,17 +99,17 @@ static const struct
 		"column_map, columns_given, filter, batch_size, on_conflict, "
 		"on_error, max_error_rate, capture_changes, depends_on, "
 		"max_rows_per_second, batch_time_target, max_replication_lag, "
-		"lock_timeout, rows_estimate, search_path) "
+		"lock_timeout, rows_estimate, search_path, shape) "
 		"VALUES ($1, $2::pg_catalog.regrole, $3::pg_catalog.regclass, "
 		"$4::pg_catalog.regclass, $5, $6, $7, "
 		"pg_catalog.jsonb_object($8, $9), $10, $11, $12, $13, $14, $15, "
 		"$16, $17, $18, " MS_TO_INTERVAL(19) ", " MS_TO_INTERVAL(20) ", "
-		MS_TO_INTERVAL(21) ", $22, $23) "
+		MS_TO_INTERVAL(21) ", $22, $23, $24) "
 		"RETURNING job_id",
-		23, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
+		24, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
 			BOOLOID, TEXTARRAYOID, TEXTARRAYOID, JSONBOID, TEXTOID, INT4OID,
 			TEXTOID, TEXTOID, FLOAT8OID, BOOLOID, TEXTARRAYOID, FLOAT8OID,
-		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTOID}
+		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTOID, TEXTOID}
 	},
 	[CAT_JOB_DELETE] = {
 		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
@@ -192,9 +193,10 @@ static const struct
 		"target_rows = $3, missing = $4, extra = $5, changed = $6, "
 		"duplicates = $7, null_keys = $8, equal = $9, truncated = $10, "
 		"estimated = $11, method = $12, ranges_hashed = $13, "
-		"ranges_merged = $14 WHERE run_id OPERATOR(pg_catalog.=) $1",
-		14, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID}
+		"ranges_merged = $14, mapped_rows = $15 "
+		"WHERE run_id OPERATOR(pg_catalog.=) $1",
+		15, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID, INT8OID}
 	},
 	[CAT_JOB_GET_BY_ID] = {
 		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
@@ -254,6 +256,11 @@ static const struct
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		7, {INT8OID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
 		FLOAT8OID}
+	},
+	[CAT_JOB_SHAPE] = {
+		"UPDATE acme_migrate.jobs SET shape = $2 "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		2, {INT8OID, TEXTOID}
 	},
 };
 
@@ -476,6 +483,8 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	job->workers_age = DatumGetFloat8(d);
 	NEXT();
 	job->search_path = isnull ? NULL : TextDatumGetCString(d);
+	NEXT();
+	job->shape = isnull ? NULL : TextDatumGetCString(d);
 #undef NEXT
 
 	MemoryContextSwitchTo(old);
@@ -571,8 +580,8 @@ int64
 catalog_job_insert(AmJob *job)
 {
 	CatContext	cxt;
-	Datum		values[23];
-	char		nulls[23];
+	Datum		values[24];
+	char		nulls[24];
 	Datum		name = CStringGetTextDatum(job->job_name);
 	int64		job_id;
 
@@ -611,6 +620,7 @@ catalog_job_insert(AmJob *job)
 	values[21] = Float8GetDatum(job->rows_estimate);
 	nulls[21] = job->rows_estimate >= 0 ? ' ' : 'n';
 	values[22] = CStringGetTextDatum(job->search_path);
+	values[23] = CStringGetTextDatum(job->shape);
 
 	/*
 	 * Two sessions creating the same name: the second waits here for the
@@ -834,8 +844,8 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 					  bool estimated)
 {
 	CatContext	cxt;
-	Datum		values[14];
-	char		nulls[15] = "             ";
+	Datum		values[15];
+	char		nulls[16] = "               ";
 
 	values[0] = Int64GetDatum(run_id);
 	values[1] = Int64GetDatum(c->source_rows);
@@ -845,8 +855,7 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	values[5] = Int64GetDatum(c->changed);
 	values[6] = Int64GetDatum(c->duplicates);
 	values[7] = Int64GetDatum(c->null_keys);
-	values[8] = BoolGetDatum(c->missing + c->extra + c->changed +
-							 c->duplicates + c->null_keys == 0);
+	values[8] = BoolGetDatum(reconcile_counts_equal(c));
 	values[9] = BoolGetDatum(truncated);
 	values[10] = BoolGetDatum(estimated);
 	values[11] = CStringGetTextDatum(c->method);
@@ -854,6 +863,9 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	values[13] = Int64GetDatum(c->ranges_merged);
 	if (strcmp(c->method, "hash_ranges") != 0)
 		nulls[12] = nulls[13] = 'n';
+	values[14] = Int64GetDatum(c->mapped_rows);
+	if (c->mapped_rows < 0)
+		nulls[14] = 'n';
 	cat_enter(&cxt);
 	cat_exec(CAT_RUN_FINISH, values, nulls, 0);
 	cat_leave(&cxt);
@@ -1041,4 +1053,22 @@ catalog_job_alter(AmJob *job, int32 batch_size, double max_rows_per_second,
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_ALTER, values, nulls, 0);
 	cat_leave(&cxt);
+}
+
+/*
+ * Record the shape of a job's columns (mapping_shape): for jobs created
+ * before 1.1, at their first batch after the update.
+ */
+void
+catalog_job_set_shape(AmJob *job, const char *shape)
+{
+	CatContext	cxt;
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = CStringGetTextDatum(shape);
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_SHAPE, values, NULL, 0);
+	cat_leave(&cxt);
+	job->shape = pstrdup(shape);
 }

@@ -197,16 +197,6 @@ mapping_key_is_unique(Oid relid, List *colnames)
 }
 
 /*
- * Is this mapping expression the bare source column "col"?  That is how
- * the key columns are recognised in the target.
- */
-static bool
-map_expr_is_column(const char *expr, const char *col)
-{
-	return strcmp(expr, col) == 0 || strcmp(expr, quote_identifier(col)) == 0;
-}
-
-/*
  * Fill in the derived parts of a job being created: the key (default: the
  * source's primary key), the effective column mapping, the target key
  * columns, and whether the key is guaranteed unique.  ERRORs on anything a
@@ -384,6 +374,7 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 				expr = pnstrdup(v->val.string.val, v->val.string.len);
 				what = psprintf("mapping of column \"%s\"", col);
 				mapping_check_sql_fragment(expr, false, what);
+				mapping_check_case(src, expr, what);
 			}
 		}
 		if (expr == NULL && map_find_column(src, col) != NULL)
@@ -410,7 +401,7 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 
 		forboth(lt, job->map_targets, le, job->map_exprs)
 		{
-			if (map_expr_is_column(lfirst(le), key))
+			if (mapping_expr_is_column(lfirst(le), key))
 			{
 				found = lfirst(lt);
 				break;
@@ -436,7 +427,10 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 				 errhint("Create the index, or use on_conflict => 'error'.")));
 
 	if (job->filter != NULL)
+	{
 		mapping_check_sql_fragment(job->filter, true, "filter");
+		mapping_check_case(src, job->filter, "filter");
+	}
 
 	relation_close(tgt, AccessShareLock);
 	relation_close(src, AccessShareLock);
@@ -496,6 +490,26 @@ map_append_row(StringInfo buf, AmMapping *map, int firstparam)
 }
 
 /*
+ * Open a table of a job (AccessShareLock).  The catalog holds it as a
+ * regclass, which does not keep it from being dropped: say so clearly.
+ */
+Relation
+mapping_open_table(AmJob *job, Oid relid, const char *which)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("%s of job \"%s\" no longer exists", which,
+						job->job_name),
+				 errdetail("The %s table was dropped after the job was created.",
+						   which),
+				 errhint("Drop the job with acme_migrate_drop().")));
+	return rel;
+}
+
+/*
  * Build the mapping of a job against the current catalogs.  With validating
  * (acme_migrate_create), every query is prepared once so that errors in the
  * mapping or filter surface now.
@@ -518,8 +532,8 @@ mapping_build(AmJob *job, bool validating)
 	int			i;
 	bool		identity_always = false;
 
-	src = relation_open(job->source_relid, AccessShareLock);
-	tgt = relation_open(job->target_relid, AccessShareLock);
+	src = mapping_open_table(job, job->source_relid, "source");
+	tgt = mapping_open_table(job, job->target_relid, "target");
 	map->source_relid = job->source_relid;
 	map->target_relid = job->target_relid;
 	srcname = map_relname(src);
@@ -794,15 +808,22 @@ mapping_build(AmJob *job, bool validating)
 	if (validating)
 	{
 		Oid		   *argtypes = palloc(sizeof(Oid) * (2 * map->nkeys + 1));
+		SPIPlanPtr	select_plan;
+		SPIPlanPtr	insert_plan;
 
 		for (i = 0; i < map->nkeys; i++)
 			argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
 		argtypes[2 * map->nkeys] = INT8OID;
+
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_prepare(map->select_sql[1][1], 2 * map->nkeys + 1, argtypes) == NULL ||
-			SPI_prepare(map->insert_sql[1][1], 2 * map->nkeys + 1, argtypes) == NULL)
+		mapping_check_job_sql(job, srcname);
+		select_plan = SPI_prepare(map->select_sql[1][1], 2 * map->nkeys + 1, argtypes);
+		insert_plan = SPI_prepare(map->insert_sql[1][1], 2 * map->nkeys + 1, argtypes);
+		if (select_plan == NULL || insert_plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		mapping_check_privileges(select_plan);
+		mapping_check_privileges(insert_plan);
 		SPI_finish();
 	}
 	return map;

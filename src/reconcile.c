@@ -1419,6 +1419,41 @@ rc_hash_first(RcState *st)
 }
 
 /*
+ * Count the job's source rows (through its filter) without its mapping,
+ * in the snapshot of the comparison: a mapping that gave more or fewer
+ * rows than the source has is caught even when its output matches the
+ * target exactly, since that output is what the copy wrote.  source_rows
+ * becomes this count; the rows the mapping gave are kept as mapped_rows.
+ */
+static void
+rc_count_source(RcState *st)
+{
+	AmJob	   *job = st->job;
+	char	   *sql;
+	bool		isnull;
+
+	sql = psprintf("SELECT pg_catalog.count(*) FROM %s AS s WHERE %s",
+				   rc_relname(job->source_relid),
+				   job->filter ? psprintf("(%s)", job->filter) : "true");
+	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not count the source rows of job \"%s\"",
+			 job->job_name);
+	st->counts.mapped_rows = st->counts.source_rows;
+	st->counts.source_rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc,
+														 1, &isnull));
+}
+
+/* Did the run find source and target equal? */
+bool
+reconcile_counts_equal(AmReconcileCounts *c)
+{
+	return c->missing + c->extra + c->changed + c->duplicates +
+		c->null_keys == 0 &&
+		(c->mapped_rows < 0 || c->mapped_rows == c->source_rows);
+}
+
+/*
  * Run a comparison of the job (stored or ad hoc) and return the summary
  * row.
  */
@@ -1433,6 +1468,7 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	int			nest;
 	List	   *colnames = NIL;
 	Oid		   *ktypes;
+	AmOwnerContext owner_cxt;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -1448,6 +1484,9 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 									  "acme_migrate reconcile row",
 									  ALLOCSET_DEFAULT_SIZES);
 	nest = mapping_fixed_settings(true);
+	/* a job's mapping and filter run as its owner (security.c) */
+	if (job->job_id > 0)
+		am_begin_as_owner(job, &owner_cxt);
 	st.map = mapping_build(job, false);
 	rc_setup(&st, only, ignore, compare);
 	for (int i = 0; i < st.ncols; i++)
@@ -1477,8 +1516,13 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 		st.counts.method = "merge";
 		rc_merge(&st, NULL, NULL);
 	}
+	st.counts.mapped_rows = -1;
+	if (job->job_id > 0 && sample <= 0)
+		rc_count_source(&st);
 	PopActiveSnapshot();
 	SPI_finish();
+	if (job->job_id > 0)
+		am_end_as_owner(&owner_cxt);
 
 	catalog_reconcile_end(st.run_id, &st.counts, st.truncated, sample > 0);
 	AtEOXact_GUC(true, nest);
@@ -1489,9 +1533,7 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	values[3] = Int64GetDatum(st.counts.missing);
 	values[4] = Int64GetDatum(st.counts.extra);
 	values[5] = Int64GetDatum(st.counts.changed);
-	values[6] = BoolGetDatum(st.counts.missing + st.counts.extra +
-							 st.counts.changed + st.counts.duplicates +
-							 st.counts.null_keys == 0);
+	values[6] = BoolGetDatum(reconcile_counts_equal(&st.counts));
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 

@@ -70,15 +70,24 @@ am_unpin_search_path(int nest)
 void
 am_begin_as_owner(AmJob *job, AmOwnerContext *cxt)
 {
+	const char *path;
+
 	GetUserIdAndSecContext(&cxt->save_userid, &cxt->save_sec_context);
 	SetUserIdAndSecContext(job->owner,
 						   cxt->save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	cxt->nest = NewGUCNestLevel();
-	(void) set_config_option("search_path",
-							 job->search_path ? job->search_path :
-							 AM_DEFAULT_SEARCH_PATH,
+
+	/*
+	 * The caller's temporary schema comes last, not first as it would
+	 * unless named: a name in the job's SQL never resolves to a temporary
+	 * object of whoever happens to run the job.
+	 */
+	path = job->search_path ? job->search_path : AM_DEFAULT_SEARCH_PATH;
+	if (strstr(path, "pg_temp") == NULL)
+		path = psprintf("%s%spg_temp", path, path[0] ? ", " : "");
+	(void) set_config_option("search_path", path,
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
 }

@@ -6,7 +6,8 @@
  *
  * Rows are buffered in slots and written with table_multi_insert and a
  * bulk-insert state (one WAL record per page instead of per row); indexes
- * are then maintained, NOT NULL and CHECK constraints checked, defaults and
+ * are then maintained, NOT NULL, CHECK and (for a partition written
+ * directly) partition constraints checked, defaults and
  * stored generated columns computed, and AFTER ROW triggers (foreign keys
  * among them) queued, exactly as for an INSERT.  mapping.c decides when
  * this is allowed (a plain table, no BEFORE / INSTEAD / statement triggers,
@@ -112,6 +113,7 @@ struct AmWriter
 	bool		has_generated;
 	bool		has_constraints;
 	bool		has_after_triggers;
+	bool		is_partition;	/* check the partition bounds, as COPY does */
 	int64		rows;
 };
 
@@ -154,6 +156,7 @@ writer_begin(AmMapping *map)
 	ExecOpenIndices(w->rri, false);
 
 	w->has_constraints = desc->constr != NULL;
+	w->is_partition = w->rel->rd_rel->relispartition;
 	w->has_generated = desc->constr && desc->constr->has_generated_stored;
 	w->has_after_triggers = w->rri->ri_TrigDesc != NULL &&
 		w->rri->ri_TrigDesc->trig_insert_after_row;
@@ -245,6 +248,9 @@ writer_put(AmWriter *w, Datum *values, bool *isnull)
 		ExecComputeStoredGenerated(w->rri, w->estate, slot, CMD_INSERT);
 	if (w->has_constraints)
 		ExecConstraints(w->rri, slot, w->estate);
+	/* a partition written directly must not take rows outside its bounds */
+	if (w->is_partition)
+		(void) ExecPartitionCheck(w->rri, slot, w->estate, true);
 
 	/* own copy of the row, in the slot's memory, until the flush */
 	ExecMaterializeSlot(slot);

@@ -1,0 +1,385 @@
+/*-------------------------------------------------------------------------
+ *
+ * mapping_check.c
+ *	  What a job's SQL may be, checked when the job is created, and what
+ *	  its tables must still look like, checked before every batch.
+ *
+ * A mapping that "works" can still lose rows silently: a set-returning
+ * function multiplies or drops rows, an aggregate or window function reads
+ * across rows the keyset walk cuts apart, a volatile filter selects other
+ * rows on every batch, and an unquoted ID reads column id when the key is
+ * "ID".  Those are refused at create time, each with an error that names
+ * the mapping at fault.
+ *
+ * Between batches a DBA may alter the tables.  A checkpoint is only
+ * meaningful while the key keeps its type and collation, and a mapping
+ * only means what it meant while the columns it reads and fills keep
+ * theirs.  The job records the "shape" of those columns when it is created
+ * (names in column order, types with typmods, collations: text that
+ * survives pg_dump), and every batch compares it with the tables as they
+ * are, under the locks the batch then keeps to its end.  Added columns and
+ * changes to columns the job does not use are allowed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "acme_migrate.h"
+
+#include "access/relation.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "executor/executor.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parser.h"
+#include "parser/scanner.h"
+/* after scanner.h, which defines what it uses */
+#include "parser/gram.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
+#include "utils/rel.h"
+#include "utils/ruleutils.h"
+
+static Form_pg_attribute
+mc_find_column(Relation rel, const char *name)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att;
+	}
+	return NULL;
+}
+
+/* The one expression of "SELECT <expr>", raw-parsed. */
+static Node *
+mc_raw_expr(const char *expr)
+{
+	List	   *stmts = raw_parser(psprintf("SELECT %s", expr), RAW_PARSE_DEFAULT);
+	SelectStmt *sel = (SelectStmt *) ((RawStmt *) linitial(stmts))->stmt;
+
+	return ((ResTarget *) linitial(sel->targetList))->val;
+}
+
+/*
+ * Is this mapping expression exactly the source column "col", as SQL reads
+ * it (an unquoted ID is the column id)?  That is how the key columns are
+ * recognised in the target.
+ */
+bool
+mapping_expr_is_column(const char *expr, const char *col)
+{
+	Node	   *node = mc_raw_expr(expr);
+	ColumnRef  *ref;
+	Node	   *last;
+
+	if (!IsA(node, ColumnRef))
+		return false;
+	ref = (ColumnRef *) node;
+	last = llast(ref->fields);
+	if (!IsA(last, String) || strcmp(strVal(last), col) != 0)
+		return false;
+	return list_length(ref->fields) == 1 ||
+		(list_length(ref->fields) == 2 &&
+		 strcmp(strVal(linitial(ref->fields)), "s") == 0);
+}
+
+/*
+ * Refuse an unquoted identifier that SQL folds to lower case when the
+ * source also has a column spelt exactly as written: with columns "ID"
+ * and id, the mapping ID reads id, which is rarely what was meant.
+ */
+void
+mapping_check_case(Relation src, const char *sql, const char *what)
+{
+	core_yy_extra_type yyextra;
+	core_yyscan_t scanner;
+	core_YYSTYPE yylval;
+	YYLTYPE		loc;
+	int			tok;
+
+	scanner = scanner_init(sql, &yyextra, &ScanKeywords, ScanKeywordTokens);
+	while ((tok = core_yylex(&yylval, &loc, scanner)) != 0)
+	{
+		const char *written = sql + loc;
+		char	   *as_written;
+
+		/* quoted identifiers ("ID", U&"ID") are never folded */
+		if (tok != IDENT || written[0] == '"' ||
+			((written[0] == 'U' || written[0] == 'u') && written[1] == '&'))
+			continue;
+		as_written = pnstrdup(written, strlen(yylval.str));
+		if (strcmp(as_written, yylval.str) != 0 &&
+			pg_strcasecmp(as_written, yylval.str) == 0 &&
+			mc_find_column(src, as_written) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_AMBIGUOUS_COLUMN),
+					 errmsg("%s reads column \"%s\", not column \"%s\"",
+							what, yylval.str, as_written),
+					 errdetail("SQL folds the unquoted name %s to lower case, and the source has both columns.",
+							   as_written),
+					 errhint("Write \"%s\" in double quotes for the column \"%s\", or %s in lower case for the other.",
+							 as_written, as_written, yylval.str)));
+	}
+	scanner_finish(scanner);
+}
+
+/* The analyzed query of a statement prepared through SPI. */
+static Query *
+mc_query(SPIPlanPtr plan)
+{
+	CachedPlanSource *ps = linitial(SPI_plan_get_plan_sources(plan));
+
+	return linitial_node(Query, ps->query_list);
+}
+
+static bool
+mc_volatile_sublink_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, SubLink) && contain_volatile_functions(node))
+		return true;
+	return expression_tree_walker(node, mc_volatile_sublink_walker, context);
+}
+
+/*
+ * Refuse a mapping expression that does not give exactly one value per
+ * source row, computed from that row: set-returning, aggregate and window
+ * functions, and volatile subqueries.  Each is prepared alone over the
+ * source, so the error names the column at fault.
+ */
+static void
+mc_check_expr(const char *srcname, const char *col, const char *expr)
+{
+	SPIPlanPtr	plan;
+	Query	   *q;
+	Node	   *e;
+	const char *why = NULL;
+
+	plan = SPI_prepare(psprintf("SELECT (%s) FROM %s AS s", expr, srcname),
+					   0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	q = mc_query(plan);
+	e = (Node *) linitial_node(TargetEntry, q->targetList)->expr;
+	if (q->hasTargetSRFs || expression_returns_set(e))
+		why = "a set-returning function, which would copy each source row zero or several times";
+	else if (q->hasAggs)
+		why = "an aggregate function, which reads across the rows of a batch";
+	else if (q->hasWindowFuncs)
+		why = "a window function, which reads across the rows of a batch";
+	else if (mc_volatile_sublink_walker(e, NULL))
+		why = "a subquery with volatile functions, which may give another answer on every read";
+	if (why)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("mapping of column \"%s\" uses %s", col, why),
+				 errdetail("A mapping must give exactly one value per source row, from that row."),
+				 errhint("The expression was: %s", expr)));
+	SPI_freeplan(plan);
+}
+
+/*
+ * A filter must select the same rows on every batch, in the job and in
+ * its reconciliation: no volatile functions.
+ */
+static void
+mc_check_filter(const char *srcname, const char *filter)
+{
+	SPIPlanPtr	plan;
+	Query	   *q;
+
+	plan = SPI_prepare(psprintf("SELECT FROM %s AS s WHERE (%s)", srcname,
+								filter), 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	q = mc_query(plan);
+	if (contain_volatile_functions(q->jointree->quals))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("filter uses volatile functions"),
+				 errdetail("A filter must select the same rows on every batch and in every reconciliation."),
+				 errhint("The filter was: %s", filter)));
+	SPI_freeplan(plan);
+}
+
+/* ExecCheckRTPerms on a query and on every query nested in it */
+static bool
+mc_privileges_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Query))
+	{
+		(void) ExecCheckRTPerms(((Query *) node)->rtable, true);
+		return query_tree_walker((Query *) node, mc_privileges_walker,
+								 context, 0);
+	}
+	return expression_tree_walker(node, mc_privileges_walker, context);
+}
+
+/*
+ * The owner must hold, now, every privilege the batch queries need: SELECT
+ * on each column they read (mapping subqueries and views included),
+ * INSERT on each target column they fill, UPDATE for on_conflict =>
+ * 'update'.  The range tables of the rewritten queries say exactly which,
+ * as the executor would check them; nothing is run.
+ */
+void
+mapping_check_privileges(SPIPlanPtr plan)
+{
+	CachedPlanSource *ps = linitial(SPI_plan_get_plan_sources(plan));
+
+	(void) mc_privileges_walker((Node *) ps->query_list, NULL);
+}
+
+/*
+ * The create-time checks of a job's SQL (inside SPI, as the owner): each
+ * mapping expression and the filter alone, before the batch queries are
+ * prepared, so that the error names the mapping at fault.  (Names are
+ * checked earlier, by mapping_resolve_new_job, with mapping_check_case.)
+ */
+void
+mapping_check_job_sql(AmJob *job, const char *srcname)
+{
+	ListCell   *lt;
+	ListCell   *le;
+
+	forboth(lt, job->map_targets, le, job->map_exprs)
+		mc_check_expr(srcname, lfirst(lt), lfirst(le));
+	if (job->filter)
+		mc_check_filter(srcname, job->filter);
+}
+
+/* ---- the shape of the job's columns ---- */
+
+typedef struct McRefs
+{
+	Relation	src;
+	bool		whole_row;
+	Bitmapset  *attnums;
+} McRefs;
+
+/* Note a source column a raw expression may read. */
+static bool
+mc_refs_walker(Node *node, McRefs *refs)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, ColumnRef))
+	{
+		ColumnRef  *ref = (ColumnRef *) node;
+		Node	   *last = llast(ref->fields);
+		const char *relname = RelationGetRelationName(refs->src);
+
+		if (IsA(last, A_Star))
+			refs->whole_row = true;
+		else if (list_length(ref->fields) == 1 &&
+				 (strcmp(strVal(last), "s") == 0 ||
+				  strcmp(strVal(last), relname) == 0) &&
+				 mc_find_column(refs->src, strVal(last)) == NULL)
+			refs->whole_row = true; /* the row as a value: s, or to_jsonb(s) */
+		else
+		{
+			Form_pg_attribute att = mc_find_column(refs->src, strVal(last));
+
+			if (att != NULL)
+				refs->attnums = bms_add_member(refs->attnums, att->attnum);
+		}
+		return false;
+	}
+	return raw_expression_tree_walker(node, mc_refs_walker, refs);
+}
+
+/* "name type [COLLATE c]" of each column in attnums (all when NULL) */
+static void
+mc_append_columns(StringInfo buf, Relation rel, Bitmapset *attnums)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		first = true;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped ||
+			(attnums && !bms_is_member(att->attnum, attnums)))
+			continue;
+		appendStringInfo(buf, "%s%s %s", first ? "" : ", ",
+						 quote_identifier(NameStr(att->attname)),
+						 format_type_extended(att->atttypid, att->atttypmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN |
+											  FORMAT_TYPE_FORCE_QUALIFY));
+		if (OidIsValid(att->attcollation))
+			appendStringInfo(buf, " COLLATE %s",
+							 generate_collation_name(att->attcollation));
+		first = false;
+	}
+}
+
+/*
+ * The shape of the columns the job uses, as text: the source's key
+ * columns and every column its mapping and filter may read (all of them
+ * if a mapping reads the whole row), then the target's key and mapped
+ * columns, each "name type COLLATE collation" in column order.  A rename,
+ * a type, typmod or collation change, a drop or a reorder of any of them
+ * changes the text.  The caller holds locks on both tables.
+ */
+char *
+mapping_shape(AmJob *job)
+{
+	StringInfoData buf;
+	McRefs		refs;
+	Relation	tgt;
+	Bitmapset  *tatts = NULL;
+	ListCell   *lc;
+
+	memset(&refs, 0, sizeof(refs));
+	refs.src = relation_open(job->source_relid, NoLock);
+	tgt = relation_open(job->target_relid, NoLock);
+	foreach(lc, job->key_columns)
+	{
+		Form_pg_attribute att = mc_find_column(refs.src, lfirst(lc));
+
+		/* a key column gone: the marker keeps the shapes different */
+		if (att == NULL)
+			refs.whole_row = true;
+		else
+			refs.attnums = bms_add_member(refs.attnums, att->attnum);
+	}
+	foreach(lc, job->map_exprs)
+		(void) mc_refs_walker(mc_raw_expr(lfirst(lc)), &refs);
+	if (job->filter)
+	{
+		List	   *stmts = raw_parser(psprintf("SELECT WHERE %s", job->filter),
+									   RAW_PARSE_DEFAULT);
+
+		(void) mc_refs_walker(((SelectStmt *) ((RawStmt *) linitial(stmts))->stmt)->whereClause,
+							  &refs);
+	}
+	foreach(lc, job->map_targets)
+	{
+		Form_pg_attribute att = mc_find_column(tgt, lfirst(lc));
+
+		/* a mapped column gone is missing from the text */
+		if (att != NULL)
+			tatts = bms_add_member(tatts, att->attnum);
+	}
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "source (");
+	mc_append_columns(&buf, refs.src, refs.whole_row ? NULL : refs.attnums);
+	appendStringInfoString(&buf, "), target (");
+	mc_append_columns(&buf, tgt, tatts ? tatts : bms_make_singleton(0));
+	appendStringInfoChar(&buf, ')');
+	relation_close(tgt, NoLock);
+	relation_close(refs.src, NoLock);
+	return buf.data;
+}
