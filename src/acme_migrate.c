@@ -321,7 +321,7 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 	job->definition_version = 1;
 	(void) mapping_build(job, true);
 	job->rows_estimate = mapping_estimate_rows(job);
-	job->shape = mapping_shape(job);
+	job->shape = mapping_shape(job, NULL);
 	am_end_as_owner(&owner_cxt);
 
 	PG_RETURN_INT64(catalog_job_insert(job));

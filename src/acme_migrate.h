@@ -153,6 +153,7 @@ typedef struct AmMapping
 	int32		last_range;		/* range this process copied last */
 	int			has_ranges;		/* -1 unknown, else whether the job has */
 	void	   *writer_cache;	/* writer.c's slots and defaults, kept across batches */
+	void	   *shape_cache;	/* mapping_check.c's columns of the job's shape */
 	int32		definition_version;
 } AmMapping;
 
@@ -240,7 +241,7 @@ extern void mapping_check_case(Relation src, const char *sql,
 							   const char *what);
 extern void mapping_check_job_sql(AmJob *job, const char *srcname);
 extern void mapping_check_privileges(SPIPlanPtr plan);
-extern char *mapping_shape(AmJob *job);
+extern char *mapping_shape(AmJob *job, AmMapping *map);
 
 /* batch.c */
 extern bool batch_lock_job(int64 job_id, LOCKMODE mode, bool session);

@@ -720,7 +720,7 @@ batch_job_ready(AmJob *job)
  * returns false.
  */
 static bool
-batch_shape_unchanged(AmJob *job)
+batch_shape_unchanged(AmJob *job, AmMapping *map)
 {
 	Relation	rel;
 	char	   *shape;
@@ -732,7 +732,7 @@ batch_shape_unchanged(AmJob *job)
 	relation_close(rel, NoLock);
 	LockRelationOid(job->target_relid, RowExclusiveLock);
 
-	shape = mapping_shape(job);
+	shape = mapping_shape(job, map);
 	if (job->shape == NULL)
 	{
 		/* a job created before 1.1: its shape is taken now */
@@ -792,7 +792,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 	*more = false;
 	if (!batch_job_ready(job))
 		return 0;
-	if (!batch_shape_unchanged(job))
+	if (!batch_shape_unchanged(job, map))
 		return 0;
 
 	/* the job's SQL runs as its owner, whoever calls (security.c) */

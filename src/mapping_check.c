@@ -38,6 +38,7 @@
 #include "parser/gram.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
@@ -260,16 +261,29 @@ mapping_check_job_sql(AmJob *job, const char *srcname)
 
 /* ---- the shape of the job's columns ---- */
 
-typedef struct McRefs
+/*
+ * Which columns make up a job's shape, by name: worked out once per
+ * mapping (it parses the job's SQL), used by every batch.
+ */
+typedef struct McShapeCols
 {
-	Relation	src;
-	bool		whole_row;
-	Bitmapset  *attnums;
-} McRefs;
+	Relation	src;			/* only while the names are collected */
+	bool		whole_row;		/* a mapping reads the whole source row */
+	List	   *src_names;		/* char * */
+	List	   *tgt_names;		/* char * */
+} McShapeCols;
 
-/* Note a source column a raw expression may read. */
+static void
+mc_note_source_column(McShapeCols *sc, const char *name)
+{
+	if (mc_find_column(sc->src, name) != NULL &&
+		!list_member(sc->src_names, makeString((char *) name)))
+		sc->src_names = lappend(sc->src_names, makeString(pstrdup(name)));
+}
+
+/* Note the source columns a raw expression may read. */
 static bool
-mc_refs_walker(Node *node, McRefs *refs)
+mc_refs_walker(Node *node, McShapeCols *sc)
 {
 	if (node == NULL)
 		return false;
@@ -277,30 +291,59 @@ mc_refs_walker(Node *node, McRefs *refs)
 	{
 		ColumnRef  *ref = (ColumnRef *) node;
 		Node	   *last = llast(ref->fields);
-		const char *relname = RelationGetRelationName(refs->src);
+		const char *relname = RelationGetRelationName(sc->src);
 
 		if (IsA(last, A_Star))
-			refs->whole_row = true;
+			sc->whole_row = true;
 		else if (list_length(ref->fields) == 1 &&
 				 (strcmp(strVal(last), "s") == 0 ||
 				  strcmp(strVal(last), relname) == 0) &&
-				 mc_find_column(refs->src, strVal(last)) == NULL)
-			refs->whole_row = true; /* the row as a value: s, or to_jsonb(s) */
+				 mc_find_column(sc->src, strVal(last)) == NULL)
+			sc->whole_row = true;	/* the row as a value: s, to_jsonb(s) */
 		else
-		{
-			Form_pg_attribute att = mc_find_column(refs->src, strVal(last));
-
-			if (att != NULL)
-				refs->attnums = bms_add_member(refs->attnums, att->attnum);
-		}
+			mc_note_source_column(sc, strVal(last));
 		return false;
 	}
-	return raw_expression_tree_walker(node, mc_refs_walker, refs);
+	return raw_expression_tree_walker(node, mc_refs_walker, sc);
 }
 
-/* "name type [COLLATE c]" of each column in attnums (all when NULL) */
+/*
+ * The columns of the shape: the source's key columns and every column its
+ * mapping and filter may read (names that are not source columns belong to
+ * subqueries and are left out), the target's key and mapped columns.
+ */
+static McShapeCols *
+mc_shape_columns(AmJob *job)
+{
+	McShapeCols *sc = palloc0(sizeof(McShapeCols));
+	ListCell   *lc;
+
+	sc->src = relation_open(job->source_relid, NoLock);
+	foreach(lc, job->key_columns)
+		sc->src_names = lappend(sc->src_names, makeString(pstrdup(lfirst(lc))));
+	foreach(lc, job->map_exprs)
+		(void) mc_refs_walker(mc_raw_expr(lfirst(lc)), sc);
+	if (job->filter)
+	{
+		List	   *stmts = raw_parser(psprintf("SELECT WHERE %s", job->filter),
+									   RAW_PARSE_DEFAULT);
+		SelectStmt *sel = (SelectStmt *) ((RawStmt *) linitial(stmts))->stmt;
+
+		(void) mc_refs_walker(sel->whereClause, sc);
+	}
+	relation_close(sc->src, NoLock);
+	sc->src = NULL;
+	foreach(lc, job->map_targets)
+		sc->tgt_names = lappend(sc->tgt_names, makeString(pstrdup(lfirst(lc))));
+	return sc;
+}
+
+/*
+ * "name type COLLATE c, ..." of the named columns (all when names is NIL),
+ * in column order; a named column that is gone is simply not there.
+ */
 static void
-mc_append_columns(StringInfo buf, Relation rel, Bitmapset *attnums)
+mc_append_columns(StringInfo buf, Relation rel, List *names)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	bool		first = true;
@@ -310,13 +353,12 @@ mc_append_columns(StringInfo buf, Relation rel, Bitmapset *attnums)
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
 		if (att->attisdropped ||
-			(attnums && !bms_is_member(att->attnum, attnums)))
+			(names && !list_member(names, makeString(NameStr(att->attname)))))
 			continue;
 		appendStringInfo(buf, "%s%s %s", first ? "" : ", ",
 						 quote_identifier(NameStr(att->attname)),
 						 format_type_extended(att->atttypid, att->atttypmod,
-											  FORMAT_TYPE_TYPEMOD_GIVEN |
-											  FORMAT_TYPE_FORCE_QUALIFY));
+											  FORMAT_TYPE_TYPEMOD_GIVEN));
 		if (OidIsValid(att->attcollation))
 			appendStringInfo(buf, " COLLATE %s",
 							 generate_collation_name(att->attcollation));
@@ -325,61 +367,44 @@ mc_append_columns(StringInfo buf, Relation rel, Bitmapset *attnums)
 }
 
 /*
- * The shape of the columns the job uses, as text: the source's key
- * columns and every column its mapping and filter may read (all of them
- * if a mapping reads the whole row), then the target's key and mapped
- * columns, each "name type COLLATE collation" in column order.  A rename,
- * a type, typmod or collation change, a drop or a reorder of any of them
- * changes the text.  The caller holds locks on both tables.
+ * The shape of the columns the job uses, as text: "source (...), target
+ * (...)" with each column as "name type COLLATE collation" in column
+ * order.  A rename, a change of type, typmod or collation, a drop or a
+ * reorder of any of them changes the text; columns added, and columns the
+ * job does not use, do not.  The caller holds locks on both tables.  With
+ * a mapping, the list of columns is worked out once and kept in it.
  */
 char *
-mapping_shape(AmJob *job)
+mapping_shape(AmJob *job, AmMapping *map)
 {
 	StringInfoData buf;
-	McRefs		refs;
+	McShapeCols *sc = map ? (McShapeCols *) map->shape_cache : NULL;
+	Relation	src;
 	Relation	tgt;
-	Bitmapset  *tatts = NULL;
-	ListCell   *lc;
+	int			nest;
 
-	memset(&refs, 0, sizeof(refs));
-	refs.src = relation_open(job->source_relid, NoLock);
+	if (sc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(map ? GetMemoryChunkContext(map) :
+												  CurrentMemoryContext);
+
+		sc = mc_shape_columns(job);
+		MemoryContextSwitchTo(old);
+		if (map)
+			map->shape_cache = sc;
+	}
+	/* type and collation names as seen from a fixed search_path */
+	nest = am_pin_search_path();
+	src = relation_open(job->source_relid, NoLock);
 	tgt = relation_open(job->target_relid, NoLock);
-	foreach(lc, job->key_columns)
-	{
-		Form_pg_attribute att = mc_find_column(refs.src, lfirst(lc));
-
-		/* a key column gone: the marker keeps the shapes different */
-		if (att == NULL)
-			refs.whole_row = true;
-		else
-			refs.attnums = bms_add_member(refs.attnums, att->attnum);
-	}
-	foreach(lc, job->map_exprs)
-		(void) mc_refs_walker(mc_raw_expr(lfirst(lc)), &refs);
-	if (job->filter)
-	{
-		List	   *stmts = raw_parser(psprintf("SELECT WHERE %s", job->filter),
-									   RAW_PARSE_DEFAULT);
-
-		(void) mc_refs_walker(((SelectStmt *) ((RawStmt *) linitial(stmts))->stmt)->whereClause,
-							  &refs);
-	}
-	foreach(lc, job->map_targets)
-	{
-		Form_pg_attribute att = mc_find_column(tgt, lfirst(lc));
-
-		/* a mapped column gone is missing from the text */
-		if (att != NULL)
-			tatts = bms_add_member(tatts, att->attnum);
-	}
-
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "source (");
-	mc_append_columns(&buf, refs.src, refs.whole_row ? NULL : refs.attnums);
+	mc_append_columns(&buf, src, sc->whole_row ? NIL : sc->src_names);
 	appendStringInfoString(&buf, "), target (");
-	mc_append_columns(&buf, tgt, tatts ? tatts : bms_make_singleton(0));
+	mc_append_columns(&buf, tgt, sc->tgt_names);
 	appendStringInfoChar(&buf, ')');
 	relation_close(tgt, NoLock);
-	relation_close(refs.src, NoLock);
+	relation_close(src, NoLock);
+	am_unpin_search_path(nest);
 	return buf.data;
 }
