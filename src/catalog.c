@@ -659,6 +659,8 @@ catalog_job_finished_by_id(int64 job_id, bool *exists, char **job_name)
 	CatContext	cxt;
 	Datum		arg = Int64GetDatum(job_id);
 	bool		finished = false;
+	char	   *name = NULL;
+	Oid			owner = InvalidOid;
 
 	*exists = false;
 	*job_name = NULL;
@@ -670,16 +672,19 @@ catalog_job_finished_by_id(int64 job_id, bool *exists, char **job_name)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		char	   *state = SPI_getvalue(tup, desc, 2);
 		bool		isnull;
-		Oid			owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
 
 		*exists = true;
 		finished = (strcmp(state, "copied") == 0 ||
 					strcmp(state, "cut_over") == 0 ||
 					strcmp(state, "done") == 0);
-		if (catalog_job_visible(owner))
-			*job_name = MemoryContextStrdup(mcxt, SPI_getvalue(tup, desc, 1));
+		owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		name = MemoryContextStrdup(mcxt, SPI_getvalue(tup, desc, 1));
 	}
 	cat_leave(&cxt);
+
+	/* as the caller again: may it see the job? */
+	if (name != NULL && catalog_job_visible(owner))
+		*job_name = name;
 	return finished;
 }
 
@@ -694,25 +699,33 @@ catalog_job_check_dependents(AmJob *job)
 	MemoryContext mcxt = CurrentMemoryContext;
 	CatContext	cxt;
 	Datum		arg = Int64GetDatum(job->job_id);
+	char	  **names;
+	Oid		   *owners;
 	char	   *visible = NULL;
 	uint64		n;
 
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_DEPENDENTS, &arg, NULL, 0);
 	n = SPI_processed;
-	for (uint64 i = 0; i < n && visible == NULL; i++)
+	names = MemoryContextAlloc(mcxt, sizeof(char *) * Max(n, 1));
+	owners = MemoryContextAlloc(mcxt, sizeof(Oid) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
-		Oid			owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-														   SPI_tuptable->tupdesc,
-														   2, &isnull));
 
-		if (catalog_job_visible(owner))
-			visible = MemoryContextStrdup(mcxt,
-										  SPI_getvalue(SPI_tuptable->vals[i],
-													   SPI_tuptable->tupdesc, 1));
+		names[i] = MemoryContextStrdup(mcxt,
+									   SPI_getvalue(SPI_tuptable->vals[i],
+													SPI_tuptable->tupdesc, 1));
+		owners[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+												   SPI_tuptable->tupdesc,
+												   2, &isnull));
 	}
 	cat_leave(&cxt);
+
+	/* as the caller again: which dependents may it see? */
+	for (uint64 i = 0; i < n && visible == NULL; i++)
+		if (catalog_job_visible(owners[i]))
+			visible = names[i];
 	if (n > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
