@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
+#include "postmaster/postmaster.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/array.h"
@@ -32,6 +33,8 @@ PG_MODULE_MAGIC;
 bool		acme_migrate_direct_write = true;
 bool		acme_migrate_async_commit = true;
 int			acme_migrate_max_workers = 8;
+int			acme_migrate_max_workers_per_role = 4;
+int			acme_migrate_max_workers_total = -1;
 int			acme_migrate_naptime = 10;
 char	   *acme_migrate_databases = NULL;
 
@@ -76,6 +79,27 @@ _PG_init(void)
 							"Each worker is a background worker process: max_worker_processes must leave room for them.",
 							&acme_migrate_max_workers,
 							8, 1, 64,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("acme_migrate.max_workers_per_role",
+							"Sets the most background workers the jobs of one role may run with together.",
+							"Workers run as the role that owns their job; the workers of every job it owns count, "
+							"in this database those its running jobs were started with, in other databases those alive. "
+							"acme_migrate_start and acme_migrate_resume start fewer workers than asked for, "
+							"or none, rather than go over it.",
+							&acme_migrate_max_workers_per_role,
+							4, 0, MAX_BACKENDS,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("acme_migrate.max_workers_total",
+							"Sets the most background workers all jobs together may run with.",
+							"-1 means half of max_worker_processes, so that parallel query, logical replication "
+							"and other extensions keep the other half.  Never more than max_worker_processes "
+							"minus one, which the launcher needs.",
+							&acme_migrate_max_workers_total,
+							-1, -1, MAX_BACKENDS,
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
@@ -271,21 +295,21 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 				 errmsg("capture_changes is not supported yet"),
 				 errdetail("Change capture, catch-up and cut-over are not implemented in this version of acme_migrate.")));
 
+	/*
+	 * Parents are bound by id now: whatever later takes a parent's name is
+	 * not this job's parent.  Each is locked until we commit, so it cannot
+	 * be dropped before its new child is there to stop the drop.
+	 */
 	job->depends_on = am_text_array_arg(fcinfo, 11, "depends_on");
+	job->depends_on_ids = palloc0(sizeof(int64) * Max(list_length(job->depends_on), 1));
 	foreach(lc, job->depends_on)
 	{
-		bool		exists;
-
 		if (strcmp(lfirst(lc), job->job_name) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("job \"%s\" cannot depend on itself", job->job_name)));
-		(void) catalog_job_is_finished(lfirst(lc), &exists);
-		if (!exists)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("job \"%s\" does not exist", (char *) lfirst(lc)),
-					 errdetail("Jobs named in depends_on must be created first.")));
+		job->depends_on_ids[job->ndepends_on_ids++] =
+			catalog_job_parent(lfirst(lc));
 	}
 
 	if (!PG_ARGISNULL(12))
@@ -593,8 +617,12 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 /*
  * acme_migrate_drop(job) returns boolean
  *
- * Forget a job and its history; the target keeps its rows.  Refused while a
- * session runs the job.
+ * Forget a job and its history; the target keeps its rows.  Its background
+ * workers are stopped first (they lose at most the batch they are in).
+ * Refused while a session runs the job (acme_migrate_batch in an open
+ * transaction, acme_migrate_run): that session belongs to someone who is
+ * waiting for it, so we do not interrupt it.  Refused, too, while other
+ * jobs depend on it.
  */
 Datum
 acme_migrate_drop(PG_FUNCTION_ARGS)
@@ -602,12 +630,17 @@ acme_migrate_drop(PG_FUNCTION_ARGS)
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	AmJob	   *job = catalog_job_get(name, false);
 
+	/* a drop that will be refused must not stop the workers first */
+	catalog_job_check_dependents(job);
+
 	/* refuse at once, rather than queue behind a running batch */
-	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
+	if (!batch_lock_job(job->job_id, ExclusiveLock, false) &&
+		!worker_stop_job(job))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("job \"%s\" is running", name),
-				 errhint("Wait for the running batch, acme_migrate_run or workers to finish, or pause or cancel the job.")));
+				 errdetail("A session runs a batch of the job, or acme_migrate_run."),
+				 errhint("Wait for the running batch or acme_migrate_run to finish, then drop the job.")));
 	job = catalog_job_get(name, true);
 	catalog_job_delete(job);
 	PG_RETURN_BOOL(true);

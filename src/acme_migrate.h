@@ -72,7 +72,10 @@ typedef struct AmJob
 	bool		reject;			/* on_error = 'reject' */
 	double		max_error_rate; /* < 0 when not set */
 	bool		capture_changes;
-	List	   *depends_on;		/* job names (char *) */
+	List	   *depends_on;		/* job names (char *), as given */
+	int64	   *depends_on_ids; /* the jobs they named when created; 0 for
+								 * a name a 1.0 job had that was gone by 1.1 */
+	int			ndepends_on_ids;
 	double		max_rows_per_second;	/* 0 when not set */
 	int64		batch_time_target_ms;	/* 0 when not set */
 	int64		max_replication_lag_ms; /* 0 when not set */
@@ -161,7 +164,13 @@ typedef struct AmMapping
 extern AmJob *catalog_job_get(const char *job_name, bool for_update);
 extern int64 catalog_job_insert(AmJob *job);
 extern void catalog_job_delete(AmJob *job);
-extern bool catalog_job_is_finished(const char *job_name, bool *exists);
+extern bool catalog_job_visible(Oid owner);
+extern int64 catalog_job_parent(const char *job_name);
+extern bool catalog_job_finished_by_id(int64 job_id, bool *exists,
+									   char **job_name);
+extern void catalog_job_check_dependents(AmJob *job);
+extern void catalog_workers_in_use(AmJob *job, int *role_workers,
+								   int *all_workers);
 extern void catalog_job_set_state(AmJob *job, const char *state,
 								  const char *reason);
 extern void catalog_job_checkpoint(AmJob *job, AmRange *range,
@@ -250,7 +259,7 @@ extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
 						bool *more);
 extern void batch_free_plans(AmMapping *map);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
-extern const char *batch_waiting_for(AmJob *job);
+extern bool batch_waiting_for(AmJob *job, char **parent);
 extern bool batch_error_is_transient(int sqlerrcode);
 extern void batch_commit_async(void);
 extern int64 am_replication_lag_ms(void);
@@ -283,11 +292,14 @@ extern void am_end_as_owner(AmOwnerContext *cxt);
 
 /* worker.c */
 extern void worker_register_launcher(void);
+extern bool worker_stop_job(AmJob *job);
 
 /* acme_migrate.c: GUCs */
 extern bool acme_migrate_direct_write;
 extern bool acme_migrate_async_commit;
 extern int	acme_migrate_max_workers;
+extern int	acme_migrate_max_workers_per_role;
+extern int	acme_migrate_max_workers_total;
 extern int	acme_migrate_naptime;
 extern char *acme_migrate_databases;
 

@@ -699,12 +699,18 @@ batch_job_ready(AmJob *job)
 				 errhint("See acme_migrate.jobs, acme_migrate.errors and acme_migrate.rejects; drop and create the job again to start over.")));
 
 	{
-		const char *parent = batch_waiting_for(job);
+		char	   *parent;
 
-		if (parent != NULL)
+		if (batch_waiting_for(job, &parent))
 		{
-			ereport(NOTICE,
-					(errmsg("job \"%s\" waits for job \"%s\"", job->job_name, parent)));
+			if (parent)
+				ereport(NOTICE,
+						(errmsg("job \"%s\" waits for job \"%s\"", job->job_name,
+								parent)));
+			else
+				ereport(NOTICE,
+						(errmsg("job \"%s\" waits for a job it depends on",
+								job->job_name)));
 			return false;
 		}
 	}
@@ -752,20 +758,40 @@ batch_shape_unchanged(AmJob *job, AmMapping *map)
 	return false;
 }
 
-/* The first job of depends_on that is not finished yet, or NULL. */
-const char *
-batch_waiting_for(AmJob *job)
+/*
+ * Is the job waiting for one of the jobs it depends on?  They are the jobs
+ * its depends_on named when it was created, bound by id: a job created
+ * later under a dropped parent's name is not its parent.  *parent is the
+ * name of the first unfinished one, or NULL when the current user may not
+ * see that job (it is then not named at all).  A parent gone since (only a
+ * job from before 1.1 can have one: drop refuses while dependents exist)
+ * is an ERROR, the job cannot ever copy.
+ */
+bool
+batch_waiting_for(AmJob *job, char **parent)
 {
-	ListCell   *lc;
-
-	foreach(lc, job->depends_on)
+	*parent = NULL;
+	for (int i = 0; i < job->ndepends_on_ids; i++)
 	{
-		bool		exists;
+		bool		exists = false;
+		char	   *name = NULL;
 
-		if (!catalog_job_is_finished(lfirst(lc), &exists))
-			return lfirst(lc);
+		if (job->depends_on_ids[i] != 0 &&
+			catalog_job_finished_by_id(job->depends_on_ids[i], &exists, &name))
+			continue;
+		if (!exists)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("job \"%s\" depends on a job that no longer exists",
+							job->job_name),
+					 i < list_length(job->depends_on) ?
+					 errdetail("It was created with depends_on naming job \"%s\", which has been dropped since.",
+							   (char *) list_nth(job->depends_on, i)) : 0,
+					 errhint("Drop the job and create it again.")));
+		*parent = name;
+		return true;
 	}
-	return NULL;
+	return false;
 }
 
 /*

@@ -53,6 +53,10 @@ typedef enum CatStmt
 	CAT_JOB_WORKERS,
 	CAT_JOB_ALTER,
 	CAT_JOB_SHAPE,
+	CAT_JOB_GET_PARENT,
+	CAT_JOB_STATE_BY_ID,
+	CAT_JOB_DEPENDENTS,
+	CAT_WORKERS_IN_USE,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -70,7 +74,8 @@ typedef enum CatStmt
 	"j.definition_version, j.state, j.last_key, j.rows_read, j.rows_copied, " \
 	"j.rows_rejected, j.batches_done, j.rows_estimate, j.workers, " \
 	"COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() " \
-	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9), j.search_path, j.shape "
+	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9), j.search_path, j.shape, " \
+	"j.depends_on_ids "
 
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
@@ -80,7 +85,7 @@ static const struct
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[24];
+	Oid			argtypes[25];
 }			cat_stmts[CAT_NUM_STMTS] =
 {
 	[CAT_JOB_GET] = {
@@ -99,17 +104,18 @@ static const struct
 		"column_map, columns_given, filter, batch_size, on_conflict, "
 		"on_error, max_error_rate, capture_changes, depends_on, "
 		"max_rows_per_second, batch_time_target, max_replication_lag, "
-		"lock_timeout, rows_estimate, search_path, shape) "
+		"lock_timeout, rows_estimate, search_path, shape, depends_on_ids) "
 		"VALUES ($1, $2::pg_catalog.regrole, $3::pg_catalog.regclass, "
 		"$4::pg_catalog.regclass, $5, $6, $7, "
 		"pg_catalog.jsonb_object($8, $9), $10, $11, $12, $13, $14, $15, "
 		"$16, $17, $18, " MS_TO_INTERVAL(19) ", " MS_TO_INTERVAL(20) ", "
-		MS_TO_INTERVAL(21) ", $22, $23, $24) "
+		MS_TO_INTERVAL(21) ", $22, $23, $24, $25) "
 		"RETURNING job_id",
-		24, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
+		25, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
 			BOOLOID, TEXTARRAYOID, TEXTARRAYOID, JSONBOID, TEXTOID, INT4OID,
 			TEXTOID, TEXTOID, FLOAT8OID, BOOLOID, TEXTARRAYOID, FLOAT8OID,
-		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTOID, TEXTOID}
+		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTOID, TEXTOID,
+		INT8ARRAYOID}
 	},
 	[CAT_JOB_DELETE] = {
 		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
@@ -261,6 +267,50 @@ static const struct
 		"UPDATE acme_migrate.jobs SET shape = $2 "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		2, {INT8OID, TEXTOID}
+	},
+	/* a parent named in depends_on: locked so that it cannot be dropped */
+	[CAT_JOB_GET_PARENT] = {
+		"SELECT job_id, owner::pg_catalog.oid FROM acme_migrate.jobs "
+		"WHERE job_name OPERATOR(pg_catalog.=) $1 FOR KEY SHARE",
+		1, {TEXTOID}
+	},
+	[CAT_JOB_STATE_BY_ID] = {
+		"SELECT job_name, state, owner::pg_catalog.oid FROM acme_migrate.jobs "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		1, {INT8OID}
+	},
+	[CAT_JOB_DEPENDENTS] = {
+		"SELECT job_name, owner::pg_catalog.oid FROM acme_migrate.jobs "
+		"WHERE $1 OPERATOR(pg_catalog.=) ANY (depends_on_ids) ORDER BY job_id",
+		1, {INT8OID}
+	},
+
+	/*
+	 * Workers in use, other than the job's own: those the running jobs of
+	 * this database were started with (alive or about to be started again
+	 * by the launcher), plus the live workers of other databases, whose
+	 * catalogs we cannot read.  For the job's owner, then for everyone.
+	 */
+	[CAT_WORKERS_IN_USE] = {
+		"SELECT (SELECT COALESCE(pg_catalog.sum(j.workers), 0) "
+		"FROM acme_migrate.jobs j "
+		"WHERE j.state OPERATOR(pg_catalog.=) 'running' "
+		"AND j.job_id OPERATOR(pg_catalog.<>) $1 "
+		"AND j.owner::pg_catalog.oid OPERATOR(pg_catalog.=) $2) "
+		"OPERATOR(pg_catalog.+) "
+		"(SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a "
+		"WHERE a.backend_type OPERATOR(pg_catalog.=) 'acme_migrate worker' "
+		"AND a.datid OPERATOR(pg_catalog.<>) $3 "
+		"AND a.usesysid OPERATOR(pg_catalog.=) $2), "
+		"(SELECT COALESCE(pg_catalog.sum(j.workers), 0) "
+		"FROM acme_migrate.jobs j "
+		"WHERE j.state OPERATOR(pg_catalog.=) 'running' "
+		"AND j.job_id OPERATOR(pg_catalog.<>) $1) "
+		"OPERATOR(pg_catalog.+) "
+		"(SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity a "
+		"WHERE a.backend_type OPERATOR(pg_catalog.=) 'acme_migrate worker' "
+		"AND a.datid OPERATOR(pg_catalog.<>) $3)",
+		3, {INT8OID, OIDOID, OIDOID}
 	},
 };
 
@@ -485,6 +535,22 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	job->search_path = isnull ? NULL : TextDatumGetCString(d);
 	NEXT();
 	job->shape = isnull ? NULL : TextDatumGetCString(d);
+	NEXT();
+	job->depends_on_ids = NULL;
+	job->ndepends_on_ids = 0;
+	if (!isnull)
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &elems, &nulls, &n);
+		job->depends_on_ids = palloc0(sizeof(int64) * Max(n, 1));
+		job->ndepends_on_ids = n;
+		for (int i = 0; i < n; i++)
+			job->depends_on_ids[i] = nulls[i] ? 0 : DatumGetInt64(elems[i]);
+	}
 #undef NEXT
 
 	MemoryContextSwitchTo(old);
@@ -492,27 +558,43 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 }
 
 /*
- * Does the current user own the job, or administer acme_migrate?
+ * May the current user see (and so use) a job of this owner?  The job's
+ * owner, a role with the owner's privileges, and superusers and members of
+ * acme_migrate_admin may; nobody else.  This is the rule of the row-level
+ * security predicate acme_migrate.job_visible(), word for word: a job the
+ * catalog hides from a role does not exist for it here either.
  */
-static bool
-cat_may_manage(AmJob *job)
+bool
+catalog_job_visible(Oid owner)
 {
 	Oid			admin;
 
-	if (superuser() || has_privs_of_role(GetUserId(), job->owner))
+	if (has_privs_of_role(GetUserId(), owner))
 		return true;
 	admin = get_role_oid("acme_migrate_admin", true);
 	return OidIsValid(admin) && has_privs_of_role(GetUserId(), admin);
 }
 
+/* The one way we say a job is not there, whether it is or is hidden. */
+static void
+cat_job_missing(const char *job_name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("job \"%s\" does not exist", job_name),
+			 errhint("Jobs are listed in acme_migrate.jobs.")));
+}
+
+/*
+ * ERROR unless the current user may use the job.  A job the user may not
+ * see answers "does not exist", as if it were not there: telling "permission
+ * denied" would give away that another role has a job of that name.
+ */
 void
 catalog_check_owner(AmJob *job)
 {
-	if (!cat_may_manage(job))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for job \"%s\"", job->job_name),
-				 errdetail("Only the owner of a job, a superuser or a member of acme_migrate_admin may use it.")));
+	if (!catalog_job_visible(job->owner))
+		cat_job_missing(job->job_name);
 }
 
 /*
@@ -536,40 +618,161 @@ catalog_job_get(const char *job_name, bool for_update)
 	cat_leave(&cxt);
 
 	if (job == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("job \"%s\" does not exist", job_name),
-				 errhint("Jobs are listed in acme_migrate.jobs.")));
+		cat_job_missing(job_name);
 	catalog_check_owner(job);
 	return job;
 }
 
 /*
- * Is the named job finished (copied, cut over or done)?  Used for
- * depends_on; *exists tells whether the job exists at all.
+ * The id of a job named in depends_on of a job being created.  The parent
+ * must be one the creator may see (else it "does not exist"), and its row
+ * stays locked FOR KEY SHARE until the creating transaction ends, so that
+ * it cannot be dropped before the child, which names it by id, commits.
  */
-bool
-catalog_job_is_finished(const char *job_name, bool *exists)
+int64
+catalog_job_parent(const char *job_name)
 {
 	CatContext	cxt;
 	Datum		arg = CStringGetTextDatum(job_name);
-	bool		finished = false;
+	int64		job_id = 0;
+	Oid			owner = InvalidOid;
 
-	*exists = false;
 	cat_enter(&cxt);
-	cat_exec(CAT_JOB_STATE_BY_NAME, &arg, NULL, 1);
+	cat_exec(CAT_JOB_GET_PARENT, &arg, NULL, 1);
 	if (SPI_processed == 1)
 	{
-		char	   *state = SPI_getvalue(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+
+		job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	cat_leave(&cxt);
+	if (job_id == 0 || !catalog_job_visible(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job \"%s\" does not exist", job_name),
+				 errdetail("Jobs named in depends_on must be created first.")));
+	return job_id;
+}
+
+/*
+ * Is the job with this id finished (copied, cut over or done)?  Used for
+ * depends_on.  *exists says whether it is still there; *job_name is its
+ * name when it is and the current user may see it, else NULL.
+ */
+bool
+catalog_job_finished_by_id(int64 job_id, bool *exists, char **job_name)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job_id);
+	bool		finished = false;
+	char	   *name = NULL;
+	Oid			owner = InvalidOid;
+
+	*exists = false;
+	*job_name = NULL;
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_STATE_BY_ID, &arg, NULL, 1);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *state = SPI_getvalue(tup, desc, 2);
+		bool		isnull;
 
 		*exists = true;
 		finished = (strcmp(state, "copied") == 0 ||
 					strcmp(state, "cut_over") == 0 ||
 					strcmp(state, "done") == 0);
+		owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		name = MemoryContextStrdup(mcxt, SPI_getvalue(tup, desc, 1));
 	}
 	cat_leave(&cxt);
+
+	/* as the caller again: may it see the job? */
+	if (name != NULL && catalog_job_visible(owner))
+		*job_name = name;
 	return finished;
+}
+
+/*
+ * ERROR when other jobs depend on this one: they are bound to it by id, and
+ * would otherwise wait for ever.  Names the first dependent the caller may
+ * see; one it may not see is only counted.
+ */
+void
+catalog_job_check_dependents(AmJob *job)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job->job_id);
+	char	  **names;
+	Oid		   *owners;
+	char	   *visible = NULL;
+	uint64		n;
+
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_DEPENDENTS, &arg, NULL, 0);
+	n = SPI_processed;
+	names = MemoryContextAlloc(mcxt, sizeof(char *) * Max(n, 1));
+	owners = MemoryContextAlloc(mcxt, sizeof(Oid) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		names[i] = MemoryContextStrdup(mcxt,
+									   SPI_getvalue(SPI_tuptable->vals[i],
+													SPI_tuptable->tupdesc, 1));
+		owners[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+												   SPI_tuptable->tupdesc,
+												   2, &isnull));
+	}
+	cat_leave(&cxt);
+
+	/* as the caller again: which dependents may it see? */
+	for (uint64 i = 0; i < n && visible == NULL; i++)
+		if (catalog_job_visible(owners[i]))
+			visible = names[i];
+	if (n > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 visible ?
+				 errmsg("cannot drop job \"%s\" because job \"%s\" depends on it",
+						job->job_name, visible) :
+				 errmsg("cannot drop job \"%s\" because other jobs depend on it",
+						job->job_name),
+				 n > 1 ?
+				 errdetail("%llu jobs name it in depends_on.",
+						   (unsigned long long) n) : 0,
+				 errhint("Drop the jobs that depend on it first.")));
+}
+
+/*
+ * Background workers in use other than the job's: *role_workers of the
+ * job's owner, *all_workers of every role.  See CAT_WORKERS_IN_USE.
+ */
+void
+catalog_workers_in_use(AmJob *job, int *role_workers, int *all_workers)
+{
+	CatContext	cxt;
+	Datum		values[3];
+	bool		isnull;
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = ObjectIdGetDatum(job->owner);
+	values[2] = ObjectIdGetDatum(MyDatabaseId);
+	cat_enter(&cxt);
+	cat_exec(CAT_WORKERS_IN_USE, values, NULL, 1);
+	*role_workers = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc,
+													  1, &isnull));
+	*all_workers = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc,
+													 2, &isnull));
+	cat_leave(&cxt);
 }
 
 /*
@@ -580,8 +783,8 @@ int64
 catalog_job_insert(AmJob *job)
 {
 	CatContext	cxt;
-	Datum		values[24];
-	char		nulls[24];
+	Datum		values[25];
+	char		nulls[25];
 	Datum		name = CStringGetTextDatum(job->job_name);
 	int64		job_id;
 
@@ -621,6 +824,19 @@ catalog_job_insert(AmJob *job)
 	nulls[21] = job->rows_estimate >= 0 ? ' ' : 'n';
 	values[22] = CStringGetTextDatum(job->search_path);
 	values[23] = CStringGetTextDatum(job->shape);
+	if (job->ndepends_on_ids > 0)
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * job->ndepends_on_ids);
+
+		for (int i = 0; i < job->ndepends_on_ids; i++)
+			ids[i] = Int64GetDatum(job->depends_on_ids[i]);
+		values[24] = PointerGetDatum(construct_array(ids, job->ndepends_on_ids,
+													 INT8OID, 8,
+													 FLOAT8PASSBYVAL,
+													 TYPALIGN_DOUBLE));
+	}
+	else
+		nulls[24] = 'n';
 
 	/*
 	 * Two sessions creating the same name: the second waits here for the
@@ -649,7 +865,11 @@ catalog_job_insert(AmJob *job)
 	return job_id;
 }
 
-/* Forget a job; its history goes with it (ON DELETE CASCADE). */
+/*
+ * Forget a job; its history goes with it (ON DELETE CASCADE).  Refused
+ * while other jobs depend on it; the caller has locked its row, so no new
+ * dependent can commit meanwhile.
+ */
 void
 catalog_job_delete(AmJob *job)
 {
@@ -657,6 +877,7 @@ catalog_job_delete(AmJob *job)
 	Datum		arg = Int64GetDatum(job->job_id);
 
 	catalog_check_owner(job);
+	catalog_job_check_dependents(job);
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_DELETE, &arg, NULL, 0);
 	cat_leave(&cxt);

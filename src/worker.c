@@ -13,6 +13,14 @@
  * batches take it exclusively, so the two never mix) and one of the job's
  * worker slots, so a job never runs with more workers than it asked for.
  *
+ * Workers are a server-wide resource (max_worker_processes), so a role's
+ * jobs together get at most acme_migrate.max_workers_per_role of them and
+ * all jobs at most acme_migrate.max_workers_total.  Between batches a
+ * worker may sleep for a long time (max_rows_per_second, a standby's lag,
+ * backoff after an error); it re-reads its job about every second while it
+ * does, so a pause, cancel or alter takes effect within a second, and
+ * acme_migrate_drop stops the job's workers with SIGTERM before it drops.
+ *
  * With shared_preload_libraries = 'acme_migrate' a launcher starts with the
  * server, and after every start, crash restart, and naptime, looks in each
  * database for jobs that should be running but have no worker, and starts
@@ -49,7 +57,10 @@
 #include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/backend_status.h"
 #include "utils/varlena.h"
+
+#include <signal.h>
 
 PG_FUNCTION_INFO_V1(acme_migrate_start);
 PG_FUNCTION_INFO_V1(acme_migrate_pause);
@@ -71,6 +82,9 @@ typedef struct WorkerArgs
 
 /* how often a failing batch is retried before the job fails */
 #define WORKER_MAX_RETRIES	5
+
+/* how long acme_migrate_drop waits for the workers it stopped */
+#define WORKER_STOP_WAIT_MS	10000
 
 /* One of the job's worker slots, held for the worker's life. */
 static int
@@ -184,6 +198,78 @@ worker_state_is(AmJob *job, const char *s1, const char *s2)
 	return strcmp(job->state, s1) == 0 || (s2 && strcmp(job->state, s2) == 0);
 }
 
+/* acme_migrate.max_workers_total, with -1 resolved */
+static int
+worker_max_total(void)
+{
+	int			total = acme_migrate_max_workers_total;
+
+	if (total < 0)
+		total = Max(max_worker_processes / 2, 1);
+	return Min(total, Max(max_worker_processes - 1, 0));
+}
+
+/*
+ * How many of the n workers asked for the job may start, under
+ * acme_migrate.max_workers (per job), acme_migrate.max_workers_per_role
+ * (the job's owner) and acme_migrate.max_workers_total.  From a SQL
+ * function (elevel ERROR): an ERROR when none may, a NOTICE when fewer than
+ * n.  From the launcher (elevel LOG): 0 when none may, and a LOG line.
+ *
+ * The count reads the catalog, so two starts must not count at once: a
+ * lock on the database's worker budget, held until commit, puts them one
+ * after the other, and the second sees the workers the first reserved.
+ */
+static int
+worker_budget(AmJob *job, int n, int elevel)
+{
+	LOCKTAG		tag;
+	int			role_used;
+	int			all_used;
+	int			per_role = acme_migrate_max_workers_per_role;
+	int			total = worker_max_total();
+	int			allowed = Min(n, acme_migrate_max_workers);
+	const char *owner = GetUserNameFromId(job->owner, true);
+
+	if (owner == NULL)
+		owner = psprintf("%u", job->owner);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS, 0, 5);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	catalog_workers_in_use(job, &role_used, &all_used);
+
+	if (role_used >= per_role)
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start workers for job \"%s\"", job->job_name),
+				 errdetail("Role \"%s\" already runs %d background workers for its jobs, the most acme_migrate.max_workers_per_role allows.",
+						   owner, role_used),
+				 errhint("Wait for another job of the role to finish, or pause it; a superuser may raise the setting.")));
+		return 0;
+	}
+	if (all_used >= total)
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start workers for job \"%s\"", job->job_name),
+				 errdetail("Jobs already run %d background workers, the most acme_migrate.max_workers_total allows (max_worker_processes is %d).",
+						   all_used, max_worker_processes),
+				 errhint("Wait for another job to finish, or pause it; a superuser may raise the setting.")));
+		return 0;
+	}
+	allowed = Min(allowed, per_role - role_used);
+	allowed = Min(allowed, total - all_used);
+	if (allowed < n)
+		ereport(elevel == ERROR ? NOTICE : elevel,
+				(errmsg("starting %d of the %d workers asked for job \"%s\"",
+						allowed, n, job->job_name),
+				 errdetail("Role \"%s\" runs %d other workers (acme_migrate.max_workers_per_role is %d); all jobs run %d (acme_migrate.max_workers_total is %d); one job may run %d (acme_migrate.max_workers).",
+						   owner, role_used, per_role, all_used, total,
+						   acme_migrate_max_workers)));
+	return allowed;
+}
+
 /*
  * acme_migrate_start(job, workers) returns integer
  */
@@ -224,6 +310,7 @@ acme_migrate_start(PG_FUNCTION_ARGS)
 				 errdetail("Its workers or another session hold it; no worker was started.")));
 		PG_RETURN_INT32(0);
 	}
+	workers = worker_budget(job, workers, ERROR);
 	if (workers > 1)
 		batch_split_ranges(job, mapping_build(job, false), workers * 4);
 	catalog_job_set_workers(job, workers, "running");
@@ -266,9 +353,18 @@ acme_migrate_resume(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot resume job \"%s\", which is %s", name, job->state),
 				 errdetail("Only paused and failed jobs can be resumed.")));
-	catalog_job_set_workers(job, job->workers, "running");
 	if (job->workers == 0)
+	{
+		catalog_job_set_workers(job, 0, "running");
 		PG_RETURN_INT32(0);
+	}
+
+	/*
+	 * A job split in ranges may run with fewer workers than it was started
+	 * with: the ranges are shared by whoever is there.
+	 */
+	catalog_job_set_workers(job, worker_budget(job, job->workers, ERROR),
+							"running");
 
 	/*
 	 * Workers that saw the pause may still be on their way out: launch a
@@ -438,6 +534,70 @@ worker_record_error(int64 job_id, ErrorData *edata, bool fail)
 	PG_END_TRY();
 }
 
+/*
+ * Sleep ms milliseconds between batches, re-reading the job about every
+ * second: returns false as soon as the job is no longer running (paused,
+ * cancelled, failed or dropped), true when the time is up.  After a batch
+ * throttled by max_rows_per_second, rows is what that batch (started at
+ * bstart, under definition version) copied: when acme_migrate_alter changes
+ * the job meanwhile, the end of the sleep is worked out again from the new
+ * rate, so that lifting the throttle ends it at once.
+ */
+static bool
+worker_nap(int64 job_id, int64 ms, int64 rows, TimestampTz bstart,
+		   int32 version_then)
+{
+	volatile TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	volatile int32 version = version_then;
+
+	for (;;)
+	{
+		volatile bool running = true;
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														   until);
+
+		if (left <= 0)
+			return true;
+		am_sleep(Min(left, 1000));
+		if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until) <= 0)
+			return true;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PG_TRY();
+		{
+			AmJob	   *job;
+
+			PushActiveSnapshot(GetTransactionSnapshot());
+			job = catalog_job_get_by_id(job_id);
+			if (job == NULL || !worker_state_is(job, "running", NULL))
+				running = false;
+			else if (rows > 0 && job->definition_version != version)
+			{
+				int64		want = 0;
+
+				if (job->max_rows_per_second > 0)
+					want = (int64) (1000.0 * rows * Max(job->workers, 1) /
+									job->max_rows_per_second);
+				until = TimestampTzPlusMilliseconds(bstart, want);
+				version = job->definition_version;
+			}
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			/* the next batch will meet the error again, and record it */
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+		}
+		PG_END_TRY();
+		if (!running)
+			return false;
+	}
+}
+
 /* The batches of one job, until it is done, paused, cancelled or failed. */
 static void
 worker_loop(int64 job_id, int slot)
@@ -461,6 +621,7 @@ worker_loop(int64 job_id, int slot)
 		volatile bool stop = false;
 		volatile int64 rows = 0;
 		volatile int64 pause_ms = 0;
+		volatile int32 version = 0;
 		TimestampTz bstart;
 		int64		took;
 
@@ -483,6 +644,7 @@ worker_loop(int64 job_id, int slot)
 		{
 			AmJob	   *job = catalog_job_get_by_id(job_id);
 			bool		more = false;
+			char	   *parent;
 
 			if (job != NULL)
 				strlcpy(jobname, job->job_name, sizeof(jobname));
@@ -496,11 +658,14 @@ worker_loop(int64 job_id, int slot)
 												job->job_name, slot));
 				pause_ms = 1000;
 			}
-			else if (batch_waiting_for(job) != NULL)
+			else if (batch_waiting_for(job, &parent))
 			{
 				pgstat_report_activity(STATE_IDLE,
+									   parent ?
 									   psprintf("acme_migrate job %s: worker %d waiting for job %s",
-												job->job_name, slot, batch_waiting_for(job)));
+												job->job_name, slot, parent) :
+									   psprintf("acme_migrate job %s: worker %d waiting for a job it depends on",
+												job->job_name, slot));
 				pause_ms = 1000;
 			}
 			else if (job->max_replication_lag_ms > 0 &&
@@ -548,6 +713,7 @@ worker_loop(int64 job_id, int slot)
 												job->max_rows_per_second);
 
 					pause_ms = Max(want - took, 0);
+					version = job->definition_version;
 				}
 			}
 			PopActiveSnapshot();
@@ -579,7 +745,8 @@ worker_loop(int64 job_id, int slot)
 			pgstat_report_activity(STATE_IDLE,
 								   psprintf("acme_migrate job %s: worker %d retrying after an error",
 											jobname, slot));
-			am_sleep(Min(30000, 1000 << Min(failures, 5)));
+			if (!worker_nap(job_id, Min(30000, 1000 << Min(failures, 5)), 0, 0, 0))
+				break;
 			continue;
 		}
 		failures = 0;
@@ -591,10 +758,106 @@ worker_loop(int64 job_id, int slot)
 				pgstat_report_activity(STATE_IDLE,
 									   psprintf("acme_migrate job %s: worker %d sleeping %lld ms (max_rows_per_second)",
 												jobname, slot, (long long) pause_ms));
-			am_sleep(pause_ms);
+			if (!worker_nap(job_id, pause_ms, locked ? rows : 0, bstart, version))
+				break;
 		}
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* SIGTERM to the live workers of the job; returns how many were sent. */
+static int
+worker_signal_job(int64 job_id)
+{
+	char		appname[NAMEDATALEN];
+	int			nbackends;
+	int			n = 0;
+
+	snprintf(appname, sizeof(appname), "acme_migrate job %lld",
+			 (long long) job_id);
+	pgstat_clear_snapshot();	/* see who is there now */
+	nbackends = pgstat_fetch_stat_numbackends();
+	for (int i = 1; i <= nbackends; i++)
+	{
+		LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+		PgBackendStatus *be;
+		const char *type;
+
+		if (local == NULL)
+			continue;
+		be = &local->backendStatus;
+		if (be->st_backendType != B_BG_WORKER ||
+			be->st_databaseid != MyDatabaseId ||
+			strcmp(be->st_appname, appname) != 0)
+			continue;
+		/* the name is only ever set by our workers, but check the type */
+		type = GetBackgroundWorkerTypeByPid(be->st_procpid);
+		if (type == NULL || strcmp(type, "acme_migrate worker") != 0)
+			continue;
+		/* as pg_terminate_backend: the process group, where there is one */
+#ifdef HAVE_SETSID
+		if (kill(-be->st_procpid, SIGTERM) == 0)
+#else
+		if (kill(be->st_procpid, SIGTERM) == 0)
+#endif
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Stop the background workers of a job about to be dropped, and take the
+ * job's lock (until the end of the transaction) once they are gone.  The
+ * caller may manage the job.  A worker told to stop (SIGTERM) ends its
+ * batch in flight with a rollback, which loses nothing: checkpoints commit
+ * with their rows.  Workers still starting are told again every second;
+ * they would find the job gone anyway.  Returns false, having stopped
+ * nobody, when a session holds the job (acme_migrate_batch or
+ * acme_migrate_run): that is someone else's statement, which we leave to
+ * finish.  ERROR when the workers do not go within WORKER_STOP_WAIT_MS.
+ */
+bool
+worker_stop_job(AmJob *job)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz last_signal = 0;
+	bool		told = false;
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		/* workers hold the job in share mode, a session exclusively */
+		if (!batch_lock_job(job->job_id, ShareLock, false))
+			return false;
+		batch_unlock_job(job->job_id, ShareLock, false);
+
+		if (last_signal == 0 || TimestampDifferenceExceeds(last_signal, now, 1000))
+		{
+			int			n = worker_signal_job(job->job_id);
+
+			if (n > 0 && !told)
+				ereport(NOTICE,
+						(errmsg("stopping %d worker(s) of job \"%s\"", n,
+								job->job_name)));
+			told = told || n > 0;
+			last_signal = now;
+		}
+		if (batch_lock_job(job->job_id, ExclusiveLock, false))
+			return true;
+		if (TimestampDifferenceExceeds(start, now, WORKER_STOP_WAIT_MS))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("could not stop the workers of job \"%s\"",
+							job->job_name),
+					 errdetail("They still held the job %d seconds after they were told to stop.",
+							   WORKER_STOP_WAIT_MS / 1000),
+					 errhint("Pause the job, wait for its workers to stop, then drop it.")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /*
@@ -679,6 +942,7 @@ acme_migrate_resumer_main(Datum arg)
 			for (uint64 i = 0; i < n; i++)
 			{
 				AmJob	   *job;
+				int			nworkers;
 
 				if (!batch_lock_job(ids[i], ExclusiveLock, false))
 					continue;	/* it has workers */
@@ -693,10 +957,13 @@ acme_migrate_resumer_main(Datum arg)
 									job->job_name)));
 					continue;
 				}
+				nworkers = worker_budget(job, job->workers, LOG);
+				if (nworkers == 0)
+					continue;
 				ereport(LOG,
 						(errmsg("acme_migrate: resuming job \"%s\" with %d worker(s)",
-								job->job_name, job->workers)));
-				(void) worker_launch(job, job->workers);
+								job->job_name, nworkers)));
+				(void) worker_launch(job, nworkers);
 			}
 		}
 		SPI_finish();

@@ -46,11 +46,11 @@ SELECT is((SELECT count(*)::integer FROM acme_migrate.progress
 			WHERE job = 'pgtap_alice_job'), 0,
 	'bob does not see alice''s job in progress');
 SELECT throws_ok($$SELECT acme_migrate_batch('pgtap_alice_job')$$,
-	'42501', 'permission denied for job "pgtap_alice_job"',
-	'bob cannot run a batch of alice''s job');
+	'42704', 'job "pgtap_alice_job" does not exist',
+	'bob cannot run a batch of alice''s job, which does not exist for him');
 SELECT throws_ok($$SELECT acme_migrate_drop('pgtap_alice_job')$$,
-	'42501', 'permission denied for job "pgtap_alice_job"',
-	'bob cannot drop alice''s job');
+	'42704', 'job "pgtap_alice_job" does not exist',
+	'bob cannot drop alice''s job, which does not exist for him');
 
 SET LOCAL ROLE pgtap_carol;
 SELECT is((SELECT count(*)::integer FROM acme_migrate.jobs
