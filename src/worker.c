@@ -919,6 +919,14 @@ acme_migrate_resumer_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 
+	/*
+	 * It runs as the bootstrap superuser, with the database's settings,
+	 * which the database's owner may set: nothing it runs may resolve a
+	 * name through a search_path of theirs.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET,
+					PGC_S_OVERRIDE);
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
