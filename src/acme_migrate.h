@@ -210,6 +210,7 @@ extern void catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
 								List *changed_columns);
 extern void catalog_reconcile_end(int64 run_id, AmReconcileCounts *c,
 								  bool truncated, bool estimated);
+extern int64 catalog_purge(TimestampTz cutoff, int64 job_id);
 
 /* mapping.c */
 extern AmMapping *mapping_build(AmJob *job, bool validating);
@@ -269,5 +270,6 @@ extern bool acme_migrate_async_commit;
 extern int	acme_migrate_max_workers;
 extern int	acme_migrate_naptime;
 extern char *acme_migrate_databases;
+extern bool acme_migrate_store_row_data;
 
 #endif							/* ACME_MIGRATE_H */
