@@ -45,7 +45,7 @@ $node->safe_psql('postgres', 'CREATE EXTENSION acme_migrate');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT extversion FROM pg_extension WHERE extname = 'acme_migrate'"),
-	'1.0',
+	'1.1',
 	'CREATE EXTENSION without preloading');
 is(copy_small_job('postgres'), '100|done|250|3|250|t',
 	'a job copies to the end without preloading');
@@ -73,7 +73,7 @@ is($node->safe_psql('fresh', 'SELECT 1'), '1',
 $node->safe_psql('fresh', 'CREATE EXTENSION acme_migrate');
 is($node->safe_psql('fresh',
 	"SELECT extversion FROM pg_extension WHERE extname = 'acme_migrate'"),
-	'1.0', 'CREATE EXTENSION with preloading');
+	'1.1', 'CREATE EXTENSION with preloading');
 is(copy_small_job('fresh'), '100|done|250|3|250|t',
 	'a job copies to the end with preloading');
 
