@@ -37,6 +37,7 @@ int			acme_migrate_max_workers_per_role = 4;
 int			acme_migrate_max_workers_total = -1;
 int			acme_migrate_naptime = 10;
 char	   *acme_migrate_databases = NULL;
+bool		acme_migrate_store_row_data = true;
 
 void		_PG_init(void);
 
@@ -45,6 +46,7 @@ PG_FUNCTION_INFO_V1(acme_migrate_batch);
 PG_FUNCTION_INFO_V1(acme_migrate_run);
 PG_FUNCTION_INFO_V1(acme_migrate_drop);
 PG_FUNCTION_INFO_V1(acme_migrate_alter);
+PG_FUNCTION_INFO_V1(acme_migrate_purge);
 
 /*
  * GUCs first; the launcher only when loaded by shared_preload_libraries
@@ -119,6 +121,19 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("acme_migrate.store_row_data",
+							 "Stores copies of rows in acme_migrate.rejects and acme_migrate.diffs.",
+							 "When off, a rejected row is stored with its key only (source_row is NULL), and a "
+							 "difference found by acme_migrate_reconcile with its key and the names of the "
+							 "columns that differ (source_row and target_row are NULL), so the catalog holds "
+							 "no copy of row data beyond keys.  Only superusers, and roles granted SET on it, "
+							 "can change it: it is a site's data-retention policy.  Set it in postgresql.conf, "
+							 "or with ALTER DATABASE or ALTER ROLE, for background workers to follow it too.",
+							 &acme_migrate_store_row_data,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("acme_migrate");
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -695,4 +710,35 @@ acme_migrate_alter(PG_FUNCTION_ARGS)
 	catalog_job_alter(job, batch_size, rate, target_ms, lag_ms, lock_ms,
 					  error_rate);
 	PG_RETURN_VOID();
+}
+
+/*
+ * acme_migrate_purge(older_than, job)
+ *
+ * Deletes what the caller's runs and jobs left in the catalog before
+ * older_than ago: reconcile runs with their diffs, rejects, errors and
+ * batch history, of every job the caller sees or only of the one named.
+ * Returns the number of rows deleted.  Jobs and their checkpoints (jobs,
+ * ranges) are never touched: a job resumes as it would have.
+ */
+Datum
+acme_migrate_purge(PG_FUNCTION_ARGS)
+{
+	Interval   *older_than;
+	TimestampTz cutoff;
+	int64		job_id = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("older_than must not be null")));
+	older_than = PG_GETARG_INTERVAL_P(0);
+	(void) am_interval_ms(older_than, "older_than", true);
+	cutoff = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+													 TimestampTzGetDatum(GetCurrentTimestamp()),
+													 IntervalPGetDatum(older_than)));
+	if (!PG_ARGISNULL(1))
+		job_id = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								 false)->job_id;
+	PG_RETURN_INT64(catalog_purge(cutoff, job_id));
 }

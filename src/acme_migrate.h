@@ -230,6 +230,7 @@ extern void catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
 								List *changed_columns);
 extern void catalog_reconcile_end(int64 run_id, AmReconcileCounts *c,
 								  bool truncated, bool estimated);
+extern int64 catalog_purge(TimestampTz cutoff, int64 job_id);
 
 /* mapping.c */
 extern AmMapping *mapping_build(AmJob *job, bool validating);
@@ -302,5 +303,6 @@ extern int	acme_migrate_max_workers_per_role;
 extern int	acme_migrate_max_workers_total;
 extern int	acme_migrate_naptime;
 extern char *acme_migrate_databases;
+extern bool acme_migrate_store_row_data;
 
 #endif							/* ACME_MIGRATE_H */

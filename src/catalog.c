@@ -57,6 +57,7 @@ typedef enum CatStmt
 	CAT_JOB_STATE_BY_ID,
 	CAT_JOB_DEPENDENTS,
 	CAT_WORKERS_IN_USE,
+	CAT_PURGE,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -312,6 +313,41 @@ static const struct
 		"AND a.datid OPERATOR(pg_catalog.<>) $3)",
 		3, {INT8OID, OIDOID, OIDOID}
 	},
+
+	/*
+	 * $1 cutoff, $2 every role's rows, $3 else the rows of the roles whose
+	 * privileges this role has (the rule of job_visible), $4 one job or
+	 * NULL.  Runs are the caller's by their owner (RLS shows a role the
+	 * runs it made), the rest by their job's owner.  Diffs are deleted here
+	 * rather than by the cascade, to be counted.
+	 */
+	[CAT_PURGE] = {
+		"WITH r AS (DELETE FROM acme_migrate.reconcile_runs r "
+		"WHERE r.started_at OPERATOR(pg_catalog.<) $1 "
+		"AND ($2 OR pg_catalog.pg_has_role($3, r.owner::pg_catalog.oid, 'USAGE')) "
+		"AND ($4 IS NULL OR r.job_id OPERATOR(pg_catalog.=) $4) "
+		"RETURNING r.run_id), "
+		"d AS (DELETE FROM acme_migrate.diffs d USING r "
+		"WHERE d.run_id OPERATOR(pg_catalog.=) r.run_id RETURNING 1), "
+		"j AS (SELECT j.job_id FROM acme_migrate.jobs j "
+		"WHERE ($2 OR pg_catalog.pg_has_role($3, j.owner::pg_catalog.oid, 'USAGE')) "
+		"AND ($4 IS NULL OR j.job_id OPERATOR(pg_catalog.=) $4)), "
+		"x AS (DELETE FROM acme_migrate.rejects x USING j "
+		"WHERE x.job_id OPERATOR(pg_catalog.=) j.job_id "
+		"AND x.rejected_at OPERATOR(pg_catalog.<) $1 RETURNING 1), "
+		"e AS (DELETE FROM acme_migrate.errors e USING j "
+		"WHERE e.job_id OPERATOR(pg_catalog.=) j.job_id "
+		"AND e.occurred_at OPERATOR(pg_catalog.<) $1 RETURNING 1), "
+		"b AS (DELETE FROM acme_migrate.batches b USING j "
+		"WHERE b.job_id OPERATOR(pg_catalog.=) j.job_id "
+		"AND b.started_at OPERATOR(pg_catalog.<) $1 RETURNING 1) "
+		"SELECT (SELECT pg_catalog.count(*) FROM r) "
+		"OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM d) "
+		"OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM x) "
+		"OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM e) "
+		"OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM b)",
+		4, {TIMESTAMPTZOID, BOOLOID, OIDOID, INT8OID}
+	},
 };
 
 static SPIPlanPtr cat_plans[CAT_NUM_STMTS];
@@ -557,6 +593,18 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	return job;
 }
 
+/* Is the current user a superuser, or does it administer acme_migrate? */
+static bool
+cat_is_admin(void)
+{
+	Oid			admin;
+
+	if (superuser())
+		return true;
+	admin = get_role_oid("acme_migrate_admin", true);
+	return OidIsValid(admin) && has_privs_of_role(GetUserId(), admin);
+}
+
 /*
  * May the current user see (and so use) a job of this owner?  The job's
  * owner, a role with the owner's privileges, and superusers and members of
@@ -567,12 +615,7 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 bool
 catalog_job_visible(Oid owner)
 {
-	Oid			admin;
-
-	if (has_privs_of_role(GetUserId(), owner))
-		return true;
-	admin = get_role_oid("acme_migrate_admin", true);
-	return OidIsValid(admin) && has_privs_of_role(GetUserId(), admin);
+	return has_privs_of_role(GetUserId(), owner) || cat_is_admin();
 }
 
 /* The one way we say a job is not there, whether it is or is hidden. */
@@ -950,7 +993,10 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	cat_leave(&cxt);
 }
 
-/* Store a rejected source row with the error it met. */
+/*
+ * Store a rejected source row with the error it met: its key, and the row
+ * itself unless acme_migrate.store_row_data is off.
+ */
 void
 catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row, ErrorData *edata)
 {
@@ -958,6 +1004,9 @@ catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row, ErrorData *edata)
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
+	/* the policy holds here, whatever the caller passes */
+	if (!acme_migrate_store_row_data)
+		row = NULL;
 	values[0] = Int64GetDatum(job->job_id);
 	values[1] = JsonbPGetDatum(key);
 	values[2] = row ? JsonbPGetDatum(row) : 0;
@@ -1030,7 +1079,10 @@ catalog_reconcile_begin(int64 job_id, Oid source_relid, Oid target_relid,
 	return run_id;
 }
 
-/* One difference of a run. */
+/*
+ * One difference of a run: the rows are left out when
+ * acme_migrate.store_row_data is off.
+ */
 void
 catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
 					const char *side, Jsonb *key, Jsonb *source_row,
@@ -1040,6 +1092,8 @@ catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
 	Datum		values[8];
 	char		nulls[8];
 
+	if (!acme_migrate_store_row_data)
+		source_row = target_row = NULL;
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(run_id);
 	values[1] = Int64GetDatum(diff_no);
@@ -1090,6 +1144,38 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	cat_enter(&cxt);
 	cat_exec(CAT_RUN_FINISH, values, nulls, 0);
 	cat_leave(&cxt);
+}
+
+/*
+ * Delete the reconcile runs (with their diffs), rejects, errors and batch
+ * history recorded before cutoff, of one job (job_id > 0) or of all, that
+ * the caller sees: its own runs and the history of its own jobs, or
+ * everything for a superuser or an acme_migrate admin, as row-level
+ * security shows them.  The statement runs as the catalog owner, which
+ * bypasses row-level security, so it filters by owner itself.  Jobs and
+ * ranges, which hold the checkpoints, are left alone.  Returns the number
+ * of rows deleted.
+ */
+int64
+catalog_purge(TimestampTz cutoff, int64 job_id)
+{
+	CatContext	cxt;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		deleted;
+
+	values[0] = TimestampTzGetDatum(cutoff);
+	values[1] = BoolGetDatum(cat_is_admin());
+	values[2] = ObjectIdGetDatum(GetUserId());
+	values[3] = Int64GetDatum(job_id);
+	nulls[3] = job_id > 0 ? ' ' : 'n';
+	cat_enter(&cxt);
+	cat_exec(CAT_PURGE, values, nulls, 1);
+	deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	cat_leave(&cxt);
+	return deleted;
 }
 
 /*

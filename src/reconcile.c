@@ -25,6 +25,13 @@
  * With sample => f only a random fraction f of the keys of each side is
  * looked up on the other side, and the counts are scaled up (estimated).
  *
+ * A difference is listed from the rows in hand: its key and rows are
+ * turned into jsonb from the values the merge (or the sample's probe) has
+ * just compared, never fetched again, so a source that is a costly view is
+ * read once whatever the number of differences.  At most max_diffs are
+ * listed; the counts go on to the end.  With acme_migrate.store_row_data
+ * off, only keys and column names are listed.
+ *
  *-------------------------------------------------------------------------
  */
 #include "acme_migrate.h"
@@ -33,13 +40,16 @@
 #include <xxhash.h>
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -101,20 +111,23 @@ typedef struct RcState
 	char	   *dbuf;			/* bytes of the row being hashed */
 	uint32		dlen;
 	uint32		dcap;
-	char	   *key_json_sql;	/* target key values -> jsonb */
-	char	   *source_json_sql;	/* source key -> mapped row as jsonb */
-	char	   *target_json_sql;	/* target key -> target row as jsonb */
-	char	   *target_probe_sql;	/* target key -> mapped columns */
+	char	   *target_probe_sql;	/* target key -> its rows (sampling) */
 	char	   *source_probe_sql;	/* target key -> source rows with it */
-	SPIPlanPtr	key_json_plan;
-	SPIPlanPtr	source_json_plan;
-	SPIPlanPtr	target_json_plan;
+	int			nextra;			/* target columns not mapped, read by the
+								 * merge and the probes after the mapped
+								 * ones, for the report's target_row */
+	bool		store_rows;		/* list source_row and target_row? */
+	TupleDesc	key_desc;		/* the report's key, source and target */
+	TupleDesc	source_desc;	/* rows as records, for to_jsonb */
+	TupleDesc	target_desc;
+	FmgrInfo	to_jsonb;
 	int64		run_id;
 	int64		max_diffs;
 	int64		ndiffs;
 	bool		truncated;
 	AmReconcileCounts counts;
 	MemoryContext rowcxt;
+	MemoryContext diffcxt;		/* one listed difference */
 } RcState;
 
 /*
@@ -194,6 +207,87 @@ rc_append_key_match(StringInfo q, RcState *st, const char *alias)
 }
 
 /*
+ * What listing a difference needs: record descriptors of the key, of the
+ * mapped source row and of the whole target row (the mapped columns, then
+ * the others, which the merge and the probes read only for this), and
+ * to_jsonb called on a record.  Appends the target's select list to tcols.
+ */
+static void
+rc_setup_report(RcState *st, StringInfo tcols)
+{
+	AmMapping  *map = st->map;
+	Relation	rel;
+	TupleDesc	rdesc;
+	List	   *extra = NIL;
+	ListCell   *lc;
+	int			i;
+
+	st->store_rows = acme_migrate_store_row_data;
+
+	st->key_desc = CreateTemplateTupleDesc(st->ntkeys);
+	i = 0;
+	foreach(lc, st->job->target_key_columns)
+	{
+		TupleDescInitEntry(st->key_desc, i + 1, lfirst(lc),
+						   st->tkey_types[i], -1, 0);
+		i++;
+	}
+
+	/* the target's columns that are not mapped, when rows are listed */
+	rel = relation_open(map->target_relid, AccessShareLock);
+	rdesc = RelationGetDescr(rel);
+	for (int a = 0; st->store_rows && a < rdesc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(rdesc, a);
+		bool		mapped = false;
+
+		if (att->attisdropped)
+			continue;
+		for (i = 0; i < map->nmapped; i++)
+			if (map->mapped_attnums[i] == att->attnum)
+				mapped = true;
+		if (!mapped)
+			extra = lappend_int(extra, a);
+	}
+	st->nextra = list_length(extra);
+
+	st->source_desc = CreateTemplateTupleDesc(map->nmapped);
+	st->target_desc = CreateTemplateTupleDesc(map->nmapped + st->nextra);
+	for (i = 0; i < map->nmapped; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(rdesc, map->mapped_attnums[i] - 1);
+
+		TupleDescInitEntry(st->source_desc, i + 1, map->mapped_names[i],
+						   att->atttypid, att->atttypmod, 0);
+		TupleDescInitEntry(st->target_desc, i + 1, map->mapped_names[i],
+						   att->atttypid, att->atttypmod, 0);
+		appendStringInfo(tcols, "%st.%s", i > 0 ? ", " : "",
+						 quote_identifier(map->mapped_names[i]));
+	}
+	foreach(lc, extra)
+	{
+		Form_pg_attribute att = TupleDescAttr(rdesc, lfirst_int(lc));
+
+		TupleDescInitEntry(st->target_desc, ++i, NameStr(att->attname),
+						   att->atttypid, att->atttypmod, 0);
+		appendStringInfo(tcols, ", t.%s",
+						 quote_identifier(NameStr(att->attname)));
+	}
+	relation_close(rel, NoLock);
+	st->key_desc = BlessTupleDesc(st->key_desc);
+	st->source_desc = BlessTupleDesc(st->source_desc);
+	st->target_desc = BlessTupleDesc(st->target_desc);
+
+	/* to_jsonb(record): it takes the record's type from its call */
+	fmgr_info(F_TO_JSONB, &st->to_jsonb);
+	fmgr_info_set_expr((Node *) makeFuncExpr(F_TO_JSONB, JSONBOID,
+											 list_make1(makeNullConst(RECORDOID, -1, InvalidOid)),
+											 InvalidOid, InvalidOid,
+											 COERCE_EXPLICIT_CALL),
+					   &st->to_jsonb);
+}
+
+/*
  * Decide the compared columns and their policies, and build the SQL of
  * both sides.
  */
@@ -202,6 +296,7 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 {
 	AmMapping  *map = st->map;
 	StringInfoData q;
+	StringInfoData tcols;
 	ListCell   *lc;
 	const char *tgt = rc_relname(map->target_relid);
 	const char *src = rc_relname(map->source_relid);
@@ -388,13 +483,20 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 	appendStringInfo(&q, " FROM %s AS t", tgt);
 	st->target_all_sql = q.data;
 
-	/* ... and in key order, in a key range */
+	/*
+	 * ... and in key order, in a key range, for the merge: with the other
+	 * target columns after the mapped ones when rows are listed, so that a
+	 * listed target row is the whole row
+	 */
+	initStringInfo(&tcols);
+	rc_setup_report(st, &tcols);
 	for (int lo = 0; lo < 2; lo++)
 	{
 		for (int hi = 0; hi < 2; hi++)
 		{
 			initStringInfo(&q);
-			appendStringInfo(&q, "%s WHERE true", st->target_all_sql);
+			appendStringInfo(&q, "SELECT %s FROM %s AS t WHERE true",
+							 tcols.data, tgt);
 			if (lo)
 			{
 				appendStringInfoString(&q, " AND ");
@@ -418,24 +520,10 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 		}
 	}
 
-	/* key -> jsonb, and the rows of each side by key, for the report */
-	initStringInfo(&q);
-	appendStringInfoString(&q, "SELECT pg_catalog.to_jsonb(x) FROM (SELECT ");
-	i = 0;
-	foreach(lc, st->job->target_key_columns)
-	{
-		appendStringInfo(&q, "%s$%d AS %s", i > 0 ? ", " : "", i + 1,
-						 quote_identifier(lfirst(lc)));
-		i++;
-	}
-	appendStringInfoString(&q, ") x");
-	st->key_json_sql = q.data;
-
 	{
 		StringInfoData cols;
 		ListCell   *le;
 		ListCell   *lt;
-		char	   *srcrows;
 
 		/* the mapped source row: the job's expressions, by target key */
 		initStringInfo(&cols);
@@ -454,37 +542,25 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 												  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY),
 							 quote_identifier(lfirst(lt)));
 		}
-		/* the mapped source rows, as a subquery "x" */
+		/* the mapped source rows */
 		st->source_all_sql = psprintf("SELECT %s FROM %s AS s WHERE %s",
 									  cols.data, src,
 									  st->job->filter ? st->job->filter : "true");
-		srcrows = psprintf("(%s) x", st->source_all_sql);
-		initStringInfo(&q);
-		appendStringInfo(&q, "SELECT pg_catalog.to_jsonb(x) FROM %s WHERE ", srcrows);
-		rc_append_key_match(&q, st, "x");
-		appendStringInfoString(&q, " LIMIT 1");
-		st->source_json_sql = q.data;
 
-		/* source rows with a key (sampling): the same, counted */
+		/*
+		 * source rows with a key (sampling): two at most, enough to tell a
+		 * duplicate, and the first is listed as it is
+		 */
 		initStringInfo(&q);
-		appendStringInfo(&q, "SELECT pg_catalog.count(*) FROM %s WHERE ", srcrows);
+		appendStringInfo(&q, "SELECT * FROM (%s) x WHERE ", st->source_all_sql);
 		rc_append_key_match(&q, st, "x");
+		appendStringInfoString(&q, " LIMIT 2");
 		st->source_probe_sql = q.data;
 	}
 
+	/* target rows with a key (sampling), as the merge reads them */
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE ", tgt);
-	rc_append_key_match(&q, st, "t");
-	appendStringInfoString(&q, " LIMIT 1");
-	st->target_json_sql = q.data;
-
-	/* target rows with a key (sampling) */
-	initStringInfo(&q);
-	appendStringInfoString(&q, "SELECT ");
-	for (i = 0; i < map->nmapped; i++)
-		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
-						 quote_identifier(map->mapped_names[i]));
-	appendStringInfo(&q, " FROM %s AS t WHERE ", tgt);
+	appendStringInfo(&q, "SELECT %s FROM %s AS t WHERE ", tcols.data, tgt);
 	rc_append_key_match(&q, st, "t");
 	st->target_probe_sql = q.data;
 }
@@ -663,31 +739,25 @@ rc_key_cmp(RcState *st, Datum *a, Datum *b)
 	return 0;
 }
 
+/* A row in hand as jsonb: the values of desc's columns, under its names. */
 static Jsonb *
-rc_json(SPIPlanPtr plan, Datum *key)
+rc_row_json(RcState *st, TupleDesc desc, Datum *values, bool *nulls)
 {
-	bool		isnull;
-	Datum		d;
-	Jsonb	   *result;
+	HeapTuple	tup = heap_form_tuple(desc, values, nulls);
 
-	if (SPI_execute_plan(plan, key, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not fetch a row for the reconciliation report");
-	if (SPI_processed == 0)
-	{
-		SPI_freetuptable(SPI_tuptable);
-		return NULL;
-	}
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	result = isnull ? NULL : DatumGetJsonbPCopy(d);
-	SPI_freetuptable(SPI_tuptable);
-	return result;
+	return DatumGetJsonbP(FunctionCall1(&st->to_jsonb, HeapTupleGetDatum(tup)));
 }
 
-/* List one difference (unless max_diffs is reached). */
+/*
+ * List one difference, unless max_diffs are listed already: its key (NULL
+ * for a NULL key) and the current rows of the sides given (s: source, t:
+ * target, either NULL), from the values in hand.
+ */
 static void
 rc_report(RcState *st, const char *kind, const char *side, Datum *key,
-		  bool key_ok, bool want_source, bool want_target, List *changed)
+		  RcSide *s, RcSide *t, List *changed)
 {
+	MemoryContext old;
 	Jsonb	   *keyjson = NULL;
 	Jsonb	   *srow = NULL;
 	Jsonb	   *trow = NULL;
@@ -697,17 +767,21 @@ rc_report(RcState *st, const char *kind, const char *side, Datum *key,
 		st->truncated = true;
 		return;
 	}
-	if (key_ok)
-	{
-		keyjson = rc_json(st->key_json_plan, key);
-		if (want_source)
-			srow = rc_json(st->source_json_plan, key);
-		if (want_target)
-			trow = rc_json(st->target_json_plan, key);
-	}
+	old = MemoryContextSwitchTo(st->diffcxt);
+	if (key != NULL)
+		keyjson = rc_row_json(st, st->key_desc, key,
+							  palloc0(sizeof(bool) * st->ntkeys));
+	if (st->store_rows && s != NULL)
+		srow = rc_row_json(st, st->source_desc, &s->values[s->off],
+						   &s->nulls[s->off]);
+	if (st->store_rows && t != NULL)
+		trow = rc_row_json(st, st->target_desc, &t->values[t->off],
+						   &t->nulls[t->off]);
+	MemoryContextSwitchTo(old);
 	st->ndiffs++;
 	catalog_diff_insert(st->run_id, st->ndiffs, kind, side, keyjson, srow,
 						trow, changed);
+	MemoryContextReset(st->diffcxt);
 }
 
 /*
@@ -725,7 +799,7 @@ rc_admit(RcState *st, RcSide *side, Datum *key)
 	if (anynull)
 	{
 		st->counts.null_keys++;
-		rc_report(st, "null_key", side->name, key, false, false, false, NIL);
+		rc_report(st, "null_key", side->name, NULL, NULL, NULL, NIL);
 		return false;
 	}
 	if (side->have_prev)
@@ -735,8 +809,9 @@ rc_admit(RcState *st, RcSide *side, Datum *key)
 		if (c == 0)
 		{
 			st->counts.duplicates++;
-			rc_report(st, "duplicate", side->name, key, true,
-					  side->is_source, !side->is_source, NIL);
+			rc_report(st, "duplicate", side->name, key,
+					  side->is_source ? side : NULL,
+					  side->is_source ? NULL : side, NIL);
 			return false;
 		}
 		if (c > 0)
@@ -904,14 +979,14 @@ rc_merge_sides(RcState *st, Datum *lo, Datum *hi)
 		{
 			st->counts.source_rows++;
 			st->counts.missing++;
-			rc_report(st, "missing", NULL, skey, true, true, false, NIL);
+			rc_report(st, "missing", NULL, skey, &s, NULL, NIL);
 			shave = rc_advance(st, &s, skey);
 		}
 		else if (c > 0)
 		{
 			st->counts.target_rows++;
 			st->counts.extra++;
-			rc_report(st, "extra", NULL, tkey, true, false, true, NIL);
+			rc_report(st, "extra", NULL, tkey, NULL, &t, NIL);
 			thave = rc_advance(st, &t, tkey);
 		}
 		else
@@ -925,7 +1000,7 @@ rc_merge_sides(RcState *st, Datum *lo, Datum *hi)
 			if (changed != NIL)
 			{
 				st->counts.changed++;
-				rc_report(st, "changed", NULL, skey, true, true, true, changed);
+				rc_report(st, "changed", NULL, skey, &s, &t, changed);
 			}
 			shave = rc_advance(st, &s, skey);
 			thave = rc_advance(st, &t, tkey);
@@ -966,6 +1041,7 @@ rc_sample(RcState *st, double fraction)
 	RcSide		s;
 	RcSide		t;
 	RcSide		probe;
+	RcSide		sprobe_row;
 	Datum	   *key = palloc(sizeof(Datum) * st->ntkeys);
 	AmReconcileCounts seen;
 	double		scale = 1.0 / fraction;
@@ -989,7 +1065,7 @@ rc_sample(RcState *st, double fraction)
 	rc_side_init(&s, "source", 0, map->nkeys, st->ntkeys);
 	rc_side_open(&s, rc_prepare(q.data, nparams, argtypes), params,
 				 None_Receiver);
-	rc_side_init(&probe, "target", map->nmapped, 0, st->ntkeys);
+	rc_side_init(&probe, "target", map->nmapped + st->nextra, 0, st->ntkeys);
 	while (rc_next(&s))
 	{
 		bool		anynull;
@@ -1001,7 +1077,7 @@ rc_sample(RcState *st, double fraction)
 		if (anynull)
 		{
 			seen.null_keys++;
-			rc_report(st, "null_key", "source", key, false, false, false, NIL);
+			rc_report(st, "null_key", "source", NULL, NULL, NULL, NIL);
 			continue;
 		}
 		if (SPI_execute_plan(tprobe, key, NULL, true, 2) != SPI_OK_SELECT)
@@ -1009,7 +1085,7 @@ rc_sample(RcState *st, double fraction)
 		if (SPI_processed == 0)
 		{
 			seen.missing++;
-			rc_report(st, "missing", NULL, key, true, true, false, NIL);
+			rc_report(st, "missing", NULL, key, &s, NULL, NIL);
 		}
 		else
 		{
@@ -1017,19 +1093,19 @@ rc_sample(RcState *st, double fraction)
 			List	   *changed;
 			SPITupleTable *tab = SPI_tuptable;
 
+			heap_deform_tuple(tab->vals[0], tab->tupdesc, probe.values, probe.nulls);
 			if (SPI_processed > 1)
 			{
 				seen.duplicates++;
-				rc_report(st, "duplicate", "target", key, true, false, true, NIL);
+				rc_report(st, "duplicate", "target", key, NULL, &probe, NIL);
 			}
-			heap_deform_tuple(tab->vals[0], tab->tupdesc, probe.values, probe.nulls);
 			old = MemoryContextSwitchTo(st->rowcxt);
 			changed = rc_compare_rows(st, &s, &probe);
 			MemoryContextSwitchTo(old);
 			if (changed != NIL)
 			{
 				seen.changed++;
-				rc_report(st, "changed", NULL, key, true, true, true, changed);
+				rc_report(st, "changed", NULL, key, &s, &probe, changed);
 			}
 			SPI_freetuptable(tab);
 		}
@@ -1041,6 +1117,7 @@ rc_sample(RcState *st, double fraction)
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $1",
 					 st->target_sql[0][0]);
 	rc_side_init(&t, "target", 0, 0, st->ntkeys);
+	rc_side_init(&sprobe_row, "source", map->nmapped, 0, st->ntkeys);
 	params = rc_params(1, &argtypes[nparams - 1]);
 	rc_param_set(params, 0, Float8GetDatum(fraction));
 	rc_side_open(&t, rc_prepare(q.data, 1, &argtypes[nparams - 1]), params,
@@ -1048,8 +1125,8 @@ rc_sample(RcState *st, double fraction)
 	while (rc_next(&t))
 	{
 		bool		anynull;
-		bool		isnull;
-		int64		n;
+		uint64		n;
+		SPITupleTable *tab;
 
 		CHECK_FOR_INTERRUPTS();
 		seen.target_rows++;
@@ -1057,24 +1134,26 @@ rc_sample(RcState *st, double fraction)
 		if (anynull)
 		{
 			seen.null_keys++;
-			rc_report(st, "null_key", "target", key, false, false, false, NIL);
+			rc_report(st, "null_key", "target", NULL, NULL, NULL, NIL);
 			continue;
 		}
-		if (SPI_execute_plan(sprobe, key, NULL, true, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(sprobe, key, NULL, true, 2) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up a key in the source");
-		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_freetuptable(SPI_tuptable);
+		n = SPI_processed;
+		tab = SPI_tuptable;
 		if (n == 0)
 		{
 			seen.extra++;
-			rc_report(st, "extra", NULL, key, true, false, true, NIL);
+			rc_report(st, "extra", NULL, key, NULL, &t, NIL);
 		}
 		else if (n > 1)
 		{
+			heap_deform_tuple(tab->vals[0], tab->tupdesc, sprobe_row.values,
+							  sprobe_row.nulls);
 			seen.duplicates++;
-			rc_report(st, "duplicate", "source", key, true, true, false, NIL);
+			rc_report(st, "duplicate", "source", key, &sprobe_row, NULL, NIL);
 		}
+		SPI_freetuptable(tab);
 	}
 	rc_side_close(&t);
 
@@ -1467,7 +1546,6 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	bool		nulls[7] = {false};
 	int			nest;
 	List	   *colnames = NIL;
-	Oid		   *ktypes;
 	AmOwnerContext owner_cxt;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -1483,6 +1561,9 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	st.rowcxt = AllocSetContextCreate(CurrentMemoryContext,
 									  "acme_migrate reconcile row",
 									  ALLOCSET_DEFAULT_SIZES);
+	st.diffcxt = AllocSetContextCreate(CurrentMemoryContext,
+									   "acme_migrate reconcile diff",
+									   ALLOCSET_DEFAULT_SIZES);
 	nest = mapping_fixed_settings(true);
 	/* a job's mapping and filter run as its owner (security.c) */
 	if (job->job_id > 0)
@@ -1499,10 +1580,6 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ktypes = st.tkey_types;
-	st.key_json_plan = rc_prepare(st.key_json_sql, st.ntkeys, ktypes);
-	st.source_json_plan = rc_prepare(st.source_json_sql, st.ntkeys, ktypes);
-	st.target_json_plan = rc_prepare(st.target_json_sql, st.ntkeys, ktypes);
 
 	/* both sides, and every row of the report, in one snapshot */
 	PushActiveSnapshot(GetTransactionSnapshot());
