@@ -95,8 +95,8 @@ SELECT is((SELECT count(*)::integer FROM acme_migrate.reconcile_runs), 1,
 SELECT throws_ok($$DELETE FROM acme_migrate.diffs$$, '42501', NULL,
 	'bob cannot delete diffs by hand');
 SELECT throws_ok($$SELECT acme_migrate_purge('0', job => 'pgtap_dl_alice_job')$$,
-	'42501', 'permission denied for job "pgtap_dl_alice_job"',
-	'bob cannot purge alice''s job');
+	'42704', 'job "pgtap_dl_alice_job" does not exist',
+	'bob cannot purge alice''s job: for him it does not exist');
 SELECT is(acme_migrate_purge(), 0::bigint,
 	'the default purge keeps what is younger than 30 days');
 SELECT throws_ok($$SET acme_migrate.store_row_data = off$$, '42501', NULL,
