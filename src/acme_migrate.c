@@ -98,8 +98,7 @@ _PG_init(void)
 	DefineCustomIntVariable("acme_migrate.max_workers_total",
 							"Sets the most background workers all jobs together may run with.",
 							"-1 means half of max_worker_processes, so that parallel query, logical replication "
-							"and other extensions keep the other half.  Never more than max_worker_processes "
-							"minus one, which the launcher needs.",
+							"and other extensions keep the other half.",
 							&acme_migrate_max_workers_total,
 							-1, -1, MAX_BACKENDS,
 							PGC_SUSET,

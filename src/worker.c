@@ -183,12 +183,16 @@ worker_launch_checked(AmJob *job, int n)
 				 errhint("Raise max_worker_processes (currently %d); acme_migrate needs one per worker, plus one for its launcher.",
 						 max_worker_processes)));
 	if (launched < n)
+	{
+		/* the job runs with, and counts against the limits, what it got */
+		catalog_job_set_workers(job, launched, "running");
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("started only %d of %d workers for job \"%s\"",
 						launched, n, job->job_name),
 				 errhint("Raise max_worker_processes (currently %d).",
 						 max_worker_processes)));
+	}
 	return launched;
 }
 
@@ -206,7 +210,7 @@ worker_max_total(void)
 
 	if (total < 0)
 		total = Max(max_worker_processes / 2, 1);
-	return Min(total, Max(max_worker_processes - 1, 0));
+	return total;
 }
 
 /*

@@ -179,8 +179,11 @@ $node->safe_psql('postgres', "SELECT acme_migrate_cancel('nl')")
   unless $nl_refused;
 
 # too few background worker slots: the logical replication launcher takes
-# one of max_worker_processes = 2, which leaves one for acme_migrate
+# one of max_worker_processes = 2, which leaves one for acme_migrate (whose
+# own limit, half of max_worker_processes by default, is raised so that the
+# slots run out first)
 $node->append_conf('postgresql.conf', 'max_worker_processes = 2');
+$node->append_conf('postgresql.conf', 'acme_migrate.max_workers_total = 8');
 $node->restart;
 create_job('lim');
 create_job('lim2');
