@@ -42,6 +42,7 @@ bool		acme_migrate_store_row_data = true;
 void		_PG_init(void);
 
 PG_FUNCTION_INFO_V1(acme_migrate_create);
+PG_FUNCTION_INFO_V1(acme_migrate_create_1_1);
 PG_FUNCTION_INFO_V1(acme_migrate_batch);
 PG_FUNCTION_INFO_V1(acme_migrate_run);
 PG_FUNCTION_INFO_V1(acme_migrate_drop);
@@ -229,14 +230,77 @@ am_text_array_arg(FunctionCallInfo fcinfo, int n, const char *argname)
 }
 
 /*
+ * The arguments 1.1 added to acme_migrate_create: reverse_columns,
+ * capture_method, health_check and on_breach (absent when the function is
+ * called through the 1.0 SQL definition).
+ */
+static void
+am_create_online_args(FunctionCallInfo fcinfo, AmJob *job)
+{
+	bool		v11 = PG_NARGS() > 16;
+	char	   *s;
+
+	job->capture_method = "trigger";
+	job->on_breach = "pause";
+	if (job->capture_changes)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("capture_changes is not supported yet"),
+				 errdetail("Change capture, catch-up and cut-over are not implemented in this version of acme_migrate.")));
+	if (!v11)
+		return;
+	job->reverse_columns = PG_ARGISNULL(16) ? NULL : PG_GETARG_JSONB_P_COPY(16);
+	if (job->reverse_columns && !job->capture_changes)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("reverse_columns requires capture_changes => true"),
+				 errdetail("The way back after cut-over replays the writes captured on the target.")));
+	s = PG_ARGISNULL(17) ? "trigger" : text_to_cstring(PG_GETARG_TEXT_PP(17));
+	if (strcmp(s, "trigger") == 0)
+		job->capture_method = "trigger";
+	else if (strcmp(s, "logical") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("capture_method \"logical\" is not available"),
+				 errdetail("Changes are captured by triggers; logical decoding is not built."),
+				 errhint("Use capture_method => 'trigger'.")));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for capture_method: \"%s\"", s),
+				 errhint("Valid values are \"trigger\" and \"logical\".")));
+	if (!PG_ARGISNULL(18))
+	{
+		job->health_check = text_to_cstring(PG_GETARG_TEXT_PP(18));
+		mapping_check_sql_fragment(job->health_check, false, "health_check");
+	}
+	s = PG_ARGISNULL(19) ? "pause" : text_to_cstring(PG_GETARG_TEXT_PP(19));
+	if (strcmp(s, "pause") == 0 || strcmp(s, "rollback") == 0)
+		job->on_breach = pstrdup(s);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for on_breach: \"%s\"", s),
+				 errhint("Valid values are \"pause\" and \"rollback\".")));
+}
+
+/*
  * acme_migrate_create(job, source, target, key, columns, filter, batch_size,
  *		on_conflict, on_error, max_error_rate, capture_changes, depends_on,
  *		max_rows_per_second, batch_time_target, max_replication_lag,
- *		lock_timeout) returns bigint
+ *		lock_timeout [, reverse_columns, capture_method, health_check,
+ *		on_breach]) returns bigint
  *
  * Checks everything that can be checked before the first batch (tables,
- * key, mapping, the batch queries themselves), then inserts the job.
+ * key, mapping, the batch queries themselves), then inserts the job.  The
+ * 1.0 and 1.1 SQL definitions (16 and 20 arguments) share this code.
  */
+Datum
+acme_migrate_create_1_1(PG_FUNCTION_ARGS)
+{
+	return acme_migrate_create(fcinfo);
+}
+
 Datum
 acme_migrate_create(PG_FUNCTION_ARGS)
 {
@@ -303,11 +367,7 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 	}
 
 	job->capture_changes = PG_ARGISNULL(10) ? false : PG_GETARG_BOOL(10);
-	if (job->capture_changes)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("capture_changes is not supported yet"),
-				 errdetail("Change capture, catch-up and cut-over are not implemented in this version of acme_migrate.")));
+	am_create_online_args(fcinfo, job);
 
 	/*
 	 * Parents are bound by id now: whatever later takes a parent's name is

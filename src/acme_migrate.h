@@ -72,6 +72,10 @@ typedef struct AmJob
 	bool		reject;			/* on_error = 'reject' */
 	double		max_error_rate; /* < 0 when not set */
 	bool		capture_changes;
+	Jsonb	   *reverse_columns;	/* target -> source, for after cut-over */
+	char	   *capture_method; /* "trigger" */
+	char	   *health_check;	/* SQL boolean expression, or NULL */
+	char	   *on_breach;		/* "pause" or "rollback" */
 	List	   *depends_on;		/* job names (char *), as given */
 	int64	   *depends_on_ids; /* the jobs they named when created; 0 for
 								 * a name a 1.0 job had that was gone by 1.1 */

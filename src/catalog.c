@@ -76,7 +76,8 @@ typedef enum CatStmt
 	"j.rows_rejected, j.batches_done, j.rows_estimate, j.workers, " \
 	"COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() " \
 	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9), j.search_path, j.shape, " \
-	"j.depends_on_ids "
+	"j.depends_on_ids, j.reverse_columns, j.capture_method, j.health_check, " \
+	"j.on_breach "
 
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
@@ -86,7 +87,7 @@ static const struct
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[25];
+	Oid			argtypes[29];
 }			cat_stmts[CAT_NUM_STMTS] =
 {
 	[CAT_JOB_GET] = {
@@ -105,18 +106,19 @@ static const struct
 		"column_map, columns_given, filter, batch_size, on_conflict, "
 		"on_error, max_error_rate, capture_changes, depends_on, "
 		"max_rows_per_second, batch_time_target, max_replication_lag, "
-		"lock_timeout, rows_estimate, search_path, shape, depends_on_ids) "
+		"lock_timeout, rows_estimate, search_path, shape, depends_on_ids, "
+		"reverse_columns, capture_method, health_check, on_breach) "
 		"VALUES ($1, $2::pg_catalog.regrole, $3::pg_catalog.regclass, "
 		"$4::pg_catalog.regclass, $5, $6, $7, "
 		"pg_catalog.jsonb_object($8, $9), $10, $11, $12, $13, $14, $15, "
 		"$16, $17, $18, " MS_TO_INTERVAL(19) ", " MS_TO_INTERVAL(20) ", "
-		MS_TO_INTERVAL(21) ", $22, $23, $24, $25) "
+		MS_TO_INTERVAL(21) ", $22, $23, $24, $25, $26, $27, $28, $29) "
 		"RETURNING job_id",
-		25, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
+		29, {TEXTOID, OIDOID, OIDOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID,
 			BOOLOID, TEXTARRAYOID, TEXTARRAYOID, JSONBOID, TEXTOID, INT4OID,
 			TEXTOID, TEXTOID, FLOAT8OID, BOOLOID, TEXTARRAYOID, FLOAT8OID,
 		FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTOID, TEXTOID,
-		INT8ARRAYOID}
+		INT8ARRAYOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID}
 	},
 	[CAT_JOB_DELETE] = {
 		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
@@ -587,6 +589,14 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 		for (int i = 0; i < n; i++)
 			job->depends_on_ids[i] = nulls[i] ? 0 : DatumGetInt64(elems[i]);
 	}
+	NEXT();
+	job->reverse_columns = isnull ? NULL : DatumGetJsonbPCopy(d);
+	NEXT();
+	job->capture_method = isnull ? "trigger" : TextDatumGetCString(d);
+	NEXT();
+	job->health_check = isnull ? NULL : TextDatumGetCString(d);
+	NEXT();
+	job->on_breach = isnull ? "pause" : TextDatumGetCString(d);
 #undef NEXT
 
 	MemoryContextSwitchTo(old);
@@ -826,8 +836,8 @@ int64
 catalog_job_insert(AmJob *job)
 {
 	CatContext	cxt;
-	Datum		values[25];
-	char		nulls[25];
+	Datum		values[29];
+	char		nulls[29];
 	Datum		name = CStringGetTextDatum(job->job_name);
 	int64		job_id;
 
@@ -880,6 +890,12 @@ catalog_job_insert(AmJob *job)
 	}
 	else
 		nulls[24] = 'n';
+	values[25] = job->reverse_columns ? JsonbPGetDatum(job->reverse_columns) : 0;
+	nulls[25] = job->reverse_columns ? ' ' : 'n';
+	values[26] = CStringGetTextDatum(job->capture_method ? job->capture_method : "trigger");
+	values[27] = job->health_check ? CStringGetTextDatum(job->health_check) : 0;
+	nulls[27] = job->health_check ? ' ' : 'n';
+	values[28] = CStringGetTextDatum(job->on_breach ? job->on_breach : "pause");
 
 	/*
 	 * Two sessions creating the same name: the second waits here for the
