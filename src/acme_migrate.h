@@ -146,6 +146,11 @@ typedef struct AmMapping
 	char	   *key_count_sql;
 	/* SQL finding a NULL key (end of walk check) */
 	char	   *null_key_sql;
+	/* SQL applying captured keys (capture.c); NULL without capture */
+	char	   *catchup_sql;
+	SPIPlanPtr	catchup_plan;
+	/* SQL comparing the row hashes of given keys on both sides (cut-over) */
+	char	   *verify_sql;
 	bool		direct_ok;		/* may the direct (table AM) writer be used? */
 	const char *direct_why_not; /* if not, why (for DEBUG1) */
 
@@ -198,6 +203,21 @@ extern void catalog_range_checkpoint(AmJob *job, AmRange *range,
 extern void catalog_job_set_workers(AmJob *job, int workers,
 									const char *state);
 extern void catalog_job_set_shape(AmJob *job, const char *shape);
+extern void catalog_capture_log(int64 job_id, char direction, List *key);
+extern int	catalog_capture_fetch(int64 job_id, char direction, int limit,
+								  int64 **seqs, List **keys);
+extern void catalog_capture_delete(int64 job_id, char direction, int64 *seqs,
+								   int n);
+extern int64 catalog_capture_backlog(int64 job_id, char direction,
+									 double *age);
+extern void catalog_capture_clear(int64 job_id, char direction);
+extern void catalog_cutover_attempt(int64 job_id, const char *operation,
+									int attempt, TimestampTz started,
+									int64 lock_wait_ms, int64 lock_held_ms,
+									int64 drained, const char *outcome);
+extern void catalog_job_set_pre(AmJob *job, int64 rows, const char *hash);
+extern void catalog_preimage_insert(int64 job_id, Jsonb *row);
+extern void catalog_job_cut_over_at(AmJob *job);
 extern void catalog_job_alter(AmJob *job, int32 batch_size,
 							  double max_rows_per_second,
 							  int64 batch_time_target_ms,
@@ -294,6 +314,7 @@ extern int	am_pin_search_path(void);
 extern void am_unpin_search_path(int nest);
 extern void am_begin_as_owner(AmJob *job, AmOwnerContext *cxt);
 extern void am_end_as_owner(AmOwnerContext *cxt);
+extern const char *am_extension_schema(void);
 
 /* worker.c */
 extern void worker_register_launcher(void);

@@ -58,6 +58,15 @@ typedef enum CatStmt
 	CAT_JOB_DEPENDENTS,
 	CAT_WORKERS_IN_USE,
 	CAT_PURGE,
+	CAT_CAPTURE_LOG,
+	CAT_CAPTURE_FETCH,
+	CAT_CAPTURE_DELETE,
+	CAT_CAPTURE_BACKLOG,
+	CAT_CAPTURE_CLEAR,
+	CAT_CUTOVER_INSERT,
+	CAT_JOB_PRE,
+	CAT_PREIMAGE_INSERT,
+	CAT_JOB_CUT_OVER_AT,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -121,6 +130,8 @@ static const struct
 		INT8ARRAYOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID}
 	},
 	[CAT_JOB_DELETE] = {
+		"WITH l AS (DELETE FROM acme_migrate.capture_log "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1) "
 		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
 		1, {INT8OID}
 	},
@@ -270,6 +281,61 @@ static const struct
 		"UPDATE acme_migrate.jobs SET shape = $2 "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		2, {INT8OID, TEXTOID}
+	},
+	[CAT_CAPTURE_LOG] = {
+		"INSERT INTO acme_migrate.capture_log (job_id, direction, key) "
+		"VALUES ($1, $2, $3)",
+		3, {INT8OID, CHAROID, TEXTARRAYOID}
+	},
+	[CAT_CAPTURE_FETCH] = {
+		"SELECT seq, key FROM acme_migrate.capture_log "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"AND direction OPERATOR(pg_catalog.=) $2 "
+		"ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+		3, {INT8OID, CHAROID, INT8OID}
+	},
+	[CAT_CAPTURE_DELETE] = {
+		"DELETE FROM acme_migrate.capture_log "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"AND direction OPERATOR(pg_catalog.=) $2 "
+		"AND seq OPERATOR(pg_catalog.=) ANY ($3)",
+		3, {INT8OID, CHAROID, INT8ARRAYOID}
+	},
+	[CAT_CAPTURE_BACKLOG] = {
+		"SELECT pg_catalog.count(*), "
+		"COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() "
+		"OPERATOR(pg_catalog.-) pg_catalog.min(logged_at)), 0) "
+		"FROM acme_migrate.capture_log "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"AND direction OPERATOR(pg_catalog.=) $2",
+		2, {INT8OID, CHAROID}
+	},
+	[CAT_CAPTURE_CLEAR] = {
+		"DELETE FROM acme_migrate.capture_log "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"AND direction OPERATOR(pg_catalog.=) $2",
+		2, {INT8OID, CHAROID}
+	},
+	[CAT_CUTOVER_INSERT] = {
+		"INSERT INTO acme_migrate.cutovers (job_id, operation, attempt, "
+		"started_at, lock_wait, lock_held, changes_drained, outcome) "
+		"VALUES ($1, $2, $3, $4, " MS_TO_INTERVAL(5) ", " MS_TO_INTERVAL(6) ", $7, $8)",
+		8, {INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID, FLOAT8OID, FLOAT8OID,
+		INT8OID, TEXTOID}
+	},
+	[CAT_JOB_PRE] = {
+		"UPDATE acme_migrate.jobs SET pre_rows = $2, pre_hash = $3::pg_catalog.uuid "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		3, {INT8OID, INT8OID, TEXTOID}
+	},
+	[CAT_PREIMAGE_INSERT] = {
+		"INSERT INTO acme_migrate.preimages (job_id, row) VALUES ($1, $2)",
+		2, {INT8OID, JSONBOID}
+	},
+	[CAT_JOB_CUT_OVER_AT] = {
+		"UPDATE acme_migrate.jobs SET cut_over_at = pg_catalog.clock_timestamp() "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		1, {INT8OID}
 	},
 	/* a parent named in depends_on: locked so that it cannot be dropped */
 	[CAT_JOB_GET_PARENT] = {
@@ -1394,4 +1460,185 @@ catalog_job_set_shape(AmJob *job, const char *shape)
 	cat_exec(CAT_JOB_SHAPE, values, NULL, 0);
 	cat_leave(&cxt);
 	job->shape = pstrdup(shape);
+}
+
+/*
+ * Log the key of a row written to a job's source (direction 'f') or, after
+ * cut-over, to its target ('r'): called by the capture trigger, in the
+ * writing transaction, whoever writes.
+ */
+void
+catalog_capture_log(int64 job_id, char direction, List *key)
+{
+	CatContext	cxt;
+	Datum		values[3];
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = CharGetDatum(direction);
+	values[2] = text_list_to_array(key);
+	cat_enter(&cxt);
+	cat_exec(CAT_CAPTURE_LOG, values, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/*
+ * Take (lock) up to limit of the oldest log entries of a job that no other
+ * transaction has taken; *seqs and *keys (Lists of text Lists) in the
+ * caller's memory.  Returns how many.
+ */
+int
+catalog_capture_fetch(int64 job_id, char direction, int limit,
+					  int64 **seqs, List **keys)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	CatContext	cxt;
+	Datum		values[3];
+	int			n;
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = CharGetDatum(direction);
+	values[2] = Int64GetDatum(limit);
+	cat_enter(&cxt);
+	cat_exec(CAT_CAPTURE_FETCH, values, NULL, 0);
+	n = (int) SPI_processed;
+	{
+		MemoryContext old = MemoryContextSwitchTo(mcxt);
+
+		*seqs = palloc(sizeof(int64) * Max(n, 1));
+		*keys = NIL;
+		for (int i = 0; i < n; i++)
+		{
+			bool		isnull;
+			HeapTuple	tup = SPI_tuptable->vals[i];
+
+			(*seqs)[i] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+			*keys = lappend(*keys,
+							array_to_text_list(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+															 2, &isnull)));
+		}
+		MemoryContextSwitchTo(old);
+	}
+	cat_leave(&cxt);
+	return n;
+}
+
+/* Delete the log entries a catch-up applied, in its transaction. */
+void
+catalog_capture_delete(int64 job_id, char direction, int64 *seqs, int n)
+{
+	CatContext	cxt;
+	Datum		values[3];
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(seqs[i]);
+	values[0] = Int64GetDatum(job_id);
+	values[1] = CharGetDatum(direction);
+	values[2] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	cat_enter(&cxt);
+	cat_exec(CAT_CAPTURE_DELETE, values, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/* How many entries wait, and the age in seconds of the oldest. */
+int64
+catalog_capture_backlog(int64 job_id, char direction, double *age)
+{
+	CatContext	cxt;
+	Datum		values[2];
+	bool		isnull;
+	int64		n;
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = CharGetDatum(direction);
+	cat_enter(&cxt);
+	cat_exec(CAT_CAPTURE_BACKLOG, values, NULL, 1);
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									1, &isnull));
+	if (age)
+		*age = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 2, &isnull));
+	cat_leave(&cxt);
+	return n;
+}
+
+/* Forget every log entry of one direction of a job. */
+void
+catalog_capture_clear(int64 job_id, char direction)
+{
+	CatContext	cxt;
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = CharGetDatum(direction);
+	cat_enter(&cxt);
+	cat_exec(CAT_CAPTURE_CLEAR, values, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/* One attempt of a cut-over or rollback (lock_held_ms < 0: not taken). */
+void
+catalog_cutover_attempt(int64 job_id, const char *operation, int attempt,
+						TimestampTz started, int64 lock_wait_ms,
+						int64 lock_held_ms, int64 drained, const char *outcome)
+{
+	CatContext	cxt;
+	Datum		values[8];
+	char		nulls[8] = "        ";
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = CStringGetTextDatum(operation);
+	values[2] = Int32GetDatum(attempt);
+	values[3] = TimestampTzGetDatum(started);
+	values[4] = Float8GetDatum((double) lock_wait_ms);
+	values[5] = Float8GetDatum((double) lock_held_ms);
+	if (lock_held_ms < 0)
+		nulls[5] = 'n';
+	values[6] = Int64GetDatum(drained);
+	values[7] = CStringGetTextDatum(outcome);
+	cat_enter(&cxt);
+	cat_exec(CAT_CUTOVER_INSERT, values, nulls, 0);
+	cat_leave(&cxt);
+}
+
+/* The target's row count and table hash (a uuid's text) before the job. */
+void
+catalog_job_set_pre(AmJob *job, int64 rows, const char *hash)
+{
+	CatContext	cxt;
+	Datum		values[3];
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = Int64GetDatum(rows);
+	values[2] = CStringGetTextDatum(hash);
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_PRE, values, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/* One row the target held before the job (rollback puts it back). */
+void
+catalog_preimage_insert(int64 job_id, Jsonb *row)
+{
+	CatContext	cxt;
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(job_id);
+	values[1] = JsonbPGetDatum(row);
+	cat_enter(&cxt);
+	cat_exec(CAT_PREIMAGE_INSERT, values, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/* Note when the job was cut over. */
+void
+catalog_job_cut_over_at(AmJob *job)
+{
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job->job_id);
+
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_CUT_OVER_AT, &arg, NULL, 0);
+	cat_leave(&cxt);
 }

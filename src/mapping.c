@@ -510,6 +510,215 @@ mapping_open_table(AmJob *job, Oid relid, const char *which)
 }
 
 /*
+ * "w AS (INSERT INTO target AS t (...) SELECT b.c1, ... FROM b ON CONFLICT
+ * ... RETURNING 1)": the rows of CTE b written into the target, as the SQL
+ * path of a batch and catch-up do.
+ */
+static void
+map_append_upsert(StringInfo buf, AmJob *job, AmMapping *map,
+				  const char *tgtname, bool identity_always,
+				  AmConflict on_conflict)
+{
+	ListCell   *lt;
+	int			i;
+
+	appendStringInfo(buf, "w AS (INSERT INTO %s AS t (", tgtname);
+	for (i = 0; i < map->nmapped; i++)
+		appendStringInfo(buf, "%s%s", i > 0 ? ", " : "",
+						 quote_identifier(map->mapped_names[i]));
+	appendStringInfo(buf, ")%s SELECT ",
+					 identity_always ? " OVERRIDING SYSTEM VALUE" : "");
+	for (i = 0; i < map->nmapped; i++)
+		appendStringInfo(buf, "%sb.c%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfoString(buf, " FROM b");
+	if (on_conflict != AM_CONFLICT_ERROR)
+	{
+		bool		any = false;
+
+		appendStringInfoString(buf, " ON CONFLICT (");
+		foreach(lt, job->target_key_columns)
+			appendStringInfo(buf, "%s%s",
+							 lt == list_head(job->target_key_columns) ? "" : ", ",
+							 quote_identifier(lfirst(lt)));
+		appendStringInfoString(buf, ") DO ");
+		if (on_conflict == AM_CONFLICT_UPDATE)
+		{
+			for (i = 0; i < map->nmapped; i++)
+			{
+				char	   *c = map->mapped_names[i];
+				bool		iskey = false;
+
+				foreach(lt, job->target_key_columns)
+					if (strcmp(lfirst(lt), c) == 0)
+						iskey = true;
+				if (iskey)
+					continue;
+				appendStringInfo(buf, "%s%s = EXCLUDED.%s",
+								 any ? ", " : "UPDATE SET ",
+								 quote_identifier(c), quote_identifier(c));
+				any = true;
+			}
+		}
+		if (!any)
+			appendStringInfoString(buf, "NOTHING");
+	}
+	appendStringInfoString(buf, " RETURNING 1)");
+}
+
+/* "OPERATOR(schema.=)": the btree equality of a type, schema-qualified */
+static char *
+map_eq_operator(Oid type)
+{
+	Oid			opclass = GetDefaultOpClass(type, BTREE_AM_OID);
+	Oid			intype = get_opclass_input_type(opclass);
+	Oid			op = get_opfamily_member(get_opclass_family(opclass), intype,
+										 intype, BTEqualStrategyNumber);
+	HeapTuple	tup;
+	Oid			nsp;
+
+	if (!OidIsValid(op))
+		elog(ERROR, "missing = operator for type %u", type);
+	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(op));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for operator %u", op);
+	nsp = ((Form_pg_operator) GETSTRUCT(tup))->oprnamespace;
+	ReleaseSysCache(tup);
+	return psprintf("OPERATOR(%s.=)", quote_identifier(get_namespace_name(nsp)));
+}
+
+/*
+ * The catch-up statement: given arrays of keys ($1 .. $nkeys, one array per
+ * key column), write into the target the current mapped source row of each
+ * key, or delete the target's row when the source has none (or the filter
+ * now leaves it out):
+ *
+ *	 WITH am_keys AS (SELECT * FROM unnest($1, ...) AS am_keys(am_k1, ...)),
+ *		  b AS MATERIALIZED (SELECT <keys, mapped columns> FROM source AS s,
+ *							 am_keys WHERE (filter) AND s.k1 = am_k1 ...),
+ *		  w AS (INSERT ... SELECT ... FROM b ON CONFLICT ... DO UPDATE ...),
+ *		  d AS (DELETE FROM target AS t USING am_keys WHERE t.tk1 = am_k1 ...
+ *				AND NOT EXISTS (SELECT 1 FROM b WHERE b.k1 = am_k1 ...))
+ *	 SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM d)
+ *
+ * The two writes exclude each other key by key, and both see the same
+ * snapshot.
+ */
+static char *
+map_catchup_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
+				const char *tgtname, const char *cols, bool identity_always)
+{
+	StringInfoData q;
+	StringInfoData match;
+	ListCell   *lc;
+	int			i;
+
+	initStringInfo(&match);
+	for (i = 0; i < map->nkeys; i++)
+		appendStringInfo(&match, " AND b.k%d %s am_keys.am_k%d", i + 1,
+						 map_eq_operator(map->key_types[i]), i + 1);
+
+	initStringInfo(&q);
+	appendStringInfoString(&q, "WITH am_keys AS (SELECT * FROM pg_catalog.unnest(");
+	for (i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfoString(&q, ") AS am_keys(");
+	for (i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, "%sam_k%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfo(&q, ")), b AS MATERIALIZED (SELECT %s FROM %s AS s, am_keys WHERE %s%s%s",
+					 cols, srcname, job->filter ? "(" : "true",
+					 job->filter ? job->filter : "", job->filter ? ")" : "");
+	for (i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, " AND s.%s %s am_keys.am_k%d",
+						 quote_identifier(map->key_names[i]),
+						 map_eq_operator(map->key_types[i]), i + 1);
+	appendStringInfoString(&q, "), ");
+	map_append_upsert(&q, job, map, tgtname, identity_always,
+					  AM_CONFLICT_UPDATE);
+	appendStringInfo(&q, ", d AS (DELETE FROM %s AS t USING am_keys WHERE true",
+					 tgtname);
+	i = 0;
+	foreach(lc, job->target_key_columns)
+	{
+		AttrNumber	attno = get_attnum(RelationGetRelid(tgt), lfirst(lc));
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(tgt), attno - 1);
+
+		appendStringInfo(&q, " AND t.%s %s CAST(am_keys.am_k%d AS %s)",
+						 quote_identifier(lfirst(lc)),
+						 map_eq_operator(att->atttypid), i + 1,
+						 format_type_extended(att->atttypid, att->atttypmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN |
+											  FORMAT_TYPE_FORCE_QUALIFY));
+		i++;
+	}
+	appendStringInfo(&q, " AND NOT EXISTS (SELECT 1 FROM b WHERE true%s) RETURNING 1) "
+					 "SELECT (SELECT pg_catalog.count(*) FROM w), "
+					 "(SELECT pg_catalog.count(*) FROM d)", match.data);
+	return q.data;
+}
+
+/*
+ * The verification of a cut-over: for the keys in arrays $1 .. $nkeys, the
+ * row hashes of the mapped source rows and of the target's rows, compared
+ * as multisets both ways; returns how many rows differ (0: verified).
+ */
+static char *
+map_verify_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
+			   const char *tgtname, const char *cols)
+{
+	StringInfoData q;
+	StringInfoData brow;
+	StringInfoData trow;
+	const char *hashfn;
+	ListCell   *lc;
+	int			i;
+
+	hashfn = psprintf("%s.acme_migrate_row_hash", am_extension_schema());
+	initStringInfo(&brow);
+	initStringInfo(&trow);
+	for (i = 0; i < map->nmapped; i++)
+	{
+		appendStringInfo(&brow, "%sx.c%d", i > 0 ? ", " : "", i + 1);
+		appendStringInfo(&trow, "%st.%s", i > 0 ? ", " : "",
+						 quote_identifier(map->mapped_names[i]));
+	}
+	initStringInfo(&q);
+	appendStringInfoString(&q, "WITH am_keys AS (SELECT * FROM pg_catalog.unnest(");
+	for (i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfoString(&q, ") AS am_keys(");
+	for (i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, "%sam_k%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfo(&q, ")), b AS (SELECT %s(ROW(%s)) AS h FROM (SELECT %s FROM %s AS s, am_keys WHERE %s%s%s",
+					 hashfn, brow.data, cols, srcname, job->filter ? "(" : "true",
+					 job->filter ? job->filter : "", job->filter ? ")" : "");
+	for (i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, " AND s.%s %s am_keys.am_k%d",
+						 quote_identifier(map->key_names[i]),
+						 map_eq_operator(map->key_types[i]), i + 1);
+	appendStringInfo(&q, ") x), t AS (SELECT %s(ROW(%s)) AS h FROM %s AS t, am_keys WHERE true",
+					 hashfn, trow.data, tgtname);
+	i = 0;
+	foreach(lc, job->target_key_columns)
+	{
+		AttrNumber	attno = get_attnum(RelationGetRelid(tgt), lfirst(lc));
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(tgt), attno - 1);
+
+		appendStringInfo(&q, " AND t.%s %s CAST(am_keys.am_k%d AS %s)",
+						 quote_identifier(lfirst(lc)),
+						 map_eq_operator(att->atttypid), i + 1,
+						 format_type_extended(att->atttypid, att->atttypmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN |
+											  FORMAT_TYPE_FORCE_QUALIFY));
+		i++;
+	}
+	appendStringInfoString(&q, ") SELECT (SELECT pg_catalog.count(*) FROM "
+						   "(SELECT h FROM b EXCEPT ALL SELECT h FROM t) x) "
+						   "OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM "
+						   "(SELECT h FROM t EXCEPT ALL SELECT h FROM b) y)");
+	return q.data;
+}
+
+/*
  * Build the mapping of a job against the current catalogs.  With validating
  * (acme_migrate_create), every query is prepared once so that errors in the
  * mapping or filter surface now.
@@ -694,55 +903,24 @@ mapping_build(AmJob *job, bool validating)
 
 			/* the SQL path: the same rows through INSERT ... ON CONFLICT */
 			initStringInfo(&ins);
-			appendStringInfo(&ins,
-							 "WITH b AS MATERIALIZED (%s), w AS (INSERT INTO %s AS t (",
-							 sel.data, tgtname);
-			for (i = 0; i < map->nmapped; i++)
-				appendStringInfo(&ins, "%s%s", i > 0 ? ", " : "",
-								 quote_identifier(map->mapped_names[i]));
-			appendStringInfo(&ins, ")%s SELECT ",
-							 identity_always ? " OVERRIDING SYSTEM VALUE" : "");
-			for (i = 0; i < map->nmapped; i++)
-				appendStringInfo(&ins, "%sb.c%d", i > 0 ? ", " : "", i + 1);
-			appendStringInfoString(&ins, " FROM b");
-			if (job->on_conflict != AM_CONFLICT_ERROR)
-			{
-				bool		any = false;
-
-				appendStringInfoString(&ins, " ON CONFLICT (");
-				foreach(lt, job->target_key_columns)
-					appendStringInfo(&ins, "%s%s",
-									 lt == list_head(job->target_key_columns) ? "" : ", ",
-									 quote_identifier(lfirst(lt)));
-				appendStringInfoString(&ins, ") DO ");
-				if (job->on_conflict == AM_CONFLICT_UPDATE)
-				{
-					for (i = 0; i < map->nmapped; i++)
-					{
-						char	   *c = map->mapped_names[i];
-						bool		iskey = false;
-
-						foreach(lt, job->target_key_columns)
-							if (strcmp(lfirst(lt), c) == 0)
-								iskey = true;
-						if (iskey)
-							continue;
-						appendStringInfo(&ins, "%s%s = EXCLUDED.%s",
-										 any ? ", " : "UPDATE SET ",
-										 quote_identifier(c), quote_identifier(c));
-						any = true;
-					}
-				}
-				if (!any)
-					appendStringInfoString(&ins, "NOTHING");
-			}
-			appendStringInfoString(&ins, " RETURNING 1) SELECT ");
+			appendStringInfo(&ins, "WITH b AS MATERIALIZED (%s), ", sel.data);
+			map_append_upsert(&ins, job, map, tgtname, identity_always,
+							  job->on_conflict);
+			appendStringInfoString(&ins, " SELECT ");
 			for (i = 0; i < map->nkeys; i++)
 				appendStringInfo(&ins, "b.k%d, ", i + 1);
 			appendStringInfoString(&ins,
 								   "(SELECT pg_catalog.count(*) FROM w) FROM b");
 			map->insert_sql[lo][hi] = ins.data;
 		}
+	}
+
+	if (job->capture_changes)
+	{
+		map->catchup_sql = map_catchup_sql(job, map, tgt, srcname, tgtname,
+										   cols.data, identity_always);
+		map->verify_sql = map_verify_sql(job, map, tgt, srcname, tgtname,
+										 cols.data);
 	}
 
 	/* helper queries */

@@ -33,8 +33,17 @@
  */
 #include "acme_migrate.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 /* what catalog statements and our own fixed SQL resolve names with */
 #define AM_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
@@ -97,4 +106,39 @@ am_end_as_owner(AmOwnerContext *cxt)
 {
 	AtEOXact_GUC(true, cxt->nest);
 	SetUserIdAndSecContext(cxt->save_userid, cxt->save_sec_context);
+}
+
+/*
+ * The schema acme_migrate was created in, quoted: our own SQL functions
+ * called from generated SQL are qualified with it.  (get_extension_schema
+ * is static before PostgreSQL 16.)
+ */
+const char *
+am_extension_schema(void)
+{
+	static char *schema = NULL;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			nsp = InvalidOid;
+
+	if (schema != NULL)
+		return schema;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("acme_migrate"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"acme_migrate\" is not installed in this database")));
+	schema = MemoryContextStrdup(TopMemoryContext,
+								 quote_identifier(get_namespace_name(nsp)));
+	return schema;
 }
