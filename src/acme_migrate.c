@@ -726,7 +726,8 @@ acme_migrate_drop(PG_FUNCTION_ARGS)
  *					  max_error_rate) returns void
  *
  * NULL leaves a setting as it is; 0 removes a throttle.  Workers and
- * acme_migrate_run pick the change up at their next batch.
+ * acme_migrate_run pick the change up at their next batch; a worker that
+ * sleeps in its max_rows_per_second throttle within a second.
  */
 Datum
 acme_migrate_alter(PG_FUNCTION_ARGS)
