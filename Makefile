@@ -18,6 +18,8 @@ OBJS = \
 	src/reconcile.o \
 	src/worker.o \
 	src/security.o \
+	src/capture.o \
+	src/sequences.o \
 	src/hash.o
 
 DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql

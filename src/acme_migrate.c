@@ -175,6 +175,16 @@ am_lock_timeout_ms(Interval *iv)
 	return ms;
 }
 
+/* An interval of ms milliseconds. */
+Interval *
+am_ms_interval(int64 ms)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = ms * 1000;
+	return iv;
+}
+
 /* max_error_rate is a fraction, and only means something with rejects */
 void
 am_check_error_rate(AmJob *job, double rate)
@@ -242,11 +252,6 @@ am_create_online_args(FunctionCallInfo fcinfo, AmJob *job)
 
 	job->capture_method = "trigger";
 	job->on_breach = "pause";
-	if (job->capture_changes)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("capture_changes is not supported yet"),
-				 errdetail("Change capture, catch-up and cut-over are not implemented in this version of acme_migrate.")));
 	if (!v11)
 		return;
 	job->reverse_columns = PG_ARGISNULL(16) ? NULL : PG_GETARG_JSONB_P_COPY(16);
@@ -422,7 +427,18 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 	job->shape = mapping_shape(job, NULL);
 	am_end_as_owner(&owner_cxt);
 
-	PG_RETURN_INT64(catalog_job_insert(job));
+	job->job_id = catalog_job_insert(job);
+
+	/*
+	 * In this same transaction, before any batch can take a snapshot: the
+	 * target as it is now (for rollback), and capture.
+	 */
+	am_begin_as_owner(job, &owner_cxt);
+	capture_record_pre(job);
+	if (job->capture_changes)
+		capture_check_and_install(job);
+	am_end_as_owner(&owner_cxt);
+	PG_RETURN_INT64(job->job_id);
 }
 
 /*
@@ -716,6 +732,12 @@ acme_migrate_drop(PG_FUNCTION_ARGS)
 				 errdetail("A session runs a batch of the job, or acme_migrate_run."),
 				 errhint("Wait for the running batch or acme_migrate_run to finish, then drop the job.")));
 	job = catalog_job_get(name, true);
+	/* nothing of the job stays behind: its triggers go with it */
+	if (job->capture_changes)
+	{
+		(void) capture_remove(job, 'f', false);
+		(void) capture_remove(job, 'r', false);
+	}
 	catalog_job_delete(job);
 	PG_RETURN_BOOL(true);
 }

@@ -268,6 +268,8 @@ extern bool mapping_key_is_unique(Oid relid, List *colnames);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
 									   const char *what);
 extern Relation mapping_open_table(AmJob *job, Oid relid, const char *which);
+extern bool mapping_type_io_is_fixed(Oid type);
+extern char *mapping_relname(Oid relid);
 
 /* mapping_check.c */
 extern bool mapping_expr_is_column(const char *expr, const char *col);
@@ -291,6 +293,7 @@ extern int64 am_replication_lag_ms(void);
 extern void am_sleep(int64 ms);
 extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
 extern int64 am_lock_timeout_ms(Interval *iv);
+extern Interval *am_ms_interval(int64 ms);
 extern void am_check_error_rate(AmJob *job, double rate);
 
 /* writer.c */
@@ -315,6 +318,19 @@ extern void am_unpin_search_path(int nest);
 extern void am_begin_as_owner(AmJob *job, AmOwnerContext *cxt);
 extern void am_end_as_owner(AmOwnerContext *cxt);
 extern const char *am_extension_schema(void);
+
+/* capture.c */
+extern void capture_install(AmJob *job, char direction);
+extern bool capture_remove(AmJob *job, char direction, bool nowait);
+extern void capture_check_and_install(AmJob *job);
+extern void capture_check_state(AmJob *job, const char *what);
+extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
+						   int limit, List **applied);
+extern void capture_record_pre(AmJob *job);
+extern int64 capture_catch_up_step(AmJob *job, AmMapping *map);
+
+/* sequences.c */
+extern void am_advance_sequences(AmJob *job, bool from_source);
 
 /* worker.c */
 extern void worker_register_launcher(void);

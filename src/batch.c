@@ -267,7 +267,7 @@ batch_free_plans(AmMapping *map)
 		&map->insert_plan[1][0], &map->insert_plan[1][1],
 		&map->keys_plan[0][0], &map->keys_plan[0][1],
 		&map->keys_plan[1][0], &map->keys_plan[1][1], &map->row_json_plan,
-	&map->key_count_plan, &map->null_key_plan};
+	&map->key_count_plan, &map->null_key_plan, &map->catchup_plan};
 
 	for (int i = 0; i < lengthof(all); i++)
 	{

@@ -489,6 +489,38 @@ map_append_row(StringInfo buf, AmMapping *map, int firstparam)
 	appendStringInfoChar(buf, ')');
 }
 
+/* Is the text of this type's values independent of session settings? */
+bool
+mapping_type_io_is_fixed(Oid type)
+{
+	switch (type)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case NUMERICOID:
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+		case NAMEOID:
+		case UUIDOID:
+		case BOOLOID:
+		case BYTEAOID:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* A relation's name, schema-qualified and quoted, for generated SQL. */
+char *
+mapping_relname(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
 /*
  * Open a table of a job (AccessShareLock).  The catalog holds it as a
  * regclass, which does not keep it from being dropped: say so clearly.
@@ -782,26 +814,8 @@ mapping_build(AmJob *job, bool validating)
 		map->key_collations[i] = att->attcollation;
 		map->key_byval[i] = att->attbyval;
 		map->key_typlen[i] = att->attlen;
-		/* types whose text never depends on session settings */
-		switch (att->atttypid)
-		{
-			case INT2OID:
-			case INT4OID:
-			case INT8OID:
-			case OIDOID:
-			case NUMERICOID:
-			case TEXTOID:
-			case VARCHAROID:
-			case BPCHAROID:
-			case NAMEOID:
-			case UUIDOID:
-			case BOOLOID:
-			case BYTEAOID:
-				break;
-			default:
-				map->key_io_styled = true;
-				break;
-		}
+		if (!mapping_type_io_is_fixed(att->atttypid))
+			map->key_io_styled = true;
 		opclass = GetDefaultOpClass(att->atttypid, BTREE_AM_OID);
 		if (!OidIsValid(opclass))
 			elog(ERROR, "type %u has no btree opclass", att->atttypid);

@@ -290,6 +290,20 @@ acme_migrate_start(PG_FUNCTION_ARGS)
 				 errmsg("workers must be between 1 and %d", acme_migrate_max_workers),
 				 errhint("The limit is acme_migrate.max_workers.")));
 	job = catalog_job_get(name, true);
+	if (job->capture_changes && worker_state_is(job, "copied", NULL))
+	{
+		/* copied: one worker keeps the target caught up */
+		if (!batch_lock_job(job->job_id, ExclusiveLock, false))
+		{
+			ereport(NOTICE,
+					(errmsg("job \"%s\" is already running", name),
+					 errdetail("Its workers or another session hold it; no worker was started.")));
+			PG_RETURN_INT32(0);
+		}
+		workers = worker_budget(job, 1, ERROR);
+		catalog_job_set_workers(job, workers, "copied");
+		PG_RETURN_INT32(worker_launch_checked(job, workers));
+	}
 	if (worker_state_is(job, "copied", "done") || worker_state_is(job, "cut_over", NULL))
 	{
 		ereport(NOTICE,
@@ -652,7 +666,10 @@ worker_loop(int64 job_id, int slot)
 
 			if (job != NULL)
 				strlcpy(jobname, job->job_name, sizeof(jobname));
-			if (job == NULL || !worker_state_is(job, "running", NULL))
+			if (job == NULL ||
+				!(worker_state_is(job, "running", NULL) ||
+				  (job->capture_changes && worker_state_is(job, "copied", NULL) &&
+				   slot == 1)))
 				stop = true;
 			else if (!locked && !(locked = batch_lock_job(job_id, ShareLock, true)))
 			{
@@ -693,13 +710,28 @@ worker_loop(int64 job_id, int slot)
 					MemoryContextSwitchTo(loopcxt);
 					batch_size = job->batch_size;
 				}
-				pgstat_report_activity(STATE_RUNNING,
-									   psprintf("acme_migrate job %s: worker %d",
-												job->job_name, slot));
-				rows = batch_step(job, map, batch_size, &more);
-				if (!more)
-					stop = true;
+				if (strcmp(job->state, "copied") == 0)
+				{
+					/* the copy is done: keep the target caught up */
+					pgstat_report_activity(STATE_RUNNING,
+										   psprintf("acme_migrate job %s: worker %d catching up",
+													job->job_name, slot));
+					rows = capture_catch_up_step(job, map);
+					more = rows > 0;
+					if (!more)
+						pause_ms = 200;
+				}
 				else
+				{
+					pgstat_report_activity(STATE_RUNNING,
+										   psprintf("acme_migrate job %s: worker %d",
+													job->job_name, slot));
+					rows = batch_step(job, map, batch_size, &more);
+				}
+				/* with capture, the end of the copy is not the end */
+				if (!more && !job->capture_changes)
+					stop = true;
+				else if (more)
 					batch_commit_async();
 
 				/* throttles, shared by the job's workers */
@@ -939,7 +971,8 @@ acme_migrate_resumer_main(Datum arg)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		rc = SPI_execute("SELECT job_id FROM acme_migrate.jobs "
-						 "WHERE state OPERATOR(pg_catalog.=) 'running' "
+						 "WHERE (state OPERATOR(pg_catalog.=) 'running' "
+						 "OR (state OPERATOR(pg_catalog.=) 'copied' AND capture_changes)) "
 						 "AND workers OPERATOR(pg_catalog.>) 0 ORDER BY job_id",
 						 true, 0);
 		if (rc == SPI_OK_SELECT)
