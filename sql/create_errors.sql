@@ -88,7 +88,16 @@ SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', on_c
 SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', on_error => 'ignore')$$);
 SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', on_error => 'reject', max_error_rate => 1.5)$$);
 SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', max_error_rate => 0.1)$$);
-SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', capture_changes => true)$$);
+-- online migration options that cannot work
+SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', capture_changes => true, on_conflict => 'skip')$$);
+SELECT try($$SELECT acme_migrate_create('j', 'app.orders_view', 'legacy.orders', key => '{id}', capture_changes => true)$$);
+SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', reverse_columns => '{"amount": "total_cents / 100.0"}')$$);
+SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', capture_changes => true, capture_method => 'logical')$$);
+SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', capture_changes => true, capture_method => 'psychic')$$);
+SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', on_breach => 'panic')$$);
+SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', capture_changes => true, reverse_columns => '{"nope": "1"}')$$);
+SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', health_check => '1; DROP TABLE x')$$);
+SELECT count(*) AS capture_triggers_left FROM pg_trigger WHERE tgname LIKE 'acme_migrate%';
 SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', depends_on => '{nope}')$$);
 SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', depends_on => '{j}')$$);
 SELECT try($$SELECT acme_migrate_create('j', 'legacy.orders', 'app.orders', depends_on => ARRAY[NULL])$$);
