@@ -627,7 +627,14 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 			MemoryContextSwitchTo(subcxt);
 			PG_TRY();
 			{
-				rows = batch_step(job, map, batch_size, &more);
+				/* a copied job with capture: keep its target caught up */
+				if (job->capture_changes && strcmp(job->state, "copied") == 0)
+				{
+					rows = capture_catch_up_step(job, map);
+					more = rows > 0;
+				}
+				else
+					rows = batch_step(job, map, batch_size, &more);
 				ReleaseCurrentSubTransaction();
 				MemoryContextSwitchTo(subcxt);
 				CurrentResourceOwner = subowner;

@@ -303,9 +303,10 @@ capture_create_trigger(Oid relid, const char *name, bool truncate,
 
 /*
  * Capture the writes to the job's source (direction 'f') or, after
- * cut-over, to its target ('r'): a row trigger (cloned to partitions by
- * PostgreSQL; put on each inheritance child by us) and a TRUNCATE guard
- * on every member.
+ * cut-over, to its target ('r'): a row trigger on every table among its
+ * members (itself, its partitions, its inheritance children) and a
+ * TRUNCATE guard on every member.  A partition attached later is not
+ * captured.
  */
 void
 capture_install(AmJob *job, char direction)
@@ -314,7 +315,6 @@ capture_install(AmJob *job, char direction)
 	List	   *keys = direction == 'f' ? job->key_columns : job->target_key_columns;
 	List	   *args = NIL;
 	List	   *members;
-	bool		partitioned = get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE;
 	ListCell   *lc;
 
 	args = lappend(args, makeString(psprintf("%lld", (long long) job->job_id)));
@@ -333,7 +333,12 @@ capture_install(AmJob *job, char direction)
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("cannot capture the changes of \"%s\"", get_rel_name(member)),
 					 errdetail("Only tables and partitioned tables can be captured.")));
-		if (member == relid || !partitioned)
+		/*
+		 * Rows live in tables, not in partitioned tables, and PostgreSQL
+		 * does not clone an internal trigger to partitions: each table
+		 * member gets its own.
+		 */
+		if (kind == RELKIND_RELATION)
 			capture_create_trigger(member, capture_trigger_name(job, direction, false),
 								   false, args);
 		capture_create_trigger(member, capture_trigger_name(job, direction, true),
@@ -586,7 +591,7 @@ capture_verify(AmMapping *map, List *keys)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", map->verify_sql,
 			 SPI_result_code_string(SPI_result));
 	arrays = capture_key_arrays(map, keys, &nunique);
-	if (SPI_execute_plan(plan, arrays, NULL, true, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(plan, arrays, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not verify the drained keys");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -1181,7 +1186,11 @@ capture_restore_target(AmJob *job, int64 *deleted, int64 *restored,
 	pre_hash = (rc == SPI_OK_SELECT && SPI_processed == 1) ?
 		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 	(void) isnull;
+	/* the hash must see the rows just deleted and restored */
+	PushCopiedSnapshot(GetActiveSnapshot());
+	UpdateActiveSnapshotCommandId();
 	hash_relation(job->target_relid, &rows, hash);
+	PopActiveSnapshot();
 	memcpy(uuid->data, hash, UUID_LEN);
 	*equal = pre_hash != NULL &&
 		strcmp(pre_hash, DatumGetCString(DirectFunctionCall1(uuid_out,

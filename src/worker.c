@@ -403,11 +403,18 @@ acme_migrate_cancel(PG_FUNCTION_ARGS)
 	if (worker_state_is(job, "cancelled", NULL))
 		PG_RETURN_BOOL(false);
 	if (!worker_state_is(job, "created", "running") &&
-		!worker_state_is(job, "paused", "failed"))
+		!worker_state_is(job, "paused", "failed") &&
+		!(job->capture_changes && worker_state_is(job, "copied", NULL)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot cancel job \"%s\", which is %s", name, job->state)));
 	catalog_job_set_state(job, "cancelled", NULL);
+	/* a cancelled job captures nothing more, and keeps no trigger or log */
+	if (job->capture_changes)
+	{
+		(void) capture_remove(job, 'f', false);
+		catalog_capture_clear(job->job_id, 'f');
+	}
 	PG_RETURN_BOOL(true);
 }
 
