@@ -18,7 +18,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS acme_migrate;
 
-SELECT plan(61);
+SELECT plan(71);
 
 CREATE ROLE sec_alice LOGIN;
 CREATE ROLE sec_mallory LOGIN;
@@ -346,7 +346,48 @@ SELECT ok(acme_migrate_cancel('sec_alice_slow'), 'the job is cancelled');
 SELECT is(acme_migrate_wait('sec_alice_slow', timeout => '30 s'), 'cancelled',
 	'its worker stops');
 
-/* ---- 5. the catalog's own functions pin search_path ---- */
+/* ---- 5. the silent-loss findings, as a user's suite would assert them ---- */
+
+SET ROLE sec_mallory;
+CREATE TABLE sec_mallory.parted (id bigint PRIMARY KEY, v text NOT NULL) PARTITION BY RANGE (id);
+CREATE TABLE sec_mallory.parted_lo PARTITION OF sec_mallory.parted FOR VALUES FROM (1) TO (100);
+SELECT acme_migrate_create('sec_part', 'sec_mallory.src', 'sec_mallory.parted_lo');
+SELECT throws_ok($$SELECT acme_migrate_batch('sec_part')$$, '23514', NULL,
+	'a partition as target keeps its bounds (finding 3)');
+SELECT throws_ok($$SELECT acme_migrate_create('sec_srf', 'sec_mallory.src', 'sec_mallory.dst4',
+	columns => '{"v": "generate_series(1, 2)::text"}')$$, '0A000', NULL,
+	'a set-returning mapping is refused at create (finding 4)');
+CREATE TABLE sec_mallory.kt_src (id int PRIMARY KEY, v text);
+INSERT INTO sec_mallory.kt_src SELECT g, 'k' FROM generate_series(1, 30) g;
+CREATE TABLE sec_mallory.kt_dst (id text PRIMARY KEY, v text);
+SELECT acme_migrate_create('sec_keytype', 'sec_mallory.kt_src', 'sec_mallory.kt_dst', batch_size => 10);
+SELECT acme_migrate_batch('sec_keytype');
+ALTER TABLE sec_mallory.kt_src ALTER COLUMN id TYPE text;
+SELECT acme_migrate_batch('sec_keytype');
+SELECT is((SELECT state FROM acme_migrate.jobs WHERE job_name = 'sec_keytype'), 'failed',
+	'a key type changed between batches fails the job (finding 5)');
+CREATE TABLE sec_mallory.case_src ("ID" int PRIMARY KEY, id int);
+SELECT throws_ok($$SELECT acme_migrate_create('sec_case', 'sec_mallory.case_src', 'sec_mallory.kt_dst',
+	key => '{ID}', columns => '{"id": "ID"}')$$, '42702', NULL,
+	'an unquoted name hiding another column is refused (finding 6)');
+SELECT throws_ok($$SELECT acme_migrate_create('sec_lock', 'sec_mallory.src', 'sec_mallory.dst4',
+	lock_timeout => '1000 years')$$, '22023', NULL,
+	'a lock_timeout over 24 days is refused (finding 7)');
+SELECT throws_ok($$SELECT acme_migrate_batch('sec_keytype')$$, '55000', NULL,
+	'a failed job stays failed');
+RESET ROLE;
+SELECT is(current_setting('acme_migrate.max_workers_per_role'), '4',
+	'workers are capped per role (finding 8)');
+SET ROLE sec_mallory;
+SELECT throws_ok($$SET acme_migrate.max_workers_per_role = 100$$, '42501', NULL,
+	'a user cannot raise the cap');
+SELECT ok(acme_migrate_purge('0') >= 0, 'mallory purges her own runs (finding 9)');
+RESET ROLE;
+SELECT ok((SELECT count(*) FROM acme_migrate.reconcile_runs WHERE owner = 'sec_mallory'::regrole) = 0
+		  AND (SELECT count(*) FROM acme_migrate.jobs WHERE job_name = 'sec_alice_job') = 1,
+	'her purge removed her runs and nothing of alice''s');
+
+/* ---- 6. the catalog's own functions pin search_path ---- */
 
 SELECT is((SELECT pg_catalog.count(*)::integer FROM pg_catalog.pg_proc p
 			 JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass
