@@ -261,19 +261,19 @@ am_create_online_args(FunctionCallInfo fcinfo, AmJob *job)
 				 errmsg("reverse_columns requires capture_changes => true"),
 				 errdetail("The way back after cut-over replays the writes captured on the target.")));
 	s = PG_ARGISNULL(17) ? "trigger" : text_to_cstring(PG_GETARG_TEXT_PP(17));
-	if (strcmp(s, "trigger") == 0)
-		job->capture_method = "trigger";
+	if (strcmp(s, "trigger") == 0 || strcmp(s, "statement") == 0)
+		job->capture_method = pstrdup(s);
 	else if (strcmp(s, "logical") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("capture_method \"logical\" is not available"),
 				 errdetail("Changes are captured by triggers; logical decoding is not built."),
-				 errhint("Use capture_method => 'trigger'.")));
+				 errhint("Use capture_method => 'trigger' (row triggers) or 'statement' (statement triggers with transition tables).")));
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid value for capture_method: \"%s\"", s),
-				 errhint("Valid values are \"trigger\" and \"logical\".")));
+				 errhint("Valid values are \"trigger\", \"statement\" and \"logical\".")));
 	if (!PG_ARGISNULL(18))
 	{
 		job->health_check = text_to_cstring(PG_GETARG_TEXT_PP(18));

@@ -204,6 +204,8 @@ extern void catalog_job_set_workers(AmJob *job, int workers,
 									const char *state);
 extern void catalog_job_set_shape(AmJob *job, const char *shape);
 extern void catalog_capture_log(int64 job_id, char direction, List *key);
+extern void catalog_capture_log_many(int64 job_id, char direction, int nkeys,
+									 List *keys);
 extern int	catalog_capture_fetch(int64 job_id, char direction, int limit,
 								  int64 **seqs, List **keys);
 extern void catalog_capture_delete(int64 job_id, char direction, int64 *seqs,

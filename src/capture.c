@@ -53,6 +53,7 @@
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -70,6 +71,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(acme_migrate_capture_trigger);
@@ -217,6 +219,45 @@ capture_same_key(List *a, List *b)
 	return true;
 }
 
+/* A set of keys, by their text (long keys are never taken as seen). */
+#define CAPTURE_KEY_TEXT	(NAMEDATALEN * 4)
+
+static HTAB *
+capture_key_set(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = CAPTURE_KEY_TEXT;
+	ctl.entrysize = CAPTURE_KEY_TEXT;
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("acme_migrate captured keys", 1024, &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/*
+ * Is the key in the set?  With add, put it in.  A key whose text does not
+ * fit is never "seen": it is logged again, which is only redundant.
+ */
+static bool
+capture_key_seen(HTAB *set, List *key, bool add)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	bool		found = false;
+
+	initStringInfo(&buf);
+	foreach(lc, key)
+	{
+		appendStringInfoString(&buf, lfirst(lc));
+		appendStringInfoChar(&buf, '\x1f');
+	}
+	if (buf.len < CAPTURE_KEY_TEXT)
+		(void) hash_search(set, buf.data, add ? HASH_ENTER : HASH_FIND, &found);
+	pfree(buf.data);
+	return found && !add;
+}
+
 /*
  * The trigger: AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW logs the
  * written key; BEFORE TRUNCATE refuses.
@@ -240,10 +281,51 @@ acme_migrate_capture_trigger(PG_FUNCTION_ARGS)
 				 errdetail("Job %s would lose every row removed this way.",
 						   td->tg_trigger->tgnargs > 0 ? td->tg_trigger->tgargs[0] : "?"),
 				 errhint("Delete the rows instead, or cut the job over, roll it back or drop it first.")));
-	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_AFTER(td->tg_event))
-		elog(ERROR, "acme_migrate.capture_trigger() must fire AFTER ... FOR EACH ROW");
+	if (!TRIGGER_FIRED_AFTER(td->tg_event))
+		elog(ERROR, "acme_migrate.capture_trigger() must fire AFTER the write");
 
 	cr = capture_rel(td);
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+	{
+		/*
+		 * A statement trigger: the keys of its transition tables at once,
+		 * the new rows' keys, then those of the old rows not among them
+		 * (an update that keeps its key logs it once).
+		 */
+		List	   *keys = NIL;
+		TupleTableSlot *slot;
+		HTAB	   *seen = NULL;
+
+		slot = MakeSingleTupleTableSlot(RelationGetDescr(td->tg_relation),
+										&TTSOpsMinimalTuple);
+		for (int t = 0; t < 2; t++)
+		{
+			Tuplestorestate *ts = t == 0 ? td->tg_newtable : td->tg_oldtable;
+
+			if (ts == NULL)
+				continue;
+			if (t == 0 && td->tg_oldtable != NULL)
+				seen = capture_key_set();
+			tuplestore_rescan(ts);
+			while (tuplestore_gettupleslot(ts, true, false, slot))
+			{
+				bool		should_free;
+				HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+				List	   *key = capture_key(cr, tup, RelationGetDescr(td->tg_relation));
+
+				if (seen == NULL || !capture_key_seen(seen, key, t == 0))
+					keys = lappend(keys, key);
+				if (should_free)
+					heap_freetuple(tup);
+			}
+		}
+		if (seen)
+			hash_destroy(seen);
+		ExecDropSingleTupleTableSlot(slot);
+		if (keys != NIL)
+			catalog_capture_log_many(cr->job_id, cr->direction, cr->nkeys, keys);
+		return PointerGetDatum(NULL);
+	}
 	desc = RelationGetDescr(td->tg_relation);
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
@@ -262,6 +344,10 @@ acme_migrate_capture_trigger(PG_FUNCTION_ARGS)
 
 /* ---- installing and removing capture ---- */
 
+static void capture_create_trigger_ext(Oid relid, const char *name,
+									   bool truncate, int16 stmt_event,
+									   List *args);
+
 static const char *
 capture_trigger_name(AmJob *job, char direction, bool truncate)
 {
@@ -271,9 +357,22 @@ capture_trigger_name(AmJob *job, char direction, bool truncate)
 					(long long) job->job_id);
 }
 
+/*
+ * One trigger: truncate (BEFORE TRUNCATE, statement), or a row trigger
+ * (event 0: AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW), or a statement
+ * trigger with transition tables for one event (PostgreSQL allows them
+ * only one event per trigger).
+ */
 static void
 capture_create_trigger(Oid relid, const char *name, bool truncate,
 					   List *args)
+{
+	capture_create_trigger_ext(relid, name, truncate, 0, args);
+}
+
+static void
+capture_create_trigger_ext(Oid relid, const char *name, bool truncate,
+						   int16 stmt_event, List *args)
 {
 	CreateTrigStmt *stmt = makeNode(CreateTrigStmt);
 	Oid			funcoid;
@@ -286,11 +385,29 @@ capture_create_trigger(Oid relid, const char *name, bool truncate,
 	stmt->funcname = list_make2(makeString("acme_migrate"),
 								makeString("capture_trigger"));
 	stmt->args = args;
-	stmt->row = !truncate;
+	stmt->row = !truncate && stmt_event == 0;
 	stmt->timing = truncate ? TRIGGER_TYPE_BEFORE : TRIGGER_TYPE_AFTER;
 	stmt->events = truncate ? TRIGGER_TYPE_TRUNCATE :
+		stmt_event != 0 ? stmt_event :
 		(TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE | TRIGGER_TYPE_DELETE);
 	stmt->isconstraint = false;
+	if (stmt_event != 0)
+	{
+		for (int t = 0; t < 2; t++)
+		{
+			TriggerTransition *tt;
+			bool		isnew = t == 0;
+
+			if ((isnew && stmt_event == TRIGGER_TYPE_DELETE) ||
+				(!isnew && stmt_event == TRIGGER_TYPE_INSERT))
+				continue;
+			tt = makeNode(TriggerTransition);
+			tt->name = isnew ? "am_new_rows" : "am_old_rows";
+			tt->isNew = isnew;
+			tt->isTable = true;
+			stmt->transitionRels = lappend(stmt->transitionRels, tt);
+		}
+	}
 
 	/*
 	 * Internal: no one but the job removes it, pg_dump leaves it out and
@@ -316,6 +433,7 @@ capture_install(AmJob *job, char direction)
 	List	   *args = NIL;
 	List	   *members;
 	ListCell   *lc;
+	bool		statement_mode;
 
 	args = lappend(args, makeString(psprintf("%lld", (long long) job->job_id)));
 	args = lappend(args, makeString(direction == 'f' ? "f" : "r"));
@@ -323,6 +441,22 @@ capture_install(AmJob *job, char direction)
 		args = lappend(args, makeString(pstrdup(lfirst(lc))));
 
 	members = find_all_inheritors(relid, ShareRowExclusiveLock, NULL);
+
+	/*
+	 * Statement triggers with transition tables log the keys of a whole
+	 * statement in one insert; PostgreSQL allows them only on a table
+	 * without partitions or inheritance children.
+	 */
+	statement_mode = strcmp(job->capture_method, "statement") == 0 &&
+		list_length(members) == 1 &&
+		get_rel_relkind(relid) == RELKIND_RELATION;
+	if (strcmp(job->capture_method, "statement") == 0 && !statement_mode)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("capture_method \"statement\" cannot capture \"%s\"",
+						get_rel_name(relid)),
+				 errdetail("Statement triggers with transition tables are not allowed on partitioned tables or tables with inheritance children."),
+				 errhint("Use capture_method => 'trigger'.")));
 	foreach(lc, members)
 	{
 		Oid			member = lfirst_oid(lc);
@@ -338,7 +472,18 @@ capture_install(AmJob *job, char direction)
 		 * does not clone an internal trigger to partitions: each table
 		 * member gets its own.
 		 */
-		if (kind == RELKIND_RELATION)
+		if (kind == RELKIND_RELATION && statement_mode)
+		{
+			/* one trigger per event, each with its transition tables */
+			int16		events[] = {TRIGGER_TYPE_INSERT, TRIGGER_TYPE_UPDATE,
+			TRIGGER_TYPE_DELETE};
+
+			for (int e = 0; e < lengthof(events); e++)
+				capture_create_trigger_ext(member,
+										   capture_trigger_name(job, direction, false),
+										   false, events[e], args);
+		}
+		else if (kind == RELKIND_RELATION)
 			capture_create_trigger(member, capture_trigger_name(job, direction, false),
 								   false, args);
 		capture_create_trigger(member, capture_trigger_name(job, direction, true),

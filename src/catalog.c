@@ -1642,3 +1642,62 @@ catalog_job_cut_over_at(AmJob *job)
 	cat_exec(CAT_JOB_CUT_OVER_AT, &arg, NULL, 0);
 	cat_leave(&cxt);
 }
+
+/*
+ * Log the keys of a whole statement (capture by statement triggers): one
+ * insert, the keys passed as one text array per key column.
+ */
+void
+catalog_capture_log_many(int64 job_id, char direction, int nkeys, List *keys)
+{
+	static SPIPlanPtr plans[INDEX_MAX_KEYS + 1];
+	CatContext	cxt;
+	Datum	   *values = palloc(sizeof(Datum) * (nkeys + 2));
+	Oid		   *types = palloc(sizeof(Oid) * (nkeys + 2));
+	int			n = list_length(keys);
+
+	if (nkeys < 1 || nkeys > INDEX_MAX_KEYS)
+		elog(ERROR, "invalid number of key columns: %d", nkeys);
+	values[0] = Int64GetDatum(job_id);
+	values[1] = CharGetDatum(direction);
+	types[0] = INT8OID;
+	types[1] = CHAROID;
+	for (int k = 0; k < nkeys; k++)
+	{
+		Datum	   *col = palloc(sizeof(Datum) * n);
+		ListCell   *lc;
+		int			i = 0;
+
+		foreach(lc, keys)
+			col[i++] = CStringGetTextDatum((char *) list_nth(lfirst(lc), k));
+		values[k + 2] = PointerGetDatum(construct_array(col, n, TEXTOID, -1,
+														false, TYPALIGN_INT));
+		types[k + 2] = TEXTARRAYOID;
+	}
+	cat_enter(&cxt);
+	if (plans[nkeys] == NULL)
+	{
+		StringInfoData q;
+		SPIPlanPtr	plan;
+
+		initStringInfo(&q);
+		appendStringInfoString(&q, "INSERT INTO acme_migrate.capture_log (job_id, direction, key) "
+							   "SELECT $1, $2, ARRAY[");
+		for (int k = 0; k < nkeys; k++)
+			appendStringInfo(&q, "%su.k%d", k > 0 ? ", " : "", k + 1);
+		appendStringInfoString(&q, "] FROM pg_catalog.unnest(");
+		for (int k = 0; k < nkeys; k++)
+			appendStringInfo(&q, "%s$%d", k > 0 ? ", " : "", k + 3);
+		appendStringInfoString(&q, ") AS u(");
+		for (int k = 0; k < nkeys; k++)
+			appendStringInfo(&q, "%sk%d", k > 0 ? ", " : "", k + 1);
+		appendStringInfoChar(&q, ')');
+		plan = SPI_prepare(q.data, nkeys + 2, types);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_prepare failed for \"%s\"", q.data);
+		plans[nkeys] = plan;
+	}
+	if (SPI_execute_plan(plans[nkeys], values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not log captured keys");
+	cat_leave(&cxt);
+}

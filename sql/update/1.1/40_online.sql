@@ -4,14 +4,14 @@
 ALTER TABLE acme_migrate.jobs
 	ADD COLUMN reverse_columns jsonb,
 	ADD COLUMN capture_method text NOT NULL DEFAULT 'trigger'
-		CHECK (capture_method IN ('trigger')),
+		CHECK (capture_method IN ('trigger', 'statement')),
 	ADD COLUMN health_check text,
 	ADD COLUMN on_breach text NOT NULL DEFAULT 'pause'
 		CHECK (on_breach IN ('pause', 'rollback'));
 COMMENT ON COLUMN acme_migrate.jobs.reverse_columns IS
 	'target column -> SQL expression over target columns for each source column: with it, cut-over installs reverse capture on the target so that a rollback after cut-over can replay the writes made to the target into the source';
 COMMENT ON COLUMN acme_migrate.jobs.capture_method IS
-	'how source changes are captured with capture_changes: trigger (row triggers writing the changed keys to acme_migrate.capture_log)';
+	'how source changes are captured with capture_changes: trigger (row triggers writing each changed key to acme_migrate.capture_log) or statement (statement triggers with transition tables writing the keys of a whole statement at once; plain tables only)';
 COMMENT ON COLUMN acme_migrate.jobs.health_check IS
 	'SQL boolean expression, run as the job''s owner before each batch and catch-up: when it is true the job stops (on_breach) with the reason recorded';
 COMMENT ON COLUMN acme_migrate.jobs.on_breach IS
