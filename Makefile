@@ -18,7 +18,9 @@ OBJS = \
 	src/reconcile.o \
 	src/worker.o \
 	src/security.o \
-	src/hash.o
+	src/hash.o \
+	src/sequences.o \
+	src/stoprules.o
 
 DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql
 # each script is assembled from its parts, in name order: sql/ext/ is the
