@@ -11,12 +11,14 @@ SELECT plan(80);
 SELECT has_function('acme_migrate_create',
 	ARRAY['text', 'regclass', 'regclass', 'text[]', 'jsonb', 'text', 'integer',
 		  'text', 'text', 'double precision', 'boolean', 'text[]',
-		  'double precision', 'interval', 'interval', 'interval'],
-	'acme_migrate_create() has its 16 arguments');
+		  'double precision', 'interval', 'interval', 'interval',
+		  'jsonb', 'text', 'text', 'text'],
+	'acme_migrate_create() has its 20 arguments (1.1)');
 SELECT function_returns('acme_migrate_create',
 	ARRAY['text', 'regclass', 'regclass', 'text[]', 'jsonb', 'text', 'integer',
 		  'text', 'text', 'double precision', 'boolean', 'text[]',
-		  'double precision', 'interval', 'interval', 'interval'],
+		  'double precision', 'interval', 'interval', 'interval',
+		  'jsonb', 'text', 'text', 'text'],
 	'bigint', 'acme_migrate_create() returns the job id');
 SELECT has_function('acme_migrate_batch', ARRAY['text'],
 	'acme_migrate_batch(text) exists');
@@ -39,7 +41,7 @@ SELECT is(
 	   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
 	   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'acme_migrate'
 	  WHERE p.proname IN ('acme_migrate_create', 'acme_migrate_run')),
-	'job,source,target,key,columns,filter,batch_size,on_conflict,on_error,max_error_rate,capture_changes,depends_on,max_rows_per_second,batch_time_target,max_replication_lag,lock_timeout job,max_batches,max_time',
+	'job,source,target,key,columns,filter,batch_size,on_conflict,on_error,max_error_rate,capture_changes,depends_on,max_rows_per_second,batch_time_target,max_replication_lag,lock_timeout,reverse_columns,capture_method,health_check,on_breach job,max_batches,max_time',
 	'argument names of create and run (named arguments are interface)');
 SELECT is(
 	(SELECT count(*)::integer FROM pg_proc p
