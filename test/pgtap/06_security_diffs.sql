@@ -130,6 +130,13 @@ SELECT is((SELECT count(*)::integer FROM acme_migrate.reconcile_runs WHERE job_i
 	'her ad hoc run is left');
 SELECT is((SELECT last_key FROM acme_migrate.jobs WHERE job_name = 'pgtap_dl_alice_job'),
 	'{100}'::text[], 'the job keeps its checkpoint');
+-- its reconcile above found the rows still to copy and paused it (stop
+-- rule, 1.1): resumed, it goes on
+DO $$
+BEGIN
+	PERFORM acme_migrate_resume('pgtap_dl_alice_job');
+END
+$$;
 SELECT is(acme_migrate_batch('pgtap_dl_alice_job'), 100::bigint,
 	'and copies its next batch from there');
 

@@ -202,6 +202,9 @@ SELECT ok((SELECT equal FROM acme_migrate_reconcile('sec_mallory_job')) IS NOT N
 	'the superuser reconciles mallory''s job');
 SELECT is((SELECT pg_catalog.array_agg(DISTINCT ran_as)::text FROM public.sec_log), '{sec_mallory}',
 	'reconcile of the job ran its SQL as mallory');
+-- a reconcile of a running job finds the rows still to copy and pauses it
+-- (stop rule, 1.1): resume it
+SELECT acme_migrate_resume('sec_mallory_job');
 -- an admin member runs it
 SET ROLE sec_carol;
 SELECT is(acme_migrate_batch('sec_mallory_job'), 100::bigint,
