@@ -146,7 +146,8 @@ CALL acme_migrate_run('nulls');
 SELECT state, rows_read, last_key FROM acme_migrate.jobs WHERE job_name = 'nulls';
 SELECT sqlstate, message FROM acme_migrate.errors ORDER BY error_id;
 
--- a job that failed on its error rate refuses further batches
+-- a job past its error rate pauses itself (stop rule): no further batches
+-- until it is resumed
 CREATE TABLE app.strict (id bigint PRIMARY KEY, customer int CHECK (customer < 5));
 SELECT acme_migrate_create('strict', 'legacy.orders', 'app.strict',
 	on_error => 'reject', max_error_rate => 0.1);

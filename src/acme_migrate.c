@@ -47,6 +47,7 @@ PG_FUNCTION_INFO_V1(acme_migrate_batch);
 PG_FUNCTION_INFO_V1(acme_migrate_run);
 PG_FUNCTION_INFO_V1(acme_migrate_drop);
 PG_FUNCTION_INFO_V1(acme_migrate_alter);
+PG_FUNCTION_INFO_V1(acme_migrate_alter_1_1);
 PG_FUNCTION_INFO_V1(acme_migrate_purge);
 
 /*
@@ -425,6 +426,8 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 	(void) mapping_build(job, true);
 	job->rows_estimate = mapping_estimate_rows(job);
 	job->shape = mapping_shape(job, NULL);
+	/* sequences behind the target advance when the job ends (sequences.c) */
+	am_check_sequences(job);
 	am_end_as_owner(&owner_cxt);
 
 	job->job_id = catalog_job_insert(job);
@@ -752,12 +755,20 @@ acme_migrate_drop(PG_FUNCTION_ARGS)
 /*
  * acme_migrate_alter(job, batch_size, max_rows_per_second,
  *					  batch_time_target, max_replication_lag, lock_timeout,
- *					  max_error_rate) returns void
+ *					  max_error_rate [, health_check, on_breach]) returns void
  *
- * NULL leaves a setting as it is; 0 removes a throttle.  Workers and
- * acme_migrate_run pick the change up at their next batch; a worker that
- * sleeps in its max_rows_per_second throttle within a second.
+ * NULL leaves a setting as it is; 0 removes a throttle, '' the
+ * health_check.  Workers and acme_migrate_run pick the change up at their
+ * next batch; a worker that sleeps in its max_rows_per_second throttle
+ * within a second.  The 1.0 and 1.1 SQL definitions (7 and 9 arguments)
+ * share this code.
  */
+Datum
+acme_migrate_alter_1_1(PG_FUNCTION_ARGS)
+{
+	return acme_migrate_alter(fcinfo);
+}
+
 Datum
 acme_migrate_alter(PG_FUNCTION_ARGS)
 {
@@ -768,6 +779,8 @@ acme_migrate_alter(PG_FUNCTION_ARGS)
 	int64		target_ms = -1;
 	int64		lag_ms = -1;
 	int64		lock_ms = -1;
+	char	   *health_check;
+	char	   *on_breach;
 
 	if (!PG_ARGISNULL(1))
 	{
@@ -796,8 +809,9 @@ acme_migrate_alter(PG_FUNCTION_ARGS)
 		error_rate = PG_GETARG_FLOAT8(6);
 		am_check_error_rate(job, error_rate);
 	}
+	am_stop_rules_alter_args(fcinfo, 7, &health_check, &on_breach);
 	catalog_job_alter(job, batch_size, rate, target_ms, lag_ms, lock_ms,
-					  error_rate);
+					  error_rate, health_check, on_breach);
 	PG_RETURN_VOID();
 }
 

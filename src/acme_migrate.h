@@ -18,6 +18,9 @@
  *	  security.c		who runs what: the job owner's identity for user
  *						SQL, a pinned search_path for our own SQL
  *	  hash.c			row and table hashing
+ *	  sequences.c		sequences and identities behind the target's
+ *						columns follow the data when a job finishes
+ *	  stoprules.c		max_error_rate, reconcile and health_check breaches
  *
  *-------------------------------------------------------------------------
  */
@@ -224,7 +227,12 @@ extern void catalog_job_alter(AmJob *job, int32 batch_size,
 							  double max_rows_per_second,
 							  int64 batch_time_target_ms,
 							  int64 max_replication_lag_ms,
-							  int64 lock_timeout_ms, double max_error_rate);
+							  int64 lock_timeout_ms, double max_error_rate,
+							  const char *health_check,
+							  const char *on_breach);
+extern bool catalog_job_breach(AmJob *job, const char *rule,
+							   const char *reason, ErrorData *edata,
+							   bool also_paused);
 
 /* counts of a reconciliation run */
 typedef struct AmReconcileCounts
@@ -330,9 +338,29 @@ extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
 						   int limit, List **applied);
 extern void capture_record_pre(AmJob *job);
 extern int64 capture_catch_up_step(AmJob *job, AmMapping *map);
+extern void capture_rollback_before_cutover(AmJob *job, const char *then_sql,
+											const char *why, int64 *deleted,
+											int64 *restored, bool *equal);
 
 /* sequences.c */
 extern void am_advance_sequences(AmJob *job, bool from_source);
+
+/* sequences.c */
+extern void am_advance_sequences(AmJob *job, bool from_source);
+extern void am_check_sequences(AmJob *job);
+
+/* stoprules.c */
+extern bool am_health_check_ok(AmJob *job);
+extern char *am_error_rate_breached(AmJob *job, int64 rows_read,
+									int64 rows_rejected);
+extern void am_reconcile_breach(AmJob *job, int64 run_id,
+								AmReconcileCounts *c);
+extern void am_breach(AmJob *job, const char *rule, const char *reason,
+					  ErrorData *edata);
+extern void am_breach_rollback(AmJob *job, const char *reason);
+extern int64 am_rollback_pending;
+extern void am_stop_rules_alter_args(FunctionCallInfo fcinfo, int first,
+									 char **health_check, char **on_breach);
 
 /* worker.c */
 extern void worker_register_launcher(void);

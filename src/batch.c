@@ -820,6 +820,9 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		return 0;
 	if (!batch_shape_unchanged(job, map))
 		return 0;
+	/* stop rules: a true or failing health_check pauses the job */
+	if (!am_health_check_ok(job))
+		return 0;
 
 	/* the job's SQL runs as its owner, whoever calls (security.c) */
 	am_begin_as_owner(job, &owner_cxt);
@@ -850,8 +853,11 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		{
 			/* every range is done, or taken by another worker */
 			if (pending == 0 && strcmp(job->state, "running") == 0)
+			{
+				am_advance_sequences(job, false);
 				catalog_job_set_state(job, job->capture_changes ? "copied" : "done",
 									  NULL);
+			}
 			SPI_finish();
 			AtEOXact_GUC(true, nest);
 			am_end_as_owner(&owner_cxt);
@@ -886,35 +892,26 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		batch_check_key(job, map, &t,
 						t.rows_read < batch_size && (range == NULL || range->hi_key == NIL));
 
-	if (finished)
-		state = job->capture_changes ? "copied" : "done";
-	if (job->max_error_rate >= 0 && t.rows_rejected > 0)
+	/* stop rules: past max_error_rate the job pauses, even if finished */
+	reason = am_error_rate_breached(job, t.rows_read, t.rows_rejected);
+	if (finished && reason == NULL)
 	{
-		double		rejected = job->rows_rejected + t.rows_rejected;
-		double		read = job->rows_read + t.rows_read;
-
-		if (rejected / read > job->max_error_rate)
-		{
-			state = "failed";
-			reason = psprintf("error rate %.4f exceeds max_error_rate %g: %.0f of %.0f rows rejected",
-							  rejected / read, job->max_error_rate, rejected, read);
-		}
+		state = job->capture_changes ? "copied" : "done";
+		/* sequences follow the data (sequences.c) */
+		am_advance_sequences(job, false);
 	}
 	catalog_job_checkpoint(job, range,
 						   t.rows_read > 0 ? mapping_key_to_text(map, t.first_key) : NIL,
 						   last_key,
 						   t.rows_read, t.rows_written, t.rows_rejected,
-						   t.direct, started, state, reason);
+						   t.direct, started, state, NULL);
+	if (reason)
+		am_breach(job, "max_error_rate", reason, NULL);
 	SPI_finish();
 	AtEOXact_GUC(true, nest);
 	am_end_as_owner(&owner_cxt);
 
-	if (reason)
-		ereport(WARNING,
-				(errmsg("job \"%s\" failed", job->job_name),
-				 errdetail("%s", reason),
-				 errhint("The rejected rows are in acme_migrate.rejects.")));
-	*more = strcmp(state, "running") == 0;
+	*more = strcmp(state, "running") == 0 && reason == NULL;
 	return t.rows_written;
 }
 

@@ -1347,6 +1347,39 @@ capture_restore_target(AmJob *job, int64 *deleted, int64 *restored,
 }
 
 /*
+ * Roll back a job that is not cut over: capture off, the target put back
+ * as it was before the job, proven by its table hash, then then_sql; state
+ * rolled_back with the reason (why, for a stop rule) or the hash
+ * mismatch.  The caller holds the job exclusively.
+ */
+void
+capture_rollback_before_cutover(AmJob *job, const char *then_sql,
+								const char *why, int64 *deleted,
+								int64 *restored, bool *equal)
+{
+	AmOwnerContext owner_cxt;
+
+	if (job->capture_changes)
+		(void) capture_remove(job, 'f', false);
+	catalog_capture_clear(job->job_id, 'f');
+	am_begin_as_owner(job, &owner_cxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	capture_restore_target(job, deleted, restored, equal);
+	capture_then_sql(job, then_sql);
+	SPI_finish();
+	am_end_as_owner(&owner_cxt);
+	catalog_job_set_state(job, "rolled_back",
+						  !*equal ? "the target's table hash differs from the one recorded before the job" :
+						  why);
+	if (!*equal)
+		ereport(WARNING,
+				(errmsg("job \"%s\" was rolled back, but its target is not as it was", job->job_name),
+				 errdetail("The target's table hash differs from the one recorded when the job was created."),
+				 errhint("Something else wrote to the target during the job, or the job was created before version 1.1.")));
+}
+
+/*
  * acme_migrate_rollback(job, then_sql, lock_timeout, max_attempts)
  *		returns (rows_deleted, rows_restored, changes_returned,
  *				 target_hash_equal)
@@ -1392,23 +1425,8 @@ acme_migrate_rollback(PG_FUNCTION_ARGS)
 		int64		restored;
 		bool		equal;
 
-		if (job->capture_changes)
-			(void) capture_remove(job, 'f', false);
-		catalog_capture_clear(job->job_id, 'f');
-		am_begin_as_owner(job, &owner_cxt);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		capture_restore_target(job, &deleted, &restored, &equal);
-		capture_then_sql(job, then_sql);
-		SPI_finish();
-		am_end_as_owner(&owner_cxt);
-		catalog_job_set_state(job, "rolled_back",
-							  equal ? NULL : "the target's table hash differs from the one recorded before the job");
-		if (!equal)
-			ereport(WARNING,
-					(errmsg("job \"%s\" was rolled back, but its target is not as it was", job->job_name),
-					 errdetail("The target's table hash differs from the one recorded when the job was created."),
-					 errhint("Something else wrote to the target during the job, or the job was created before version 1.1.")));
+		capture_rollback_before_cutover(job, then_sql, NULL, &deleted,
+										&restored, &equal);
 		values[0] = Int64GetDatum(deleted);
 		values[1] = Int64GetDatum(restored);
 		values[2] = Int64GetDatum(0);

@@ -67,6 +67,7 @@ typedef enum CatStmt
 	CAT_JOB_PRE,
 	CAT_PREIMAGE_INSERT,
 	CAT_JOB_CUT_OVER_AT,
+	CAT_JOB_BREACH,
 	CAT_NUM_STMTS
 } CatStmt;
 
@@ -143,7 +144,7 @@ static const struct
 		"batches_done = batches_done OPERATOR(pg_catalog.+) 1, "
 		/* a batch in flight must not undo a pause, cancel or failure */
 		"state = CASE WHEN $6 OPERATOR(pg_catalog.=) 'running' AND state "
-		"OPERATOR(pg_catalog.=) ANY ('{paused,cancelled,failed}'::pg_catalog.text[]) "
+		"OPERATOR(pg_catalog.=) ANY ('{paused,cancelled,failed,rolled_back}'::pg_catalog.text[]) "
 		"THEN state ELSE $6 END, "
 		"failure_reason = COALESCE($7, failure_reason), "
 		"started_at = COALESCE(started_at, $8), "
@@ -271,11 +272,14 @@ static const struct
 		"lock_timeout = CASE WHEN $6 IS NULL THEN lock_timeout "
 		"WHEN $6 OPERATOR(pg_catalog.=) 0 THEN NULL ELSE " MS_TO_INTERVAL(6) " END, "
 		"max_error_rate = COALESCE($7, max_error_rate), "
+		"health_check = CASE WHEN $8 IS NULL THEN health_check "
+		"WHEN $8 OPERATOR(pg_catalog.=) '' THEN NULL ELSE $8 END, "
+		"on_breach = COALESCE($9, on_breach), "
 		"definition_version = definition_version OPERATOR(pg_catalog.+) 1, "
 		"updated_at = pg_catalog.clock_timestamp() "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
-		7, {INT8OID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
-		FLOAT8OID}
+		9, {INT8OID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
+		FLOAT8OID, TEXTOID, TEXTOID}
 	},
 	[CAT_JOB_SHAPE] = {
 		"UPDATE acme_migrate.jobs SET shape = $2 "
@@ -415,6 +419,29 @@ static const struct
 		"OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM e) "
 		"OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM b)",
 		4, {TIMESTAMPTZOID, BOOLOID, OIDOID, INT8OID}
+	},
+
+	/*
+	 * A stop rule breached (stoprules.c): the job pauses with the reason,
+	 * and a row of errors names the rule, unless the job has left the
+	 * states in which it can stop (a batch in flight must not undo a
+	 * cancel, a cut-over or the end of the job).
+	 */
+	[CAT_JOB_BREACH] = {
+		"WITH j AS (UPDATE acme_migrate.jobs SET state = 'paused', "
+		"failure_reason = $2, last_error = $2, "
+		"updated_at = pg_catalog.clock_timestamp() "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"AND (state OPERATOR(pg_catalog.=) "
+		"ANY ('{created,running,copied}'::pg_catalog.text[]) "
+		"OR ($8 AND state OPERATOR(pg_catalog.=) 'paused')) "
+		"RETURNING job_id) "
+		"INSERT INTO acme_migrate.errors (job_id, sqlstate, message, detail, "
+		"hint, context, transient, stop_rule) "
+		"SELECT j.job_id, $3, $2, $4, $5, $6, false, $7 FROM j "
+		"RETURNING error_id",
+		8, {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		BOOLOID}
 	},
 };
 
@@ -1412,18 +1439,20 @@ catalog_job_set_workers(AmJob *job, int workers, const char *state)
 }
 
 /*
- * Change a job's batch size and throttles; values < 0 leave a setting as
- * it is, 0 removes a throttle.  Running batches pick the change up at their
+ * Change a job's batch size, throttles and stop rules; values < 0 (NULL
+ * strings) leave a setting as it is, 0 removes a throttle, an empty
+ * health_check removes it.  Running batches pick the change up at their
  * next batch (the definition version moves).
  */
 void
 catalog_job_alter(AmJob *job, int32 batch_size, double max_rows_per_second,
 				  int64 batch_time_target_ms, int64 max_replication_lag_ms,
-				  int64 lock_timeout_ms, double max_error_rate)
+				  int64 lock_timeout_ms, double max_error_rate,
+				  const char *health_check, const char *on_breach)
 {
 	CatContext	cxt;
-	Datum		values[7];
-	char		nulls[7];
+	Datum		values[9];
+	char		nulls[9];
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(job->job_id);
@@ -1439,6 +1468,10 @@ catalog_job_alter(AmJob *job, int32 batch_size, double max_rows_per_second,
 	nulls[5] = lock_timeout_ms >= 0 ? ' ' : 'n';
 	values[6] = Float8GetDatum(max_error_rate);
 	nulls[6] = max_error_rate >= 0 ? ' ' : 'n';
+	values[7] = health_check ? CStringGetTextDatum(health_check) : 0;
+	nulls[7] = health_check ? ' ' : 'n';
+	values[8] = on_breach ? CStringGetTextDatum(on_breach) : 0;
+	nulls[8] = on_breach ? ' ' : 'n';
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_ALTER, values, nulls, 0);
 	cat_leave(&cxt);
@@ -1700,4 +1733,41 @@ catalog_capture_log_many(int64 job_id, char direction, int nkeys, List *keys)
 	if (SPI_execute_plan(plans[nkeys], values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not log captured keys");
 	cat_leave(&cxt);
+}
+
+/*
+ * A stop rule breached (stoprules.c): pause the job with the reason and
+ * record the breach in acme_migrate.errors (stop_rule names the rule; the
+ * SQLSTATE is the error's behind it, else 01000).  Returns false, having
+ * done nothing, when the job is no longer created, running or copied (or
+ * paused, with also_paused).
+ */
+bool
+catalog_job_breach(AmJob *job, const char *rule, const char *reason,
+				   ErrorData *edata, bool also_paused)
+{
+	CatContext	cxt;
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		done;
+
+	values[0] = Int64GetDatum(job->job_id);
+	values[1] = CStringGetTextDatum(reason);
+	values[2] = CStringGetTextDatum(edata ? unpack_sql_state(edata->sqlerrcode) :
+									"01000");
+#define OPT(i, s) \
+	do { if (s) values[i] = CStringGetTextDatum(s); else nulls[i] = 'n'; } while (0)
+	OPT(3, edata ? edata->detail : NULL);
+	OPT(4, edata ? edata->hint : NULL);
+	OPT(5, edata ? edata->context : NULL);
+#undef OPT
+	values[6] = CStringGetTextDatum(rule);
+	values[7] = BoolGetDatum(also_paused);
+	cat_enter(&cxt);
+	cat_exec(CAT_JOB_BREACH, values, nulls, 1);
+	done = SPI_processed == 1;
+	cat_leave(&cxt);
+	if (done)
+		job->state = pstrdup("paused");
+	return done;
 }

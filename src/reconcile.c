@@ -1602,6 +1602,9 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 		am_end_as_owner(&owner_cxt);
 
 	catalog_reconcile_end(st.run_id, &st.counts, st.truncated, sample > 0);
+	/* stop rules: differences pause a job that is not finished */
+	if (job->job_id > 0)
+		am_reconcile_breach(job, st.run_id, &st.counts);
 	AtEOXact_GUC(true, nest);
 
 	values[0] = Int64GetDatum(st.run_id);

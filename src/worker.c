@@ -624,6 +624,40 @@ worker_nap(int64 job_id, int64 ms, int64 rows, TimestampTz bstart,
 }
 
 /* The batches of one job, until it is done, paused, cancelled or failed. */
+/*
+ * Roll back a job a stop rule paused (on_breach => 'rollback'), in a
+ * transaction of its own, once every other worker of the job has stopped:
+ * none of their batches can land after the target is put back.
+ */
+static void
+worker_breach_rollback(int64 job_id)
+{
+	AmJob	   *job;
+
+	am_rollback_pending = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	job = catalog_job_get_by_id(job_id);
+	if (job != NULL && strcmp(job->state, "paused") == 0 &&
+		worker_stop_job(job))
+	{
+		int64		deleted;
+		int64		restored;
+		bool		equal;
+
+		capture_rollback_before_cutover(job, NULL,
+										"rolled back on breach of a stop rule (see acme_migrate.errors)",
+										&deleted, &restored, &equal);
+		ereport(LOG,
+				(errmsg("acme_migrate: job \"%s\" rolled back on breach: %lld rows deleted, %lld restored, target hash %s",
+						job->job_name, (long long) deleted, (long long) restored,
+						equal ? "equal" : "different")));
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 static void
 worker_loop(int64 job_id, int slot)
 {
@@ -793,6 +827,15 @@ worker_loop(int64 job_id, int slot)
 			continue;
 		}
 		failures = 0;
+		if (am_rollback_pending == job_id)
+		{
+			/* on_breach => 'rollback': the others stop, then we roll back */
+			if (locked)
+				batch_unlock_job(job_id, ShareLock, true);
+			locked = false;
+			worker_breach_rollback(job_id);
+			break;
+		}
 		if (stop)
 			break;
 		if (pause_ms > 0)
