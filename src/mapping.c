@@ -619,6 +619,44 @@ map_eq_operator(Oid type)
 }
 
 /*
+ * "WITH am_keys AS (SELECT * FROM unnest($1, ...) AS am_keys(am_k1, ...)":
+ * the keys to apply or verify, one array parameter per key column (the
+ * caller closes the CTE).
+ */
+static void
+map_append_key_set(StringInfo q, AmMapping *map)
+{
+	appendStringInfoString(q, "WITH am_keys AS (SELECT * FROM pg_catalog.unnest(");
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(q, "%s$%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfoString(q, ") AS am_keys(");
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(q, "%sam_k%d", i > 0 ? ", " : "", i + 1);
+}
+
+/* " AND t.tk1 = CAST(am_keys.am_k1 AS type) ...": a target row of a key */
+static void
+map_append_target_key_match(StringInfo q, AmJob *job, Relation tgt)
+{
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, job->target_key_columns)
+	{
+		AttrNumber	attno = get_attnum(RelationGetRelid(tgt), lfirst(lc));
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(tgt), attno - 1);
+
+		appendStringInfo(q, " AND t.%s %s CAST(am_keys.am_k%d AS %s)",
+						 quote_identifier(lfirst(lc)),
+						 map_eq_operator(att->atttypid), i + 1,
+						 format_type_extended(att->atttypid, att->atttypmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN |
+											  FORMAT_TYPE_FORCE_QUALIFY));
+		i++;
+	}
+}
+
+/*
  * The catch-up statement: given arrays of keys ($1 .. $nkeys, one array per
  * key column), write into the target the current mapped source row of each
  * key, or delete the target's row when the source has none (or the filter
@@ -641,7 +679,6 @@ map_catchup_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 {
 	StringInfoData q;
 	StringInfoData match;
-	ListCell   *lc;
 	int			i;
 
 	initStringInfo(&match);
@@ -650,12 +687,7 @@ map_catchup_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 						 map_eq_operator(map->key_types[i]), i + 1);
 
 	initStringInfo(&q);
-	appendStringInfoString(&q, "WITH am_keys AS (SELECT * FROM pg_catalog.unnest(");
-	for (i = 0; i < map->nkeys; i++)
-		appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
-	appendStringInfoString(&q, ") AS am_keys(");
-	for (i = 0; i < map->nkeys; i++)
-		appendStringInfo(&q, "%sam_k%d", i > 0 ? ", " : "", i + 1);
+	map_append_key_set(&q, map);
 	appendStringInfo(&q, ")), b AS MATERIALIZED (SELECT %s FROM %s AS s, am_keys WHERE %s%s%s",
 					 cols, srcname, job->filter ? "(" : "true",
 					 job->filter ? job->filter : "", job->filter ? ")" : "");
@@ -668,20 +700,7 @@ map_catchup_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 					  AM_CONFLICT_UPDATE);
 	appendStringInfo(&q, ", d AS (DELETE FROM %s AS t USING am_keys WHERE true",
 					 tgtname);
-	i = 0;
-	foreach(lc, job->target_key_columns)
-	{
-		AttrNumber	attno = get_attnum(RelationGetRelid(tgt), lfirst(lc));
-		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(tgt), attno - 1);
-
-		appendStringInfo(&q, " AND t.%s %s CAST(am_keys.am_k%d AS %s)",
-						 quote_identifier(lfirst(lc)),
-						 map_eq_operator(att->atttypid), i + 1,
-						 format_type_extended(att->atttypid, att->atttypmod,
-											  FORMAT_TYPE_TYPEMOD_GIVEN |
-											  FORMAT_TYPE_FORCE_QUALIFY));
-		i++;
-	}
+	map_append_target_key_match(&q, job, tgt);
 	appendStringInfo(&q, " AND NOT EXISTS (SELECT 1 FROM b WHERE true%s) RETURNING 1) "
 					 "SELECT (SELECT pg_catalog.count(*) FROM w), "
 					 "(SELECT pg_catalog.count(*) FROM d)", match.data);
@@ -701,7 +720,6 @@ map_verify_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 	StringInfoData brow;
 	StringInfoData trow;
 	const char *hashfn;
-	ListCell   *lc;
 	int			i;
 
 	hashfn = psprintf("%s.acme_migrate_row_hash", am_extension_schema());
@@ -714,12 +732,7 @@ map_verify_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 						 quote_identifier(map->mapped_names[i]));
 	}
 	initStringInfo(&q);
-	appendStringInfoString(&q, "WITH am_keys AS (SELECT * FROM pg_catalog.unnest(");
-	for (i = 0; i < map->nkeys; i++)
-		appendStringInfo(&q, "%s$%d", i > 0 ? ", " : "", i + 1);
-	appendStringInfoString(&q, ") AS am_keys(");
-	for (i = 0; i < map->nkeys; i++)
-		appendStringInfo(&q, "%sam_k%d", i > 0 ? ", " : "", i + 1);
+	map_append_key_set(&q, map);
 	appendStringInfo(&q, ")), b AS (SELECT %s(ROW(%s)) AS h FROM (SELECT %s FROM %s AS s, am_keys WHERE %s%s%s",
 					 hashfn, brow.data, cols, srcname, job->filter ? "(" : "true",
 					 job->filter ? job->filter : "", job->filter ? ")" : "");
@@ -729,20 +742,7 @@ map_verify_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 						 map_eq_operator(map->key_types[i]), i + 1);
 	appendStringInfo(&q, ") x), t AS (SELECT %s(ROW(%s)) AS h FROM %s AS t, am_keys WHERE true",
 					 hashfn, trow.data, tgtname);
-	i = 0;
-	foreach(lc, job->target_key_columns)
-	{
-		AttrNumber	attno = get_attnum(RelationGetRelid(tgt), lfirst(lc));
-		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(tgt), attno - 1);
-
-		appendStringInfo(&q, " AND t.%s %s CAST(am_keys.am_k%d AS %s)",
-						 quote_identifier(lfirst(lc)),
-						 map_eq_operator(att->atttypid), i + 1,
-						 format_type_extended(att->atttypid, att->atttypmod,
-											  FORMAT_TYPE_TYPEMOD_GIVEN |
-											  FORMAT_TYPE_FORCE_QUALIFY));
-		i++;
-	}
+	map_append_target_key_match(&q, job, tgt);
 	appendStringInfoString(&q, ") SELECT (SELECT pg_catalog.count(*) FROM "
 						   "(SELECT h FROM b EXCEPT ALL SELECT h FROM t) x) "
 						   "OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM "
