@@ -328,6 +328,7 @@ extern void am_unpin_search_path(int nest);
 extern void am_begin_as_owner(AmJob *job, AmOwnerContext *cxt);
 extern void am_end_as_owner(AmOwnerContext *cxt);
 extern const char *am_extension_schema(void);
+extern void am_check_catalog_version(void);
 
 /* capture.c */
 extern void capture_install(AmJob *job, char direction);

@@ -485,6 +485,7 @@ cat_owner(void)
 static void
 cat_enter(CatContext *cxt)
 {
+	am_check_catalog_version();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	GetUserIdAndSecContext(&cxt->save_userid, &cxt->save_sec_context);

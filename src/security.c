@@ -109,6 +109,49 @@ am_end_as_owner(AmOwnerContext *cxt)
 }
 
 /*
+ * The library is 1.1; a database whose extension is still at 1.0 (the new
+ * library installed, ALTER EXTENSION ... UPDATE not run yet) has a catalog
+ * it cannot write.  Say so clearly instead of failing on a missing column.
+ * Only a good answer is remembered: the update may come later.
+ */
+void
+am_check_catalog_version(void)
+{
+	static bool checked = false;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	if (checked)
+		return;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("acme_migrate"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (version != NULL && strcmp(version, "1.0") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"acme_migrate\" must be updated to version 1.1 in this database"),
+				 errdetail("The installed library is version 1.1; the catalog of this database is still at version 1.0."),
+				 errhint("Run ALTER EXTENSION acme_migrate UPDATE; jobs keep their state across the update.")));
+	checked = version != NULL;
+}
+
+/*
  * The schema acme_migrate was created in, quoted: our own SQL functions
  * called from generated SQL are qualified with it.  (get_extension_schema
  * is static before PostgreSQL 16.)
