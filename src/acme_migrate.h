@@ -335,6 +335,8 @@ extern void capture_install(AmJob *job, char direction);
 extern bool capture_remove(AmJob *job, char direction, bool nowait);
 extern void capture_check_and_install(AmJob *job);
 extern void capture_check_state(AmJob *job, const char *what);
+extern bool capture_is_installed(AmJob *job);
+extern void capture_missing_error(AmJob *job, int elevel);
 extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
 						   int limit, List **applied);
 extern void capture_record_pre(AmJob *job);

@@ -820,6 +820,14 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		return 0;
 	if (!batch_shape_unchanged(job, map))
 		return 0;
+	/* a job restored from a dump lost its capture triggers (capture.c) */
+	if (!capture_is_installed(job))
+	{
+		catalog_job_set_state(job, "failed",
+							  "its capture triggers are missing (pg_dump does not dump them): writes to the source were not captured");
+		capture_missing_error(job, WARNING);
+		return 0;
+	}
 	/* stop rules: a true or failing health_check pauses the job */
 	if (!am_health_check_ok(job))
 		return 0;

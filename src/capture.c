@@ -534,6 +534,35 @@ capture_find_triggers(AmJob *job, char direction, Oid relid)
 }
 
 /*
+ * Does the job still capture its source?  Its triggers are internal, and
+ * pg_dump leaves internal triggers out: a job restored from a dump has
+ * none, and every write made to its source since went uncaptured.  Only a
+ * job whose capture runs (created to copied) is checked.
+ */
+bool
+capture_is_installed(AmJob *job)
+{
+	if (!job->capture_changes ||
+		strcmp(job->state, "cut_over") == 0 || strcmp(job->state, "done") == 0 ||
+		strcmp(job->state, "rolled_back") == 0 ||
+		strcmp(job->state, "cancelled") == 0)
+		return true;
+	return capture_find_triggers(job, 'f', job->source_relid) != NIL;
+}
+
+/* The report of a job whose capture triggers are gone (see above). */
+void
+capture_missing_error(AmJob *job, int elevel)
+{
+	ereport(elevel,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("capture triggers of job \"%s\" are missing", job->job_name),
+			 errdetail("Writes made to \"%s\" since the triggers went away were not captured; pg_dump does not dump them, so a job restored from a dump has none.",
+					   get_rel_name(job->source_relid)),
+			 errhint("Drop the job and create it again.")));
+}
+
+/*
  * Remove the job's triggers of one direction from every member of its
  * table.  Dropping a trigger takes an ACCESS EXCLUSIVE lock: when
  * readers hold the table right now (nowait), the triggers are disabled
@@ -816,6 +845,8 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 	AmOwnerContext owner_cxt;
 	int64		n;
 
+	if (!capture_is_installed(job))
+		capture_missing_error(job, ERROR);
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -895,6 +926,8 @@ capture_check_state(AmJob *job, const char *what)
 						strcmp(job->state, "cut_over") == 0 ? "cut over" :
 						strcmp(job->state, "rolled_back") == 0 ? "rolled back" :
 						job->state)));
+	if (!capture_is_installed(job))
+		capture_missing_error(job, ERROR);
 }
 
 /* ---- the short lock of cut-over and rollback ---- */

@@ -5,7 +5,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS acme_migrate;
 
-SELECT plan(29);
+SELECT plan(34);
 
 CREATE SCHEMA pgtap_legacy;
 CREATE SCHEMA pgtap_app;
@@ -73,6 +73,11 @@ SELECT bag_eq(
 SELECT is((SELECT bool_and(migrated) FROM pgtap_app.orders), true,
 	'a target column not mapped gets its default');
 
+-- the same in one line each, as a team's suite writes it
+SELECT acme_migrate_is_done('pgtap_orders');
+SELECT acme_migrate_is_reconciled('pgtap_orders');
+SELECT acme_migrate_is_reconciled('pgtap_orders', sample => 0.1);
+
 -- a second job, with a filter; acme_migrate_run cannot run here (it commits,
 -- and a pgTAP suite is one transaction), so batches it is
 CREATE TABLE pgtap_app.orders2 (LIKE pgtap_app.orders INCLUDING ALL);
@@ -91,6 +96,8 @@ SELECT set_eq(
 	$$SELECT order_id, (amount * 100)::bigint, status FROM pgtap_legacy.orders
 	   WHERE status = 'paid'$$,
 	'the filtered target equals the filtered mapped source');
+SELECT acme_migrate_is_done('pgtap_orders2');
+SELECT acme_migrate_is_reconciled('pgtap_orders2');
 SELECT is(acme_migrate_drop('pgtap_orders2'), true, 'acme_migrate_drop() forgets the job');
 SELECT is((SELECT count(*)::integer FROM acme_migrate.jobs WHERE job_name = 'pgtap_orders2'),
 	0, 'the dropped job is gone');
