@@ -588,7 +588,10 @@ worker_nap(int64 job_id, int64 ms, int64 rows, TimestampTz bstart,
 
 			PushActiveSnapshot(GetTransactionSnapshot());
 			job = catalog_job_get_by_id(job_id);
-			if (job == NULL || !worker_state_is(job, "running", NULL))
+			/* "copied" with capture: the catch-up worker naps between rounds */
+			if (job == NULL ||
+				!(worker_state_is(job, "running", NULL) ||
+				  (job->capture_changes && worker_state_is(job, "copied", NULL))))
 				running = false;
 			else if (rows > 0 && job->definition_version != version)
 			{
