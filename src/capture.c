@@ -1181,7 +1181,11 @@ capture_restore_target(AmJob *job, int64 *deleted, int64 *restored,
 	pre_hash = (rc == SPI_OK_SELECT && SPI_processed == 1) ?
 		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 	(void) isnull;
+	/* the statement's snapshot predates the rows just deleted and restored */
+	PushCopiedSnapshot(GetActiveSnapshot());
+	UpdateActiveSnapshotCommandId();
 	hash_relation(job->target_relid, &rows, hash);
+	PopActiveSnapshot();
 	memcpy(uuid->data, hash, UUID_LEN);
 	*equal = pre_hash != NULL &&
 		strcmp(pre_hash, DatumGetCString(DirectFunctionCall1(uuid_out,
