@@ -926,7 +926,10 @@ acme_migrate_worker_main(Datum arg)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* a start that rolled back leaves the job as it was: nothing to do */
 	job = catalog_job_get_by_id(job_id);
-	nslots = job && worker_state_is(job, "running", NULL) ? job->workers : 0;
+	/* a copied job with capture gets a worker to catch it up */
+	nslots = job && (worker_state_is(job, "running", NULL) ||
+					 (job->capture_changes && worker_state_is(job, "copied", NULL))) ?
+		job->workers : 0;
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
