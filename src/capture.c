@@ -814,7 +814,11 @@ capture_lock_attempt(LockRound *lr, int64 *wait_ms, int64 *held_ms)
 								 psprintf("%lld", (long long) lr->lock_timeout_ms),
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
-		/* every member: writers may write a partition directly */
+		/*
+		 * The table itself (find_all_inheritors locks only its children),
+		 * then every member: writers may write a partition directly.
+		 */
+		LockRelationOid(lr->relid, ExclusiveLock);
 		(void) find_all_inheritors(lr->relid, ExclusiveLock, NULL);
 		AtEOXact_GUC(true, nest);
 		lr->locked_at = GetCurrentTimestamp();
