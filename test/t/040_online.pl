@@ -190,10 +190,10 @@ my $cut = $node->safe_psql(
 	SELECT attempts, extract(epoch FROM lock_held) * 1000, changes_drained, verified
 	  FROM acme_migrate_cutover('online', lock_timeout => '200 ms',
 			max_lock_time => '1 s', max_attempts => 50,
-			then_sql => $$SELECT setval('dst_id_seq', greatest(nextval('src_id_seq'), nextval('dst_id_seq')));
+			then_sql => $$CREATE TABLE dst_at_cutover AS TABLE dst;
+				SELECT setval('dst_id_seq', greatest(nextval('src_id_seq'), nextval('dst_id_seq')));
 				ALTER TABLE src RENAME TO src_old;
-				ALTER TABLE dst RENAME TO src;
-				CREATE TABLE dst_at_cutover AS TABLE src$$)});
+				ALTER TABLE dst RENAME TO src$$)});
 my ($attempts, $held_ms, $drained, $verified) = split /\|/, $cut;
 diag(sprintf("cut-over %.1f s after pgbench started: %d attempt(s), lock held %.1f ms, "
 		  . "%d changes drained, verified %s (call took %.2f s)",
