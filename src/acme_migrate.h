@@ -205,7 +205,7 @@ extern void catalog_job_set_workers(AmJob *job, int workers,
 extern void catalog_job_set_shape(AmJob *job, const char *shape);
 extern void catalog_capture_log(int64 job_id, char direction, List *key);
 extern int	catalog_capture_fetch(int64 job_id, char direction, int limit,
-								  int64 **seqs, List **keys);
+								  int64 after, int64 **seqs, List **keys);
 extern void catalog_capture_delete(int64 job_id, char direction, int64 *seqs,
 								   int n);
 extern int64 catalog_capture_backlog(int64 job_id, char direction,
@@ -325,7 +325,7 @@ extern bool capture_remove(AmJob *job, char direction, bool nowait);
 extern void capture_check_and_install(AmJob *job);
 extern void capture_check_state(AmJob *job, const char *what);
 extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
-						   int limit, List **applied);
+						   int limit, int64 *after, List **applied);
 extern void capture_record_pre(AmJob *job);
 extern int64 capture_catch_up_step(AmJob *job, AmMapping *map);
 
