@@ -180,20 +180,26 @@ my $cut = IPC::Run::start(
 	[
 		'psql', '-X', '-q', '-At', '-d', $node->connstr('postgres'), '-c',
 		q{SELECT verified FROM acme_migrate_cutover('crash',
-			then_sql => $$ALTER TABLE src RENAME TO src_old; SELECT pg_sleep(5)$$)}
+			then_sql => $$SELECT pg_advisory_xact_lock(4242); SELECT pg_sleep(5);
+				ALTER TABLE src RENAME TO src_old$$)}
 	],
 	'<', \undef, '>', \$out, '2>', \$err);
-# in then_sql: the rename has its lock, pg_sleep runs
+# in then_sql: its advisory lock taken, pg_sleep running
 ok( wait_for(
 		q{SELECT count(*) = 1 FROM pg_stat_activity a JOIN pg_locks l USING (pid)
 		   WHERE a.query LIKE '%acme_migrate_cutover%' AND a.wait_event = 'PgSleep'
-			 AND l.relation = 'src'::regclass AND l.mode = 'AccessExclusiveLock'
-			 AND l.granted AND a.pid <> pg_backend_pid()}, 60),
-	'the cut-over runs then_sql (rename done, pg_sleep running)');
+			 AND l.locktype = 'advisory' AND l.objid = 4242 AND l.granted
+			 AND a.pid <> pg_backend_pid()}, 60),
+	'the cut-over runs then_sql (pg_sleep)');
 is( q1(q{SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
 		  WHERE l.relation = 'src'::regclass AND l.mode = 'ExclusiveLock' AND l.granted
 			AND a.query LIKE '%acme_migrate_cutover%'}),
 	'1', 'the cut-over holds EXCLUSIVE on the source');
+is( q1(q{SET statement_timeout = '3 s'; SELECT count(*) > 0 FROM src}),
+	't', 'readers of the source do not wait for the cut-over');
+my ($wret, $wout, $werr) = $node->psql('postgres',
+	q{SET lock_timeout = '200 ms'; UPDATE src SET a = a WHERE id = 1});
+like($werr, qr/lock timeout/, 'writers of the source wait for the cut-over');
 crash_restart();
 eval { $cut->finish; };
 unlike($out, qr/^t$/m, 'the cut-over did not return');
