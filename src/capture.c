@@ -591,7 +591,12 @@ capture_verify(AmMapping *map, List *keys)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", map->verify_sql,
 			 SPI_result_code_string(SPI_result));
 	arrays = capture_key_arrays(map, keys, &nunique);
-	if (SPI_execute_plan(plan, arrays, NULL, true, 1) != SPI_OK_SELECT ||
+	/*
+	 * Not read-only: a read-only execution would use the calling
+	 * statement's snapshot, taken before the drain and before the writes
+	 * it applied, and compare stale rows on both sides.
+	 */
+	if (SPI_execute_plan(plan, arrays, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not verify the drained keys");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
