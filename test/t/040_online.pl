@@ -35,6 +35,11 @@
 #    (some overwritten by the copy, some by catch-up, one deleted by
 #    catch-up) is put back: target_hash_equal, and EXCEPT ALL against a copy
 #    taken before the job.
+#
+# 4. Cut-over under unthrottled writes (3 pgbench clients, no --rate), three
+#    times: writes land between the catch-up and the lock, so keys are
+#    drained and verified under the lock; then_sql copies source and target
+#    under the lock, and the copies must match (EXCEPT ALL both ways).
 use strict;
 use warnings;
 
@@ -371,6 +376,81 @@ is(triggers_on('src2'), '0', 'no capture trigger left on the source');
 is($node->safe_psql('postgres',
 		q{SELECT state FROM acme_migrate.jobs WHERE job_name = 'before'}),
 	'rolled_back', 'state rolled_back');
+
+######################################################################
+# 4. cut-over under unthrottled writes
+######################################################################
+
+$node->safe_psql(
+	'postgres', q{
+	CREATE TABLE src3 (id integer PRIMARY KEY, n bigint NOT NULL, note text);
+	INSERT INTO src3 SELECT g, 0, md5(g::text) FROM generate_series(1, 5000) g;
+	CREATE TABLE dst3 (id integer PRIMARY KEY, n bigint NOT NULL, note text);
+});
+my $script3 = "$PostgreSQL::Test::Utils::tmp_check/online_hot.pgbench";
+PostgreSQL::Test::Utils::append_to_file(
+	$script3, q{\set x random(1, 5000)
+UPDATE src3 SET n = n + 1, note = md5(random()::text) WHERE id = :x;
+});
+my $drained_total = 0;
+for my $round (1 .. 3)
+{
+	$node->safe_psql(
+		'postgres', q{
+		SET client_min_messages = warning;
+		DROP TABLE IF EXISTS snap_src, snap_dst;
+		TRUNCATE dst3;
+		SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs WHERE job_name = 'hot';
+		SELECT acme_migrate_create(job => 'hot', source => 'src3', target => 'dst3',
+			columns => '{"n": "n * 2"}', capture_changes => true);
+		CALL acme_migrate_run('hot');
+	});
+	my ($o3, $e3) = ('', '');
+	my $pgb3 = IPC::Run::start(
+		[
+			'pgbench', '-n', '-c', '3', '-j', '1', '-T', '4', '-f', $script3,
+			$node->connstr('postgres')
+		],
+		'<', \undef, '>', \$o3, '2>', \$e3);
+	usleep(1_000_000);
+	# a writer whose transaction is open when the cut-over asks for the
+	# lock: its change commits after the catch-up, so it is drained under
+	# the lock
+	my ($wo, $we) = ('', '');
+	my $writer = IPC::Run::start(
+		[
+			'psql', '-X', '-q', '-d', $node->connstr('postgres'),
+			'-c', 'BEGIN', '-c', 'UPDATE src3 SET n = n + 100 WHERE id = 1',
+			'-c', "SELECT pg_sleep(1.5), 'open writer'", '-c', 'COMMIT'
+		],
+		'<', \undef, '>', \$wo, '2>', \$we);
+	ok( wait_for(
+			q{SELECT count(*) = 1 FROM pg_stat_activity
+			   WHERE query LIKE '%open writer%' AND wait_event = 'PgSleep'}, 30),
+		"round $round: a writer holds its transaction open");
+	my $r = $node->safe_psql(
+		'postgres', q{
+		SELECT changes_drained, verified, extract(epoch FROM lock_held) * 1000
+		  FROM acme_migrate_cutover('hot', lock_timeout => '5 s', then_sql =>
+			$$CREATE TABLE snap_src AS TABLE src3; CREATE TABLE snap_dst AS TABLE dst3$$)});
+	$pgb3->finish;
+	$writer->finish;
+	my ($dr, $ver, $held3) = split /\|/, $r;
+	cmp_ok($dr, '>=', 1, "round $round: the open writer's change was drained under the lock");
+	$drained_total += $dr;
+	diag("unthrottled round $round: $dr changes drained under the lock, held $held3 ms, verified $ver");
+	is($ver, 't', "round $round: cut-over verified under unthrottled writes");
+	unlike($e3, qr/error|abort/i, "round $round: no pgbench error");
+	is( $node->safe_psql(
+			'postgres', q{
+		SELECT (SELECT count(*) FROM (SELECT id, n * 2, note FROM snap_src
+									  EXCEPT ALL SELECT * FROM snap_dst) m),
+			   (SELECT count(*) FROM (SELECT * FROM snap_dst EXCEPT ALL
+									  SELECT id, n * 2, note FROM snap_src) e)}),
+		'0|0',
+		"round $round: target = mapped source under the lock (EXCEPT ALL both ways)");
+}
+note("changes drained under the lock in 3 rounds: $drained_total");
 
 $node->stop;
 done_testing();
