@@ -264,7 +264,7 @@ SQL
 	BG_PIDS+=("$pgb")
 	sleep 5
 	backlog=$(q "SELECT capture_backlog || ' entries, ' || workers || ' worker(s)' FROM acme_migrate.progress WHERE job = 'ob_cut'")
-	res=$(q "SELECT attempts, round(extract(epoch FROM lock_held) * 1000, 1), changes_drained, verified
+	res=$(q "SET client_min_messages = warning; SELECT attempts, round(extract(epoch FROM lock_held) * 1000, 1), changes_drained, verified
 		FROM acme_migrate_cutover('ob_cut', lock_timeout => '200 ms', max_lock_time => '1 s')")
 	IFS='|' read -r attempts held drained verified <<<"$res"
 	waits=$(q "SELECT string_agg(outcome || ' wait ' || round(extract(epoch FROM lock_wait) * 1000) || ' ms', ', ' ORDER BY attempt)
