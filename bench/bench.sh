@@ -37,6 +37,9 @@
 #   HASH_BENCH=1            run bench/hash_bench.sh on the same cluster if executable
 #   RECONCILE_BENCH=1       likewise bench/reconcile_bench.sh (reconcile vs FULL JOIN vs pg_comparator)
 #   WORKERS_BENCH=1         likewise bench/workers_bench.sh (1 vs 2 workers, bookkeeping cost)
+#   ONLINE_BENCH=1          likewise bench/online_bench.sh (online migration: pgbench TPS without and
+#                           with trigger capture, catch-up rate vs copy rate, lock held at cut-over
+#                           under pgbench --rate 500; ONLINE_ROWS, ONLINE_SECS, ONLINE_BACKLOG)
 #   PROFILE=0               1: also load pg_stat_statements (track = all) and perf-record the
 #                           backend during the first rep of a (and c); prints both at the end.
 #                           Changes the settings, so figures of a PROFILE=1 run are not the bench's.
@@ -610,13 +613,14 @@ echo "  order: rep 1 runs $CONTENDERS, then rep 2 the same, ...; each run in a n
 if [ -s "$PROFILES" ]; then cat "$PROFILES"; fi
 
 # ------------------------------------- hash, reconcile and worker benches
-# (issues 3 and 4): each on this same cluster, in this same run
-for sub in hash reconcile workers; do
+# (issues 3, 4 and 8): each on this same cluster, in this same run
+for sub in hash reconcile workers online; do
 	flag="$(echo "$sub" | tr a-z A-Z)_BENCH"
 	if [ "${!flag:-1}" = 1 ] && [ -x "$HERE/${sub}_bench.sh" ]; then
 		echo
 		log "running bench/${sub}_bench.sh on the same cluster"
 		env -u KEEP PGHOST="$SOCK" PGPORT="$PORT" PGDATABASE="$DB" PGUSER=postgres ROWS="$ROWS" \
+			PG_CONFIG="$PG_CONFIG" \
 			"$HERE/${sub}_bench.sh" \
 			|| { log "ERROR: bench/${sub}_bench.sh failed"; FAILED=1; }
 	fi

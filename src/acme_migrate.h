@@ -210,7 +210,7 @@ extern void catalog_capture_log(int64 job_id, char direction, List *key);
 extern void catalog_capture_log_many(int64 job_id, char direction, int nkeys,
 									 List *keys);
 extern int	catalog_capture_fetch(int64 job_id, char direction, int limit,
-								  int64 **seqs, List **keys);
+								  int64 after, int64 **seqs, List **keys);
 extern void catalog_capture_delete(int64 job_id, char direction, int64 *seqs,
 								   int n);
 extern int64 catalog_capture_backlog(int64 job_id, char direction,
@@ -338,7 +338,7 @@ extern void capture_check_state(AmJob *job, const char *what);
 extern bool capture_is_installed(AmJob *job);
 extern void capture_missing_error(AmJob *job, int elevel);
 extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
-						   int limit, List **applied);
+						   int limit, int64 *after, List **applied);
 extern void capture_record_pre(AmJob *job);
 extern int64 capture_catch_up_step(AmJob *job, AmMapping *map);
 extern void capture_rollback_before_cutover(AmJob *job, const char *then_sql,

@@ -716,11 +716,13 @@ capture_key_arrays(AmMapping *map, List *keys, int *nunique)
  * Apply up to limit of the oldest log entries of one direction, in the
  * current transaction (inside SPI, as the owner); their keys are added to
  * *applied when it is not NULL.  Returns the entries applied, 0 when the
- * log is empty (or every entry is taken by another transaction).
+ * log is empty (or every entry is taken by another transaction).  A loop
+ * in one transaction passes *after (0 at first): the entries past the
+ * last one applied are taken next; the others are left to a later round.
  */
 int64
 capture_apply(AmJob *job, AmMapping *map, char direction, int limit,
-			  List **applied)
+			  int64 *after, List **applied)
 {
 	int64	   *seqs;
 	List	   *keys;
@@ -729,9 +731,12 @@ capture_apply(AmJob *job, AmMapping *map, char direction, int limit,
 	Datum	   *arrays;
 	int			rc;
 
-	n = catalog_capture_fetch(job->job_id, direction, limit, &seqs, &keys);
+	n = catalog_capture_fetch(job->job_id, direction, limit,
+							  after ? *after : 0, &seqs, &keys);
 	if (n == 0)
 		return 0;
+	if (after)
+		*after = seqs[n - 1];
 	arrays = capture_key_arrays(map, keys, &nunique);
 	rc = SPI_execute_plan(capture_plan(map), arrays, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
@@ -765,6 +770,11 @@ capture_verify(AmMapping *map, List *keys)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", map->verify_sql,
 			 SPI_result_code_string(SPI_result));
 	arrays = capture_key_arrays(map, keys, &nunique);
+	/*
+	 * Not read-only: a read-only execution would use the calling
+	 * statement's snapshot, taken before the drain and before the writes
+	 * it applied, and compare stale rows on both sides.
+	 */
 	if (SPI_execute_plan(plan, arrays, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not verify the drained keys");
@@ -850,7 +860,7 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	n = capture_apply(job, map, 'f', CAPTURE_CHUNK, NULL);
+	n = capture_apply(job, map, 'f', CAPTURE_CHUNK, NULL, NULL);
 	SPI_finish();
 	am_end_as_owner(&owner_cxt);
 	return n;
@@ -871,6 +881,7 @@ acme_migrate_catch_up(PG_FUNCTION_ARGS)
 	int64		max_ms = -1;
 	int64		total = 0;
 	int64		n;
+	int64		after = 0;
 	TimestampTz start = GetCurrentTimestamp();
 
 	if (PG_ARGISNULL(0))
@@ -895,7 +906,7 @@ acme_migrate_catch_up(PG_FUNCTION_ARGS)
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		n = capture_apply(job, map, 'f', CAPTURE_CHUNK, NULL);
+		n = capture_apply(job, map, 'f', CAPTURE_CHUNK, &after, NULL);
 		total += n;
 	} while (n > 0 &&
 			 (max_ms < 0 ||
@@ -959,8 +970,10 @@ capture_catch_up_for(LockRound *lr, int64 ms)
 	TimestampTz start = GetCurrentTimestamp();
 
 	int64		n;
+	int64		after = 0;
 
-	while ((n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK, NULL)) > 0)
+	while ((n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK,
+							  &after, NULL)) > 0)
 	{
 		lr->applied += n;
 		if (TimestampDifferenceMilliseconds(start, GetCurrentTimestamp()) >= ms)
@@ -992,14 +1005,15 @@ capture_lock_attempt(LockRound *lr, int64 *wait_ms, int64 *held_ms)
 		int64		n;
 		List	   *keys = NIL;
 		int64		drained = 0;
+		int64		after = 0;
 
 		(void) set_config_option("lock_timeout",
 								 psprintf("%lld", (long long) lr->lock_timeout_ms),
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
 		/*
-		 * The table, then every member (find_all_inheritors locks only the
-		 * members): writers may write a partition directly.
+		 * The table itself (find_all_inheritors locks only its children),
+		 * then every member: writers may write a partition directly.
 		 */
 		LockRelationOid(lr->relid, ExclusiveLock);
 		(void) find_all_inheritors(lr->relid, ExclusiveLock, NULL);
@@ -1009,7 +1023,8 @@ capture_lock_attempt(LockRound *lr, int64 *wait_ms, int64 *held_ms)
 		do
 		{
 			CHECK_FOR_INTERRUPTS();
-			n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK, &keys);
+			n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK,
+							  &after, &keys);
 			drained += n;
 			if (n > 0 &&
 				TimestampDifferenceMilliseconds(lr->locked_at, GetCurrentTimestamp()) > lr->max_lock_ms)
@@ -1368,7 +1383,7 @@ capture_restore_target(AmJob *job, int64 *deleted, int64 *restored,
 	pre_hash = (rc == SPI_OK_SELECT && SPI_processed == 1) ?
 		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 	(void) isnull;
-	/* the hash must see the rows just deleted and restored */
+	/* the statement's snapshot predates the rows just deleted and restored */
 	PushCopiedSnapshot(GetActiveSnapshot());
 	UpdateActiveSnapshotCommandId();
 	hash_relation(job->target_relid, &rows, hash);

@@ -295,15 +295,17 @@ static const struct
 		"SELECT seq, key FROM acme_migrate.capture_log "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"AND direction OPERATOR(pg_catalog.=) $2 "
+		"AND seq OPERATOR(pg_catalog.>) $4 "
 		"ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
-		3, {INT8OID, CHAROID, INT8OID}
+		4, {INT8OID, CHAROID, INT8OID, INT8OID}
 	},
 	[CAT_CAPTURE_DELETE] = {
 		"DELETE FROM acme_migrate.capture_log "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"AND direction OPERATOR(pg_catalog.=) $2 "
+		"AND seq OPERATOR(pg_catalog.>=) $4 AND seq OPERATOR(pg_catalog.<=) $5 "
 		"AND seq OPERATOR(pg_catalog.=) ANY ($3)",
-		3, {INT8OID, CHAROID, INT8ARRAYOID}
+		5, {INT8OID, CHAROID, INT8ARRAYOID, INT8OID, INT8OID}
 	},
 	[CAT_CAPTURE_BACKLOG] = {
 		"SELECT pg_catalog.count(*), "
@@ -1517,21 +1519,25 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 
 /*
  * Take (lock) up to limit of the oldest log entries of a job that no other
- * transaction has taken; *seqs and *keys (Lists of text Lists) in the
- * caller's memory.  Returns how many.
+ * transaction has taken, after seq "after" (entries this transaction
+ * already applied and deleted would otherwise be walked over again and
+ * again: catch-up in one transaction was quadratic in the backlog); *seqs
+ * (ascending) and *keys (Lists of text Lists) in the caller's memory.
+ * Returns how many.
  */
 int
-catalog_capture_fetch(int64 job_id, char direction, int limit,
+catalog_capture_fetch(int64 job_id, char direction, int limit, int64 after,
 					  int64 **seqs, List **keys)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	CatContext	cxt;
-	Datum		values[3];
+	Datum		values[4];
 	int			n;
 
 	values[0] = Int64GetDatum(job_id);
 	values[1] = CharGetDatum(direction);
 	values[2] = Int64GetDatum(limit);
+	values[3] = Int64GetDatum(after);
 	cat_enter(&cxt);
 	cat_exec(CAT_CAPTURE_FETCH, values, NULL, 0);
 	n = (int) SPI_processed;
@@ -1561,15 +1567,28 @@ void
 catalog_capture_delete(int64 job_id, char direction, int64 *seqs, int n)
 {
 	CatContext	cxt;
-	Datum		values[3];
+	Datum		values[5];
 	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int64		lo = PG_INT64_MAX;
+	int64		hi = PG_INT64_MIN;
 
 	for (int i = 0; i < n; i++)
+	{
 		elems[i] = Int64GetDatum(seqs[i]);
+		lo = Min(lo, seqs[i]);
+		hi = Max(hi, seqs[i]);
+	}
 	values[0] = Int64GetDatum(job_id);
 	values[1] = CharGetDatum(direction);
 	values[2] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	/*
+	 * The range, an index condition whatever the statistics say: planned
+	 * on a log never analyzed, "seq = ANY" alone became a filter over the
+	 * whole backlog for every chunk (catch-up quadratic in the backlog).
+	 */
+	values[3] = Int64GetDatum(lo);
+	values[4] = Int64GetDatum(hi);
 	cat_enter(&cxt);
 	cat_exec(CAT_CAPTURE_DELETE, values, NULL, 0);
 	cat_leave(&cxt);

@@ -595,7 +595,10 @@ worker_nap(int64 job_id, int64 ms, int64 rows, TimestampTz bstart,
 
 			PushActiveSnapshot(GetTransactionSnapshot());
 			job = catalog_job_get_by_id(job_id);
-			if (job == NULL || !worker_state_is(job, "running", NULL))
+			/* "copied" with capture: the catch-up worker naps between rounds */
+			if (job == NULL ||
+				!(worker_state_is(job, "running", NULL) ||
+				  (job->capture_changes && worker_state_is(job, "copied", NULL))))
 				running = false;
 			else if (rows > 0 && job->definition_version != version)
 			{
@@ -973,7 +976,10 @@ acme_migrate_worker_main(Datum arg)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* a start that rolled back leaves the job as it was: nothing to do */
 	job = catalog_job_get_by_id(job_id);
-	nslots = job && worker_state_is(job, "running", NULL) ? job->workers : 0;
+	/* a copied job with capture gets a worker to catch it up */
+	nslots = job && (worker_state_is(job, "running", NULL) ||
+					 (job->capture_changes && worker_state_is(job, "copied", NULL))) ?
+		job->workers : 0;
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 

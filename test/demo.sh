@@ -188,6 +188,122 @@ else
 fi
 echo "reconciliation: $(since "$t") s"
 
+# ---- online migration: the application keeps writing -------------------------
+# pgbench plays the application (demo/online_app.pgbench, 4 clients) on
+# legacy.customers: alone for ONLINE_PHASE seconds (TPS before), during the
+# online migration of the table into app.customers_live (a job with
+# capture_changes, 2 workers, catch-up, cut-over whose then_sql puts an
+# updatable view of the new table in the old one's place), and for
+# ONLINE_PHASE seconds after it, through that view (TPS after).
+ONLINE="${ONLINE:-1}"
+ONLINE_PHASE="${ONLINE_PHASE:-5}"		# seconds of the before and after runs
+ONLINE_DURING="${ONLINE_DURING:-20}"	# seconds of the run during the migration
+ONLINE_WAIT="${ONLINE_WAIT:-60 s}"		# longest wait for the copy
+online_pgbench() {	# seconds, extra pgbench options...: prints pgbench's output
+	local secs="$1"
+	shift
+	as_pg "$PG_BINDIR/pgbench" -n -c 4 -j 2 -T "$secs" "$@" -f "$CLUSTER_DIR/online_app.pgbench" \
+		-h "$CLUSTER_HOST" -p "$CLUSTER_PORT" -U postgres "$CLUSTER_DB"
+}
+online_check() {	# pgbench output file, what
+	if grep -qiE 'error|abort' "$1"; then
+		grep -iE 'error|abort' "$1" | head -5 >&2
+		die "the application (pgbench) saw errors $2"
+	fi
+}
+online_tps() { awk '/^tps = / { printf "%.0f", $3 }' "$1"; }
+if [ "$ONLINE" = 1 ]; then
+	t="$(now)"
+	echo
+	echo "Online migration of legacy.customers while the application writes to it:"
+	cpsql -q <"$ACME_TOP/demo/online.sql"
+	cp "$ACME_TOP/demo/online_app.pgbench" "$CLUSTER_DIR/online_app.pgbench"
+	chmod 0644 "$CLUSTER_DIR/online_app.pgbench"
+	online_pgbench "$ONLINE_PHASE" >"$CLUSTER_DIR/pgbench_before.out" 2>&1 ||
+		{ cat "$CLUSTER_DIR/pgbench_before.out" >&2; die "pgbench failed before the migration"; }
+	online_check "$CLUSTER_DIR/pgbench_before.out" "before the migration"
+	TPS_BEFORE="$(online_tps "$CLUSTER_DIR/pgbench_before.out")"
+	echo "  application alone:           $TPS_BEFORE tps ($ONLINE_PHASE s, 4 clients)"
+
+	online_pgbench "$ONLINE_DURING" -P 2 >"$CLUSTER_DIR/pgbench_during.out" 2>&1 &
+	ONLINE_PGBENCH=$!
+	t_during="$(now)"
+	sleep 1
+	cpsql -qAt <<'SQL' >/dev/null
+SELECT acme_migrate_create(
+	job		=> 'customers_live',
+	source	=> 'legacy.customers',
+	target	=> 'app.customers_live',
+	columns	=> '{"full_name":    "name",
+				 "email":        "lower(email)",
+				 "country_code": "upper(country)",
+				 "created_at":   "created::timestamp AT TIME ZONE ''UTC''"}',
+	batch_size => 20000,
+	capture_changes => true);
+SELECT acme_migrate_start('customers_live', workers => 2);
+SQL
+	echo "  job customers_live created with capture_changes, 2 workers copying"
+	state="$(cpsql -qAt -c "SET client_min_messages = warning" \
+		-c "SELECT acme_migrate_wait('customers_live', '$ONLINE_WAIT')")"
+	if [ "$state" != copied ]; then
+		kill "$ONLINE_PGBENCH" 2>/dev/null || true
+		show_errors customers_live
+		die "job customers_live is $state, not copied, after $ONLINE_WAIT (a slow machine? ONLINE_WAIT=... waits longer)"
+	fi
+	for i in 1 2 3; do
+		cpsql -qAt -F ' ' -c "SELECT state, rows_done, capture_backlog,
+				coalesce(round(extract(epoch FROM capture_lag) * 1000)::text, '0')
+			FROM acme_migrate.progress WHERE job = 'customers_live'" |
+			while read -r st rows backlog lag; do
+				printf '  %-8s %8s rows copied, capture backlog %5s changes, oldest %5s ms\n' \
+					"$st" "$rows" "$backlog" "$lag"
+			done
+		sleep 1
+	done
+	t_cut="$(since "$t_during")"
+	if ! out="$(cpsql -qAt -F '|' <<'SQL'
+SET client_min_messages = warning;
+SELECT attempts, round(extract(epoch FROM lock_held) * 1000, 1), changes_drained, verified
+FROM acme_migrate_cutover('customers_live', lock_timeout => '200 ms', max_lock_time => '1 s',
+	max_attempts => 10,
+	then_sql => $$ALTER TABLE legacy.customers RENAME TO customers_old;
+		CREATE VIEW legacy.customers AS
+		SELECT customer_id, full_name AS name, email, lower(country_code) AS country,
+			   NULL::text AS fax, created_at::date AS created
+		FROM app.customers_live$$);
+SQL
+	)"; then
+		kill "$ONLINE_PGBENCH" 2>/dev/null || true
+		show_errors customers_live
+		die "acme_migrate_cutover('customers_live') failed"
+	fi
+	IFS='|' read -r attempts held drained verified <<<"$out"
+	if [ "$verified" != t ]; then
+		kill "$ONLINE_PGBENCH" 2>/dev/null || true
+		cpsql -q -c "SELECT * FROM acme_migrate.cutovers" >&2 || true
+		die "the cut-over of customers_live did not happen in $attempts attempts (see acme_migrate.cutovers above)"
+	fi
+	echo "  cut over $t_cut s into the run: $attempts attempt(s), lock held $held ms (writers waited, readers did not), $drained changes drained under the lock, verified"
+	wait "$ONLINE_PGBENCH" ||
+		{ cat "$CLUSTER_DIR/pgbench_during.out" >&2; die "pgbench failed during the migration"; }
+	online_check "$CLUSTER_DIR/pgbench_during.out" "during the migration"
+	echo "  application during the migration: $(online_tps "$CLUSTER_DIR/pgbench_during.out") tps ($ONLINE_DURING s); pgbench every 2 s:"
+	grep '^progress:' "$CLUSTER_DIR/pgbench_during.out" | awk '{ printf "    %6s s %8s tps  latency %s ms\n", $2, $4, $7 }'
+
+	online_pgbench "$ONLINE_PHASE" >"$CLUSTER_DIR/pgbench_after.out" 2>&1 ||
+		{ cat "$CLUSTER_DIR/pgbench_after.out" >&2; die "pgbench failed after the cut-over"; }
+	online_check "$CLUSTER_DIR/pgbench_after.out" "after the cut-over"
+	echo "  application after the cut-over (through the view on app.customers_live): $(online_tps "$CLUSTER_DIR/pgbench_after.out") tps"
+	cpsql -qAt -F ' ' -c "SELECT (SELECT count(*) FROM legacy.customers_old),
+			(SELECT count(*) FROM app.customers_live),
+			(SELECT count(*) FROM app.customers_live WHERE customer_id > 50000000),
+			(SELECT relkind FROM pg_class WHERE oid = 'legacy.customers'::regclass)" |
+		while read -r old new created kind; do
+			echo "  legacy.customers_old: $old rows (frozen at the cut-over); app.customers_live: $new rows, $created of them created by the application; legacy.customers is now a $( [ "$kind" = v ] && echo view || echo "relation of kind $kind")"
+		done
+	echo "online migration: $(since "$t") s"
+fi
+
 FAILED=0
 echo
 echo "demo finished in $(since "$T_START") s: $total_rows rows migrated, source and target reconciled"
