@@ -53,7 +53,7 @@ COMMENT ON FUNCTION acme_migrate_create(text, regclass, regclass, text[], jsonb,
 CREATE TABLE acme_migrate.capture_log (
 	job_id		bigint NOT NULL,
 	direction	"char" NOT NULL CHECK (direction IN ('f', 'r')),
-	seq			bigint GENERATED ALWAYS AS IDENTITY,
+	seq			bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000),
 	key			text[] NOT NULL,
 	logged_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	PRIMARY KEY (job_id, direction, seq)
@@ -62,7 +62,7 @@ COMMENT ON TABLE acme_migrate.capture_log IS
 	'keys of the rows written to a job''s source (direction f) since capture started, or to its target after cut-over (direction r, with reverse_columns); written by the capture triggers in the writing transaction, deleted by catch-up in the transaction that applies them';
 COMMENT ON COLUMN acme_migrate.capture_log.job_id IS 'job whose table was written (no foreign key: writers must not lock the job''s row); removed with the job';
 COMMENT ON COLUMN acme_migrate.capture_log.direction IS 'f: a write to the source, to apply to the target; r: a write to the target after cut-over, to apply to the source on rollback';
-COMMENT ON COLUMN acme_migrate.capture_log.seq IS 'order of the entries';
+COMMENT ON COLUMN acme_migrate.capture_log.seq IS 'order of the entries (each session takes 1,000 values at a time, so that concurrent writers do not queue on the sequence: entries of different sessions interleave loosely)';
 COMMENT ON COLUMN acme_migrate.capture_log.key IS 'key of the written row, as text (an update that changes the key logs the old and the new key)';
 COMMENT ON COLUMN acme_migrate.capture_log.logged_at IS 'when the write was logged';
 ALTER TABLE acme_migrate.capture_log ENABLE ROW LEVEL SECURITY;
