@@ -77,6 +77,19 @@ log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- install
+# the contenders' tools, as make demo installs its packages (Debian names)
+for pkg in pgcopydb postgresql-comparator pgbench; do
+	case $pkg in pgbench) cmd=pgbench; pkg=postgresql-client-15 ;; postgresql-comparator) cmd=pg_comparator ;; *) cmd=$pkg ;; esac
+	if ! command -v "$cmd" >/dev/null 2>&1; then
+		[ "$(id -u)" = 0 ] || die "$cmd is missing: install the Debian package $pkg"
+		log "installing the Debian package $pkg (for $cmd)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >&2 ||
+			{ DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >&2; } ||
+			die "could not install $pkg"
+	fi
+done
+
 ext_installed() { [ -f "$SHAREDIR/extension/acme_migrate.control" ] && [ -f "$PKGLIBDIR/acme_migrate.so" ]; }
 if [ "$INSTALL" = 1 ] || { [ "$INSTALL" = auto ] && ! ext_installed; }; then
 	[ "$(id -u)" = 0 ] || die "acme_migrate is not installed; run 'make install' as root first"
