@@ -38,7 +38,7 @@
 # With the throwaway cluster they are SETTINGS below; on a given cluster they
 # are whatever it has.
 #
-# Environment: ROWS, DIFFS, REPS, KEEP=1, REUSE=1, CONTENDERS (default
+# Environment: ROWS, DIFFS, REPS, KEEP=1, REUSE=1, RECONCILE_CONTENDERS (default
 # "reconcile full_join pg_comparator"), PROFILE=1 (one extra reconcile run of
 # the copy with differences under perf record --call-graph dwarf on its
 # backend; the report
@@ -49,7 +49,7 @@ set -euo pipefail
 ROWS=${ROWS:-5000000}
 DIFFS=${DIFFS:-500}
 REPS=${REPS:-3}
-CONTENDERS=${CONTENDERS:-"reconcile full_join pg_comparator"}
+CONTENDERS=${RECONCILE_CONTENDERS:-"reconcile full_join pg_comparator"}
 PROFILE_OUT=${PROFILE_OUT:-/tmp/reconcile_bench.perf.txt}
 BINDIR=$(pg_config --bindir)
 HERE=$(cd "$(dirname "$0")" && pwd)
