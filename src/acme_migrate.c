@@ -290,31 +290,10 @@ am_create_online_args(FunctionCallInfo fcinfo, AmJob *job)
 				 errhint("Valid values are \"pause\" and \"rollback\".")));
 }
 
-/*
- * acme_migrate_create(job, source, target, key, columns, filter, batch_size,
- *		on_conflict, on_error, max_error_rate, capture_changes, depends_on,
- *		max_rows_per_second, batch_time_target, max_replication_lag,
- *		lock_timeout [, reverse_columns, capture_method, health_check,
- *		on_breach]) returns bigint
- *
- * Checks everything that can be checked before the first batch (tables,
- * key, mapping, the batch queries themselves), then inserts the job.  The
- * 1.0 and 1.1 SQL definitions (16 and 20 arguments) share this code.
- */
-Datum
-acme_migrate_create_1_1(PG_FUNCTION_ARGS)
+/* acme_migrate_create's name, tables, key, mapping, filter, batch size */
+static void
+am_create_table_args(FunctionCallInfo fcinfo, AmJob *job)
 {
-	return acme_migrate_create(fcinfo);
-}
-
-Datum
-acme_migrate_create(PG_FUNCTION_ARGS)
-{
-	AmJob	   *job = palloc0(sizeof(AmJob));
-	AmOwnerContext owner_cxt;
-	char	   *s;
-	ListCell   *lc;
-
 	job->job_name = am_text_arg(fcinfo, 0, "job");
 	if (job->job_name[0] == '\0' ||
 		pg_mbstrlen(job->job_name) >= NAMEDATALEN)
@@ -342,6 +321,13 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be greater than zero")));
+}
+
+/* acme_migrate_create's on_conflict, on_error and max_error_rate */
+static void
+am_create_error_args(FunctionCallInfo fcinfo, AmJob *job)
+{
+	char	   *s;
 
 	s = PG_ARGISNULL(7) ? "update" : text_to_cstring(PG_GETARG_TEXT_PP(7));
 	if (strcmp(s, "update") == 0)
@@ -371,15 +357,19 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 		job->max_error_rate = PG_GETARG_FLOAT8(9);
 		am_check_error_rate(job, job->max_error_rate);
 	}
+}
 
-	job->capture_changes = PG_ARGISNULL(10) ? false : PG_GETARG_BOOL(10);
-	am_create_online_args(fcinfo, job);
+/*
+ * acme_migrate_create's depends_on.  Parents are bound by id now: whatever
+ * later takes a parent's name is not this job's parent.  Each is locked
+ * until we commit, so it cannot be dropped before its new child is there
+ * to stop the drop.
+ */
+static void
+am_create_depends_on(FunctionCallInfo fcinfo, AmJob *job)
+{
+	ListCell   *lc;
 
-	/*
-	 * Parents are bound by id now: whatever later takes a parent's name is
-	 * not this job's parent.  Each is locked until we commit, so it cannot
-	 * be dropped before its new child is there to stop the drop.
-	 */
 	job->depends_on = am_text_array_arg(fcinfo, 11, "depends_on");
 	job->depends_on_ids = palloc0(sizeof(int64) * Max(list_length(job->depends_on), 1));
 	foreach(lc, job->depends_on)
@@ -391,7 +381,12 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 		job->depends_on_ids[job->ndepends_on_ids++] =
 			catalog_job_parent(lfirst(lc));
 	}
+}
 
+/* acme_migrate_create's throttles */
+static void
+am_create_throttle_args(FunctionCallInfo fcinfo, AmJob *job)
+{
 	if (!PG_ARGISNULL(12))
 	{
 		job->max_rows_per_second = PG_GETARG_FLOAT8(12);
@@ -409,13 +404,22 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 	job->lock_timeout_ms = -1;
 	if (!PG_ARGISNULL(15))
 		job->lock_timeout_ms = am_lock_timeout_ms(PG_GETARG_INTERVAL_P(15));
+}
 
-	/*
-	 * The job's SQL means what it meant to its creator, whoever runs it, and
-	 * is checked here exactly as batches will run it: as its owner, under
-	 * the same restrictions.  The tables stay locked until commit, so the
-	 * shape recorded is the shape checked.
-	 */
+/*
+ * Check the job as batches will run it and insert it.  The job's SQL means
+ * what it meant to its creator, whoever runs it, and is checked here
+ * exactly as batches will run it: as its owner, under the same
+ * restrictions.  The tables stay locked until commit, so the shape
+ * recorded is the shape checked.  Then, in this same transaction and
+ * before any batch can take a snapshot: the target as it is now (for
+ * rollback), and capture.
+ */
+static int64
+am_create_job(AmJob *job)
+{
+	AmOwnerContext owner_cxt;
+
 	job->owner = GetUserId();
 	job->search_path = pstrdup(namespace_search_path);
 	LockRelationOid(job->source_relid, AccessShareLock);
@@ -431,17 +435,43 @@ acme_migrate_create(PG_FUNCTION_ARGS)
 	am_end_as_owner(&owner_cxt);
 
 	job->job_id = catalog_job_insert(job);
-
-	/*
-	 * In this same transaction, before any batch can take a snapshot: the
-	 * target as it is now (for rollback), and capture.
-	 */
 	am_begin_as_owner(job, &owner_cxt);
 	capture_record_pre(job);
 	if (job->capture_changes)
 		capture_check_and_install(job);
 	am_end_as_owner(&owner_cxt);
-	PG_RETURN_INT64(job->job_id);
+	return job->job_id;
+}
+
+/*
+ * acme_migrate_create(job, source, target, key, columns, filter, batch_size,
+ *		on_conflict, on_error, max_error_rate, capture_changes, depends_on,
+ *		max_rows_per_second, batch_time_target, max_replication_lag,
+ *		lock_timeout [, reverse_columns, capture_method, health_check,
+ *		on_breach]) returns bigint
+ *
+ * Checks everything that can be checked before the first batch (tables,
+ * key, mapping, the batch queries themselves), then inserts the job.  The
+ * 1.0 and 1.1 SQL definitions (16 and 20 arguments) share this code.
+ */
+Datum
+acme_migrate_create_1_1(PG_FUNCTION_ARGS)
+{
+	return acme_migrate_create(fcinfo);
+}
+
+Datum
+acme_migrate_create(PG_FUNCTION_ARGS)
+{
+	AmJob	   *job = palloc0(sizeof(AmJob));
+
+	am_create_table_args(fcinfo, job);
+	am_create_error_args(fcinfo, job);
+	job->capture_changes = PG_ARGISNULL(10) ? false : PG_GETARG_BOOL(10);
+	am_create_online_args(fcinfo, job);
+	am_create_depends_on(fcinfo, job);
+	am_create_throttle_args(fcinfo, job);
+	PG_RETURN_INT64(am_create_job(job));
 }
 
 /*
@@ -520,6 +550,73 @@ am_replication_lag_ms(void)
 	return lag;
 }
 
+/* Wait while a standby replays further behind than the job allows. */
+static void
+run_wait_for_standbys(AmJob *job)
+{
+	int64		lag;
+
+	if (job->max_replication_lag_ms <= 0)
+		return;
+	while ((lag = am_replication_lag_ms()) > job->max_replication_lag_ms)
+	{
+		ereport(NOTICE,
+				(errmsg("job \"%s\" waits: replication lag %lld ms exceeds %lld ms",
+						job->job_name, (long long) lag,
+						(long long) job->max_replication_lag_ms)));
+		am_sleep(1000);
+	}
+}
+
+/*
+ * One step of acme_migrate_run in a subtransaction: a batch, or a
+ * catch-up step for a copied job with capture.  If it fails, its
+ * subtransaction is rolled back, the error is recorded and committed, and
+ * re-thrown.
+ */
+static int64
+run_one_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile int64 rows = 0;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (job->capture_changes && strcmp(job->state, "copied") == 0)
+		{
+			rows = capture_catch_up_step(job, map);
+			*more = rows > 0;
+		}
+		else
+			rows = batch_step(job, map, batch_size, more);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	if (edata != NULL)
+	{
+		catalog_error_insert(job, edata,
+							 batch_error_is_transient(edata->sqlerrcode));
+		SPI_commit();
+		ReThrowError(edata);
+	}
+	return rows;
+}
+
 /*
  * CALL acme_migrate_run(job, max_batches, max_time)
  *
@@ -587,12 +684,9 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 	{
 		for (;;)
 		{
-			MemoryContext subcxt;
-			ResourceOwner subowner;
 			TimestampTz bstart;
 			bool		more = false;
-			volatile int64 rows = 0;
-			ErrorData  *volatile edata = NULL;
+			int64		rows;
 			AmJob	   *job;
 
 			CHECK_FOR_INTERRUPTS();
@@ -608,62 +702,9 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 				map = mapping_build(job, false);
 				MemoryContextSwitchTo(batchcxt);
 			}
-			if (job->max_replication_lag_ms > 0)
-			{
-				int64		lag;
-
-				while ((lag = am_replication_lag_ms()) > job->max_replication_lag_ms)
-				{
-					ereport(NOTICE,
-							(errmsg("job \"%s\" waits: replication lag %lld ms exceeds %lld ms",
-									name, (long long) lag,
-									(long long) job->max_replication_lag_ms)));
-					am_sleep(1000);
-				}
-			}
-
-			/* the batch in a subtransaction, so its error can be recorded */
+			run_wait_for_standbys(job);
 			bstart = GetCurrentTimestamp();
-			subcxt = CurrentMemoryContext;
-			subowner = CurrentResourceOwner;
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(subcxt);
-			PG_TRY();
-			{
-				/* a copied job with capture: keep its target caught up */
-				if (job->capture_changes && strcmp(job->state, "copied") == 0)
-				{
-					rows = capture_catch_up_step(job, map);
-					more = rows > 0;
-				}
-				else
-					rows = batch_step(job, map, batch_size, &more);
-				ReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(subcxt);
-				CurrentResourceOwner = subowner;
-			}
-			PG_CATCH();
-			{
-				MemoryContextSwitchTo(subcxt);
-				edata = CopyErrorData();
-				FlushErrorState();
-				RollbackAndReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(subcxt);
-				CurrentResourceOwner = subowner;
-			}
-			PG_END_TRY();
-
-			/*
-			 * The batch's subtransaction is rolled back: record its error
-			 * and commit that, then re-throw.
-			 */
-			if (edata != NULL)
-			{
-				catalog_error_insert(job, edata,
-									 batch_error_is_transient(edata->sqlerrcode));
-				SPI_commit();
-				ReThrowError(edata);
-			}
+			rows = run_one_step(job, map, batch_size, &more);
 			batches++;
 			total += rows;
 			last_ms = TimestampDifferenceMilliseconds(bstart, GetCurrentTimestamp());
@@ -679,15 +720,7 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 			if (!more)
 				break;
 
-			if (job->batch_time_target_ms > 0 && last_ms > 0)
-			{
-				double		f = (double) job->batch_time_target_ms / last_ms;
-
-				f = Max(0.5, Min(2.0, f));
-				batch_size = (int32) Max(Max(job->batch_size / 10, 1),
-										 Min((double) job->batch_size * 10,
-											 batch_size * f));
-			}
+			batch_size = batch_adapt_size(job, batch_size, last_ms);
 			if (job->max_rows_per_second > 0 && rows > 0)
 			{
 				int64		want_ms = (int64) (1000.0 * rows / job->max_rows_per_second);

@@ -37,6 +37,7 @@
 #include "utils/elog.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
+#include "catalog/pg_attribute.h"
 #include "datatype/timestamp.h"
 #include "utils/timestamp.h"
 
@@ -278,6 +279,7 @@ extern bool mapping_key_is_unique(Oid relid, List *colnames);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
 									   const char *what);
 extern Relation mapping_open_table(AmJob *job, Oid relid, const char *which);
+extern Form_pg_attribute mapping_find_column(Relation rel, const char *name);
 extern bool mapping_type_io_is_fixed(Oid type);
 extern char *mapping_relname(Oid relid);
 
@@ -298,6 +300,7 @@ extern void batch_free_plans(AmMapping *map);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 extern bool batch_waiting_for(AmJob *job, char **parent);
 extern bool batch_error_is_transient(int sqlerrcode);
+extern int32 batch_adapt_size(AmJob *job, int32 batch_size, int64 took_ms);
 extern void batch_commit_async(void);
 extern int64 am_replication_lag_ms(void);
 extern void am_sleep(int64 ms);

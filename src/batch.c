@@ -371,6 +371,24 @@ batch_commit_async(void)
 }
 
 /*
+ * The next batch's size under batch_time_target: scaled by how far the
+ * last batch (took_ms) was from the target, at most doubled or halved at
+ * once, and kept between a tenth and ten times the job's batch_size.
+ * Unchanged without a target.  Shared by acme_migrate_run and workers.
+ */
+int32
+batch_adapt_size(AmJob *job, int32 batch_size, int64 took_ms)
+{
+	double		f;
+
+	if (job->batch_time_target_ms <= 0 || took_ms <= 0)
+		return batch_size;
+	f = Max(0.5, Min(2.0, (double) job->batch_time_target_ms / took_ms));
+	return (int32) Max(Max(job->batch_size / 10, 1),
+					   Min((double) job->batch_size * 10, batch_size * f));
+}
+
+/*
  * Errors worth retrying as they are: the next attempt may well succeed.
  * (A cancel is the user's word in a session; workers treat it as transient
  * themselves, since a DBA cancelling a worker's query means "not now".)

@@ -236,8 +236,9 @@ capture_key_set(void)
 }
 
 /*
- * Is the key in the set?  With add, put it in.  A key whose text does not
- * fit is never "seen": it is logged again, which is only redundant.
+ * Was the key in the set?  With add, it is put in.  A key whose text does
+ * not fit is never "seen": it is logged or applied again, which is only
+ * redundant.
  */
 static bool
 capture_key_seen(HTAB *set, List *key, bool add)
@@ -255,7 +256,7 @@ capture_key_seen(HTAB *set, List *key, bool add)
 	if (buf.len < CAPTURE_KEY_TEXT)
 		(void) hash_search(set, buf.data, add ? HASH_ENTER : HASH_FIND, &found);
 	pfree(buf.data);
-	return found && !add;
+	return found;
 }
 
 /*
@@ -658,41 +659,21 @@ capture_plan(AmMapping *map)
 static Datum *
 capture_key_arrays(AmMapping *map, List *keys, int *nunique)
 {
-	HTAB	   *seen;
-	HASHCTL		ctl;
+	HTAB	   *seen = capture_key_set();
 	Datum	  **cols = palloc(sizeof(Datum *) * map->nkeys);
 	Datum	   *arrays = palloc(sizeof(Datum) * map->nkeys);
 	int			n = 0;
 	ListCell   *lc;
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = NAMEDATALEN * 4;
-	ctl.entrysize = ctl.keysize;
-	ctl.hcxt = CurrentMemoryContext;
-	seen = hash_create("acme_migrate keys", list_length(keys) + 1, &ctl,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	for (int k = 0; k < map->nkeys; k++)
 		cols[k] = palloc(sizeof(Datum) * Max(list_length(keys), 1));
 	foreach(lc, keys)
 	{
-		List	   *key = lfirst(lc);
-		StringInfoData buf;
-		ListCell   *lk;
-		bool		found = false;
 		Datum	   *values;
 
-		/* a long key is told apart by its full text below */
-		initStringInfo(&buf);
-		foreach(lk, key)
-		{
-			appendStringInfoString(&buf, lfirst(lk));
-			appendStringInfoChar(&buf, '\x1f');
-		}
-		if (buf.len < ctl.keysize)
-			(void) hash_search(seen, buf.data, HASH_ENTER, &found);
-		if (found)
+		if (capture_key_seen(seen, lfirst(lc), true))
 			continue;
-		values = mapping_key_from_text(map, key);
+		values = mapping_key_from_text(map, lfirst(lc));
 		for (int k = 0; k < map->nkeys; k++)
 			cols[k][n] = values[k];
 		n++;

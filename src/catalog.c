@@ -1507,8 +1507,12 @@ catalog_job_set_shape(AmJob *job, const char *shape)
 void
 catalog_capture_log(int64 job_id, char direction, List *key)
 {
+	/* the log's columns, and its sequence, looked up once per creation */
+	static const char *const cols[] = {"job_id", "direction", "seq", "key",
+	"logged_at"};
 	static Oid	log_relid = InvalidOid;
 	static Oid	seq_relid = InvalidOid;
+	static AttrNumber attnums[lengthof(cols)];
 	Oid			relid;
 	Relation	rel;
 	TupleDesc	desc;
@@ -1523,8 +1527,9 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 		elog(ERROR, "table acme_migrate.capture_log is missing");
 	if (relid != log_relid)
 	{
-		/* the extension was created (again): find its sequence once */
-		seq_relid = getIdentitySequence(relid, get_attnum(relid, "seq"), false);
+		for (int i = 0; i < lengthof(cols); i++)
+			attnums[i] = get_attnum(relid, cols[i]);
+		seq_relid = getIdentitySequence(relid, attnums[2], false);
 		log_relid = relid;
 	}
 	rel = table_open(relid, RowExclusiveLock);
@@ -1532,18 +1537,13 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 	values = palloc0(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
 	memset(nulls, true, sizeof(bool) * desc->natts);
-#define CAP_SET(col, value) \
-	do { \
-		AttrNumber a = get_attnum(relid, col); \
-		values[a - 1] = (value); \
-		nulls[a - 1] = false; \
-	} while (0)
-	CAP_SET("job_id", Int64GetDatum(job_id));
-	CAP_SET("direction", CharGetDatum(direction));
-	CAP_SET("seq", Int64GetDatum(nextval_internal(seq_relid, false)));
-	CAP_SET("key", text_list_to_array(key));
-	CAP_SET("logged_at", TimestampTzGetDatum(GetCurrentTimestamp()));
-#undef CAP_SET
+	values[attnums[0] - 1] = Int64GetDatum(job_id);
+	values[attnums[1] - 1] = CharGetDatum(direction);
+	values[attnums[2] - 1] = Int64GetDatum(nextval_internal(seq_relid, false));
+	values[attnums[3] - 1] = text_list_to_array(key);
+	values[attnums[4] - 1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	for (int i = 0; i < lengthof(cols); i++)
+		nulls[attnums[i] - 1] = false;
 	tup = heap_form_tuple(desc, values, nulls);
 	CatalogTupleInsert(rel, tup);
 	heap_freetuple(tup);

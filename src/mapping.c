@@ -55,8 +55,9 @@ map_relname(Relation rel)
 									  RelationGetRelationName(rel));
 }
 
-static Form_pg_attribute
-map_find_column(Relation rel, const char *name)
+/* A relation's live column of that exact name, or NULL. */
+Form_pg_attribute
+mapping_find_column(Relation rel, const char *name)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 
@@ -197,26 +198,14 @@ mapping_key_is_unique(Oid relid, List *colnames)
 }
 
 /*
- * Fill in the derived parts of a job being created: the key (default: the
- * source's primary key), the effective column mapping, the target key
- * columns, and whether the key is guaranteed unique.  ERRORs on anything a
- * user got wrong; nothing has been written yet.
+ * The source and target may take part in a job (or an ad hoc
+ * reconciliation), and the caller may read and write them.
  */
-void
-mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
+static void
+map_check_relations(AmJob *job, Relation src, Relation tgt, bool reconcile)
 {
-	Relation	src;
-	Relation	tgt;
-	char		skind;
-	char		tkind;
-	TupleDesc	tdesc;
-	ListCell   *lc;
-	bool		all_not_null = true;
-
-	src = relation_open(job->source_relid, AccessShareLock);
-	tgt = relation_open(job->target_relid, AccessShareLock);
-	skind = src->rd_rel->relkind;
-	tkind = tgt->rd_rel->relkind;
+	char		skind = src->rd_rel->relkind;
+	char		tkind = tgt->rd_rel->relkind;
 
 	if (skind != RELKIND_RELATION && skind != RELKIND_PARTITIONED_TABLE &&
 		skind != RELKIND_VIEW && skind != RELKIND_MATVIEW &&
@@ -247,8 +236,20 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 		!= ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, get_relkind_objtype(tkind),
 					   RelationGetRelationName(tgt));
+}
 
-	/* the key: given, or the source's primary key */
+/*
+ * The key: given, or the source's primary key; each column must exist,
+ * once, with a btree ordering.  Also says whether the source guarantees it
+ * unique (NOT NULL columns with a unique index).
+ */
+static void
+map_resolve_key(AmJob *job, Relation src)
+{
+	char		skind = src->rd_rel->relkind;
+	ListCell   *lc;
+	bool		all_not_null = true;
+
 	if (job->key_columns == NIL)
 	{
 		Oid			pk = InvalidOid;
@@ -283,7 +284,7 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("key column names must not be null")));
-		att = map_find_column(src, name);
+		att = mapping_find_column(src, name);
 		if (att == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -306,8 +307,12 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 	job->key_is_unique = all_not_null &&
 		(skind == RELKIND_RELATION || skind == RELKIND_PARTITIONED_TABLE) &&
 		map_has_unique_index(src, job->key_columns);
+}
 
-	/* columns named in the mapping must be target columns, with a string */
+/* The keys of columns (if given) must be target columns, each with a string. */
+static void
+map_check_columns_arg(Relation tgt, Jsonb *columns)
+{
 	if (columns != NULL)
 	{
 		JsonbIterator *it;
@@ -327,7 +332,7 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 			if (tok != WJB_KEY)
 				continue;
 			col = pnstrdup(v.val.string.val, v.val.string.len);
-			att = map_find_column(tgt, col);
+			att = mapping_find_column(tgt, col);
 			if (att == NULL)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -347,9 +352,17 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 								col)));
 		}
 	}
+}
 
-	/* the effective mapping, in target column order */
-	tdesc = RelationGetDescr(tgt);
+/*
+ * The effective mapping, in target column order: the given expression, else
+ * the same-named source column, else nothing (the column's default).
+ */
+static void
+map_effective_mapping(AmJob *job, Relation src, Relation tgt, Jsonb *columns)
+{
+	TupleDesc	tdesc = RelationGetDescr(tgt);
+
 	for (int i = 0; i < tdesc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(tdesc, i);
@@ -377,7 +390,7 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 				mapping_check_case(src, expr, what);
 			}
 		}
-		if (expr == NULL && map_find_column(src, col) != NULL)
+		if (expr == NULL && mapping_find_column(src, col) != NULL)
 			expr = pstrdup(quote_identifier(col));
 		if (expr == NULL)
 			continue;			/* left to its default */
@@ -390,8 +403,17 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 				 errmsg("no target column of \"%s\" is filled from \"%s\"",
 						RelationGetRelationName(tgt), RelationGetRelationName(src)),
 				 errhint("Give the target columns same-named source columns, or map them with columns => '{\"column\": \"expression\"}'.")));
+}
 
-	/* each key column must reach the target unchanged */
+/*
+ * Each key column must reach the target unchanged, in a column that, unless
+ * on_conflict is 'error', has a unique index on exactly the key.
+ */
+static void
+map_resolve_target_key(AmJob *job, Relation tgt)
+{
+	ListCell   *lc;
+
 	foreach(lc, job->key_columns)
 	{
 		char	   *key = lfirst(lc);
@@ -425,7 +447,25 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 				 errdetail("on_conflict => '%s' needs a unique, non-partial index on exactly the target key columns.",
 						   job->on_conflict == AM_CONFLICT_UPDATE ? "update" : "skip"),
 				 errhint("Create the index, or use on_conflict => 'error'.")));
+}
 
+/*
+ * Fill in the derived parts of a job being created: the key (default: the
+ * source's primary key), the effective column mapping, the target key
+ * columns, and whether the key is guaranteed unique.  ERRORs on anything a
+ * user got wrong; nothing has been written yet.
+ */
+void
+mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
+{
+	Relation	src = relation_open(job->source_relid, AccessShareLock);
+	Relation	tgt = relation_open(job->target_relid, AccessShareLock);
+
+	map_check_relations(job, src, tgt, reconcile);
+	map_resolve_key(job, src);
+	map_check_columns_arg(tgt, columns);
+	map_effective_mapping(job, src, tgt, columns);
+	map_resolve_target_key(job, tgt);
 	if (job->filter != NULL)
 	{
 		mapping_check_sql_fragment(job->filter, true, "filter");
@@ -796,7 +836,7 @@ mapping_build(AmJob *job, bool validating)
 	i = 0;
 	foreach(lt, job->key_columns)
 	{
-		Form_pg_attribute att = map_find_column(src, lfirst(lt));
+		Form_pg_attribute att = mapping_find_column(src, lfirst(lt));
 		Oid			opclass;
 		Oid			cmpproc;
 		Oid			func;
@@ -850,7 +890,7 @@ mapping_build(AmJob *job, bool validating)
 	i = 0;
 	forboth(lt, job->map_targets, le, job->map_exprs)
 	{
-		Form_pg_attribute att = map_find_column(tgt, lfirst(lt));
+		Form_pg_attribute att = mapping_find_column(tgt, lfirst(lt));
 
 		if (att == NULL || att->attgenerated)
 			ereport(ERROR,

@@ -43,21 +43,6 @@
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
 
-static Form_pg_attribute
-mc_find_column(Relation rel, const char *name)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att;
-	}
-	return NULL;
-}
-
 /* The one expression of "SELECT <expr>", raw-parsed. */
 static Node *
 mc_raw_expr(const char *expr)
@@ -118,7 +103,7 @@ mapping_check_case(Relation src, const char *sql, const char *what)
 		as_written = pnstrdup(written, strlen(yylval.str));
 		if (strcmp(as_written, yylval.str) != 0 &&
 			pg_strcasecmp(as_written, yylval.str) == 0 &&
-			mc_find_column(src, as_written) != NULL)
+			mapping_find_column(src, as_written) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_AMBIGUOUS_COLUMN),
 					 errmsg("%s reads column \"%s\", not column \"%s\"",
@@ -276,7 +261,7 @@ typedef struct McShapeCols
 static void
 mc_note_source_column(McShapeCols *sc, const char *name)
 {
-	if (mc_find_column(sc->src, name) != NULL &&
+	if (mapping_find_column(sc->src, name) != NULL &&
 		!list_member(sc->src_names, makeString((char *) name)))
 		sc->src_names = lappend(sc->src_names, makeString(pstrdup(name)));
 }
@@ -298,7 +283,7 @@ mc_refs_walker(Node *node, McShapeCols *sc)
 		else if (list_length(ref->fields) == 1 &&
 				 (strcmp(strVal(last), "s") == 0 ||
 				  strcmp(strVal(last), relname) == 0) &&
-				 mc_find_column(sc->src, strVal(last)) == NULL)
+				 mapping_find_column(sc->src, strVal(last)) == NULL)
 			sc->whole_row = true;	/* the row as a value: s, to_jsonb(s) */
 		else
 			mc_note_source_column(sc, strVal(last));

@@ -780,13 +780,7 @@ worker_loop(int64 job_id, int slot)
 
 				/* throttles, shared by the job's workers */
 				took = Max(TimestampDifferenceMilliseconds(bstart, GetCurrentTimestamp()), 1);
-				if (job->batch_time_target_ms > 0)
-				{
-					double		f = Max(0.5, Min(2.0, (double) job->batch_time_target_ms / took));
-
-					batch_size = (int32) Max(Max(job->batch_size / 10, 1),
-											 Min((double) job->batch_size * 10, batch_size * f));
-				}
+				batch_size = batch_adapt_size(job, batch_size, took);
 				if (job->max_rows_per_second > 0 && rows > 0)
 				{
 					int64		want = (int64) (1000.0 * rows * Max(job->workers, 1) /
