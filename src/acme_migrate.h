@@ -140,6 +140,9 @@ typedef struct AmMapping
 
 	/* SQL that reads a batch: [has lower bound][has upper bound] */
 	char	   *select_sql[2][2];
+	/* the same without its LIMIT, and the SQL path's upsert of CTE b */
+	char	   *read_sql[2][2];
+	char	   *upsert_sql;
 	/* SQL that reads and writes a batch with INSERT ... ON CONFLICT */
 	char	   *insert_sql[2][2];
 	/* SQL that reads only the keys of a batch: [lower bound][upper bound] */
@@ -162,6 +165,9 @@ typedef struct AmMapping
 	SPIPlanPtr	select_plan[2][2];
 	SPIPlanPtr	insert_plan[2][2];
 	SPIPlanPtr	keys_plan[2][2];
+	/* generic plans of a batch of batch_plan_limit rows: [insert][lo][hi] */
+	SPIPlanPtr	batch_plan[2][2][2];
+	int64		batch_plan_limit;
 	SPIPlanPtr	row_json_plan;
 	SPIPlanPtr	key_count_plan;
 	SPIPlanPtr	null_key_plan;
@@ -269,6 +275,8 @@ extern int64 catalog_purge(TimestampTz cutoff, int64 job_id);
 
 /* mapping.c */
 extern AmMapping *mapping_build(AmJob *job, bool validating);
+extern char *mapping_batch_sql(AmMapping *map, int lo, int hi, bool insert,
+							   const char *limit);
 extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns,
 									bool reconcile);
 extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);

@@ -213,12 +213,11 @@ batch_rcv_init(BatchReceiver *rcv, AmMapping *map, bool check_keys)
 }
 
 static SPIPlanPtr
-batch_prepare(const char *sql, int nargs, Oid *argtypes, bool custom)
+batch_prepare(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 {
 	SPIPlanPtr	plan;
 
-	plan = SPI_prepare_cursor(sql, nargs, argtypes,
-							  custom ? CURSOR_OPT_CUSTOM_PLAN : 0);
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));
@@ -227,10 +226,24 @@ batch_prepare(const char *sql, int nargs, Oid *argtypes, bool custom)
 	return plan;
 }
 
+/* The parameter types of a range query: $lo..., $hi..., $limit. */
+static Oid *
+batch_argtypes(AmMapping *map)
+{
+	Oid		   *argtypes = palloc(sizeof(Oid) * (2 * map->nkeys + 1));
+
+	for (int i = 0; i < map->nkeys; i++)
+		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
+	argtypes[2 * map->nkeys] = INT8OID;
+	return argtypes;
+}
+
 /*
- * Prepare every plan of the mapping once.  The batch queries take custom
- * plans: the planner sees the real bounds and limit each time, which costs
- * a fraction of a millisecond per batch and keeps it on the key index.
+ * Prepare the plans of the mapping that take their limit as a parameter,
+ * once.  They serve the pieces of a batch that on_error = 'reject' cuts
+ * around failing rows, and the keys of a batch, so they take custom plans:
+ * the planner sees the real bounds each time.  A whole batch runs on the
+ * plans of batch_range_plan instead.
  */
 static void
 batch_prepare_plans(AmMapping *map)
@@ -240,22 +253,37 @@ batch_prepare_plans(AmMapping *map)
 
 	if (map->select_plan[0][0] != NULL)
 		return;
-	argtypes = palloc(sizeof(Oid) * n);
-	for (int i = 0; i < map->nkeys; i++)
-		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
-	argtypes[n - 1] = INT8OID;
+	argtypes = batch_argtypes(map);
 	for (int lo = 0; lo < 2; lo++)
 	{
 		for (int hi = 0; hi < 2; hi++)
 		{
-			map->select_plan[lo][hi] = batch_prepare(map->select_sql[lo][hi], n, argtypes, true);
-			map->insert_plan[lo][hi] = batch_prepare(map->insert_sql[lo][hi], n, argtypes, true);
-			map->keys_plan[lo][hi] = batch_prepare(map->keys_sql[lo][hi], n, argtypes, true);
+			map->select_plan[lo][hi] = batch_prepare(map->select_sql[lo][hi], n, argtypes,
+													 CURSOR_OPT_CUSTOM_PLAN);
+			map->insert_plan[lo][hi] = batch_prepare(map->insert_sql[lo][hi], n, argtypes,
+													 CURSOR_OPT_CUSTOM_PLAN);
+			map->keys_plan[lo][hi] = batch_prepare(map->keys_sql[lo][hi], n, argtypes,
+												   CURSOR_OPT_CUSTOM_PLAN);
 		}
 	}
-	map->row_json_plan = batch_prepare(map->row_json_sql, map->nkeys, argtypes, false);
-	map->key_count_plan = batch_prepare(map->key_count_sql, map->nkeys, argtypes, false);
-	map->null_key_plan = batch_prepare(map->null_key_sql, 0, NULL, false);
+	map->row_json_plan = batch_prepare(map->row_json_sql, map->nkeys, argtypes, 0);
+	map->key_count_plan = batch_prepare(map->key_count_sql, map->nkeys, argtypes, 0);
+	map->null_key_plan = batch_prepare(map->null_key_sql, 0, NULL, 0);
+}
+
+/* Forget the batch plans (their batch size changed, or the mapping goes). */
+static void
+batch_free_batch_plans(AmMapping *map)
+{
+	for (int ins = 0; ins < 2; ins++)
+		for (int lo = 0; lo < 2; lo++)
+			for (int hi = 0; hi < 2; hi++)
+			{
+				if (map->batch_plan[ins][lo][hi] != NULL)
+					SPI_freeplan(map->batch_plan[ins][lo][hi]);
+				map->batch_plan[ins][lo][hi] = NULL;
+			}
+	map->batch_plan_limit = 0;
 }
 
 void
@@ -275,6 +303,7 @@ batch_free_plans(AmMapping *map)
 			SPI_freeplan(*all[i]);
 		*all[i] = NULL;
 	}
+	batch_free_batch_plans(map);
 }
 
 /* Parameters ($lo..., $hi..., $limit) of a range query. */
@@ -305,6 +334,39 @@ batch_params(AmMapping *map, BatchRange *r)
 }
 
 /*
+ * The plan that copies a key range.  A whole batch (a limit of the batch
+ * size) runs on a generic plan with its LIMIT as a constant: planned once
+ * per mapping and batch size, not once per batch, and with a real row goal
+ * the planner keeps to the key index.  It is made again when the batch size
+ * changes (batch_time_target adapts it).  The pieces that on_error =
+ * 'reject' cuts a batch into are bounded by keys, and take the custom plans
+ * of batch_prepare_plans.
+ */
+static SPIPlanPtr
+batch_range_plan(AmMapping *map, BatchRange *r, bool direct)
+{
+	int			lo = r->lo != NULL;
+	int			hi = r->hi != NULL;
+	int			ins = !direct;
+	char	   *sql;
+
+	if (r->limit == PG_INT64_MAX)
+		return direct ? map->select_plan[lo][hi] : map->insert_plan[lo][hi];
+	if (map->batch_plan_limit != r->limit)
+		batch_free_batch_plans(map);
+	map->batch_plan_limit = r->limit;
+	if (map->batch_plan[ins][lo][hi] == NULL)
+	{
+		sql = mapping_batch_sql(map, lo, hi, ins,
+								psprintf(INT64_FORMAT, r->limit));
+		map->batch_plan[ins][lo][hi] = batch_prepare(sql, 2 * map->nkeys + 1,
+													 batch_argtypes(map),
+													 CURSOR_OPT_GENERIC_PLAN);
+	}
+	return map->batch_plan[ins][lo][hi];
+}
+
+/*
  * Copy one key range, by the direct writer or the SQL path; the receiver
  * ends up with the rows seen and the first and last keys.  Returns the rows
  * written.
@@ -314,8 +376,6 @@ batch_copy_range(AmJob *job, AmMapping *map, BatchRange *r, bool direct,
 				 BatchReceiver *rcv)
 {
 	SPIExecuteOptions opts;
-	int			lo = r->lo != NULL;
-	int			hi = r->hi != NULL;
 	int			rc;
 
 	batch_rcv_init(rcv, map, !job->key_is_unique);
@@ -325,8 +385,7 @@ batch_copy_range(AmJob *job, AmMapping *map, BatchRange *r, bool direct,
 	opts.dest = (DestReceiver *) rcv;
 	if (direct)
 		rcv->writer = writer_begin(map);
-	rc = SPI_execute_plan_extended(direct ? map->select_plan[lo][hi] :
-								   map->insert_plan[lo][hi], &opts);
+	rc = SPI_execute_plan_extended(batch_range_plan(map, r, direct), &opts);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan_extended failed: %s",
 			 SPI_result_code_string(rc));

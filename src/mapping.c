@@ -791,36 +791,15 @@ map_verify_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 }
 
 /*
- * Build the mapping of a job against the current catalogs.  With validating
- * (acme_migrate_create), every query is prepared once so that errors in the
- * mapping or filter surface now.
+ * The key columns of the mapping: their names, types, btree comparison and
+ * text I/O, looked up in the source as it is now.
  */
-AmMapping *
-mapping_build(AmJob *job, bool validating)
+static void
+map_key_info(AmJob *job, AmMapping *map, Relation src)
 {
-	AmMapping  *map = palloc0(sizeof(AmMapping));
-	Relation	src;
-	Relation	tgt;
-	char	   *srcname;
-	char	   *tgtname;
-	const char *opnsp;
-	StringInfoData cols;
-	StringInfoData where;
-	StringInfoData order;
-	StringInfoData ins;
-	ListCell   *lt;
-	ListCell   *le;
-	int			i;
-	bool		identity_always = false;
+	ListCell   *lc;
+	int			i = 0;
 
-	src = mapping_open_table(job, job->source_relid, "source");
-	tgt = mapping_open_table(job, job->target_relid, "target");
-	map->source_relid = job->source_relid;
-	map->target_relid = job->target_relid;
-	srcname = map_relname(src);
-	tgtname = map_relname(tgt);
-
-	/* key columns: types, comparison and I/O */
 	map->nkeys = list_length(job->key_columns);
 	map->key_types = palloc(sizeof(Oid) * map->nkeys);
 	map->key_collations = palloc(sizeof(Oid) * map->nkeys);
@@ -831,12 +810,9 @@ mapping_build(AmJob *job, bool validating)
 	map->key_names = palloc(sizeof(char *) * map->nkeys);
 	map->key_byval = palloc(sizeof(bool) * map->nkeys);
 	map->key_typlen = palloc(sizeof(int16) * map->nkeys);
-	map->definition_version = job->definition_version;
-	map->has_ranges = -1;
-	i = 0;
-	foreach(lt, job->key_columns)
+	foreach(lc, job->key_columns)
 	{
-		Form_pg_attribute att = mapping_find_column(src, lfirst(lt));
+		Form_pg_attribute att = mapping_find_column(src, lfirst(lc));
 		Oid			opclass;
 		Oid			cmpproc;
 		Oid			func;
@@ -846,10 +822,10 @@ mapping_build(AmJob *job, bool validating)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("key column \"%s\" of relation \"%s\" does not exist",
-							(char *) lfirst(lt), RelationGetRelationName(src)),
+							(char *) lfirst(lc), RelationGetRelationName(src)),
 					 errdetail("The source changed since job \"%s\" was created.",
 							   job->job_name)));
-		map->key_names[i] = pstrdup(lfirst(lt));
+		map->key_names[i] = pstrdup(lfirst(lc));
 		map->key_types[i] = att->atttypid;
 		map->key_collations[i] = att->attcollation;
 		map->key_byval[i] = att->attbyval;
@@ -872,21 +848,31 @@ mapping_build(AmJob *job, bool validating)
 		fmgr_info(func, &map->key_out[i]);
 		i++;
 	}
-	opnsp = map_operator_schema(map);
+}
 
-	/* the select list: keys, then mapped target columns cast to their type */
+/*
+ * The select list of a batch query, "s.k1 AS k1, ..., CAST((expr) AS type)
+ * AS c1, ...", and the mapped target columns; *identity_always says whether
+ * one of them is GENERATED ALWAYS AS IDENTITY (the INSERT must then say
+ * OVERRIDING SYSTEM VALUE).
+ */
+static char *
+map_select_list(AmJob *job, AmMapping *map, Relation tgt,
+				bool *identity_always)
+{
+	StringInfoData cols;
+	ListCell   *lt;
+	ListCell   *le;
+	int			i;
+
 	initStringInfo(&cols);
-	initStringInfo(&order);
 	for (i = 0; i < map->nkeys; i++)
-	{
 		appendStringInfo(&cols, "%ss.%s AS k%d", i > 0 ? ", " : "",
 						 quote_identifier(map->key_names[i]), i + 1);
-		appendStringInfo(&order, "%ss.%s", i > 0 ? ", " : "",
-						 quote_identifier(map->key_names[i]));
-	}
 	map->nmapped = list_length(job->map_targets);
 	map->mapped_attnums = palloc(sizeof(AttrNumber) * map->nmapped);
 	map->mapped_names = palloc(sizeof(char *) * map->nmapped);
+	*identity_always = false;
 	i = 0;
 	forboth(lt, job->map_targets, le, job->map_exprs)
 	{
@@ -900,7 +886,7 @@ mapping_build(AmJob *job, bool validating)
 					 errdetail("The target changed since job \"%s\" was created.",
 							   job->job_name)));
 		if (att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
-			identity_always = true;
+			*identity_always = true;
 		map->mapped_attnums[i] = att->attnum;
 		map->mapped_names[i] = pstrdup(lfirst(lt));
 		appendStringInfo(&cols, ", CAST((%s) AS %s) AS c%d",
@@ -911,14 +897,60 @@ mapping_build(AmJob *job, bool validating)
 						 i + 1);
 		i++;
 	}
+	return cols.data;
+}
 
-	/* [lo][hi]: the four keyset variants */
+/*
+ * A batch query with its LIMIT: "$n" (the plans that take the limit as a
+ * parameter) or a number (the batch plans, one generic plan per batch
+ * size, batch.c).  With insert, the query of the SQL path, which writes the
+ * rows through INSERT ... ON CONFLICT and returns their keys.
+ */
+char *
+mapping_batch_sql(AmMapping *map, int lo, int hi, bool insert,
+				  const char *limit)
+{
+	if (!insert)
+		return psprintf("%s LIMIT %s", map->read_sql[lo][hi], limit);
+	return psprintf("WITH b AS MATERIALIZED (%s LIMIT %s), %s",
+					map->read_sql[lo][hi], limit, map->upsert_sql);
+}
+
+/*
+ * The keyset queries, [lo][hi] for with or without a lower and an upper
+ * bound: the batch's rows (select_sql), the same through the SQL path's
+ * upsert (insert_sql), and their keys alone (keys_sql).
+ */
+static void
+map_keyset_sql(AmJob *job, AmMapping *map, const char *srcname,
+			   const char *tgtname, const char *cols, bool identity_always)
+{
+	const char *opnsp = map_operator_schema(map);
+	char	   *limit = psprintf("$%d", 2 * map->nkeys + 1);
+	StringInfoData order;
+	StringInfoData ins;
+	StringInfoData keys;
+
+	initStringInfo(&order);
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(&order, "%ss.%s", i > 0 ? ", " : "",
+						 quote_identifier(map->key_names[i]));
+
+	/* the SQL path: the rows of CTE b through INSERT ... ON CONFLICT */
+	initStringInfo(&ins);
+	map_append_upsert(&ins, job, map, tgtname, identity_always,
+					  job->on_conflict);
+	appendStringInfoString(&ins, " SELECT ");
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(&ins, "b.k%d, ", i + 1);
+	appendStringInfoString(&ins, "(SELECT pg_catalog.count(*) FROM w) FROM b");
+	map->upsert_sql = ins.data;
+
 	for (int lo = 0; lo < 2; lo++)
 	{
 		for (int hi = 0; hi < 2; hi++)
 		{
-			StringInfoData sel;
-			StringInfoData keys;
+			StringInfoData where;
 
 			initStringInfo(&where);
 			appendStringInfoString(&where, "true");
@@ -938,83 +970,78 @@ mapping_build(AmJob *job, bool validating)
 				appendStringInfo(&where, " OPERATOR(%s.<=) ", opnsp);
 				map_append_row(&where, map, map->nkeys + 1);
 			}
-			initStringInfo(&sel);
-			appendStringInfo(&sel,
-							 "SELECT %s FROM %s AS s WHERE %s ORDER BY %s LIMIT $%d",
-							 cols.data, srcname, where.data, order.data,
-							 2 * map->nkeys + 1);
-			map->select_sql[lo][hi] = sel.data;
+			map->read_sql[lo][hi] = psprintf("SELECT %s FROM %s AS s WHERE %s ORDER BY %s",
+											 cols, srcname, where.data,
+											 order.data);
+			map->select_sql[lo][hi] = mapping_batch_sql(map, lo, hi, false,
+														limit);
+			map->insert_sql[lo][hi] = mapping_batch_sql(map, lo, hi, true,
+														limit);
 
 			/* the same rows, keys only */
 			initStringInfo(&keys);
-			appendStringInfoString(&keys, "SELECT ");
-			for (i = 0; i < map->nkeys; i++)
-				appendStringInfo(&keys, "%ss.%s", i > 0 ? ", " : "",
-								 quote_identifier(map->key_names[i]));
-			appendStringInfo(&keys, " FROM %s AS s WHERE %s ORDER BY %s LIMIT $%d",
-							 srcname, where.data, order.data, 2 * map->nkeys + 1);
+			appendStringInfo(&keys, "SELECT %s FROM %s AS s WHERE %s ORDER BY %s LIMIT %s",
+							 order.data, srcname, where.data, order.data,
+							 limit);
 			map->keys_sql[lo][hi] = keys.data;
-
-			/* the SQL path: the same rows through INSERT ... ON CONFLICT */
-			initStringInfo(&ins);
-			appendStringInfo(&ins, "WITH b AS MATERIALIZED (%s), ", sel.data);
-			map_append_upsert(&ins, job, map, tgtname, identity_always,
-							  job->on_conflict);
-			appendStringInfoString(&ins, " SELECT ");
-			for (i = 0; i < map->nkeys; i++)
-				appendStringInfo(&ins, "b.k%d, ", i + 1);
-			appendStringInfoString(&ins,
-								   "(SELECT pg_catalog.count(*) FROM w) FROM b");
-			map->insert_sql[lo][hi] = ins.data;
 		}
 	}
+}
 
-	if (job->capture_changes)
-	{
-		map->catchup_sql = map_catchup_sql(job, map, tgt, srcname, tgtname,
-										   cols.data, identity_always);
-		map->verify_sql = map_verify_sql(job, map, tgt, srcname, tgtname,
-										 cols.data);
-	}
+/*
+ * The helper queries of a batch: a key's source row as jsonb (rejects), the
+ * count of source rows with a key (duplicate check) and a NULL key (end of
+ * the walk).
+ */
+static void
+map_helper_sql(AmJob *job, AmMapping *map, const char *srcname)
+{
+	const char *opnsp = map_operator_schema(map);
+	StringInfoData q;
 
-	/* helper queries */
-	{
-		StringInfoData q;
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT pg_catalog.jsonb_build_object(");
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, "%s%s, $%d", i > 0 ? ", " : "",
+						 quote_literal_cstr(map->key_names[i]), i + 1);
+	appendStringInfo(&q, "), (SELECT pg_catalog.to_jsonb(s) FROM %s AS s WHERE ",
+					 srcname);
+	map_append_row(&q, map, 0);
+	appendStringInfo(&q, " OPERATOR(%s.=) ", opnsp);
+	map_append_row(&q, map, 1);
+	appendStringInfoString(&q, " LIMIT 1)");
+	map->row_json_sql = q.data;
 
-		initStringInfo(&q);
-		appendStringInfoString(&q, "SELECT pg_catalog.jsonb_build_object(");
-		for (i = 0; i < map->nkeys; i++)
-			appendStringInfo(&q, "%s%s, $%d", i > 0 ? ", " : "",
-							 quote_literal_cstr(map->key_names[i]), i + 1);
-		appendStringInfo(&q, "), (SELECT pg_catalog.to_jsonb(s) FROM %s AS s WHERE ",
-						 srcname);
-		map_append_row(&q, map, 0);
-		appendStringInfo(&q, " OPERATOR(%s.=) ", opnsp);
-		map_append_row(&q, map, 1);
-		appendStringInfoString(&q, " LIMIT 1)");
-		map->row_json_sql = q.data;
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT pg_catalog.count(*) FROM %s AS s WHERE %s%s%s AND ",
+					 srcname, job->filter ? "(" : "true",
+					 job->filter ? job->filter : "", job->filter ? ")" : "");
+	map_append_row(&q, map, 0);
+	appendStringInfo(&q, " OPERATOR(%s.=) ", opnsp);
+	map_append_row(&q, map, 1);
+	map->key_count_sql = q.data;
 
-		initStringInfo(&q);
-		appendStringInfo(&q, "SELECT pg_catalog.count(*) FROM %s AS s WHERE %s%s%s AND ",
-						 srcname, job->filter ? "(" : "true",
-						 job->filter ? job->filter : "", job->filter ? ")" : "");
-		map_append_row(&q, map, 0);
-		appendStringInfo(&q, " OPERATOR(%s.=) ", opnsp);
-		map_append_row(&q, map, 1);
-		map->key_count_sql = q.data;
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT 1 FROM %s AS s WHERE %s%s%s AND (",
+					 srcname, job->filter ? "(" : "true",
+					 job->filter ? job->filter : "", job->filter ? ")" : "");
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(&q, "%ss.%s IS NULL", i > 0 ? " OR " : "",
+						 quote_identifier(map->key_names[i]));
+	appendStringInfoString(&q, ") LIMIT 1");
+	map->null_key_sql = q.data;
+}
 
-		initStringInfo(&q);
-		appendStringInfo(&q, "SELECT 1 FROM %s AS s WHERE %s%s%s AND (",
-						 srcname, job->filter ? "(" : "true",
-						 job->filter ? job->filter : "", job->filter ? ")" : "");
-		for (i = 0; i < map->nkeys; i++)
-			appendStringInfo(&q, "%ss.%s IS NULL", i > 0 ? " OR " : "",
-							 quote_identifier(map->key_names[i]));
-		appendStringInfoString(&q, ") LIMIT 1");
-		map->null_key_sql = q.data;
-	}
+/*
+ * May the direct (table access method) writer be used?  Not where an INSERT
+ * would do more than writer.c does: partitions to route to, row-level
+ * security, rules, or triggers other than AFTER ROW ones.
+ */
+static void
+map_direct_write_check(AmJob *job, AmMapping *map, Relation tgt)
+{
+	TriggerDesc *td = tgt->trigdesc;
 
-	/* may the direct (table access method) writer be used? */
 	map->direct_ok = false;
 	if (!acme_migrate_direct_write)
 		map->direct_why_not = "acme_migrate.direct_write is off";
@@ -1024,40 +1051,87 @@ mapping_build(AmJob *job, bool validating)
 		map->direct_why_not = "the target has row-level security";
 	else if (tgt->rd_rules != NULL)
 		map->direct_why_not = "the target has rules";
-	else if (tgt->trigdesc != NULL &&
-			 (tgt->trigdesc->trig_insert_before_row ||
-			  tgt->trigdesc->trig_insert_instead_row ||
-			  tgt->trigdesc->trig_insert_new_table ||
-			  tgt->trigdesc->trig_insert_before_statement ||
-			  tgt->trigdesc->trig_insert_after_statement))
+	else if (td != NULL &&
+			 (td->trig_insert_before_row || td->trig_insert_instead_row ||
+			  td->trig_insert_new_table || td->trig_insert_before_statement ||
+			  td->trig_insert_after_statement))
 		map->direct_why_not = "the target has BEFORE, INSTEAD OF, statement or transition-table INSERT triggers";
 	else
 		map->direct_ok = true;
+}
+
+/*
+ * acme_migrate_create: prepare the batch queries once, so that errors in the
+ * mapping or filter surface now, and check what they may touch.
+ */
+static void
+map_validate(AmJob *job, AmMapping *map, const char *srcname)
+{
+	int			nargs = 2 * map->nkeys + 1;
+	Oid		   *argtypes = palloc(sizeof(Oid) * nargs);
+	SPIPlanPtr	select_plan;
+	SPIPlanPtr	insert_plan;
+
+	for (int i = 0; i < map->nkeys; i++)
+		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
+	argtypes[nargs - 1] = INT8OID;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	mapping_check_job_sql(job, srcname);
+	select_plan = SPI_prepare(map->select_sql[1][1], nargs, argtypes);
+	insert_plan = SPI_prepare(map->insert_sql[1][1], nargs, argtypes);
+	if (select_plan == NULL || insert_plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	mapping_check_privileges(select_plan);
+	mapping_check_privileges(insert_plan);
+	SPI_finish();
+}
+
+/*
+ * Build the mapping of a job against the current catalogs: key information,
+ * the SQL of a batch and its helpers, whether the direct writer may be used.
+ * With validating (acme_migrate_create), every query is prepared once so
+ * that errors in the mapping or filter surface now.
+ */
+AmMapping *
+mapping_build(AmJob *job, bool validating)
+{
+	AmMapping  *map = palloc0(sizeof(AmMapping));
+	Relation	src;
+	Relation	tgt;
+	char	   *srcname;
+	char	   *tgtname;
+	char	   *cols;
+	bool		identity_always;
+
+	src = mapping_open_table(job, job->source_relid, "source");
+	tgt = mapping_open_table(job, job->target_relid, "target");
+	map->source_relid = job->source_relid;
+	map->target_relid = job->target_relid;
+	map->definition_version = job->definition_version;
+	map->has_ranges = -1;
+	srcname = map_relname(src);
+	tgtname = map_relname(tgt);
+
+	map_key_info(job, map, src);
+	cols = map_select_list(job, map, tgt, &identity_always);
+	map_keyset_sql(job, map, srcname, tgtname, cols, identity_always);
+	if (job->capture_changes)
+	{
+		map->catchup_sql = map_catchup_sql(job, map, tgt, srcname, tgtname,
+										   cols, identity_always);
+		map->verify_sql = map_verify_sql(job, map, tgt, srcname, tgtname,
+										 cols);
+	}
+	map_helper_sql(job, map, srcname);
+	map_direct_write_check(job, map, tgt);
 
 	relation_close(tgt, AccessShareLock);
 	relation_close(src, AccessShareLock);
 
 	if (validating)
-	{
-		Oid		   *argtypes = palloc(sizeof(Oid) * (2 * map->nkeys + 1));
-		SPIPlanPtr	select_plan;
-		SPIPlanPtr	insert_plan;
-
-		for (i = 0; i < map->nkeys; i++)
-			argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
-		argtypes[2 * map->nkeys] = INT8OID;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		mapping_check_job_sql(job, srcname);
-		select_plan = SPI_prepare(map->select_sql[1][1], 2 * map->nkeys + 1, argtypes);
-		insert_plan = SPI_prepare(map->insert_sql[1][1], 2 * map->nkeys + 1, argtypes);
-		if (select_plan == NULL || insert_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		mapping_check_privileges(select_plan);
-		mapping_check_privileges(insert_plan);
-		SPI_finish();
-	}
+		map_validate(job, map, srcname);
 	return map;
 }
 
