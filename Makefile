@@ -15,6 +15,7 @@ OBJS = \
 	src/mapping_check.o \
 	src/batch.o \
 	src/writer.o \
+	src/fk.o \
 	src/reconcile.o \
 	src/worker.o \
 	src/security.o \

@@ -13,6 +13,7 @@
  *						columns checked before every batch
  *	  batch.c			one batch: keyset walk, rejects, checkpoint
  *	  writer.c			writes a batch's rows into the target
+ *	  fk.c				checks a batch's foreign keys with one query per key
  *	  reconcile.c		compares a job's mapped source with its target
  *	  worker.c			background workers, their SQL functions, launcher
  *	  security.c		who runs what: the job owner's identity for user
@@ -175,6 +176,7 @@ typedef struct AmMapping
 	int32		last_range;		/* range this process copied last */
 	int			has_ranges;		/* -1 unknown, else whether the job has */
 	void	   *writer_cache;	/* writer.c's slots and defaults, kept across batches */
+	void	   *fk_cache;		/* fk.c's prepared check queries */
 	void	   *shape_cache;	/* mapping_check.c's columns of the job's shape */
 	int32		definition_version;
 } AmMapping;
@@ -322,6 +324,14 @@ typedef struct AmWriter AmWriter;
 extern AmWriter *writer_begin(AmMapping *map);
 extern void writer_put(AmWriter *w, Datum *values, bool *isnull);
 extern int64 writer_end(AmWriter *w);
+
+/* fk.c */
+typedef struct AmFkBatch AmFkBatch;
+extern AmFkBatch *fk_batch_begin(AmMapping *map, Relation rel,
+								 struct ResultRelInfo *rri);
+extern void fk_batch_add(AmFkBatch *fb, struct TupleTableSlot *slot);
+extern void fk_batch_check(AmFkBatch *fb);
+extern void fk_free_plans(AmMapping *map);
 
 /* hash.c */
 extern void hash_relation(Oid relid, int64 *row_count, uint8 *result);

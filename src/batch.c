@@ -304,6 +304,7 @@ batch_free_plans(AmMapping *map)
 		*all[i] = NULL;
 	}
 	batch_free_batch_plans(map);
+	fk_free_plans(map);
 }
 
 /* Parameters ($lo..., $hi..., $limit) of a range query. */

@@ -114,6 +114,7 @@ struct AmWriter
 	bool		has_constraints;
 	bool		has_after_triggers;
 	bool		is_partition;	/* check the partition bounds, as COPY does */
+	AmFkBatch  *fk;				/* foreign keys checked per batch (fk.c) */
 	int64		rows;
 };
 
@@ -158,6 +159,8 @@ writer_begin(AmMapping *map)
 	w->has_constraints = desc->constr != NULL;
 	w->is_partition = w->rel->rd_rel->relispartition;
 	w->has_generated = desc->constr && desc->constr->has_generated_stored;
+	/* before the trigger flags are read: fk.c may take some triggers out */
+	w->fk = fk_batch_begin(map, w->rel, w->rri);
 	w->has_after_triggers = w->rri->ri_TrigDesc != NULL &&
 		w->rri->ri_TrigDesc->trig_insert_after_row;
 	if (w->has_after_triggers)
@@ -251,6 +254,8 @@ writer_put(AmWriter *w, Datum *values, bool *isnull)
 	/* a partition written directly must not take rows outside its bounds */
 	if (w->is_partition)
 		(void) ExecPartitionCheck(w->rri, slot, w->estate, true);
+	if (w->fk)
+		fk_batch_add(w->fk, slot);
 
 	/* own copy of the row, in the slot's memory, until the flush */
 	ExecMaterializeSlot(slot);
@@ -274,6 +279,9 @@ writer_end(AmWriter *w)
 	writer_flush(w);
 	if (w->has_after_triggers)
 		AfterTriggerEndQuery(w->estate);
+	/* the foreign keys fk.c took over, after the other AFTER triggers */
+	if (w->fk)
+		fk_batch_check(w->fk);
 	rows = w->rows;
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	FreeBulkInsertState(w->bistate);

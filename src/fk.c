@@ -1,0 +1,549 @@
+/*-------------------------------------------------------------------------
+ *
+ * fk.c
+ *	  Foreign keys of the target checked once per batch, with one set-based
+ *	  query per foreign key, instead of once per row by PostgreSQL's RI
+ *	  triggers.
+ *
+ * An INSERT queues one RI_FKey_check_ins event per row and foreign key; each
+ * runs "SELECT 1 FROM ONLY parent x WHERE pk = $1 FOR KEY SHARE OF x" through
+ * SPI at the end of the statement.  The direct writer (writer.c) inserts its
+ * heap tuples itself, so for the foreign keys it can check itself it leaves
+ * those events out of its own copy of the target's trigger list (every other
+ * trigger still fires) and, after the batch's rows and their other AFTER
+ * triggers, runs for each such foreign key:
+ *
+ *	 WITH k AS MATERIALIZED (SELECT * FROM ROWS FROM (unnest($1), ...)
+ *							 WITH ORDINALITY AS k(f1, ..., i)),
+ *		  p AS MATERIALIZED (SELECT x.pk1 AS p1, ... FROM [ONLY] parent x
+ *							 WHERE EXISTS (SELECT 1 FROM k WHERE x.pk1 = k.f1
+ *							 AND ...) FOR KEY SHARE OF x)
+ *	 SELECT (SELECT count(*) FROM p),
+ *			(SELECT k.i FROM k WHERE NOT EXISTS (SELECT 1 FROM p WHERE
+ *			 p.p1 = k.f1 AND ...) ORDER BY k.i LIMIT 1)
+ *
+ * over arrays of the batch's referencing values.  It is the RI trigger's
+ * query made set-based, run the way ri_PerformCheck runs it: as the owner
+ * of the referenced table (restricted, row-level security not forced), with
+ * the same operators (the constraint's PK = FK operators, casts added as the
+ * RI queries add them), ONLY unless the referenced table is partitioned, a
+ * fresh snapshot in READ COMMITTED and the RI triggers' snapshots otherwise,
+ * and the same FOR KEY SHARE lock on every referenced row: a concurrent
+ * DELETE of a parent waits for the batch, or, if it committed first, the
+ * batch finds the parent gone, exactly as with the triggers.  The count
+ * reads all of p, so every referenced row is locked whatever the plan.
+ *
+ * A violation raises the RI trigger's own error (SQLSTATE 23503, the same
+ * message, detail and constraint), for the row the triggers would have
+ * reported first: the first row of the batch, and for one row the foreign
+ * key whose trigger sorts first.  Under on_error = 'reject' batch.c then
+ * isolates the row like any other failing row.  NULLs follow the match
+ * type: MATCH SIMPLE checks nothing for a row with a NULL in the key, MATCH
+ * FULL nothing for an all-NULL key and raises the triggers' error for a
+ * partly NULL one.  Rows of the same batch count as parents (a
+ * self-referencing table), since the query sees the batch's rows.
+ *
+ * A foreign key left to the per-row triggers: a DEFERRABLE one (whether it
+ * is deferred now is the trigger queue's business; its events are queued
+ * as usual and checked when the constraint says), MATCH PARTIAL, a key
+ * column type without an array type, and a trigger that would not fire now
+ * (disabled, or session_replication_role), which is left exactly as
+ * PostgreSQL would leave it.  The constraints themselves are never touched.
+ *
+ * One difference of order remains: the check runs after the batch's other
+ * AFTER ROW triggers, where the RI triggers run among them in name order.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "acme_migrate.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_trigger.h"
+#include "commands/trigger.h"
+#include "executor/tuptable.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+/* a foreign key checked by the batch */
+typedef struct FkCheck
+{
+	Oid			conoid;
+	Oid			pk_relid;
+	bool		pk_partitioned;
+	bool		match_full;
+	int			nkeys;
+	AttrNumber	fk_attnums[INDEX_MAX_KEYS];
+	Oid			fk_types[INDEX_MAX_KEYS];
+	SPIPlanPtr	plan;
+	/* the batch's rows to check: key values, and their row numbers */
+	ArrayBuildState *acc[INDEX_MAX_KEYS];
+	int64	   *rownos;
+	int			nrows;
+	int			maxrows;
+	int64		first_mixed;	/* MATCH FULL: first partly NULL row, or -1 */
+} FkCheck;
+
+struct AmFkBatch
+{
+	MemoryContext cxt;
+	Relation	rel;
+	List	   *checks;			/* FkCheck *, in trigger order */
+	int64		rowno;
+};
+
+/* a prepared check query, kept for the life of the mapping */
+typedef struct FkPlan
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+} FkPlan;
+
+/* The owner of a relation: RI queries run as the referenced table's. */
+static Oid
+fk_rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Would this trigger fire now (pg_trigger.tgenabled, session role)? */
+static bool
+fk_trigger_fires(Trigger *trig)
+{
+	if (trig->tgenabled == TRIGGER_DISABLED)
+		return false;
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return trig->tgenabled == TRIGGER_FIRES_ON_REPLICA ||
+			trig->tgenabled == TRIGGER_FIRES_ALWAYS;
+	return trig->tgenabled == TRIGGER_FIRES_ON_ORIGIN ||
+		trig->tgenabled == TRIGGER_FIRES_ALWAYS;
+}
+
+/*
+ * The check query of a foreign key (see the file header); pk_attnums and
+ * pf_eq_oprs as in pg_constraint.
+ */
+static char *
+fk_check_sql(FkCheck *fc, AttrNumber *pk_attnums, Oid *pf_eq_oprs)
+{
+	StringInfoData q;
+	StringInfoData lockq;
+	StringInfoData missq;
+	char	   *pkname;
+
+	pkname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(fc->pk_relid)),
+										get_rel_name(fc->pk_relid));
+	initStringInfo(&q);
+	initStringInfo(&lockq);
+	initStringInfo(&missq);
+	appendStringInfoString(&q, "WITH k AS MATERIALIZED (SELECT * FROM ROWS FROM (");
+	for (int i = 0; i < fc->nkeys; i++)
+		appendStringInfo(&q, "%spg_catalog.unnest($%d)", i > 0 ? ", " : "", i + 1);
+	appendStringInfoString(&q, ") WITH ORDINALITY AS k(");
+	for (int i = 0; i < fc->nkeys; i++)
+		appendStringInfo(&q, "f%d, ", i + 1);
+	appendStringInfoString(&q, "i)), p AS MATERIALIZED (SELECT ");
+	for (int i = 0; i < fc->nkeys; i++)
+	{
+		Oid			pk_type = get_atttype(fc->pk_relid, pk_attnums[i]);
+		char	   *pkcol = psprintf("x.%s",
+									 quote_identifier(get_attname(fc->pk_relid,
+																  pk_attnums[i],
+																  false)));
+		char	   *fkval = psprintf("k.f%d", i + 1);
+
+		appendStringInfo(&q, "%s%s AS p%d", i > 0 ? ", " : "", pkcol, i + 1);
+		appendStringInfoString(&lockq, i > 0 ? " AND " : "");
+		generate_operator_clause(&lockq, pkcol, pk_type, pf_eq_oprs[i],
+								 fkval, fc->fk_types[i]);
+		appendStringInfoString(&missq, i > 0 ? " AND " : "");
+		generate_operator_clause(&missq, psprintf("p.p%d", i + 1), pk_type,
+								 pf_eq_oprs[i], fkval, fc->fk_types[i]);
+	}
+	appendStringInfo(&q, " FROM %s%s x WHERE EXISTS (SELECT 1 FROM k WHERE %s) "
+					 "FOR KEY SHARE OF x) "
+					 "SELECT (SELECT pg_catalog.count(*) FROM p), "
+					 "(SELECT k.i FROM k WHERE NOT EXISTS (SELECT 1 FROM p WHERE %s) "
+					 "ORDER BY k.i LIMIT 1)",
+					 fc->pk_partitioned ? "" : "ONLY ", pkname, lockq.data,
+					 missq.data);
+	return q.data;
+}
+
+/*
+ * The prepared plan of a check query: made once per mapping and query text
+ * (a renamed column or table gives a new text), as the referenced table's
+ * owner, as ri_PlanCheck prepares the RI queries.
+ */
+static SPIPlanPtr
+fk_plan(AmMapping *map, FkCheck *fc, const char *sql)
+{
+	List	   *cache = (List *) map->fk_cache;
+	ListCell   *lc;
+	FkPlan	   *fp;
+	Oid		   *argtypes = palloc(sizeof(Oid) * fc->nkeys);
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+	SPIPlanPtr	plan;
+	MemoryContext old = CurrentMemoryContext;
+
+	foreach(lc, cache)
+	{
+		fp = lfirst(lc);
+		if (strcmp(fp->sql, sql) == 0)
+			return fp->plan;
+	}
+	for (int i = 0; i < fc->nkeys; i++)
+		argtypes[i] = get_array_type(fc->fk_types[i]);
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(fk_rel_owner(fc->pk_relid),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	nest = am_pin_search_path();
+	plan = SPI_prepare(sql, fc->nkeys, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	am_unpin_search_path(nest);
+	SetUserIdAndSecContext(save_userid, save_sec);
+
+	/* (SPI_prepare leaves us in SPI's memory) */
+	MemoryContextSwitchTo(GetMemoryChunkContext(map));
+	fp = palloc(sizeof(FkPlan));
+	fp->sql = pstrdup(sql);
+	fp->plan = plan;
+	map->fk_cache = lappend(cache, fp);
+	MemoryContextSwitchTo(old);
+	return fp->plan;
+}
+
+/* Forget the mapping's check plans. */
+void
+fk_free_plans(AmMapping *map)
+{
+	ListCell   *lc;
+
+	foreach(lc, (List *) map->fk_cache)
+		SPI_freeplan(((FkPlan *) lfirst(lc))->plan);
+	list_free_deep((List *) map->fk_cache);
+	map->fk_cache = NULL;
+}
+
+/*
+ * The check of the foreign key behind an RI_FKey_check_ins trigger, or NULL
+ * (with *why_not) when it is left to the per-row triggers.
+ */
+static FkCheck *
+fk_check_make(AmMapping *map, Relation rel, Trigger *trig, const char **why_not)
+{
+	HeapTuple	tup = SearchSysCache1(CONSTROID,
+									  ObjectIdGetDatum(trig->tgconstraint));
+	Form_pg_constraint con;
+	FkCheck    *fc;
+	AttrNumber	pk_attnums[INDEX_MAX_KEYS];
+	Oid			pf_eq_oprs[INDEX_MAX_KEYS];
+	char		pk_kind;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for constraint %u", trig->tgconstraint);
+	con = (Form_pg_constraint) GETSTRUCT(tup);
+	fc = palloc0(sizeof(FkCheck));
+	fc->conoid = con->oid;
+	fc->pk_relid = con->confrelid;
+	fc->match_full = con->confmatchtype == FKCONSTR_MATCH_FULL;
+	pk_kind = get_rel_relkind(con->confrelid);
+	fc->pk_partitioned = pk_kind == RELKIND_PARTITIONED_TABLE;
+	*why_not = NULL;
+	if (con->contype != CONSTRAINT_FOREIGN)
+		*why_not = "not a foreign key";
+	else if (con->condeferrable)
+		*why_not = "it is deferrable";
+	else if (con->confmatchtype != FKCONSTR_MATCH_FULL &&
+			 con->confmatchtype != FKCONSTR_MATCH_SIMPLE)
+		*why_not = "its match type is neither FULL nor SIMPLE";
+	else if (pk_kind != RELKIND_RELATION && !fc->pk_partitioned)
+		*why_not = "the referenced relation is not a table";
+	if (*why_not == NULL)
+		DeconstructFkConstraintRow(tup, &fc->nkeys, fc->fk_attnums, pk_attnums,
+								   pf_eq_oprs, NULL, NULL, NULL, NULL);
+	ReleaseSysCache(tup);
+	for (int i = 0; i < fc->nkeys && *why_not == NULL; i++)
+	{
+		fc->fk_types[i] = TupleDescAttr(RelationGetDescr(rel),
+										fc->fk_attnums[i] - 1)->atttypid;
+		if (!OidIsValid(get_array_type(fc->fk_types[i])))
+			*why_not = "a key column's type has no array type";
+	}
+	if (*why_not != NULL)
+		return NULL;
+	fc->plan = fk_plan(map, fc, fk_check_sql(fc, pk_attnums, pf_eq_oprs));
+	fc->first_mixed = -1;
+	return fc;
+}
+
+/*
+ * Take over the foreign keys of the target that a batch can check itself:
+ * their RI_FKey_check_ins triggers are taken out of rri's trigger list (the
+ * executor's own copy for this batch; the catalogs are not touched), every
+ * other trigger stays.  Returns NULL when there is none.  Must run before
+ * any row is written.
+ */
+AmFkBatch *
+fk_batch_begin(AmMapping *map, Relation rel, ResultRelInfo *rri)
+{
+	TriggerDesc *td = rri->ri_TrigDesc;
+	AmFkBatch  *fb;
+	int			kept = 0;
+
+	if (td == NULL || !td->trig_insert_after_row)
+		return NULL;
+	fb = palloc0(sizeof(AmFkBatch));
+	fb->rel = rel;
+	fb->cxt = AllocSetContextCreate(CurrentMemoryContext,
+									"acme_migrate foreign key check",
+									ALLOCSET_DEFAULT_SIZES);
+	td->trig_insert_after_row = false;
+	for (int i = 0; i < td->numtriggers; i++)
+	{
+		Trigger    *trig = &td->triggers[i];
+		FkCheck    *fc = NULL;
+		const char *why_not = "its trigger does not fire now";
+
+		if (trig->tgfoid == F_RI_FKEY_CHECK_INS)
+		{
+			if (fk_trigger_fires(trig))
+				fc = fk_check_make(map, rel, trig, &why_not);
+			elog(DEBUG1, "foreign key \"%s\" of \"%s\": %s%s",
+				 get_constraint_name(trig->tgconstraint),
+				 RelationGetRelationName(rel),
+				 fc ? "checked per batch" : "checked by its per-row trigger: ",
+				 fc ? "" : why_not);
+		}
+		if (fc != NULL)
+		{
+			fb->checks = lappend(fb->checks, fc);
+			continue;
+		}
+		td->triggers[kept++] = *trig;
+		if (TRIGGER_TYPE_MATCHES(trig->tgtype, TRIGGER_TYPE_ROW,
+								 TRIGGER_TYPE_AFTER, TRIGGER_TYPE_INSERT))
+			td->trig_insert_after_row = true;
+	}
+	td->numtriggers = kept;
+	if (fb->checks == NIL)
+	{
+		MemoryContextDelete(fb->cxt);
+		return NULL;
+	}
+	return fb;
+}
+
+/*
+ * Note one row of the batch (its final values, defaults and generated
+ * columns included): what each foreign key must look up for it.
+ */
+void
+fk_batch_add(AmFkBatch *fb, TupleTableSlot *slot)
+{
+	ListCell   *lc;
+
+	foreach(lc, fb->checks)
+	{
+		FkCheck    *fc = lfirst(lc);
+		Datum		values[INDEX_MAX_KEYS];
+		int			nnull = 0;
+		bool		isnull;
+
+		for (int i = 0; i < fc->nkeys; i++)
+		{
+			values[i] = slot_getattr(slot, fc->fk_attnums[i], &isnull);
+			nnull += isnull;
+		}
+		/* NULLs: nothing to look up, or (MATCH FULL, partly) a violation */
+		if (nnull > 0)
+		{
+			if (fc->match_full && nnull < fc->nkeys && fc->first_mixed < 0)
+				fc->first_mixed = fb->rowno;
+			continue;
+		}
+		if (fc->nrows == fc->maxrows)
+		{
+			fc->maxrows = Max(1024, 2 * fc->maxrows);
+			fc->rownos = fc->rownos == NULL ?
+				MemoryContextAlloc(fb->cxt, sizeof(int64) * fc->maxrows) :
+				repalloc(fc->rownos, sizeof(int64) * fc->maxrows);
+		}
+		fc->rownos[fc->nrows++] = fb->rowno;
+		for (int i = 0; i < fc->nkeys; i++)
+		{
+			if (fc->acc[i] == NULL)
+				fc->acc[i] = initArrayResult(fc->fk_types[i], fb->cxt, false);
+			accumArrayResult(fc->acc[i], values[i], false, fc->fk_types[i],
+							 fb->cxt);
+		}
+	}
+	fb->rowno++;
+}
+
+/*
+ * Run the check query of one foreign key over the batch's rows, as
+ * ri_PerformCheck runs the RI query; returns the index (in the arrays) of
+ * the first row without a parent, or -1.
+ */
+static int
+fk_run_check(FkCheck *fc, MemoryContext cxt)
+{
+	Datum		values[INDEX_MAX_KEYS];
+	Snapshot	test_snapshot = InvalidSnapshot;
+	Snapshot	crosscheck_snapshot = InvalidSnapshot;
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+	int			rc;
+	bool		isnull;
+	Datum		d;
+
+	for (int i = 0; i < fc->nkeys; i++)
+		values[i] = makeArrayResult(fc->acc[i], cxt);
+
+	/* a partitioned parent is read with a fresh snapshot, as RI does */
+	if (IsolationUsesXactSnapshot() && fc->pk_partitioned)
+	{
+		CommandCounterIncrement();
+		test_snapshot = GetLatestSnapshot();
+		crosscheck_snapshot = GetTransactionSnapshot();
+	}
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(fk_rel_owner(fc->pk_relid),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	nest = am_pin_search_path();
+	rc = SPI_execute_snapshot(fc->plan, values, NULL, test_snapshot,
+							  crosscheck_snapshot, false, false, 1);
+	am_unpin_search_path(nest);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not check foreign key %u: %s", fc->conoid,
+			 SPI_result_code_string(rc));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	SPI_freetuptable(SPI_tuptable);
+	return isnull ? -1 : (int) (DatumGetInt64(d) - 1);
+}
+
+/*
+ * The RI trigger's error for a row: partly NULL under MATCH FULL (idx < 0),
+ * or without a parent (its values at idx of the arrays).  The key's values
+ * are shown when the user may see them, as ri_ReportViolation decides.
+ */
+static void
+fk_report(AmFkBatch *fb, FkCheck *fc, int idx)
+{
+	Relation	rel = fb->rel;
+	char	   *conname = get_constraint_name(fc->conoid);
+	StringInfoData names;
+	StringInfoData vals;
+	bool		has_perm = true;
+
+	if (idx < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("insert or update on table \"%s\" violates foreign key constraint \"%s\"",
+						RelationGetRelationName(rel), conname),
+				 errdetail("MATCH FULL does not allow mixing of null and nonnull key values."),
+				 errtableconstraint(rel, conname)));
+
+	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED)
+		has_perm = false;
+	else if (pg_class_aclcheck(RelationGetRelid(rel), GetUserId(),
+							   ACL_SELECT) != ACLCHECK_OK)
+	{
+		for (int i = 0; i < fc->nkeys && has_perm; i++)
+			has_perm = pg_attribute_aclcheck(RelationGetRelid(rel),
+											 fc->fk_attnums[i], GetUserId(),
+											 ACL_SELECT) == ACLCHECK_OK;
+	}
+	initStringInfo(&names);
+	initStringInfo(&vals);
+	for (int i = 0; i < fc->nkeys && has_perm; i++)
+	{
+		Oid			outfunc;
+		bool		varlena;
+
+		getTypeOutputInfo(fc->fk_types[i], &outfunc, &varlena);
+		appendStringInfo(&names, "%s%s", i > 0 ? ", " : "",
+						 NameStr(TupleDescAttr(RelationGetDescr(rel),
+											   fc->fk_attnums[i] - 1)->attname));
+		appendStringInfo(&vals, "%s%s", i > 0 ? ", " : "",
+						 OidOutputFunctionCall(outfunc,
+											   fc->acc[i]->dvalues[idx]));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+			 errmsg("insert or update on table \"%s\" violates foreign key constraint \"%s\"",
+					RelationGetRelationName(rel), conname),
+			 has_perm ?
+			 errdetail("Key (%s)=(%s) is not present in table \"%s\".",
+					   names.data, vals.data, get_rel_name(fc->pk_relid)) :
+			 errdetail("Key is not present in table \"%s\".",
+					   get_rel_name(fc->pk_relid)),
+			 errtableconstraint(rel, conname)));
+}
+
+/*
+ * Check the batch's rows against every foreign key taken over, after the
+ * rows and their other AFTER triggers; raise the error the RI triggers
+ * would have raised first, if any.  Needs an SPI connection.
+ */
+void
+fk_batch_check(AmFkBatch *fb)
+{
+	ListCell   *lc;
+	FkCheck    *worst = NULL;
+	int64		worst_row = PG_INT64_MAX;
+	int			worst_idx = -1;
+
+	foreach(lc, fb->checks)
+	{
+		FkCheck    *fc = lfirst(lc);
+		int			idx = fc->nrows > 0 ? fk_run_check(fc, fb->cxt) : -1;
+
+		/* the triggers fire row by row, a row's in trigger (name) order */
+		if (idx >= 0 && fc->rownos[idx] < worst_row)
+		{
+			worst = fc;
+			worst_row = fc->rownos[idx];
+			worst_idx = idx;
+		}
+		if (fc->first_mixed >= 0 && fc->first_mixed < worst_row)
+		{
+			worst = fc;
+			worst_row = fc->first_mixed;
+			worst_idx = -1;
+		}
+	}
+	if (worst != NULL)
+		fk_report(fb, worst, worst_idx);
+	MemoryContextDelete(fb->cxt);
+}
