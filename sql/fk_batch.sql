@@ -108,6 +108,20 @@ SELECT conname, convalidated FROM pg_constraint WHERE conrelid = 'fkb.orders8'::
 SELECT tgname ~ '^RI_ConstraintTrigger' AS ri_trigger, tgenabled FROM pg_trigger
  WHERE tgrelid = 'fkb.orders8'::regclass ORDER BY tgname;
 
+-- a case-insensitive referenced key: 'A' and 'a' find the same parent (the
+-- fast path's count of distinct keys cannot decide; the exact query does)
+CREATE COLLATION fkb.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE fkb.tags (tag text COLLATE fkb.ci PRIMARY KEY);
+INSERT INTO fkb.tags VALUES ('red'), ('Blue');
+CREATE TABLE fkb.tagged_src (id int PRIMARY KEY, tag text);
+INSERT INTO fkb.tagged_src VALUES (1, 'red'), (2, 'RED'), (3, 'blue'), (4, 'Blue');
+CREATE TABLE fkb.tagged (id int PRIMARY KEY, tag text CONSTRAINT tagged_fk REFERENCES fkb.tags);
+SELECT acme_migrate_create(job => 'fk_tagged', source => 'fkb.tagged_src',
+	target => 'fkb.tagged') > 0 AS created;
+SELECT * FROM fkb.compare('fk_tagged');
+INSERT INTO fkb.tagged_src VALUES (5, 'green');
+SELECT * FROM fkb.compare('fk_tagged');
+
 -- 2. composite foreign keys, MATCH SIMPLE and MATCH FULL with NULLs
 CREATE TABLE fkb.regions (country text, code int, PRIMARY KEY (country, code));
 INSERT INTO fkb.regions VALUES ('fr', 1), ('fr', 2), ('de', 1);
