@@ -12,8 +12,11 @@ INSERT INTO bp_src SELECT g, repeat('x', 200) || g FROM generate_series(1, 30000
 CREATE TABLE bp_dst (id int PRIMARY KEY, v text);
 SELECT acme_migrate_create(job => 'bp_job', source => 'bp_src', target => 'bp_dst',
 	batch_size => 8000, batch_time_target => '1 ms') > 0 AS created;
--- 8000 rows take more than 2 ms: the next batch is half as large, and reads
--- 4000 rows, not the 8000 of the first batch's plan
+-- one batch first, so that the run's batches all start after a checkpoint
+-- and share one query (with a lower bound); then 8000 rows take more than
+-- 2 ms, so the run's second batch is half as large: it reads 4000 rows,
+-- not the 8000 of the plan of the run's first batch
+SELECT acme_migrate_batch('bp_job');
 CALL acme_migrate_run('bp_job', max_batches => 2);
 SELECT b.batch_no, b.rows_read FROM acme_migrate.batches b
   JOIN acme_migrate.jobs j USING (job_id) WHERE j.job_name = 'bp_job' ORDER BY b.batch_no;
