@@ -8,8 +8,9 @@
  * bulk-insert state (one WAL record per page instead of per row); indexes
  * are then maintained, NOT NULL, CHECK and (for a partition written
  * directly) partition constraints checked, defaults and
- * stored generated columns computed, and AFTER ROW triggers (foreign keys
- * among them) queued, exactly as for an INSERT.  mapping.c decides when
+ * stored generated columns computed, and AFTER ROW triggers queued, exactly
+ * as for an INSERT; the foreign keys fk.c can check are checked once for
+ * the batch instead of by their per-row RI triggers.  mapping.c decides when
  * this is allowed (a plain table, no BEFORE / INSTEAD / statement triggers,
  * no rules, no row-level security); otherwise, and when a key conflict needs
  * ON CONFLICT, batch.c uses an INSERT statement instead.
