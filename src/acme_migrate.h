@@ -153,6 +153,11 @@ typedef struct AmMapping
 	/* SQL applying captured keys (capture.c); NULL without capture */
 	char	   *catchup_sql;
 	SPIPlanPtr	catchup_plan;
+	/* the same as a delete, then an insert (a target nothing reacts to) */
+	char	   *catchup_delete_sql;
+	SPIPlanPtr	catchup_delete_plan;
+	char	   *catchup_insert_sql;
+	SPIPlanPtr	catchup_insert_plan;
 	/* SQL comparing the row hashes of given keys on both sides (cut-over) */
 	char	   *verify_sql;
 	bool		direct_ok;		/* may the direct (table AM) writer be used? */
@@ -210,10 +215,8 @@ extern void catalog_job_set_shape(AmJob *job, const char *shape);
 extern void catalog_capture_log(int64 job_id, char direction, List *key);
 extern void catalog_capture_log_many(int64 job_id, char direction, int nkeys,
 									 List *keys);
-extern int	catalog_capture_fetch(int64 job_id, char direction, int limit,
-								  int64 after, int64 **seqs, List **keys);
-extern void catalog_capture_delete(int64 job_id, char direction, int64 *seqs,
-								   int n);
+extern int	catalog_capture_take(int64 job_id, char direction, int limit,
+								 int64 after, int64 *last, List **keys);
 extern int64 catalog_capture_backlog(int64 job_id, char direction,
 									 double *age);
 extern void catalog_capture_clear(int64 job_id, char direction);

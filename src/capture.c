@@ -626,14 +626,14 @@ capture_remove(AmJob *job, char direction, bool nowait)
 
 /* ---- catch-up ---- */
 
-/* Prepare (once per mapping) the statement that applies keys. */
+/* Prepare (once per mapping) a statement taking one key array per key column. */
 static SPIPlanPtr
-capture_plan(AmMapping *map)
+capture_plan(AmMapping *map, const char *sql, SPIPlanPtr *plan)
 {
-	if (map->catchup_plan == NULL)
+	if (*plan == NULL)
 	{
 		Oid		   *argtypes = palloc(sizeof(Oid) * map->nkeys);
-		SPIPlanPtr	plan;
+		SPIPlanPtr	p;
 
 		for (int i = 0; i < map->nkeys; i++)
 		{
@@ -641,15 +641,55 @@ capture_plan(AmMapping *map)
 			if (!OidIsValid(argtypes[i]))
 				elog(ERROR, "type %u has no array type", map->key_types[i]);
 		}
-		plan = SPI_prepare(map->catchup_sql, map->nkeys, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", map->catchup_sql,
+		p = SPI_prepare(sql, map->nkeys, argtypes);
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
 				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
+		if (SPI_keepplan(p) != 0)
 			elog(ERROR, "SPI_keepplan failed");
-		map->catchup_plan = plan;
+		*plan = p;
 	}
-	return map->catchup_plan;
+	return *plan;
+}
+
+/*
+ * May catch-up replace a target's rows of some keys (delete them, insert
+ * the source's) rather than upsert them?  Only when nothing can tell the
+ * difference: a plain table with no rule and no trigger but those checking
+ * its own foreign keys.  A table that others reference (its rows' delete
+ * would cascade or be refused), or with triggers of its own (they would see
+ * deletes and inserts, not updates), is upserted.  Checked at each chunk:
+ * a trigger or reference added while the job runs is honoured at once.
+ */
+static bool
+capture_can_replace(Oid relid)
+{
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	bool		ok;
+
+	ok = rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rules == NULL;
+	for (int i = 0; ok && rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
+	{
+		Trigger    *tg = &rel->trigdesc->triggers[i];
+
+		if (!tg->tgisinternal || RI_FKey_trigger_type(tg->tgfoid) != RI_TRIGGER_FK)
+			ok = false;
+	}
+	table_close(rel, NoLock);
+	return ok;
+}
+
+/* Run one catch-up statement on the key arrays (inside SPI, as the owner). */
+static void
+capture_exec(AmJob *job, AmMapping *map, const char *sql, SPIPlanPtr *plan,
+			 Datum *arrays)
+{
+	int			rc = SPI_execute_plan(capture_plan(map, sql, plan), arrays,
+									  NULL, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "could not apply captured changes of job \"%s\": %s",
+			 job->job_name, SPI_result_code_string(rc));
 }
 
 /*
@@ -697,33 +737,43 @@ capture_key_arrays(AmMapping *map, List *keys, int *nunique)
  * Apply up to limit of the oldest log entries of one direction, in the
  * current transaction (inside SPI, as the owner); their keys are added to
  * *applied when it is not NULL.  Returns the entries applied, 0 when the
- * log is empty (or every entry is taken by another transaction).  A loop
- * in one transaction passes *after (0 at first): the entries past the
- * last one applied are taken next; the others are left to a later round.
+ * log is empty or another transaction is taking entries of the job (one
+ * at a time: the entries are taken without row locks; a drain, which
+ * passes applied, waits for it instead).  A loop in one transaction passes
+ * *after (0 at first): the entries past the last one applied are taken
+ * next; the others are left to a later round.
  */
 int64
 capture_apply(AmJob *job, AmMapping *map, char direction, int limit,
 			  int64 *after, List **applied)
 {
-	int64	   *seqs;
+	LOCKTAG		tag;
+	int64		last;
 	List	   *keys;
 	int			n;
 	int			nunique;
 	Datum	   *arrays;
-	int			rc;
 
-	n = catalog_capture_fetch(job->job_id, direction, limit,
-							  after ? *after : 0, &seqs, &keys);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS, (uint32) job->job_id, 6);
+	if (LockAcquire(&tag, ExclusiveLock, false, applied == NULL) ==
+		LOCKACQUIRE_NOT_AVAIL)
+		return 0;
+	n = catalog_capture_take(job->job_id, direction, limit,
+							 after ? *after : 0, &last, &keys);
 	if (n == 0)
 		return 0;
 	if (after)
-		*after = seqs[n - 1];
+		*after = last;
 	arrays = capture_key_arrays(map, keys, &nunique);
-	rc = SPI_execute_plan(capture_plan(map), arrays, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not apply captured changes of job \"%s\": %s",
-			 job->job_name, SPI_result_code_string(rc));
-	catalog_capture_delete(job->job_id, direction, seqs, n);
+	if (capture_can_replace(map->target_relid))
+	{
+		capture_exec(job, map, map->catchup_delete_sql,
+					 &map->catchup_delete_plan, arrays);
+		capture_exec(job, map, map->catchup_insert_sql,
+					 &map->catchup_insert_plan, arrays);
+	}
+	else
+		capture_exec(job, map, map->catchup_sql, &map->catchup_plan, arrays);
 	if (applied)
 		*applied = list_concat(*applied, keys);
 	return n;

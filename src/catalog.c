@@ -62,8 +62,7 @@ typedef enum CatStmt
 	CAT_JOB_DEPENDENTS,
 	CAT_WORKERS_IN_USE,
 	CAT_PURGE,
-	CAT_CAPTURE_FETCH,
-	CAT_CAPTURE_DELETE,
+	CAT_CAPTURE_TAKE,
 	CAT_CAPTURE_BACKLOG,
 	CAT_CAPTURE_CLEAR,
 	CAT_CUTOVER_INSERT,
@@ -289,21 +288,24 @@ static const struct
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		2, {INT8OID, TEXTOID}
 	},
-	[CAT_CAPTURE_FETCH] = {
-		"SELECT seq, key FROM acme_migrate.capture_log "
+	/*
+	 * The oldest entries after $4 (the inner scan), deleted by their tids:
+	 * one pass over the log, and a tid scan whatever its statistics say (no
+	 * other condition: a qual on job_id made the planner scan the job's
+	 * whole backlog for each chunk, filtering it by the tid array).
+	 * No row locks: one transaction at a time takes entries of a job
+	 * (capture_apply's lock).
+	 */
+	[CAT_CAPTURE_TAKE] = {
+		"DELETE FROM acme_migrate.capture_log "
+		"WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+		"SELECT ctid FROM acme_migrate.capture_log "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"AND direction OPERATOR(pg_catalog.=) $2 "
 		"AND seq OPERATOR(pg_catalog.>) $4 "
-		"ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+		"ORDER BY seq LIMIT $3)) "
+		"RETURNING seq, key",
 		4, {INT8OID, CHAROID, INT8OID, INT8OID}
-	},
-	[CAT_CAPTURE_DELETE] = {
-		"DELETE FROM acme_migrate.capture_log "
-		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
-		"AND direction OPERATOR(pg_catalog.=) $2 "
-		"AND seq OPERATOR(pg_catalog.>=) $4 AND seq OPERATOR(pg_catalog.<=) $5 "
-		"AND seq OPERATOR(pg_catalog.=) ANY ($3)",
-		5, {INT8OID, CHAROID, INT8ARRAYOID, INT8OID, INT8OID}
 	},
 	[CAT_CAPTURE_BACKLOG] = {
 		"SELECT pg_catalog.count(*), "
@@ -1551,16 +1553,17 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 }
 
 /*
- * Take (lock) up to limit of the oldest log entries of a job that no other
- * transaction has taken, after seq "after" (entries this transaction
- * already applied and deleted would otherwise be walked over again and
- * again: catch-up in one transaction was quadratic in the backlog); *seqs
- * (ascending) and *keys (Lists of text Lists) in the caller's memory.
- * Returns how many.
+ * Take (delete) up to limit of the oldest log entries of a job after seq
+ * "after" (entries this transaction already took would otherwise be walked
+ * over again and again: catch-up in one transaction was quadratic in the
+ * backlog); *last is the largest seq taken, *keys (Lists of text Lists) in
+ * the caller's memory.  The caller applies them in the same transaction,
+ * so they are gone exactly when their changes are applied.  Returns how
+ * many.
  */
 int
-catalog_capture_fetch(int64 job_id, char direction, int limit, int64 after,
-					  int64 **seqs, List **keys)
+catalog_capture_take(int64 job_id, char direction, int limit, int64 after,
+					 int64 *last, List **keys)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	CatContext	cxt;
@@ -1572,59 +1575,26 @@ catalog_capture_fetch(int64 job_id, char direction, int limit, int64 after,
 	values[2] = Int64GetDatum(limit);
 	values[3] = Int64GetDatum(after);
 	cat_enter(&cxt);
-	cat_exec(CAT_CAPTURE_FETCH, values, NULL, 0);
+	cat_exec(CAT_CAPTURE_TAKE, values, NULL, 0);
 	n = (int) SPI_processed;
+	*last = after;
+	*keys = NIL;
+	for (int i = 0; i < n; i++)
 	{
-		MemoryContext old = MemoryContextSwitchTo(mcxt);
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		MemoryContext old;
 
-		*seqs = palloc(sizeof(int64) * Max(n, 1));
-		*keys = NIL;
-		for (int i = 0; i < n; i++)
-		{
-			bool		isnull;
-			HeapTuple	tup = SPI_tuptable->vals[i];
-
-			(*seqs)[i] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-			*keys = lappend(*keys,
-							array_to_text_list(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-															 2, &isnull)));
-		}
+		*last = Max(*last, DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+													   1, &isnull)));
+		old = MemoryContextSwitchTo(mcxt);
+		*keys = lappend(*keys,
+						array_to_text_list(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+														 2, &isnull)));
 		MemoryContextSwitchTo(old);
 	}
 	cat_leave(&cxt);
 	return n;
-}
-
-/* Delete the log entries a catch-up applied, in its transaction. */
-void
-catalog_capture_delete(int64 job_id, char direction, int64 *seqs, int n)
-{
-	CatContext	cxt;
-	Datum		values[5];
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-	int64		lo = PG_INT64_MAX;
-	int64		hi = PG_INT64_MIN;
-
-	for (int i = 0; i < n; i++)
-	{
-		elems[i] = Int64GetDatum(seqs[i]);
-		lo = Min(lo, seqs[i]);
-		hi = Max(hi, seqs[i]);
-	}
-	values[0] = Int64GetDatum(job_id);
-	values[1] = CharGetDatum(direction);
-	values[2] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	/*
-	 * The range, an index condition whatever the statistics say: planned
-	 * on a log never analyzed, "seq = ANY" alone became a filter over the
-	 * whole backlog for every chunk (catch-up quadratic in the backlog).
-	 */
-	values[3] = Int64GetDatum(lo);
-	values[4] = Int64GetDatum(hi);
-	cat_enter(&cxt);
-	cat_exec(CAT_CAPTURE_DELETE, values, NULL, 0);
-	cat_leave(&cxt);
 }
 
 /* How many entries wait, and the age in seconds of the oldest. */
