@@ -1314,6 +1314,7 @@ capture_record_pre(AmJob *job)
 	{
 		Portal		portal;
 		SPIPlanPtr	plan;
+		Datum	   *rows = palloc(sizeof(Datum) * 1000);
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
@@ -1330,11 +1331,11 @@ capture_record_pre(AmJob *job)
 			for (uint64 i = 0; i < SPI_processed; i++)
 			{
 				bool		isnull;
-				Datum		d = SPI_getbinval(SPI_tuptable->vals[i],
-											  SPI_tuptable->tupdesc, 1, &isnull);
 
-				catalog_preimage_insert(job->job_id, DatumGetJsonbP(d));
+				rows[i] = SPI_getbinval(SPI_tuptable->vals[i],
+										SPI_tuptable->tupdesc, 1, &isnull);
 			}
+			catalog_preimage_insert(job->job_id, rows, (int) SPI_processed);
 			SPI_freetuptable(SPI_tuptable);
 		}
 		SPI_cursor_close(portal);

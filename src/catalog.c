@@ -134,6 +134,8 @@ static const struct
 	},
 	[CAT_JOB_DELETE] = {
 		"WITH l AS (DELETE FROM acme_migrate.capture_log "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1), "
+		"p AS (DELETE FROM acme_migrate.preimages "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1) "
 		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
 		1, {INT8OID}
@@ -335,8 +337,9 @@ static const struct
 		3, {INT8OID, INT8OID, TEXTOID}
 	},
 	[CAT_PREIMAGE_INSERT] = {
-		"INSERT INTO acme_migrate.preimages (job_id, row) VALUES ($1, $2)",
-		2, {INT8OID, JSONBOID}
+		"INSERT INTO acme_migrate.preimages (job_id, row) "
+		"SELECT $1, r FROM pg_catalog.unnest($2) AS r",
+		2, {INT8OID, JSONBARRAYOID}
 	},
 	[CAT_JOB_CUT_OVER_AT] = {
 		"UPDATE acme_migrate.jobs SET cut_over_at = pg_catalog.clock_timestamp() "
@@ -1673,15 +1676,16 @@ catalog_job_set_pre(AmJob *job, int64 rows, const char *hash)
 	cat_leave(&cxt);
 }
 
-/* One row the target held before the job (rollback puts it back). */
+/* Rows the target held before the job (rollback puts them back). */
 void
-catalog_preimage_insert(int64 job_id, Jsonb *row)
+catalog_preimage_insert(int64 job_id, Datum *rows, int n)
 {
 	CatContext	cxt;
 	Datum		values[2];
 
 	values[0] = Int64GetDatum(job_id);
-	values[1] = JsonbPGetDatum(row);
+	values[1] = PointerGetDatum(construct_array(rows, n, JSONBOID, -1, false,
+												TYPALIGN_INT));
 	cat_enter(&cxt);
 	cat_exec(CAT_PREIMAGE_INSERT, values, NULL, 0);
 	cat_leave(&cxt);
