@@ -158,6 +158,8 @@ typedef struct AmMapping
 	SPIPlanPtr	catchup_delete_plan;
 	char	   *catchup_insert_sql;
 	SPIPlanPtr	catchup_insert_plan;
+	int64		catchup_after;	/* where this process's next catch-up step
+								 * resumes its scan of the log */
 	/* SQL comparing the row hashes of given keys on both sides (cut-over) */
 	char	   *verify_sql;
 	bool		direct_ok;		/* may the direct (table AM) writer be used? */

@@ -739,9 +739,11 @@ capture_key_arrays(AmMapping *map, List *keys, int *nunique)
  * *applied when it is not NULL.  Returns the entries applied, 0 when the
  * log is empty or another transaction is taking entries of the job (one
  * at a time: the entries are taken without row locks; a drain, which
- * passes applied, waits for it instead).  A loop in one transaction passes
- * *after (0 at first): the entries past the last one applied are taken
- * next; the others are left to a later round.
+ * passes applied, waits for it instead).  A caller that loops passes
+ * *after (0 at first), where the log's scan resumes: in one transaction,
+ * entries it took itself are not walked over again and again (catch-up
+ * was quadratic in the backlog).  Only when nothing is left after it does
+ * the scan start over, so 0 means no entry is left.
  */
 int64
 capture_apply(AmJob *job, AmMapping *map, char direction, int limit,
@@ -760,6 +762,13 @@ capture_apply(AmJob *job, AmMapping *map, char direction, int limit,
 		return 0;
 	n = catalog_capture_take(job->job_id, direction, limit,
 							 after ? *after : 0, &last, &keys);
+	if (n == 0 && after && *after > 0)
+	{
+		/* entries may have gone into space freed before *after */
+		*after = 0;
+		n = catalog_capture_take(job->job_id, direction, limit, 0, &last,
+								 &keys);
+	}
 	if (n == 0)
 		return 0;
 	if (after)
@@ -891,7 +900,7 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	n = capture_apply(job, map, 'f', CAPTURE_CHUNK, NULL, NULL);
+	n = capture_apply(job, map, 'f', CAPTURE_CHUNK, &map->catchup_after, NULL);
 	SPI_finish();
 	am_end_as_owner(&owner_cxt);
 	return n;

@@ -291,23 +291,22 @@ static const struct
 		2, {INT8OID, TEXTOID}
 	},
 	/*
-	 * The oldest entries after $4 (the inner scan), deleted by their tids:
-	 * one pass over the log, and a tid scan whatever its statistics say (no
-	 * other condition: a qual on job_id made the planner scan the job's
-	 * whole backlog for each chunk, filtering it by the tid array).
-	 * No row locks: one transaction at a time takes entries of a job
-	 * (capture_apply's lock).
+	 * Up to $3 entries of a job stored after tid $4 (a tid range scan: the
+	 * log has no index), deleted by their tids.  No row locks: one
+	 * transaction at a time takes entries of a job (capture_apply's lock).
+	 * No other condition on the outer scan: a qual on job_id made the
+	 * planner filter the job's whole log by the tid array.
 	 */
 	[CAT_CAPTURE_TAKE] = {
 		"DELETE FROM acme_migrate.capture_log "
 		"WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 		"SELECT ctid FROM acme_migrate.capture_log "
-		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"WHERE ctid OPERATOR(pg_catalog.>) $4 "
+		"AND job_id OPERATOR(pg_catalog.=) $1 "
 		"AND direction OPERATOR(pg_catalog.=) $2 "
-		"AND seq OPERATOR(pg_catalog.>) $4 "
-		"ORDER BY seq LIMIT $3)) "
-		"RETURNING seq, key",
-		4, {INT8OID, CHAROID, INT8OID, INT8OID}
+		"LIMIT $3)) "
+		"RETURNING ctid, key",
+		4, {INT8OID, CHAROID, INT8OID, TIDOID}
 	},
 	[CAT_CAPTURE_BACKLOG] = {
 		"SELECT pg_catalog.count(*), "
@@ -1556,13 +1555,12 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 }
 
 /*
- * Take (delete) up to limit of the oldest log entries of a job after seq
- * "after" (entries this transaction already took would otherwise be walked
- * over again and again: catch-up in one transaction was quadratic in the
- * backlog); *last is the largest seq taken, *keys (Lists of text Lists) in
- * the caller's memory.  The caller applies them in the same transaction,
- * so they are gone exactly when their changes are applied.  Returns how
- * many.
+ * Take (delete) up to limit of the log entries of a job stored after
+ * position "after" (0: from the start); *last is the position of the last
+ * one taken, *keys (Lists of text Lists) in the caller's memory.  Positions
+ * are tids as int64 (block << 16 | offset), in storage order.  The caller
+ * applies the entries in the same transaction, so they are gone exactly
+ * when their changes are applied.  Returns how many.
  */
 int
 catalog_capture_take(int64 job_id, char direction, int limit, int64 after,
@@ -1571,12 +1569,15 @@ catalog_capture_take(int64 job_id, char direction, int limit, int64 after,
 	MemoryContext mcxt = CurrentMemoryContext;
 	CatContext	cxt;
 	Datum		values[4];
+	ItemPointerData from;
 	int			n;
 
+	ItemPointerSet(&from, (BlockNumber) (after >> 16),
+				   (OffsetNumber) (after & 0xFFFF));
 	values[0] = Int64GetDatum(job_id);
 	values[1] = CharGetDatum(direction);
 	values[2] = Int64GetDatum(limit);
-	values[3] = Int64GetDatum(after);
+	values[3] = PointerGetDatum(&from);
 	cat_enter(&cxt);
 	cat_exec(CAT_CAPTURE_TAKE, values, NULL, 0);
 	n = (int) SPI_processed;
@@ -1586,10 +1587,14 @@ catalog_capture_take(int64 job_id, char direction, int limit, int64 after,
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		bool		isnull;
+		ItemPointer tid;
 		MemoryContext old;
 
-		*last = Max(*last, DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-													   1, &isnull)));
+		tid = (ItemPointer) DatumGetPointer(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+												1, &isnull));
+		*last = Max(*last,
+					((int64) ItemPointerGetBlockNumber(tid) << 16) |
+					ItemPointerGetOffsetNumber(tid));
 		old = MemoryContextSwitchTo(mcxt);
 		*keys = lappend(*keys,
 						array_to_text_list(SPI_getbinval(tup, SPI_tuptable->tupdesc,
