@@ -344,6 +344,7 @@ extern bool capture_remove(AmJob *job, char direction, bool nowait);
 extern void capture_check_and_install(AmJob *job);
 extern void capture_check_state(AmJob *job, const char *what);
 extern bool capture_is_installed(AmJob *job);
+extern int64 capture_sync_members(AmJob *job, char direction);
 extern void capture_missing_error(AmJob *job, int elevel);
 extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
 						   int limit, int64 *after, List **applied);

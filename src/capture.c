@@ -44,8 +44,11 @@
  */
 #include "acme_migrate.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/relation.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/objectaddress.h"
@@ -114,12 +117,10 @@ capture_invalidate(Datum arg, Oid relid)
 			(void) hash_search(capture_rels, &cr->tgoid, HASH_REMOVE, NULL);
 }
 
-/* The trigger's view of its relation: job, direction, key columns. */
+/* A capture trigger's view of its relation: job, direction, key columns. */
 static CaptureRel *
-capture_rel(TriggerData *td)
+capture_rel(Trigger *tg, Relation rel)
 {
-	Trigger    *tg = td->tg_trigger;
-	Relation	rel = td->tg_relation;
 	CaptureRel *cr;
 	bool		found;
 
@@ -285,7 +286,7 @@ acme_migrate_capture_trigger(PG_FUNCTION_ARGS)
 	if (!TRIGGER_FIRED_AFTER(td->tg_event))
 		elog(ERROR, "acme_migrate.capture_trigger() must fire AFTER the write");
 
-	cr = capture_rel(td);
+	cr = capture_rel(td->tg_trigger, td->tg_relation);
 	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
 	{
 		/*
@@ -348,6 +349,8 @@ acme_migrate_capture_trigger(PG_FUNCTION_ARGS)
 static void capture_create_trigger_ext(Oid relid, const char *name,
 									   bool truncate, int16 stmt_event,
 									   List *args);
+static List *capture_trigger_relids(AmJob *job, char direction,
+									bool enabled_only);
 
 static const char *
 capture_trigger_name(AmJob *job, char direction, bool truncate)
@@ -419,27 +422,70 @@ capture_create_trigger_ext(Oid relid, const char *name, bool truncate,
 						 funcoid, InvalidOid, NULL, true, false);
 }
 
-/*
- * Capture the writes to the job's source (direction 'f') or, after
- * cut-over, to its target ('r'): a row trigger on every table among its
- * members (itself, its partitions, its inheritance children) and a
- * TRUNCATE guard on every member.  A partition attached later is not
- * captured.
- */
-void
-capture_install(AmJob *job, char direction)
+/* The arguments of the job's row triggers: job, direction, key columns. */
+static List *
+capture_trigger_args(AmJob *job, char direction)
 {
-	Oid			relid = direction == 'f' ? job->source_relid : job->target_relid;
 	List	   *keys = direction == 'f' ? job->key_columns : job->target_key_columns;
 	List	   *args = NIL;
-	List	   *members;
 	ListCell   *lc;
-	bool		statement_mode;
 
 	args = lappend(args, makeString(psprintf("%lld", (long long) job->job_id)));
 	args = lappend(args, makeString(direction == 'f' ? "f" : "r"));
 	foreach(lc, keys)
 		args = lappend(args, makeString(pstrdup(lfirst(lc))));
+	return args;
+}
+
+/*
+ * The triggers of one member: a row trigger (or, statement_mode, one
+ * statement trigger per event, each with its transition tables) on a
+ * table, and a TRUNCATE guard on every member.  Rows live in tables, not
+ * in partitioned tables, and PostgreSQL does not clone an internal
+ * trigger to partitions: each table member gets its own.
+ */
+static void
+capture_install_member(AmJob *job, char direction, Oid member,
+					   bool statement_mode)
+{
+	List	   *args = capture_trigger_args(job, direction);
+	char		kind = get_rel_relkind(member);
+
+	if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot capture the changes of \"%s\"", get_rel_name(member)),
+				 errdetail("Only tables and partitioned tables can be captured.")));
+	if (kind == RELKIND_RELATION && statement_mode)
+	{
+		int16		events[] = {TRIGGER_TYPE_INSERT, TRIGGER_TYPE_UPDATE,
+		TRIGGER_TYPE_DELETE};
+
+		for (int e = 0; e < lengthof(events); e++)
+			capture_create_trigger_ext(member,
+									   capture_trigger_name(job, direction, false),
+									   false, events[e], args);
+	}
+	else if (kind == RELKIND_RELATION)
+		capture_create_trigger(member, capture_trigger_name(job, direction, false),
+							   false, args);
+	capture_create_trigger(member, capture_trigger_name(job, direction, true),
+						   true, list_make2(linitial(args), lsecond(args)));
+}
+
+/*
+ * Capture the writes to the job's source (direction 'f') or, after
+ * cut-over, to its target ('r'): triggers on every member of the table
+ * (itself, its partitions, its inheritance children).  Members added
+ * later are taken in by capture_sync_members.
+ */
+void
+capture_install(AmJob *job, char direction)
+{
+	Oid			relid = direction == 'f' ? job->source_relid : job->target_relid;
+	List	   *members;
+	ListCell   *lc;
+	bool		statement_mode;
 
 	members = find_all_inheritors(relid, ShareRowExclusiveLock, NULL);
 
@@ -459,46 +505,29 @@ capture_install(AmJob *job, char direction)
 				 errdetail("Statement triggers with transition tables are not allowed on partitioned tables or tables with inheritance children."),
 				 errhint("Use capture_method => 'trigger'.")));
 	foreach(lc, members)
-	{
-		Oid			member = lfirst_oid(lc);
-		char		kind = get_rel_relkind(member);
-
-		if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("cannot capture the changes of \"%s\"", get_rel_name(member)),
-					 errdetail("Only tables and partitioned tables can be captured.")));
-		/*
-		 * Rows live in tables, not in partitioned tables, and PostgreSQL
-		 * does not clone an internal trigger to partitions: each table
-		 * member gets its own.
-		 */
-		if (kind == RELKIND_RELATION && statement_mode)
-		{
-			/* one trigger per event, each with its transition tables */
-			int16		events[] = {TRIGGER_TYPE_INSERT, TRIGGER_TYPE_UPDATE,
-			TRIGGER_TYPE_DELETE};
-
-			for (int e = 0; e < lengthof(events); e++)
-				capture_create_trigger_ext(member,
-										   capture_trigger_name(job, direction, false),
-										   false, events[e], args);
-		}
-		else if (kind == RELKIND_RELATION)
-			capture_create_trigger(member, capture_trigger_name(job, direction, false),
-								   false, args);
-		capture_create_trigger(member, capture_trigger_name(job, direction, true),
-							   true, list_make2(linitial(args), lsecond(args)));
-	}
+		capture_install_member(job, direction, lfirst_oid(lc), statement_mode);
 	CommandCounterIncrement();
 }
 
 /*
- * The job's triggers of one direction on one relation (copies of their
- * Trigger structs).  PostgreSQL appends its OID to the name of an internal
- * trigger, and a partition's clone of a parent trigger has the parent's
- * name: both are matched by the name we gave and an "_<digits>" suffix.
+ * Is tgname one of the job's triggers of one direction?  PostgreSQL appends
+ * its OID to the name of an internal trigger, and a partition's clone of a
+ * parent trigger has the parent's name: both are matched by the name we
+ * gave and an "_<digits>" suffix.
  */
+static bool
+capture_trigger_is(const char *tgname, AmJob *job, char direction,
+				   bool truncate)
+{
+	const char *name = capture_trigger_name(job, direction, truncate);
+	size_t		len = strlen(name);
+
+	return strncmp(tgname, name, len) == 0 &&
+		tgname[len] == '_' && tgname[len + 1] != '\0' &&
+		strspn(tgname + len + 1, "0123456789") == strlen(tgname + len + 1);
+}
+
+/* The job's triggers of one direction on one relation (copies). */
 static List *
 capture_find_triggers(AmJob *job, char direction, Oid relid)
 {
@@ -513,13 +542,7 @@ capture_find_triggers(AmJob *job, char direction, Oid relid)
 
 			for (int t = 0; t < 2; t++)
 			{
-				const char *name = capture_trigger_name(job, direction, t == 1);
-				size_t		len = strlen(name);
-
-				if (strncmp(tg->tgname, name, len) == 0 &&
-					tg->tgname[len] == '_' && tg->tgname[len + 1] != '\0' &&
-					strspn(tg->tgname + len + 1, "0123456789") ==
-					strlen(tg->tgname + len + 1))
+				if (capture_trigger_is(tg->tgname, job, direction, t == 1))
 				{
 					Trigger    *copy = palloc(sizeof(Trigger));
 
@@ -581,7 +604,9 @@ capture_remove(AmJob *job, char direction, bool nowait)
 
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
 		return true;			/* the table is gone, and its triggers */
-	members = find_all_inheritors(relid, NoLock, NULL);
+	/* its members, and tables detached from it since capture started */
+	members = list_concat_unique_oid(find_all_inheritors(relid, NoLock, NULL),
+									 capture_trigger_relids(job, direction, false));
 	foreach(lc, members)
 	{
 		if (!nowait)
@@ -622,6 +647,160 @@ capture_remove(AmJob *job, char direction, bool nowait)
 	}
 	CommandCounterIncrement();
 	return dropped;
+}
+
+/*
+ * The relations that hold the job's triggers of one direction (enabled
+ * ones only, or all), wherever they are now: pg_trigger is scanned (it has
+ * no index on names), so that a partition detached from the job's table is
+ * found too.
+ */
+static List *
+capture_trigger_relids(AmJob *job, char direction, bool enabled_only)
+{
+	Relation	trigrel = table_open(TriggerRelationId, AccessShareLock);
+	SysScanDesc scan = systable_beginscan(trigrel, InvalidOid, false, NULL,
+										  0, NULL);
+	HeapTuple	tup;
+	List	   *relids = NIL;
+
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
+
+		if (enabled_only && tg->tgenabled == TRIGGER_DISABLED)
+			continue;
+		if (capture_trigger_is(NameStr(tg->tgname), job, direction, false) ||
+			capture_trigger_is(NameStr(tg->tgname), job, direction, true))
+			relids = list_append_unique_oid(relids, tg->tgrelid);
+	}
+	systable_endscan(scan);
+	table_close(trigrel, AccessShareLock);
+	return relids;
+}
+
+/*
+ * Log the key of every row a table holds now, through the job's row
+ * trigger on it (its key columns), read under a snapshot taken after the
+ * caller's lock: catch-up then applies each as it applies a captured
+ * write.  Returns the rows logged.
+ */
+static int64
+capture_log_rows(AmJob *job, char direction, Oid relid)
+{
+	Relation	rel = table_open(relid, NoLock);
+	List	   *found = capture_find_triggers(job, direction, relid);
+	Trigger    *row = NULL;
+	ListCell   *lc;
+	int64		n = 0;
+
+	foreach(lc, found)
+		if (capture_trigger_is(((Trigger *) lfirst(lc))->tgname, job, direction, false))
+			row = lfirst(lc);
+	if (row != NULL)
+	{
+		CaptureRel *cr = capture_rel(row, rel);
+		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+		TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
+		HeapTuple	tup;
+
+		while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		{
+			CHECK_FOR_INTERRUPTS();
+			catalog_capture_log(job->job_id, direction,
+								capture_key(cr, tup, RelationGetDescr(rel)));
+			n++;
+		}
+		table_endscan(scan);
+		UnregisterSnapshot(snap);
+	}
+	table_close(rel, NoLock);
+	return n;
+}
+
+/*
+ * Follow the members of the job's table (source for 'f', target after
+ * cut-over for 'r') as they come and go, before each catch-up and under
+ * the cut-over's lock.  PostgreSQL does not clone an internal trigger to a
+ * partition created or attached later, so the writes made to it were not
+ * captured: each new member gets the job's triggers, under the SHARE ROW
+ * EXCLUSIVE lock that creating them takes (its writers wait for this
+ * transaction), and the key of every row it holds is logged.  A table
+ * detached since holds rows the job's table no longer has: their keys are
+ * logged too (catch-up then removes them from the other side, or writes
+ * the row the job's table has under that key now), and the job's triggers
+ * leave it.  Returns the keys logged.
+ */
+int64
+capture_sync_members(AmJob *job, char direction)
+{
+	Oid			relid = direction == 'f' ? job->source_relid : job->target_relid;
+	List	   *members;
+	List	   *holders;
+	ListCell   *lc;
+	int64		logged = 0;
+
+	/* a plain table that never had members: nothing to follow */
+	if (get_rel_relkind(relid) == RELKIND_RELATION && !has_subclass(relid))
+		return 0;
+	members = find_all_inheritors(relid, AccessShareLock, NULL);
+	holders = capture_trigger_relids(job, direction, true);
+	foreach(lc, members)
+	{
+		Oid			member = lfirst_oid(lc);
+
+		if (list_member_oid(holders, member))
+			continue;
+		LockRelationOid(member, ShareRowExclusiveLock);
+		capture_install_member(job, direction, member, false);
+		CommandCounterIncrement();
+		logged += capture_log_rows(job, direction, member);
+		ereport(NOTICE,
+				(errmsg("job \"%s\" now captures \"%s\", which joined \"%s\" after capture started",
+						job->job_name, get_rel_name(member), get_rel_name(relid)),
+				 errdetail("The keys of its rows were logged for catch-up.")));
+	}
+	foreach(lc, holders)
+	{
+		Oid			holder = lfirst_oid(lc);
+		List	   *found;
+		ListCell   *lt;
+		bool		dropping;
+
+		if (list_member_oid(members, holder))
+			continue;
+		LockRelationOid(holder, ShareRowExclusiveLock);
+		logged += capture_log_rows(job, direction, holder);
+		/*
+		 * Dropping a trigger waits for the table's readers: when any hold
+		 * it, the triggers are disabled (capture_remove drops them later).
+		 */
+		dropping = ConditionalLockRelationOid(holder, AccessExclusiveLock);
+		found = capture_find_triggers(job, direction, holder);
+		foreach(lt, found)
+		{
+			Trigger    *tg = lfirst(lt);
+			ObjectAddress addr;
+
+			ObjectAddressSet(addr, TriggerRelationId, tg->tgoid);
+			if (dropping)
+				performDeletion(&addr, DROP_RESTRICT, PERFORM_DELETION_INTERNAL);
+			else
+			{
+				Relation	rel = table_open(holder, NoLock);
+
+				EnableDisableTrigger(rel, tg->tgname, TRIGGER_DISABLED, false,
+									 ShareRowExclusiveLock);
+				table_close(rel, NoLock);
+			}
+		}
+		ereport(NOTICE,
+				(errmsg("job \"%s\" no longer captures \"%s\", which left \"%s\"",
+						job->job_name, get_rel_name(holder), get_rel_name(relid)),
+				 errdetail("The keys of its rows were logged for catch-up.")));
+	}
+	CommandCounterIncrement();
+	return logged;
 }
 
 /* ---- catch-up ---- */
@@ -897,6 +1076,7 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 
 	if (!capture_is_installed(job))
 		capture_missing_error(job, ERROR);
+	(void) capture_sync_members(job, 'f');
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -940,6 +1120,7 @@ acme_migrate_catch_up(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(0);
 	}
 	map = mapping_build(job, false);
+	(void) capture_sync_members(job, 'f');
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -1012,6 +1193,7 @@ capture_catch_up_for(LockRound *lr, int64 ms)
 	int64		n;
 	int64		after = 0;
 
+	(void) capture_sync_members(lr->job, lr->direction);
 	while ((n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK,
 							  &after, NULL)) > 0)
 	{
@@ -1060,6 +1242,8 @@ capture_lock_attempt(LockRound *lr, int64 *wait_ms, int64 *held_ms)
 		AtEOXact_GUC(true, nest);
 		lr->locked_at = GetCurrentTimestamp();
 		*wait_ms = TimestampDifferenceMilliseconds(t0, lr->locked_at);
+		/* members that came or went since the last catch-up */
+		(void) capture_sync_members(lr->job, lr->direction);
 		do
 		{
 			CHECK_FOR_INTERRUPTS();
