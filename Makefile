@@ -19,6 +19,7 @@ OBJS = \
 	src/worker.o \
 	src/security.o \
 	src/capture.o \
+	src/cutover.o \
 	src/sequences.o \
 	src/stoprules.o \
 	src/hash.o

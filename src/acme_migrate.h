@@ -21,6 +21,8 @@
  *	  sequences.c		sequences and identities behind the target's
  *						columns follow the data when a job finishes
  *	  stoprules.c		max_error_rate, reconcile and health_check breaches
+ *	  capture.c			online migration: change capture and catch-up
+ *	  cutover.c			online migration: cut-over and rollback
  *
  *-------------------------------------------------------------------------
  */
@@ -339,17 +341,25 @@ extern const char *am_extension_schema(void);
 extern void am_check_catalog_version(void);
 
 /* capture.c */
+
+/* how many log entries one catch-up statement applies */
+#define AM_CAPTURE_CHUNK	2000
+
 extern void capture_install(AmJob *job, char direction);
 extern bool capture_remove(AmJob *job, char direction, bool nowait);
 extern void capture_check_and_install(AmJob *job);
 extern void capture_check_state(AmJob *job, const char *what);
 extern bool capture_is_installed(AmJob *job);
+extern AmJob *capture_reverse_job(AmJob *job);
+extern Datum *capture_key_arrays(AmMapping *map, List *keys, int *nunique);
 extern int64 capture_sync_members(AmJob *job, char direction);
 extern void capture_missing_error(AmJob *job, int elevel);
 extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
 						   int limit, int64 *after, List **applied);
-extern void capture_record_pre(AmJob *job);
 extern int64 capture_catch_up_step(AmJob *job, AmMapping *map);
+
+/* cutover.c */
+extern void capture_record_pre(AmJob *job);
 extern void capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 											const char *why, int64 *deleted,
 											int64 *restored, bool *equal);

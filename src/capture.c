@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *	  Online migration: change capture, catch-up, cut-over and rollback.
+ *	  Online migration: change capture and catch-up (cut-over and rollback
+ *	  are in cutover.c).
  *
  * Capture.  A job created with capture_changes puts row triggers on its
  * source (internal ones: not dumped, not disabled by DISABLE TRIGGER USER)
@@ -11,32 +12,17 @@
  * in the writing transaction: a log entry commits or aborts with its write.
  * TRUNCATE of the source, or of any of its partitions, is refused.
  *
- * Catch-up.  Entries are taken oldest first, FOR UPDATE SKIP LOCKED, so any
- * number of workers and sessions can share the log; each distinct key is
- * then applied in one statement per set of keys: the current source row,
- * mapped, is upserted into the target, or the target's row is deleted when
- * the source has none (or the filter leaves it out).  The entries are
- * deleted in the transaction that applied them.  Since a key is applied as
+ * Catch-up.  Entries are taken (deleted) in storage order, by one
+ * transaction of a job at a time; each distinct key is then applied in one
+ * statement per set of keys: the current source row, mapped, is written
+ * into the target (rows replaced, or upserted when the target has triggers
+ * or is referenced), or the target's row is deleted when the source has
+ * none (or the filter leaves it out).  The entries go in the transaction
+ * that applied them.  Since a key is applied as
  * the source is *now*, applying an entry twice, or after a later one, can
  * never leave the target wrong: a crash at any moment leaves each entry
  * either applied and gone or still there, and applying it again is
  * harmless.
- *
- * Cut-over.  The source is locked in EXCLUSIVE mode (writers wait, readers
- * never do), in attempts that each wait at most lock_timeout (a waiting
- * lock request also holds up every writer queued behind it), with backoff
- * and catch-up between attempts.  Under the lock the rest of the log is
- * drained; if that would take longer than max_lock_time the lock is given
- * back and the job catches up before trying again.  The drained keys are
- * verified by row hash on both sides, sequences are advanced, then_sql
- * runs, capture is removed (and, with reverse_columns, installed on the
- * target the other way), all in the transaction that commits the new state.
- *
- * Rollback.  Before cut-over the target is put back as it was when the job
- * was created (acme_migrate.preimages) and its table hash compared with the
- * one recorded then.  After cut-over the writes captured on the target are
- * replayed into the source through reverse_columns, under the same short
- * lock rules, and then_sql swaps back.
  *
  * Everything here runs the job's SQL as its owner (security.c).
  *
@@ -79,11 +65,6 @@
 
 PG_FUNCTION_INFO_V1(acme_migrate_capture_trigger);
 PG_FUNCTION_INFO_V1(acme_migrate_catch_up);
-PG_FUNCTION_INFO_V1(acme_migrate_cutover);
-PG_FUNCTION_INFO_V1(acme_migrate_rollback);
-
-/* how many log entries one catch-up statement applies */
-#define CAPTURE_CHUNK		2000
 
 /* ---- the capture trigger ---- */
 
@@ -875,7 +856,7 @@ capture_exec(AmJob *job, AmMapping *map, const char *sql, SPIPlanPtr *plan,
  * The distinct keys of a list of text keys, as one array per key column
  * (the parameters of the catch-up and verification statements).
  */
-static Datum *
+Datum *
 capture_key_arrays(AmMapping *map, List *keys, int *nunique)
 {
 	HTAB	   *seen = capture_key_set();
@@ -968,44 +949,10 @@ capture_apply(AmJob *job, AmMapping *map, char direction, int limit,
 }
 
 /*
- * Verify the keys a cut-over drained: their mapped source rows and target
- * rows have the same row hashes.  Returns the rows that differ.
- */
-static int64
-capture_verify(AmMapping *map, List *keys)
-{
-	SPIPlanPtr	plan;
-	Oid		   *argtypes = palloc(sizeof(Oid) * map->nkeys);
-	Datum	   *arrays;
-	int			nunique;
-	bool		isnull;
-
-	if (keys == NIL)
-		return 0;
-	for (int i = 0; i < map->nkeys; i++)
-		argtypes[i] = get_array_type(map->key_types[i]);
-	plan = SPI_prepare(map->verify_sql, map->nkeys, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", map->verify_sql,
-			 SPI_result_code_string(SPI_result));
-	arrays = capture_key_arrays(map, keys, &nunique);
-	/*
-	 * Not read-only: a read-only execution would use the calling
-	 * statement's snapshot, taken before the drain and before the writes
-	 * it applied, and compare stale rows on both sides.
-	 */
-	if (SPI_execute_plan(plan, arrays, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not verify the drained keys");
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-/*
  * The job seen the other way round, for the way back after cut-over: its
  * target is read through reverse_columns and written into its source.
  */
-static AmJob *
+AmJob *
 capture_reverse_job(AmJob *job)
 {
 	AmJob	   *rev = palloc0(sizeof(AmJob));
@@ -1066,7 +1013,7 @@ capture_check_and_install(AmJob *job)
 
 /*
  * One step of catch-up for acme_migrate_run and workers (a job "copied"
- * with capture): up to CAPTURE_CHUNK entries, in the current transaction.
+ * with capture): up to AM_CAPTURE_CHUNK entries, in the current transaction.
  */
 int64
 capture_catch_up_step(AmJob *job, AmMapping *map)
@@ -1080,7 +1027,7 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	n = capture_apply(job, map, 'f', CAPTURE_CHUNK, &map->catchup_after, NULL);
+	n = capture_apply(job, map, 'f', AM_CAPTURE_CHUNK, &map->catchup_after, NULL);
 	SPI_finish();
 	am_end_as_owner(&owner_cxt);
 	return n;
@@ -1127,7 +1074,7 @@ acme_migrate_catch_up(PG_FUNCTION_ARGS)
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		n = capture_apply(job, map, 'f', CAPTURE_CHUNK, &after, NULL);
+		n = capture_apply(job, map, 'f', AM_CAPTURE_CHUNK, &after, NULL);
 		total += n;
 	} while (n > 0 &&
 			 (max_ms < 0 ||
@@ -1162,601 +1109,3 @@ capture_check_state(AmJob *job, const char *what)
 		capture_missing_error(job, ERROR);
 }
 
-/* ---- the short lock of cut-over and rollback ---- */
-
-typedef struct LockRound
-{
-	const char *operation;		/* "cutover" or "rollback" */
-	AmJob	   *job;
-	AmMapping  *map;
-	char		direction;		/* log drained under the lock */
-	Oid			relid;			/* table whose writers are blocked */
-	int64		lock_timeout_ms;
-	int64		max_lock_ms;
-	int			max_attempts;
-	TimestampTz started;
-	/* results */
-	int			attempts;
-	int64		lock_wait_ms;	/* of the attempt that took the lock */
-	int64		applied;		/* entries applied, outside the lock too */
-	TimestampTz locked_at;
-	int64		drained;
-	List	   *drained_keys;
-} LockRound;
-
-/* Catch up outside the lock for at most ms milliseconds. */
-static void
-capture_catch_up_for(LockRound *lr, int64 ms)
-{
-	TimestampTz start = GetCurrentTimestamp();
-
-	int64		n;
-	int64		after = 0;
-
-	(void) capture_sync_members(lr->job, lr->direction);
-	while ((n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK,
-							  &after, NULL)) > 0)
-	{
-		lr->applied += n;
-		if (TimestampDifferenceMilliseconds(start, GetCurrentTimestamp()) >= ms)
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/*
- * One attempt, in a subtransaction: take the lock (waiting at most
- * lock_timeout), then drain the log.  Returns "done" with the lock held
- * and the drain kept, or the outcome of a failed attempt with both given
- * back.
- */
-static const char *
-capture_lock_attempt(LockRound *lr, int64 *wait_ms, int64 *held_ms)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	TimestampTz t0 = GetCurrentTimestamp();
-	volatile const char *outcome = "done";
-
-	*held_ms = -1;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		int			nest = NewGUCNestLevel();
-		int64		n;
-		List	   *keys = NIL;
-		int64		drained = 0;
-		int64		after = 0;
-
-		(void) set_config_option("lock_timeout",
-								 psprintf("%lld", (long long) lr->lock_timeout_ms),
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-		/*
-		 * The table itself (find_all_inheritors locks only its children),
-		 * then every member: writers may write a partition directly.
-		 */
-		LockRelationOid(lr->relid, ExclusiveLock);
-		(void) find_all_inheritors(lr->relid, ExclusiveLock, NULL);
-		AtEOXact_GUC(true, nest);
-		lr->locked_at = GetCurrentTimestamp();
-		*wait_ms = TimestampDifferenceMilliseconds(t0, lr->locked_at);
-		/* members that came or went since the last catch-up */
-		(void) capture_sync_members(lr->job, lr->direction);
-		do
-		{
-			CHECK_FOR_INTERRUPTS();
-			n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK,
-							  &after, &keys);
-			drained += n;
-			if (n > 0 &&
-				TimestampDifferenceMilliseconds(lr->locked_at, GetCurrentTimestamp()) > lr->max_lock_ms)
-			{
-				outcome = "gave_back";
-				break;
-			}
-		} while (n > 0);
-		*held_ms = TimestampDifferenceMilliseconds(lr->locked_at, GetCurrentTimestamp());
-		if (strcmp((const char *) outcome, "done") == 0)
-		{
-			ReleaseCurrentSubTransaction();
-			lr->drained = drained;
-			lr->drained_keys = keys;
-		}
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		*wait_ms = TimestampDifferenceMilliseconds(t0, GetCurrentTimestamp());
-		outcome = "lock_timeout";
-	}
-	PG_END_TRY();
-	return (const char *) outcome;
-}
-
-/*
- * Take the lock in attempts with backoff (catching up in between), drain
- * the log under it.  Returns true with the lock held; false after
- * max_attempts.  Every attempt is recorded.
- */
-static bool
-capture_lock_round(LockRound *lr)
-{
-	for (lr->attempts = 1; lr->attempts <= lr->max_attempts; lr->attempts++)
-	{
-		int64		wait_ms = 0;
-		int64		held_ms;
-		const char *outcome;
-
-		/* little left to drain under the lock: catch up first */
-		capture_catch_up_for(lr, 10000);
-		outcome = capture_lock_attempt(lr, &wait_ms, &held_ms);
-		if (strcmp(outcome, "done") == 0)
-		{
-			lr->lock_wait_ms = wait_ms;
-			lr->applied += lr->drained;
-			return true;
-		}
-		catalog_cutover_attempt(lr->job->job_id, lr->operation, lr->attempts,
-								lr->started, wait_ms, held_ms, 0, outcome);
-		ereport(NOTICE,
-				(errmsg("%s of job \"%s\": attempt %d %s", lr->operation,
-						lr->job->job_name, lr->attempts,
-						strcmp(outcome, "lock_timeout") == 0 ?
-						"could not take the lock in time" :
-						"gave the lock back: draining took too long")));
-		/* back off: 50 ms, 100 ms ... at most 2 s, plus some jitter */
-		am_sleep(Min(2000, 50L << Min(lr->attempts - 1, 6)) +
-				 (int64) (random() % 50));
-	}
-	lr->attempts = lr->max_attempts;
-	return false;
-}
-
-static int64
-capture_held_ms(LockRound *lr)
-{
-	return TimestampDifferenceMilliseconds(lr->locked_at, GetCurrentTimestamp());
-}
-
-/*
- * Cut-over and rollback must be the only ones applying the log: they stop
- * the job's workers and take its lock, and they must see every entry
- * committed before they got their table lock, which only READ COMMITTED
- * gives.
- */
-static void
-capture_own_job(AmJob *job, const char *what)
-{
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cannot %s job \"%s\" in a transaction with isolation level %s",
-						what, job->job_name,
-						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
-				 errdetail("Under the lock it must see every write committed before it."),
-				 errhint("Run it at READ COMMITTED, the default.")));
-	(void) worker_stop_job(job);
-	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("job \"%s\" is running in another session", job->job_name),
-				 errhint("Wait for the session that runs the job by hand to finish.")));
-}
-
-/* Run the DBA's then_sql as the job's owner. */
-static void
-capture_then_sql(AmJob *job, const char *then_sql)
-{
-	int			rc;
-
-	if (then_sql == NULL || then_sql[0] == '\0')
-		return;
-	rc = SPI_execute(then_sql, false, 0);
-	if (rc < 0)
-		elog(ERROR, "then_sql failed: %s", SPI_result_code_string(rc));
-	CommandCounterIncrement();
-}
-
-static int64
-capture_interval_arg(FunctionCallInfo fcinfo, int n, const char *name,
-					 int64 dflt)
-{
-	return PG_ARGISNULL(n) ? dflt :
-		am_interval_ms(PG_GETARG_INTERVAL_P(n), name, false);
-}
-
-/*
- * acme_migrate_cutover(job, lock_timeout, max_lock_time, then_sql,
- *						max_attempts)
- *		returns (attempts, lock_held, changes_drained, verified)
- */
-Datum
-acme_migrate_cutover(PG_FUNCTION_ARGS)
-{
-	LockRound	lr;
-	AmJob	   *job;
-	AmOwnerContext owner_cxt;
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false};
-	char	   *then_sql;
-	int64		differ = 0;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job must not be null")));
-	memset(&lr, 0, sizeof(lr));
-	lr.operation = "cutover";
-	lr.direction = 'f';
-	lr.lock_timeout_ms = Min(capture_interval_arg(fcinfo, 1, "lock_timeout", 200),
-							 INT_MAX);
-	lr.max_lock_ms = capture_interval_arg(fcinfo, 2, "max_lock_time", 1000);
-	then_sql = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	lr.max_attempts = PG_ARGISNULL(4) ? 50 : PG_GETARG_INT32(4);
-	if (lr.max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be greater than zero")));
-	lr.started = GetCurrentTimestamp();
-
-	job = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
-	capture_check_state(job, "cut over");
-	if (strcmp(job->state, "copied") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot cut over job \"%s\" before its copy is done", job->job_name),
-				 errdetail("The job is %s.", job->state),
-				 errhint("Finish the copy with acme_migrate_run or acme_migrate_start; the job is then \"copied\".")));
-	capture_own_job(job, "cut over");
-	lr.job = job;
-	lr.map = mapping_build(job, false);
-	lr.relid = job->source_relid;
-
-	am_begin_as_owner(job, &owner_cxt);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (!capture_lock_round(&lr))
-	{
-		SPI_finish();
-		am_end_as_owner(&owner_cxt);
-		ereport(WARNING,
-				(errmsg("job \"%s\" was not cut over: the lock was not had in %d attempts",
-						job->job_name, lr.attempts),
-				 errhint("Try again later, or with a longer lock_timeout or max_lock_time; the attempts are in acme_migrate.cutovers.")));
-		values[0] = Int32GetDatum(lr.attempts);
-		nulls[1] = true;
-		values[2] = Int64GetDatum(0);
-		values[3] = BoolGetDatum(false);
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-	}
-
-	/* under the lock: verify, sequences, then_sql, capture off */
-	differ = capture_verify(lr.map, lr.drained_keys);
-	if (differ > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("cut-over of job \"%s\" found %lld drained rows that differ",
-						job->job_name, (long long) differ),
-				 errdetail("The drained keys' mapped source rows and target rows do not have the same row hashes."),
-				 errhint("Nothing was switched over; reconcile the job to see the rows.")));
-	am_advance_sequences(job, true);
-	capture_then_sql(job, then_sql);
-	(void) capture_remove(job, 'f', true);
-	catalog_capture_clear(job->job_id, 'f');
-	if (job->reverse_columns)
-		capture_install(job, 'r');
-	catalog_job_set_state(job, "cut_over", NULL);
-	catalog_job_cut_over_at(job);
-	catalog_cutover_attempt(job->job_id, lr.operation, lr.attempts, lr.started,
-							lr.lock_wait_ms, capture_held_ms(&lr), lr.drained,
-							"done");
-	SPI_finish();
-	am_end_as_owner(&owner_cxt);
-
-	values[0] = Int32GetDatum(lr.attempts);
-	values[1] = PointerGetDatum(am_ms_interval(capture_held_ms(&lr)));
-	values[2] = Int64GetDatum(lr.drained);
-	values[3] = BoolGetDatum(differ == 0);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-}
-
-/* ---- rollback ---- */
-
-/*
- * Record the target as it is before the job's first write: its row count
- * and table hash, and (when it is not empty) its rows, which a rollback
- * before cut-over puts back.  Called by acme_migrate_create, as the owner,
- * who must be able to read the target.
- */
-void
-capture_record_pre(AmJob *job)
-{
-	int64		rows;
-	uint8		hash[16];
-	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
-
-	if (pg_class_aclcheck(job->target_relid, job->owner, ACL_SELECT) != ACLCHECK_OK)
-	{
-		/* without SELECT there is no proving a rollback: nothing recorded */
-		return;
-	}
-	hash_relation(job->target_relid, &rows, hash);
-	memcpy(uuid->data, hash, UUID_LEN);
-	catalog_job_set_pre(job, rows,
-						DatumGetCString(DirectFunctionCall1(uuid_out,
-															UUIDPGetDatum(uuid))));
-	if (rows > 0)
-	{
-		Portal		portal;
-		SPIPlanPtr	plan;
-		Datum	   *rows = palloc(sizeof(Datum) * 1000);
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		plan = SPI_prepare(psprintf("SELECT pg_catalog.to_jsonb(t) FROM %s AS t",
-									mapping_relname(job->target_relid)), 0, NULL);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-		for (;;)
-		{
-			SPI_cursor_fetch(portal, true, 1000);
-			if (SPI_processed == 0)
-				break;
-			for (uint64 i = 0; i < SPI_processed; i++)
-			{
-				bool		isnull;
-
-				rows[i] = SPI_getbinval(SPI_tuptable->vals[i],
-										SPI_tuptable->tupdesc, 1, &isnull);
-			}
-			catalog_preimage_insert(job->job_id, rows, (int) SPI_processed);
-			SPI_freetuptable(SPI_tuptable);
-		}
-		SPI_cursor_close(portal);
-		SPI_finish();
-	}
-}
-
-/* "c1, c2, ...": the target's columns a row can be inserted into */
-static char *
-capture_insertable_columns(Oid relid, const char *prefix)
-{
-	Relation	rel = relation_open(relid, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attisdropped || att->attgenerated)
-			continue;
-		appendStringInfo(&buf, "%s%s%s", buf.len > 0 ? ", " : "", prefix,
-						 quote_identifier(NameStr(att->attname)));
-	}
-	relation_close(rel, AccessShareLock);
-	return buf.data;
-}
-
-/*
- * Before cut-over: delete the target's rows that are not as they were
- * when the job was created, put back those that are missing, and compare
- * the table hash with the one recorded then.  Inside SPI, as the owner.
- */
-static void
-capture_restore_target(AmJob *job, int64 *deleted, int64 *restored,
-					   bool *equal)
-{
-	const char *tgt = mapping_relname(job->target_relid);
-	char	   *cols = capture_insertable_columns(job->target_relid, "");
-	char	   *rcols = capture_insertable_columns(job->target_relid, "r.");
-	const char *catalog = "acme_migrate.preimages";
-	Datum		arg = Int64GetDatum(job->job_id);
-	Oid			argtype = INT8OID;
-	int64		rows;
-	uint8		hash[16];
-	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
-	char	   *pre_hash;
-	int			rc;
-	bool		isnull;
-
-	rc = SPI_execute_with_args(psprintf("DELETE FROM %s AS t WHERE NOT EXISTS "
-										"(SELECT 1 FROM %s p WHERE p.job_id OPERATOR(pg_catalog.=) $1 "
-										"AND p.row OPERATOR(pg_catalog.=) pg_catalog.to_jsonb(t))",
-										tgt, catalog),
-							   1, &argtype, &arg, NULL, false, 0);
-	if (rc != SPI_OK_DELETE)
-		elog(ERROR, "could not delete the job's rows: %s", SPI_result_code_string(rc));
-	*deleted = (int64) SPI_processed;
-	rc = SPI_execute_with_args(psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE "
-										"SELECT %s FROM %s p, "
-										"pg_catalog.jsonb_populate_record(NULL::%s, p.row) r "
-										"WHERE p.job_id OPERATOR(pg_catalog.=) $1 AND NOT EXISTS "
-										"(SELECT 1 FROM %s t2 WHERE pg_catalog.to_jsonb(t2) "
-										"OPERATOR(pg_catalog.=) p.row)",
-										tgt, cols, rcols, catalog, tgt, tgt),
-							   1, &argtype, &arg, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not restore the target's rows: %s", SPI_result_code_string(rc));
-	*restored = (int64) SPI_processed;
-	CommandCounterIncrement();
-
-	/* the proof: the table hash recorded before the job's first write */
-	rc = SPI_execute_with_args("SELECT pre_hash::pg_catalog.text FROM acme_migrate.jobs "
-							   "WHERE job_id OPERATOR(pg_catalog.=) $1",
-							   1, &argtype, &arg, NULL, true, 1);
-	pre_hash = (rc == SPI_OK_SELECT && SPI_processed == 1) ?
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
-	(void) isnull;
-	/* the statement's snapshot predates the rows just deleted and restored */
-	PushCopiedSnapshot(GetActiveSnapshot());
-	UpdateActiveSnapshotCommandId();
-	hash_relation(job->target_relid, &rows, hash);
-	PopActiveSnapshot();
-	memcpy(uuid->data, hash, UUID_LEN);
-	*equal = pre_hash != NULL &&
-		strcmp(pre_hash, DatumGetCString(DirectFunctionCall1(uuid_out,
-															 UUIDPGetDatum(uuid)))) == 0;
-}
-
-/*
- * Roll back a job that is not cut over: capture off, the target put back
- * as it was before the job, proven by its table hash, then then_sql; state
- * rolled_back with the reason (why, for a stop rule) or the hash
- * mismatch.  The caller holds the job exclusively.
- */
-void
-capture_rollback_before_cutover(AmJob *job, const char *then_sql,
-								const char *why, int64 *deleted,
-								int64 *restored, bool *equal)
-{
-	AmOwnerContext owner_cxt;
-
-	if (job->capture_changes)
-		(void) capture_remove(job, 'f', false);
-	catalog_capture_clear(job->job_id, 'f');
-	am_begin_as_owner(job, &owner_cxt);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	capture_restore_target(job, deleted, restored, equal);
-	capture_then_sql(job, then_sql);
-	SPI_finish();
-	am_end_as_owner(&owner_cxt);
-	catalog_job_set_state(job, "rolled_back",
-						  !*equal ? "the target's table hash differs from the one recorded before the job" :
-						  why);
-	if (!*equal)
-		ereport(WARNING,
-				(errmsg("job \"%s\" was rolled back, but its target is not as it was", job->job_name),
-				 errdetail("The target's table hash differs from the one recorded when the job was created."),
-				 errhint("Something else wrote to the target during the job, or the job was created before version 1.1.")));
-}
-
-/*
- * acme_migrate_rollback(job, then_sql, lock_timeout, max_attempts)
- *		returns (rows_deleted, rows_restored, changes_returned,
- *				 target_hash_equal)
- */
-Datum
-acme_migrate_rollback(PG_FUNCTION_ARGS)
-{
-	AmJob	   *job;
-	AmOwnerContext owner_cxt;
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false};
-	char	   *then_sql;
-	int64		lock_timeout_ms;
-	int			max_attempts;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job must not be null")));
-	then_sql = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	lock_timeout_ms = Min(capture_interval_arg(fcinfo, 2, "lock_timeout", 200), INT_MAX);
-	max_attempts = PG_ARGISNULL(3) ? 50 : PG_GETARG_INT32(3);
-	if (max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be greater than zero")));
-	job = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
-	if (strcmp(job->state, "rolled_back") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("job \"%s\" is already rolled back", job->job_name)));
-
-	/* nothing may copy or catch up meanwhile */
-	capture_own_job(job, "roll back");
-	job = catalog_job_get(job->job_name, true);
-
-	if (strcmp(job->state, "cut_over") != 0)
-	{
-		int64		deleted;
-		int64		restored;
-		bool		equal;
-
-		capture_rollback_before_cutover(job, then_sql, NULL, &deleted,
-										&restored, &equal);
-		values[0] = Int64GetDatum(deleted);
-		values[1] = Int64GetDatum(restored);
-		values[2] = Int64GetDatum(0);
-		values[3] = BoolGetDatum(equal);
-	}
-	else
-	{
-		LockRound	lr;
-		AmJob	   *rev;
-		int64		differ;
-
-		if (job->reverse_columns == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot roll back job \"%s\" after its cut-over", job->job_name),
-					 errdetail("It was created without reverse_columns, so the writes made to the target since were not captured."),
-					 errhint("Swap the tables back by hand; the writes made to the target since the cut-over are not in the source.")));
-		memset(&lr, 0, sizeof(lr));
-		lr.operation = "rollback";
-		lr.direction = 'r';
-		lr.lock_timeout_ms = lock_timeout_ms;
-		lr.max_lock_ms = 1000;
-		lr.max_attempts = max_attempts;
-		lr.started = GetCurrentTimestamp();
-		rev = capture_reverse_job(job);
-		lr.job = job;
-		lr.map = mapping_build(rev, false);
-		lr.relid = job->target_relid;
-		am_begin_as_owner(job, &owner_cxt);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (!capture_lock_round(&lr))
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("could not lock the target of job \"%s\" in %d attempts",
-							job->job_name, lr.attempts),
-					 errhint("Try again later, or with a longer lock_timeout.")));
-		differ = capture_verify(lr.map, lr.drained_keys);
-		if (differ > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("rollback of job \"%s\" found %lld replayed rows that differ",
-							job->job_name, (long long) differ),
-					 errhint("Nothing was switched back.")));
-		capture_then_sql(job, then_sql);
-		(void) capture_remove(job, 'r', true);
-		catalog_capture_clear(job->job_id, 'r');
-		catalog_job_set_state(job, "rolled_back", NULL);
-		catalog_cutover_attempt(job->job_id, lr.operation, lr.attempts, lr.started,
-								lr.lock_wait_ms, capture_held_ms(&lr), lr.drained,
-								"done");
-		SPI_finish();
-		am_end_as_owner(&owner_cxt);
-		values[0] = Int64GetDatum(0);
-		values[1] = Int64GetDatum(0);
-		values[2] = Int64GetDatum(lr.applied);
-		values[3] = BoolGetDatum(differ == 0);
-	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-}

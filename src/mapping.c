@@ -714,6 +714,24 @@ map_append_target_key_match(StringInfo q, AmJob *job, Relation tgt)
 }
 
 /*
+ * "WITH am_keys AS (...), b AS MATERIALIZED (<mapped source rows of the
+ * keys>), w AS (INSERT INTO target ... SELECT ... FROM b [ON CONFLICT])":
+ * the start of a catch-up statement.
+ */
+static void
+map_append_keyed_write(StringInfo q, AmJob *job, AmMapping *map,
+					   const char *srcname, const char *tgtname,
+					   const char *cols, bool identity_always,
+					   AmConflict on_conflict)
+{
+	map_append_key_set(q, map);
+	appendStringInfo(q, ")), b AS MATERIALIZED (SELECT %s", cols);
+	map_append_source_of_keys(q, job, map, srcname);
+	appendStringInfoString(q, "), ");
+	map_append_upsert(q, job, map, tgtname, identity_always, on_conflict);
+}
+
+/*
  * The catch-up statement: given arrays of keys ($1 .. $nkeys, one array per
  * key column), write into the target the current mapped source row of each
  * key, or delete the target's row when the source has none (or the filter
@@ -744,12 +762,8 @@ map_catchup_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 						 map_eq_operator(map->key_types[i]), i + 1);
 
 	initStringInfo(&q);
-	map_append_key_set(&q, map);
-	appendStringInfo(&q, ")), b AS MATERIALIZED (SELECT %s", cols);
-	map_append_source_of_keys(&q, job, map, srcname);
-	appendStringInfoString(&q, "), ");
-	map_append_upsert(&q, job, map, tgtname, identity_always,
-					  AM_CONFLICT_UPDATE);
+	map_append_keyed_write(&q, job, map, srcname, tgtname, cols,
+						   identity_always, AM_CONFLICT_UPDATE);
 	appendStringInfo(&q, ", d AS (DELETE FROM %s AS t USING am_keys WHERE true",
 					 tgtname);
 	map_append_target_key_match(&q, job, tgt);
@@ -781,12 +795,8 @@ map_catchup_replace_sql(AmJob *job, AmMapping *map, Relation tgt,
 	map->catchup_delete_sql = q.data;
 
 	initStringInfo(&q);
-	map_append_key_set(&q, map);
-	appendStringInfo(&q, ")), b AS (SELECT %s", cols);
-	map_append_source_of_keys(&q, job, map, srcname);
-	appendStringInfoString(&q, "), ");
-	map_append_upsert(&q, job, map, tgtname, identity_always,
-					  AM_CONFLICT_ERROR);
+	map_append_keyed_write(&q, job, map, srcname, tgtname, cols,
+						   identity_always, AM_CONFLICT_ERROR);
 	appendStringInfoString(&q, " SELECT pg_catalog.count(*) FROM w");
 	map->catchup_insert_sql = q.data;
 }
