@@ -230,6 +230,7 @@ extern void catalog_cutover_attempt(int64 job_id, const char *operation,
 									int64 drained, const char *outcome);
 extern void catalog_job_set_pre(AmJob *job, int64 rows, const char *hash);
 extern void catalog_preimage_insert(int64 job_id, Datum *rows, int n);
+extern void catalog_preimage_clear(int64 job_id);
 extern void catalog_job_cut_over_at(AmJob *job);
 extern void catalog_job_alter(AmJob *job, int32 batch_size,
 							  double max_rows_per_second,

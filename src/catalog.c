@@ -68,6 +68,7 @@ typedef enum CatStmt
 	CAT_CUTOVER_INSERT,
 	CAT_JOB_PRE,
 	CAT_PREIMAGE_INSERT,
+	CAT_PREIMAGE_CLEAR,
 	CAT_JOB_CUT_OVER_AT,
 	CAT_JOB_BREACH,
 	CAT_NUM_STMTS
@@ -339,6 +340,11 @@ static const struct
 		"INSERT INTO acme_migrate.preimages (job_id, row) "
 		"SELECT $1, r FROM pg_catalog.unnest($2) AS r",
 		2, {INT8OID, JSONBARRAYOID}
+	},
+	[CAT_PREIMAGE_CLEAR] = {
+		"DELETE FROM acme_migrate.preimages "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		1, {INT8OID}
 	},
 	[CAT_JOB_CUT_OVER_AT] = {
 		"UPDATE acme_migrate.jobs SET cut_over_at = pg_catalog.clock_timestamp() "
@@ -1693,6 +1699,18 @@ catalog_preimage_insert(int64 job_id, Datum *rows, int n)
 												TYPALIGN_INT));
 	cat_enter(&cxt);
 	cat_exec(CAT_PREIMAGE_INSERT, values, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/* Forget them: the job was cut over, or they are back in the target. */
+void
+catalog_preimage_clear(int64 job_id)
+{
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job_id);
+
+	cat_enter(&cxt);
+	cat_exec(CAT_PREIMAGE_CLEAR, &arg, NULL, 0);
 	cat_leave(&cxt);
 }
 

@@ -403,6 +403,7 @@ acme_migrate_cutover(PG_FUNCTION_ARGS)
 	cut_then_sql(job, then_sql);
 	(void) capture_remove(job, 'f', true);
 	catalog_capture_clear(job->job_id, 'f');
+	catalog_preimage_clear(job->job_id);
 	if (job->reverse_columns)
 		capture_install(job, 'r');
 	catalog_job_cut_over_at(job);
@@ -579,6 +580,7 @@ capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 	cut_then_sql(job, then_sql);
 	SPI_finish();
 	am_end_as_owner(&owner_cxt);
+	catalog_preimage_clear(job->job_id);
 	catalog_job_set_state(job, "rolled_back",
 						  !*equal ? "the target's table hash differs from the one recorded before the job" :
 						  why);
