@@ -21,6 +21,8 @@
  *	  sequences.c		sequences and identities behind the target's
  *						columns follow the data when a job finishes
  *	  stoprules.c		max_error_rate, reconcile and health_check breaches
+ *	  remote.c			reconcile of a source on another server (postgres_fdw):
+ *						range hashes computed there first
  *
  *-------------------------------------------------------------------------
  */
@@ -250,6 +252,10 @@ typedef struct AmReconcileCounts
 	int64		ranges_merged;
 	int64		mapped_rows;	/* rows the job's mapping gave; -1: not counted
 								 * apart (ad hoc or sampled runs) */
+	const char *remote_mode;	/* remote.c's mode; NULL: a local source */
+	const char *remote_note;	/* why no remote mode applied, or NULL */
+	int64		remote_rows;	/* rows fetched from the source's server;
+								 * -1: not counted (full_fetch) */
 } AmReconcileCounts;
 
 /* reconcile.c */
@@ -347,6 +353,27 @@ extern int64 capture_catch_up_step(AmJob *job, AmMapping *map);
 extern void capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 											const char *why, int64 *deleted,
 											int64 *restored, bool *equal);
+
+/* remote.c: a merge of the key range (lo, hi], either NULL: unbounded */
+typedef void (*AmMergeRange) (void *arg, Datum *lo, Datum *hi);
+
+typedef struct AmRemote
+{
+	AmJob	   *job;
+	AmMapping  *map;
+	List	   *columns;		/* compared target columns (char *) */
+	AmMergeRange merge;			/* lists the differences of a range */
+	void	   *merge_arg;
+	const char *mode;			/* out: remote_hashes, pushdown, full_fetch */
+	char	   *why;			/* out: why full_fetch */
+	int64		ranges_hashed;
+	int64		ranges_merged;
+	int64		equal_rows;		/* rows of the ranges found equal (each side) */
+	int64		remote_rows;	/* rows fetched from the remote server */
+} AmRemote;
+
+extern bool remote_is_foreign(Oid relid);
+extern bool remote_reconcile(AmRemote *r);
 
 /* sequences.c */
 extern void am_advance_sequences(AmJob *job, bool from_source);
