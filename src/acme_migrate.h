@@ -408,5 +408,6 @@ extern int	acme_migrate_max_workers_total;
 extern int	acme_migrate_naptime;
 extern char *acme_migrate_databases;
 extern bool acme_migrate_store_row_data;
+extern bool acme_migrate_remote_hashes;
 
 #endif							/* ACME_MIGRATE_H */

@@ -21,8 +21,9 @@
  *					columns...)) on both servers, the stored representation
  *					of each value, independent of session settings;
  *	pushdown		otherwise (an old server, PostgreSQL 12 say): a row
- *					hashes to md5(ROW(key, columns...)::text), built-in
- *					functions only, with the settings that shape text
+ *					hashes to hashtextextended(ROW(key, columns...)::text)
+ *					with seeds 0 and 1 (two 64-bit hashes; built-in since
+ *					PostgreSQL 11), with the settings that shape text
  *					output fixed to the same values on both servers;
  *	full_fetch		neither applies (why: a NOTICE and reconcile_runs.
  *					remote_note): the merge reads every row.
@@ -30,6 +31,8 @@
  * Why an equal range is really equal.  A range's figures are its row count
  * and the sums, as exact numerics, of the two 64-bit halves of its rows'
  * 128-bit hashes; a row's hash covers the key and every compared column.
+ * (Not a cryptographic hash: like hash_ranges in reconcile.c, this guards
+ * against accidents, not against rows crafted to collide.)
  * We require (or else fall back to full_fetch): a single key column, the
  * target key unique and NOT NULL, every compared column and the key filled
  * from a foreign table column of the very same type and typmod, which is
@@ -76,6 +79,9 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/uuid.h"
+#include "utils/wait_event.h"
 #include "nodes/makefuncs.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -127,6 +133,28 @@ typedef struct RmFigures
 	int64		rows;
 	char	   *sums;			/* "sum1/sum2", NULL for an empty range */
 } RmFigures;
+
+PG_FUNCTION_INFO_V1(acme_migrate_row_hash_half);
+
+/*
+ * acme_migrate.row_hash_half(uuid, half): the first (0) or second (1)
+ * eight bytes of a row hash as a bigint, big-endian, for sums in SQL.
+ */
+Datum
+acme_migrate_row_hash_half(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *u = PG_GETARG_UUID_P(0);
+	int32		half = PG_GETARG_INT32(1);
+	uint64		v = 0;
+
+	if (half != 0 && half != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("half must be 0 or 1")));
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | u->data[half * 8 + i];
+	PG_RETURN_INT64((int64) v);
+}
 
 /* Is this relation a foreign table? */
 bool
@@ -245,19 +273,54 @@ rm_connect(ForeignServer *server, UserMapping *um)
 }
 
 /*
- * Run a statement on the remote server with text parameters; the result
- * is counted in what we fetched.  Errors carry the remote message.
+ * Send a statement to the remote server with text parameters; its result
+ * is read by rm_result, so that we can work meanwhile.
+ */
+static void
+rm_send(RmState *rs, const char *sql, int nparams, const char **params)
+{
+	if (!PQsendQueryParams(rs->conn, sql, nparams, NULL, params, NULL, NULL, 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not send a query to the source's server: %s",
+						pchomp(PQerrorMessage(rs->conn)))));
+}
+
+/*
+ * The result of the statement sent last, waited for on our latch, so that
+ * a cancel or a terminate is served at once (as contrib/dblink and
+ * postgres_fdw wait); counted in what we fetched.  Errors carry the
+ * remote message.
  */
 static PGresult *
-rm_exec(RmState *rs, const char *sql, int nparams, const char **params)
+rm_result(RmState *rs, const char *sql)
 {
-	PGresult   *res = PQexecParams(rs->conn, sql, nparams, NULL, params,
-								   NULL, NULL, 0);
-	ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	PGresult   *res = NULL;
+	PGresult   *last;
+	ExecStatusType status;
 
+	for (;;)
+	{
+		while (PQisBusy(rs->conn))
+		{
+			(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE |
+									 WL_EXIT_ON_PM_DEATH, PQsocket(rs->conn), -1L,
+									 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			if (!PQconsumeInput(rs->conn))
+				break;
+		}
+		last = PQgetResult(rs->conn);
+		if (last == NULL)
+			break;
+		PQclear(res);
+		res = last;
+	}
+	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
 	{
-		char	   *msg = pchomp(PQerrorMessage(rs->conn));
+		char	   *msg = pchomp(res ? PQresultErrorMessage(res) : PQerrorMessage(rs->conn));
 
 		PQclear(res);
 		ereport(ERROR,
@@ -267,6 +330,13 @@ rm_exec(RmState *rs, const char *sql, int nparams, const char **params)
 	}
 	rs->r->remote_rows += PQntuples(res);
 	return res;
+}
+
+static PGresult *
+rm_exec(RmState *rs, const char *sql, int nparams, const char **params)
+{
+	rm_send(rs, sql, nparams, params);
+	return rm_result(rs, sql);
 }
 
 /* the first value of a one-row result, palloc'd; NULL for NULL or no row */
@@ -502,11 +572,14 @@ rm_check_remote(RmState *rs, bool listed)
 	/* remote_hashes needs acme_migrate there, at our version */
 	if (listed)
 	{
-		res = rm_exec(rs, "SELECT n.nspname, e.extversion FROM pg_catalog.pg_extension e "
+		res = rm_exec(rs, "SELECT n.nspname, e.extversion, "
+					  "pg_catalog.to_regprocedure('acme_migrate.row_hash_half(uuid, integer)') IS NOT NULL "
+					  "FROM pg_catalog.pg_extension e "
 					  "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
 					  "WHERE e.extname OPERATOR(pg_catalog.=) 'acme_migrate'", 0, NULL);
 		if (PQntuples(res) == 1 &&
-			strcmp(PQgetvalue(res, 0, 1), rm_local_version()) == 0)
+			strcmp(PQgetvalue(res, 0, 1), rm_local_version()) == 0 &&
+			strcmp(PQgetvalue(res, 0, 2), "t") == 0)
 		{
 			rs->remote_ext = true;
 			rs->remote_schema = pstrdup(PQgetvalue(res, 0, 0));
@@ -524,13 +597,18 @@ rm_check_remote(RmState *rs, bool listed)
  * The figures of the ranges of (lo, hi] ($2, $3: key text, NULL for no
  * bound) cut at the keys of $1 (an array's text): range b holds the keys
  * above the b-th and up to the (b+1)-th of them.  width_bucket counts the
- * cut keys <= k, so a key equal to a cut key moves down one.  Casts of the
- * parameters sit in uncorrelated subqueries, evaluated once.  The same
- * text runs on both servers: only the table, the columns and the hash
- * function differ.
+ * cut keys <= k, so a key equal to a cut key moves down one.  The array's
+ * cast sits in an uncorrelated subquery, evaluated once; the bounds' casts
+ * are folded or evaluated once as index scan keys.  The row's hash and
+ * width_bucket are computed once each (OFFSET 0 keeps their subqueries),
+ * and the hash is summed as two signed 64-bit halves into exact numerics;
+ * no ORDER BY, so that the groups are hashed, not sorted.  The same text runs on both servers:
+ * only the table, the columns and the hash expressions differ (hash: of
+ * ROW(columns), %s; h1 and h2: of am_h).
  */
 static char *
-rm_figures_sql(RmState *rs, const char *table, List *cols, const char *hash)
+rm_figures_sql(RmState *rs, const char *table, List *cols, const char *hash,
+			   const char *h1, const char *h2)
 {
 	StringInfoData q;
 	StringInfoData row;
@@ -550,20 +628,18 @@ rm_figures_sql(RmState *rs, const char *table, List *cols, const char *hash)
 					 "FROM (SELECT CASE WHEN am_w OPERATOR(pg_catalog.>) 0 "
 					 "AND %s[am_w] OPERATOR(pg_catalog.=) am_k "
 					 "THEN am_w OPERATOR(pg_catalog.-) 1 ELSE am_w END AS am_b, "
-					 "('x'::pg_catalog.text OPERATOR(pg_catalog.||) pg_catalog.substr(am_h, 1, 16))"
-					 "::pg_catalog.bit(64)::pg_catalog.int8 AS am_h1, "
-					 "('x'::pg_catalog.text OPERATOR(pg_catalog.||) pg_catalog.substr(am_h, 17, 16))"
-					 "::pg_catalog.bit(64)::pg_catalog.int8 AS am_h2 "
-					 "FROM (SELECT pg_catalog.width_bucket(t.%s, %s) AS am_w, t.%s AS am_k, ",
-					 cuts, k, cuts, k);
+					 "%s AS am_h1, %s AS am_h2 "
+					 "FROM (SELECT pg_catalog.width_bucket(am_k, %s) AS am_w, am_k, am_h "
+					 "FROM (SELECT t.%s AS am_k, ",
+					 cuts, h1, h2, cuts, k);
 	appendStringInfo(&q, hash, row.data);
 	appendStringInfo(&q,
 					 " AS am_h FROM %s AS t WHERE "
 					 "($2::pg_catalog.text IS NULL OR t.%s OPERATOR(pg_catalog.>) "
-					 "(SELECT $2::pg_catalog.text::%s)) AND "
+					 "$2::pg_catalog.text::%s) AND "
 					 "($3::pg_catalog.text IS NULL OR t.%s OPERATOR(pg_catalog.<=) "
-					 "(SELECT $3::pg_catalog.text::%s))) x) y "
-					 "GROUP BY am_b ORDER BY am_b",
+					 "$3::pg_catalog.text::%s) OFFSET 0) x OFFSET 0) y) z "
+					 "GROUP BY am_b",
 					 table, k, rs->key_type, k, rs->key_type);
 	return q.data;
 }
@@ -578,26 +654,40 @@ rm_build_sql(RmState *rs)
 
 	if (rs->remote_ext)
 	{
+		/* acme_migrate_row_hash, its halves by acme_migrate.row_hash_half */
+		const char *h1 = "acme_migrate.row_hash_half(am_h, 0)";
+		const char *h2 = "acme_migrate.row_hash_half(am_h, 1)";
+
 		rs->local_sql = rm_figures_sql(rs, tgt, rs->local_cols,
-									   psprintf("pg_catalog.encode(pg_catalog.uuid_send(%s.acme_migrate_row_hash(ROW(%%s))), 'hex')",
-												quote_identifier(am_extension_schema())));
+									   psprintf("%s.acme_migrate_row_hash(ROW(%%s))",
+												quote_identifier(am_extension_schema())),
+									   h1, h2);
 		rs->remote_sql = rm_figures_sql(rs, rs->remote_table, rs->remote_cols,
-										psprintf("pg_catalog.encode(pg_catalog.uuid_send(%s.acme_migrate_row_hash(ROW(%%s))), 'hex')",
-												 quote_identifier(rs->remote_schema)));
+										psprintf("%s.acme_migrate_row_hash(ROW(%%s))",
+												 quote_identifier(rs->remote_schema)),
+										h1, h2);
 	}
 	else
 	{
-		const char *md5 = "pg_catalog.md5(ROW(%s)::pg_catalog.text)";
+		/*
+		 * PostgreSQL 11 and later: the row's text, hashed to 64 bits with
+		 * two seeds by hashtextextended (hash_bytes_extended of its bytes:
+		 * the default collation is deterministic)
+		 */
+		const char *text = "ROW(%s)::pg_catalog.text";
+		const char *h1 = "pg_catalog.hashtextextended(am_h, 0)";
+		const char *h2 = "pg_catalog.hashtextextended(am_h, 1)";
 
-		rs->local_sql = rm_figures_sql(rs, tgt, rs->local_cols, md5);
-		rs->remote_sql = rm_figures_sql(rs, rs->remote_table, rs->remote_cols, md5);
+		rs->local_sql = rm_figures_sql(rs, tgt, rs->local_cols, text, h1, h2);
+		rs->remote_sql = rm_figures_sql(rs, rs->remote_table, rs->remote_cols,
+										text, h1, h2);
 	}
 	rs->bounds_sql = psprintf("SELECT pg_catalog.array_agg(am_k ORDER BY am_k)::pg_catalog.text, "
 							  "pg_catalog.array_agg(am_k::pg_catalog.text ORDER BY am_k) "
 							  "FROM (SELECT t.%s AS am_k, pg_catalog.row_number() OVER (ORDER BY t.%s) AS am_rn "
 							  "FROM %s AS t WHERE "
-							  "($1::pg_catalog.text IS NULL OR t.%s OPERATOR(pg_catalog.>) (SELECT $1::pg_catalog.text::%s)) AND "
-							  "($2::pg_catalog.text IS NULL OR t.%s OPERATOR(pg_catalog.<=) (SELECT $2::pg_catalog.text::%s))) x "
+							  "($1::pg_catalog.text IS NULL OR t.%s OPERATOR(pg_catalog.>) $1::pg_catalog.text::%s) AND "
+							  "($2::pg_catalog.text IS NULL OR t.%s OPERATOR(pg_catalog.<=) $2::pg_catalog.text::%s)) x "
 							  "WHERE am_rn OPERATOR(pg_catalog.%%) $3 OPERATOR(pg_catalog.=) 0",
 							  k, k, tgt, k, rs->key_type, k, rs->key_type);
 }
@@ -673,12 +763,20 @@ rm_local_figures(RmState *rs, const char *cuts, const char *lo,
 	}
 }
 
+/* The same on the remote server: sends the query when f is NULL. */
 static void
 rm_remote_figures(RmState *rs, const char *cuts, const char *lo,
 				  const char *hi, RmFigures *f, bool *null_key)
 {
 	const char *params[3] = {cuts, lo, hi};
-	PGresult   *res = rm_exec(rs, rs->remote_sql, 3, params);
+	PGresult   *res;
+
+	if (f == NULL)
+	{
+		rm_send(rs, rs->remote_sql, 3, params);
+		return;
+	}
+	res = rm_result(rs, rs->remote_sql);
 
 	for (int i = 0; i < PQntuples(res); i++)
 	{
@@ -741,6 +839,8 @@ rm_compare(RmState *rs, const char *lo, const char *hi, int64 rows,
 	int			run = -1;		/* first range of a run to merge */
 	int64		run_rows = 0;
 
+	/* both servers at once: the remote one works while we do */
+	rm_remote_figures(rs, cuts, lo, hi, NULL, NULL);
 	rm_local_figures(rs, cuts, lo, hi, mine, &null_key);
 	rm_remote_figures(rs, cuts, lo, hi, theirs, &null_key);
 	if (null_key)
@@ -824,6 +924,8 @@ remote_reconcile(AmRemote *r)
 
 	if (!remote_is_foreign(src))
 		return false;
+	if (!acme_migrate_remote_hashes)
+		return rm_not_applicable(r, "acme_migrate.remote_hashes is off.");
 	memset(&rs, 0, sizeof(rs));
 	rs.r = r;
 	server = GetForeignServer(GetForeignTable(src)->serverid);

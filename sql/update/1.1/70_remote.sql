@@ -15,3 +15,11 @@ COMMENT ON COLUMN acme_migrate.reconcile_runs.remote_rows IS
 	'rows fetched from the source''s server: range figures plus the rows of the ranges that differ (NULL when not counted: full_fetch, local source)';
 COMMENT ON COLUMN acme_migrate.reconcile_runs.remote_note IS
 	'why a foreign source was read in full (remote_mode full_fetch), or NULL';
+
+/* the halves of a row hash as bigints, summed per range on both servers */
+CREATE FUNCTION acme_migrate.row_hash_half(hash uuid, half integer)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'acme_migrate_row_hash_half'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION acme_migrate.row_hash_half(uuid, integer) IS
+	'the first (half 0) or last (half 1) eight bytes of a row hash (acme_migrate_row_hash) as a bigint, big-endian; reconcile sums them per key range on a foreign source''s server and here';
