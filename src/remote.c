@@ -492,6 +492,45 @@ rm_check_local(RmState *rs)
 }
 
 /*
+ * Has a compared column a type whose values are OIDs naming objects
+ * (regclass, regtype, ...)?  acme_migrate_row_hash hashes their numbers,
+ * which name different objects on two servers; their text (pushdown) is
+ * their names.
+ */
+static bool
+rm_has_oid_names(RmState *rs)
+{
+	ListCell   *lc;
+
+	foreach(lc, rs->local_cols)
+	{
+		Oid			type;
+		int32		typmod;
+		Oid			coll;
+
+		rm_target_type(rs->r->map->target_relid, lfirst(lc), &type, &typmod, &coll);
+		switch (getBaseType(type))
+		{
+			case REGPROCOID:
+			case REGPROCEDUREOID:
+			case REGOPEROID:
+			case REGOPERATOROID:
+			case REGCLASSOID:
+			case REGCOLLATIONOID:
+			case REGTYPEOID:
+			case REGROLEOID:
+			case REGNAMESPACEOID:
+			case REGCONFIGOID:
+			case REGDICTIONARYOID:
+				return true;
+			default:
+				break;
+		}
+	}
+	return false;
+}
+
+/*
  * What must hold on the remote server; NULL when it does, else why not.
  * Sets its session up (settings, one read-only snapshot) and decides
  * between remote_hashes and pushdown.
@@ -570,7 +609,11 @@ rm_check_remote(RmState *rs, bool listed)
 	}
 
 	/* remote_hashes needs acme_migrate there, at our version */
-	if (listed)
+	if (listed && rm_has_oid_names(rs))
+		ereport(NOTICE,
+				(errmsg("hashing with built-in functions on the source's server"),
+				 errdetail("A compared column has an object identifier type (regclass, ...), whose row hash is its number, which names different objects on two servers.")));
+	else if (listed)
 	{
 		res = rm_exec(rs, "SELECT n.nspname, e.extversion, "
 					  "pg_catalog.to_regprocedure('acme_migrate.row_hash_half(uuid, integer)') IS NOT NULL "
@@ -962,6 +1005,18 @@ remote_reconcile(AmRemote *r)
 	}
 	PG_FINALLY();
 	{
+		/* a statement still running there (we were cancelled) stops too */
+		if (PQtransactionStatus(rs.conn) == PQTRANS_ACTIVE)
+		{
+			char		errbuf[256];
+			PGcancel   *cancel = PQgetCancel(rs.conn);
+
+			if (cancel != NULL)
+			{
+				(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+				PQfreeCancel(cancel);
+			}
+		}
 		PQfinish(rs.conn);
 	}
 	PG_END_TRY();
