@@ -531,20 +531,14 @@ rm_has_oid_names(RmState *rs)
 }
 
 /*
- * What must hold on the remote server; NULL when it does, else why not.
- * Sets its session up (settings, one read-only snapshot) and decides
- * between remote_hashes and pushdown.
+ * Set the remote session up: the settings that shape text output, one
+ * read-only snapshot.  NULL when the server can take part, else why not.
  */
 static const char *
-rm_check_remote(RmState *rs, bool listed)
+rm_remote_session(RmState *rs)
 {
 	const char *p[2];
-	StringInfoData q;
-	PGresult   *res;
 	char	   *v;
-	ListCell   *lc;
-	ListCell   *ll;
-	int			i = 0;
 
 	(void) rm_exec_value(rs, "SET search_path = pg_catalog, pg_temp", 0, NULL);
 	for (int s = 0; s < lengthof(rm_settings); s++)
@@ -557,29 +551,47 @@ rm_check_remote(RmState *rs, bool listed)
 	v = rm_exec_value(rs, "SELECT pg_catalog.current_setting('server_encoding')", 0, NULL);
 	if (v == NULL || strcmp(v, GetDatabaseEncodingName()) != 0)
 		return "The source's server has another encoding.";
+	/* hashtextextended came with PostgreSQL 11 */
+	v = rm_exec_value(rs, "SELECT pg_catalog.current_setting('server_version_num')", 0, NULL);
+	if (v == NULL || atoi(v) < 110000)
+		return "The source's server is older than PostgreSQL 11.";
+	return NULL;
+}
 
-	/* each remote column's type (schema, name, typmod) and collation */
-	initStringInfo(&q);
-	appendStringInfoString(&q,
-						   "SELECT n.nspname, t.typname, a.atttypmod, "
-						   "CASE WHEN a.attcollation OPERATOR(pg_catalog.=) 0 THEN 'C' "
-						   "WHEN c.collname OPERATOR(pg_catalog.=) 'default' THEN "
-						   "(SELECT d.datcollate FROM pg_catalog.pg_database d "
-						   " WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) "
-						   "ELSE c.collcollate END "
-						   "FROM pg_catalog.pg_attribute a "
-						   "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
-						   "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace "
-						   "LEFT JOIN pg_catalog.pg_collation c ON c.oid OPERATOR(pg_catalog.=) a.attcollation "
-						   "WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass "
-						   "AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped");
+/*
+ * Is each remote column of its target column's type (schema, name,
+ * typmod), and does the key sort in the C collation there?  NULL when so,
+ * else why not.
+ */
+static const char *
+rm_check_remote_columns(RmState *rs)
+{
+	const char *sql =
+		"SELECT n.nspname, t.typname, a.atttypmod, "
+		"CASE WHEN a.attcollation OPERATOR(pg_catalog.=) 0 THEN 'C' "
+		"WHEN c.collname OPERATOR(pg_catalog.=) 'default' THEN "
+		"(SELECT d.datcollate FROM pg_catalog.pg_database d "
+		" WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) "
+		"ELSE c.collcollate END "
+		"FROM pg_catalog.pg_attribute a "
+		"JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid "
+		"JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace "
+		"LEFT JOIN pg_catalog.pg_collation c ON c.oid OPERATOR(pg_catalog.=) a.attcollation "
+		"WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass "
+		"AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped";
+	ListCell   *lc;
+	ListCell   *ll;
+	int			i = 0;
+
 	forboth(lc, rs->remote_cols, ll, rs->local_cols)
 	{
+		const char *p[2] = {rs->remote_table, lfirst(lc)};
 		Oid			type;
 		int32		typmod;
 		Oid			coll;
 		HeapTuple	tup;
 		Form_pg_type typ;
+		PGresult   *res;
 		bool		same;
 
 		rm_target_type(rs->r->map->target_relid, lfirst(ll), &type, &typmod, &coll);
@@ -587,10 +599,7 @@ rm_check_remote(RmState *rs, bool listed)
 		if (!HeapTupleIsValid(tup))
 			elog(ERROR, "cache lookup failed for type %u", type);
 		typ = (Form_pg_type) GETSTRUCT(tup);
-
-		p[0] = rs->remote_table;
-		p[1] = lfirst(lc);
-		res = rm_exec(rs, q.data, 2, p);
+		res = rm_exec(rs, sql, 2, p);
 		same = PQntuples(res) == 1 &&
 			strcmp(PQgetvalue(res, 0, 0), get_namespace_name(typ->typnamespace)) == 0 &&
 			strcmp(PQgetvalue(res, 0, 1), NameStr(typ->typname)) == 0 &&
@@ -607,33 +616,59 @@ rm_check_remote(RmState *rs, bool listed)
 							(char *) lfirst(ll));
 		i++;
 	}
+	return NULL;
+}
 
-	/* remote_hashes needs acme_migrate there, at our version */
-	if (listed && rm_has_oid_names(rs))
+/*
+ * remote_hashes, rather than pushdown, when the server lists acme_migrate
+ * in its extensions option and has it at our version, and no compared
+ * column names objects by number; a NOTICE says why not otherwise.
+ */
+static void
+rm_check_remote_ext(RmState *rs)
+{
+	PGresult   *res;
+
+	if (rm_has_oid_names(rs))
+	{
 		ereport(NOTICE,
 				(errmsg("hashing with built-in functions on the source's server"),
 				 errdetail("A compared column has an object identifier type (regclass, ...), whose row hash is its number, which names different objects on two servers.")));
-	else if (listed)
-	{
-		res = rm_exec(rs, "SELECT n.nspname, e.extversion, "
-					  "pg_catalog.to_regprocedure('acme_migrate.row_hash_half(uuid, integer)') IS NOT NULL "
-					  "FROM pg_catalog.pg_extension e "
-					  "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
-					  "WHERE e.extname OPERATOR(pg_catalog.=) 'acme_migrate'", 0, NULL);
-		if (PQntuples(res) == 1 &&
-			strcmp(PQgetvalue(res, 0, 1), rm_local_version()) == 0 &&
-			strcmp(PQgetvalue(res, 0, 2), "t") == 0)
-		{
-			rs->remote_ext = true;
-			rs->remote_schema = pstrdup(PQgetvalue(res, 0, 0));
-		}
-		PQclear(res);
-		if (!rs->remote_ext)
-			ereport(NOTICE,
-					(errmsg("acme_migrate is not installed on the source's server at version %s; hashing with built-in functions there",
-							rm_local_version())));
+		return;
 	}
-	return NULL;
+	res = rm_exec(rs, "SELECT n.nspname, e.extversion, "
+				  "pg_catalog.to_regprocedure('acme_migrate.row_hash_half(uuid, integer)') IS NOT NULL "
+				  "FROM pg_catalog.pg_extension e "
+				  "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+				  "WHERE e.extname OPERATOR(pg_catalog.=) 'acme_migrate'", 0, NULL);
+	if (PQntuples(res) == 1 &&
+		strcmp(PQgetvalue(res, 0, 1), rm_local_version()) == 0 &&
+		strcmp(PQgetvalue(res, 0, 2), "t") == 0)
+	{
+		rs->remote_ext = true;
+		rs->remote_schema = pstrdup(PQgetvalue(res, 0, 0));
+	}
+	PQclear(res);
+	if (!rs->remote_ext)
+		ereport(NOTICE,
+				(errmsg("acme_migrate is not installed on the source's server at version %s; hashing with built-in functions there",
+						rm_local_version())));
+}
+
+/*
+ * What must hold on the remote server; NULL when it does, else why not.
+ * Sets its session up and decides between remote_hashes and pushdown.
+ */
+static const char *
+rm_check_remote(RmState *rs, bool listed)
+{
+	const char *why = rm_remote_session(rs);
+
+	if (why == NULL)
+		why = rm_check_remote_columns(rs);
+	if (why == NULL && listed)
+		rm_check_remote_ext(rs);
+	return why;
 }
 
 /*
