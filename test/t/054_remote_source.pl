@@ -247,6 +247,28 @@ is( $out,
 like($err, qr/acme_migrate is not installed on the source's server/,
 	'and a NOTICE says why');
 
+# a foreign table of its own making: other table and column names there
+# (table_name, column_name), and a target column filled from a source
+# column of another name
+$new->safe_psql(
+	'postgres', q{
+	CREATE FOREIGN TABLE src_ext.renamed (order_id bigint OPTIONS (column_name 'id'),
+		amount numeric(10,2), remark text OPTIONS (column_name 'note'),
+		placed timestamptz, flag boolean)
+		SERVER old_ext OPTIONS (schema_name 'legacy', table_name 'orders');
+	CREATE TABLE app.renamed (order_id bigint PRIMARY KEY, amount numeric(10,2),
+		note text, placed timestamptz, flag boolean);
+	SELECT acme_migrate_create(job => 'renamed', source => 'src_ext.renamed',
+		target => 'app.renamed', key => '{order_id}', columns => '{"note": "remark"}');
+	CALL acme_migrate_run('renamed');
+	DELETE FROM app.renamed WHERE order_id = 4000;
+	UPDATE app.renamed SET note = 'other' WHERE order_id = 4001;
+});
+($diffs, $rmode) = reconcile('renamed', 'order_id');
+is($diffs, "missing 4000\nchanged 4001",
+	'remote column names (column_name, table_name) and a renamed column');
+is($rmode, 'remote_hashes', 'in mode remote_hashes');
+
 # a mapped expression is not sent to the remote server: full_fetch, and why
 $new->safe_psql(
 	'postgres', q{
