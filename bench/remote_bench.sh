@@ -6,7 +6,7 @@
 # legacy.bo with REMOTE_ROWS rows (default 1,000,000: bigint key, int,
 # numeric(12,2), text with NULLs, timestamptz, 40-character text) in two
 # databases, with_ext (acme_migrate installed) and plain (without); "new"
-# reaches them through postgres_fdw (servers old_ext, listing acme_migrate
+# reaches them through postgres_fdw over TCP (servers old_ext, listing acme_migrate
 # in its extensions option, and old_plain) and holds app.bo, built with the
 # same deterministic SQL.  Then about REMOTE_DIFFS (default 100) differences
 # are planted on the legacy side: a third deleted, a third updated, a third
@@ -127,10 +127,10 @@ npsql -c "CREATE EXTENSION acme_migrate" -c "CREATE EXTENSION postgres_fdw" \
 	-c "SET search_path = app" -c "$TABLE_SQL" -c "VACUUM ANALYZE app.bo"
 wait
 npsql -c "CREATE SERVER old_ext FOREIGN DATA WRAPPER postgres_fdw
-		OPTIONS (host '$LEGACY_DIR', port '$LEGACY_PORT', dbname 'with_ext',
+		OPTIONS (host '127.0.0.1', port '$LEGACY_PORT', dbname 'with_ext',
 			extensions 'acme_migrate', fetch_size '1000')" \
 	-c "CREATE SERVER old_plain FOREIGN DATA WRAPPER postgres_fdw
-		OPTIONS (host '$LEGACY_DIR', port '$LEGACY_PORT', dbname 'plain', fetch_size '1000')" \
+		OPTIONS (host '127.0.0.1', port '$LEGACY_PORT', dbname 'plain', fetch_size '1000')" \
 	-c "CREATE USER MAPPING FOR postgres SERVER old_ext OPTIONS (user 'postgres')" \
 	-c "CREATE USER MAPPING FOR postgres SERVER old_plain OPTIONS (user 'postgres')" \
 	-c "CREATE SCHEMA src_ext" -c "CREATE SCHEMA src_plain" \
