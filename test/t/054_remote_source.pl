@@ -247,6 +247,31 @@ is( $out,
 like($err, qr/acme_migrate is not installed on the source's server/,
 	'and a NOTICE says why');
 
+# over 100,000 target rows the first cuts come from a sample of the target
+$legacy->safe_psql(
+	'with_ext', q{
+	CREATE TABLE legacy.big (id integer PRIMARY KEY, v text);
+	INSERT INTO legacy.big SELECT g, 'v' || g FROM generate_series(1, 150000) g;
+});
+$new->safe_psql(
+	'postgres', q{
+	IMPORT FOREIGN SCHEMA legacy LIMIT TO (big) FROM SERVER old_ext INTO src_ext;
+	CREATE TABLE app.big (id integer PRIMARY KEY, v text);
+	SELECT acme_migrate_create(job => 'big', source => 'src_ext.big',
+		target => 'app.big', key => '{id}', batch_size => 50000);
+	CALL acme_migrate_run('big');
+	DELETE FROM app.big WHERE id IN (1, 77777);
+	UPDATE app.big SET v = NULL WHERE id IN (150000, 3);
+});
+$legacy->safe_psql('with_ext',
+	"DELETE FROM legacy.big WHERE id = 100000; INSERT INTO legacy.big VALUES (0, 'zero')"
+);
+my $want_big = oracle('src_ext.big', 'app.big', 'id', [qw(id v)]);
+($diffs, $rmode, $rrows) = reconcile('big', 'id');
+is($diffs, $want_big, '150,000 rows, sampled first cuts: as the oracle says');
+is($rmode, 'remote_hashes', 'in mode remote_hashes');
+ok($rrows < 3000, "and few rows fetched ($rrows of 150000)");
+
 # a foreign table of its own making: other table and column names there
 # (table_name, column_name), and a target column filled from a source
 # column of another name
