@@ -39,7 +39,10 @@
  * also the remote column's type (by schema and name); no filter; the same
  * server encoding on both servers; and a key whose order is the same on
  * both servers (a type without collation, or the C collation both sides),
- * so that both servers put a key into the same range.  Then equal figures
+ * so that both servers put a key into the same range; a server of
+ * PostgreSQL 11 or later.  remote_hashes also needs no column of an
+ * object identifier type (regclass, ...): its row hash is the number,
+ * which names different objects on two servers.  Then equal figures
  * mean the same multiset of hashed rows, up to a collision of the 128-bit
  * sums; since the target has at most one row per key, so has the source
  * in that range, and each source row has a target row of identical
@@ -49,7 +52,13 @@
  * value as its text output in postgres_fdw's fixed settings, put through
  * our input function: for the same built-in type that gives back a value
  * with that same text, so the merge would have found the rows equal.  A
- * range whose figures differ proves nothing and is merged.
+ * range whose figures differ proves nothing and is merged.  So the
+ * differences listed, and their order (ranges are visited in key order),
+ * are those of a merge of everything.  The compare policies other than
+ * "text" (value, tolerance, truncate) find equal whatever has the same
+ * representation, so an equal range has nothing to list under any.  Where
+ * the cuts fall (every n-th target key, or of a sample of the target)
+ * changes the work, never the result.
  *
  * Connection.  We run SQL on the remote server with libpq directly, as
  * contrib/dblink does, from the foreign server's options and the user
