@@ -26,6 +26,9 @@
 # Rows fetched from the legacy server: the sum of pg_stat_statements.rows
 # over the legacy database (postgres_fdw's FETCH and our own SELECTs), reset
 # before each run; it is computed by the legacy server, not by our code.
+# Bytes: what the legacy server sends, counted by a TCP relay
+# (bench/byte_relay.py) put between it and its clients for one more,
+# untimed run of each contender.
 # Printed with its fraction of the full fetch's (goal: under 2% for
 # remote_hashes), and each time against full_fetch and pg_comparator (goal:
 # faster than pg_comparator).  Every run's difference counts are checked
@@ -54,9 +57,10 @@ SETTINGS=(
 	${REMOTE_BENCH_EXTRA_SETTING:+"$REMOTE_BENCH_EXTRA_SETTING"}
 )
 
-LEGACY_DIR= LEGACY_PORT= NEW_DIR= NEW_PORT=
+LEGACY_DIR= LEGACY_PORT= NEW_DIR= NEW_PORT= RELAY_PID=
 cleanup() {
 	local rc=$?
+	[ -z "$RELAY_PID" ] || kill -TERM "$RELAY_PID" 2>/dev/null || true
 	CLUSTER_DIR=$LEGACY_DIR cluster_stop
 	CLUSTER_DIR=$NEW_DIR cluster_stop
 	exit $rc
@@ -142,16 +146,17 @@ WANT=$(lpsql plain -At -c "SELECT (SELECT count(*) FROM legacy.bo WHERE id > $RO
 	(SELECT count(*) FROM legacy.bo WHERE note LIKE '% changed')")
 log "setup took $(( ($(now_ms) - t0) / 1000 )) s; planted (missing extra changed): $WANT"
 
-# one run: prints "ms fetched missing extra changed"
+# one run: prints "ms fetched missing extra changed"; the legacy server is
+# reached on port $2 (default its own) by pg_comparator
 run_one() {
-	local c=$1 db=with_ext src=src_ext guc=on t0 t1 counts fetched
+	local c=$1 lport=${2:-$LEGACY_PORT} db=with_ext src=src_ext guc=on t0 t1 counts fetched
 	case $c in pushdown | full_fetch | pg_comparator) db=plain src=src_plain ;; esac
 	[ "$c" = full_fetch ] && guc=off
 	lpsql "$db" -At -c "SELECT pg_stat_statements_reset()" >/dev/null
 	t0=$(now_ms)
 	if [ "$c" = pg_comparator ]; then
 		as_pg pg_comparator --use-key --checksum-function="$CK" \
-			"pgsql://postgres@127.0.0.1:$LEGACY_PORT/plain/legacy.bo?id" \
+			"pgsql://postgres@127.0.0.1:$lport/plain/legacy.bo?id" \
 			"pgsql://postgres@127.0.0.1:$NEW_PORT/postgres/app.bo?id" \
 			>"/tmp/remote_bench.pgc.$$" 2>&1 || { cat "/tmp/remote_bench.pgc.$$" >&2; return 1; }
 		t1=$(now_ms)
@@ -183,22 +188,52 @@ for rep in $(seq 1 "$REPS"); do
 			echo "  WARNING: $c found (missing extra changed) $counts, planted $WANT"
 	done
 done
+# bytes: one more, untimed run of each contender through a relay that
+# counts what the legacy server sends (bench/byte_relay.py, on 127.0.0.1)
+declare -A BYTES
+RELAY_OUT=$(mktemp /tmp/remote_bench.relay.XXXXXX)
+set_fdw_port() {
+	npsql -c "ALTER SERVER old_ext OPTIONS (SET port '$1')" \
+		-c "ALTER SERVER old_plain OPTIONS (SET port '$1')"
+}
+for c in $CONTENDERS; do
+	rport=$(find_free_port) || die "no free port for the byte relay"
+	rm -f "$RELAY_OUT" "$RELAY_OUT.ready"
+	python3 "$HERE/byte_relay.py" "$rport" "$LEGACY_PORT" "$RELAY_OUT" &
+	RELAY_PID=$!
+	for _ in $(seq 1 100); do [ -f "$RELAY_OUT.ready" ] && break; sleep 0.1; done
+	set_fdw_port "$rport"
+	run_one "$c" "$rport" >/dev/null
+	set_fdw_port "$LEGACY_PORT"
+	kill -TERM "$RELAY_PID"
+	wait "$RELAY_PID" || true
+	RELAY_PID=
+	read -r _ BYTES[$c] <"$RELAY_OUT"
+done
+rm -f "$RELAY_OUT" "$RELAY_OUT.ready"
+
 full_ms=$(printf '%s' "${TIMES[full_fetch]}" | median)
 pgc_ms=$(printf '%s' "${TIMES[pg_comparator]:-0}" | median)
 full_rows=${FETCHED[full_fetch]}
-printf '  %-14s %9s %9s %13s %10s %12s %15s\n' contender "median ms" "min ms" "rows fetched" "% of full" "/ full_fetch" "/ pg_comparator"
+full_bytes=${BYTES[full_fetch]}
+printf '  %-14s %9s %9s %12s %8s %13s %8s %7s %7s\n' contender "median ms" "min ms" "rows fetched" "of full" \
+	"bytes sent" "of full" "/ full" "/ pg_c"
 for c in $CONTENDERS; do
 	m=$(printf '%s' "${TIMES[$c]}" | median)
 	mn=$(printf '%s' "${TIMES[$c]}" | sort -n | head -1)
 	awk -v c="$c" -v m="$m" -v mn="$mn" -v f="${FETCHED[$c]}" -v ff="$full_rows" \
-		-v fm="$full_ms" -v pm="$pgc_ms" 'BEGIN {
-		printf "  %-14s %9d %9d %13d %9.2f%% %12.2f ", c, m, mn, f, 100 * f / ff, m / fm
-		if (pm > 0) printf "%15.2f\n", m / pm; else printf "%15s\n", "-" }'
+		-v b="${BYTES[$c]}" -v fb="$full_bytes" -v fm="$full_ms" -v pm="$pgc_ms" 'BEGIN {
+		printf "  %-14s %9d %9d %12d %7.2f%% %13d %7.2f%% %7.2f ", c, m, mn, f, 100 * f / ff,
+			b, 100 * b / fb, m / fm
+		if (pm > 0) printf "%7.2f\n", m / pm; else printf "%7s\n", "-" }'
 done
 echo "  rows fetched: sum of pg_stat_statements.rows on the legacy database during the run (postgres_fdw"
 echo "  FETCHes and our range figures; for pg_comparator the rows its statements there returned or wrote,"
 echo "  its checksum tables included, so not a count of rows sent)."
+echo "  bytes sent: what the legacy server sent on its connections (our figures, postgres_fdw's rows,"
+echo "  pg_comparator's queries), counted by a TCP relay (bench/byte_relay.py) in one more, untimed run."
+echo "  / full, / pg_c: median time against full_fetch's and pg_comparator's."
 echo "  Both clusters are on this machine: sending rows costs next to nothing here, so full_fetch is as"
 echo "  fast as it will ever be; across a network its time grows with the rows fetched, the remote modes' hardly."
 [ "$CK" = md5 ] || echo "  pg_comparator: --use-key --checksum-function=ck (pgcmp on both servers), between the two servers over TCP."
-echo "  goals: remote_hashes fetches under 2% of full_fetch's rows, and runs faster than pg_comparator."
+echo "  goals: remote_hashes fetches under 2% of full_fetch's rows (and bytes), and runs faster than pg_comparator."
