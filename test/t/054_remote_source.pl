@@ -26,6 +26,9 @@ use Test::More;
 # the key's order must be the same on both servers: the C collation
 my $legacy = PostgreSQL::Test::Cluster->new('legacy');
 $legacy->init(extra => ['--locale=C']);
+# pg_stat_statements counts the rows the legacy server sends, without us
+$legacy->append_conf('postgresql.conf',
+	"shared_preload_libraries = 'pg_stat_statements'");
 $legacy->start;
 my $new = PostgreSQL::Test::Cluster->new('new');
 $new->init(extra => ['--locale=C']);
@@ -60,6 +63,8 @@ my $source_sql = q{
 $legacy->safe_psql('postgres', 'CREATE DATABASE with_ext');
 $legacy->safe_psql('postgres', 'CREATE DATABASE plain');
 $legacy->safe_psql('with_ext', 'CREATE EXTENSION acme_migrate');
+$legacy->safe_psql($_, 'CREATE EXTENSION pg_stat_statements')
+  foreach ('with_ext', 'plain');
 $legacy->safe_psql('with_ext', $source_sql);
 $legacy->safe_psql('plain',
 	$source_sql =~ s/CREATE ROLE alice_remote LOGIN PASSWORD 'secret';//r);
@@ -184,8 +189,17 @@ foreach my $mode (['ext', 'with_ext', 'remote_hashes'],
 	  oracle("src_$tag.orders", "app.orders_$tag", 'id', \@ocols);
 	isnt($want_orders, '', "$tag: the oracle sees the planted differences");
 	$want_plain_orders = $want_orders;
+	$legacy->safe_psql($db, 'SELECT pg_stat_statements_reset()');
 	($diffs, $rmode, $rrows, $method, $equal) =
 	  reconcile("orders_$tag", 'id');
+	my $sent = $legacy->safe_psql(
+		$db, q{
+		SELECT sum(rows) FROM pg_stat_statements
+		 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		   AND query NOT LIKE '%pg_stat_statements%'});
+	ok($sent > 0 && $sent < 2000,
+		"$tag: the legacy server's pg_stat_statements: $sent rows returned of 20000"
+	);
 	is($diffs, $want_orders,
 		"$tag: integer key: (kind, key) in key order as the oracle says");
 	is($rmode, $want, "$tag: differences found in mode $want");
