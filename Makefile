@@ -22,6 +22,7 @@ OBJS = \
 	src/cutover.o \
 	src/sequences.o \
 	src/stoprules.o \
+	src/remote.o \
 	src/hash.o
 
 DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql
@@ -30,10 +31,13 @@ DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql
 EXT_PARTS = $(sort $(wildcard sql/ext/*.sql))
 UPDATE_1_1_PARTS = $(sort $(wildcard sql/update/1.1/*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src
+# remote.c speaks libpq to a foreign table's server, as contrib/dblink does
+# (libpq-dev: pkg-config finds its headers wherever pg_config points)
+PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir) \
+	$(shell pkg-config --cflags-only-I libpq 2>/dev/null)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers
-SHLIB_LINK = -lxxhash
+SHLIB_LINK = -lxxhash -lpq
 
 REGRESS = $(shell cat test/regress_schedule 2>/dev/null)
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \

@@ -38,6 +38,7 @@ int			acme_migrate_max_workers_total = -1;
 int			acme_migrate_naptime = 10;
 char	   *acme_migrate_databases = NULL;
 bool		acme_migrate_store_row_data = true;
+bool		acme_migrate_remote_hashes = true;
 
 void		_PG_init(void);
 
@@ -122,6 +123,17 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("acme_migrate.remote_hashes",
+							 "Compares range hashes on the server of a foreign source before fetching its rows.",
+							 "When a reconcile's source is a postgres_fdw foreign table, row counts and hash sums "
+							 "per key range are computed on its server and only the ranges that differ are "
+							 "fetched.  When off, every row is fetched (remote_mode full_fetch), as for a "
+							 "comparison with a full fetch.",
+							 &acme_migrate_remote_hashes,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("acme_migrate.store_row_data",
 							 "Stores copies of rows in acme_migrate.rejects and acme_migrate.diffs.",
 							 "When off, a rejected row is stored with its key only (source_row is NULL), and a "

@@ -23,6 +23,8 @@
  *	  stoprules.c		max_error_rate, reconcile and health_check breaches
  *	  capture.c			online migration: change capture and catch-up
  *	  cutover.c			online migration: cut-over and rollback
+ *	  remote.c			reconcile of a source on another server (postgres_fdw):
+ *						range hashes computed there first
  *
  *-------------------------------------------------------------------------
  */
@@ -258,6 +260,10 @@ typedef struct AmReconcileCounts
 	int64		ranges_merged;
 	int64		mapped_rows;	/* rows the job's mapping gave; -1: not counted
 								 * apart (ad hoc or sampled runs) */
+	const char *remote_mode;	/* remote.c's mode; NULL: a local source */
+	const char *remote_note;	/* why no remote mode applied, or NULL */
+	int64		remote_rows;	/* rows fetched from the source's server;
+								 * -1: not counted (full_fetch) */
 } AmReconcileCounts;
 
 /* reconcile.c */
@@ -365,6 +371,27 @@ extern void capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 											const char *why, int64 *deleted,
 											int64 *restored, bool *equal);
 
+/* remote.c: a merge of the key range (lo, hi], either NULL: unbounded */
+typedef void (*AmMergeRange) (void *arg, Datum *lo, Datum *hi);
+
+typedef struct AmRemote
+{
+	AmJob	   *job;
+	AmMapping  *map;
+	List	   *columns;		/* compared target columns (char *) */
+	AmMergeRange merge;			/* lists the differences of a range */
+	void	   *merge_arg;
+	const char *mode;			/* out: remote_hashes, pushdown, full_fetch */
+	char	   *why;			/* out: why full_fetch */
+	int64		ranges_hashed;
+	int64		ranges_merged;
+	int64		equal_rows;		/* rows of the ranges found equal (each side) */
+	int64		remote_rows;	/* rows fetched from the remote server */
+} AmRemote;
+
+extern bool remote_is_foreign(Oid relid);
+extern bool remote_reconcile(AmRemote *r);
+
 /* sequences.c */
 extern void am_advance_sequences(AmJob *job, bool from_source);
 
@@ -398,5 +425,6 @@ extern int	acme_migrate_max_workers_total;
 extern int	acme_migrate_naptime;
 extern char *acme_migrate_databases;
 extern bool acme_migrate_store_row_data;
+extern bool acme_migrate_remote_hashes;
 
 #endif							/* ACME_MIGRATE_H */

@@ -219,10 +219,12 @@ static const struct
 		"target_rows = $3, missing = $4, extra = $5, changed = $6, "
 		"duplicates = $7, null_keys = $8, equal = $9, truncated = $10, "
 		"estimated = $11, method = $12, ranges_hashed = $13, "
-		"ranges_merged = $14, mapped_rows = $15 "
+		"ranges_merged = $14, mapped_rows = $15, remote_mode = $16, "
+		"remote_rows = $17, remote_note = $18 "
 		"WHERE run_id OPERATOR(pg_catalog.=) $1",
-		15, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID, INT8OID}
+		18, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID, INT8OID,
+		TEXTOID, INT8OID, TEXTOID}
 	},
 	[CAT_JOB_GET_BY_ID] = {
 		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
@@ -1239,8 +1241,8 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 					  bool estimated)
 {
 	CatContext	cxt;
-	Datum		values[15];
-	char		nulls[16] = "               ";
+	Datum		values[18];
+	char		nulls[19] = "                  ";
 
 	values[0] = Int64GetDatum(run_id);
 	values[1] = Int64GetDatum(c->source_rows);
@@ -1261,6 +1263,13 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	values[14] = Int64GetDatum(c->mapped_rows);
 	if (c->mapped_rows < 0)
 		nulls[14] = 'n';
+	/* remote.c: a source on another server */
+	values[15] = c->remote_mode ? CStringGetTextDatum(c->remote_mode) : (Datum) 0;
+	nulls[15] = c->remote_mode ? ' ' : 'n';
+	values[16] = Int64GetDatum(c->remote_rows);
+	nulls[16] = c->remote_mode && c->remote_rows >= 0 ? ' ' : 'n';
+	values[17] = c->remote_note ? CStringGetTextDatum(c->remote_note) : (Datum) 0;
+	nulls[17] = c->remote_note ? ' ' : 'n';
 	cat_enter(&cxt);
 	cat_exec(CAT_RUN_FINISH, values, nulls, 0);
 	cat_leave(&cxt);

@@ -1497,6 +1497,46 @@ rc_hash_first(RcState *st)
 	return true;
 }
 
+/* remote.c's way to list the differences of a key range */
+static void
+rc_remote_merge(void *arg, Datum *lo, Datum *hi)
+{
+	rc_merge((RcState *) arg, lo, hi);
+}
+
+/*
+ * A source that is a foreign table: remote.c compares range hashes on its
+ * server first and merges only the ranges that differ.  False when it did
+ * not (a local source, or no remote mode applies).
+ */
+static bool
+rc_remote(RcState *st, List *colnames)
+{
+	AmRemote	r;
+
+	memset(&r, 0, sizeof(r));
+	r.job = st->job;
+	r.map = st->map;
+	r.columns = colnames;
+	r.merge = rc_remote_merge;
+	r.merge_arg = st;
+	st->counts.remote_rows = -1;
+	if (!remote_reconcile(&r))
+	{
+		st->counts.remote_mode = r.mode;
+		st->counts.remote_note = r.why;
+		return false;
+	}
+	st->counts.remote_mode = r.mode;
+	st->counts.remote_rows = r.remote_rows;
+	st->counts.method = "hash_ranges";
+	st->counts.ranges_hashed = r.ranges_hashed;
+	st->counts.ranges_merged = r.ranges_merged;
+	st->counts.source_rows += r.equal_rows;
+	st->counts.target_rows += r.equal_rows;
+	return true;
+}
+
 /*
  * Count the job's source rows (through its filter) without its mapping,
  * in the snapshot of the comparison: a mapping that gave more or fewer
@@ -1586,9 +1626,13 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	if (sample > 0)
 	{
 		st.counts.method = "sample";
+		st.counts.remote_rows = -1;
+		if (remote_is_foreign(job->source_relid))
+			st.counts.remote_mode = "full_fetch";
 		rc_sample(&st, sample);
 	}
-	else if (!rc_hash_first_applies(&st) || !rc_hash_first(&st))
+	else if (!rc_remote(&st, colnames) &&
+			 (!rc_hash_first_applies(&st) || !rc_hash_first(&st)))
 	{
 		st.counts.method = "merge";
 		rc_merge(&st, NULL, NULL);
