@@ -23,7 +23,8 @@ OBJS = \
 	src/sequences.o \
 	src/stoprules.o \
 	src/remote.o \
-	src/hash.o
+	src/hash.o \
+	src/driver.o
 
 DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql
 # each script is assembled from its parts, in name order: sql/ext/ is the
@@ -48,6 +49,8 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/test \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
+# the helpers the TAP tests share (test/perl/AcmeTest.pm)
+override PROVE_FLAGS += -I $(srcdir)/test/perl
 
 EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results
 

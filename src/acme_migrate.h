@@ -11,6 +11,8 @@
  *						builds the SQL that reads a batch
  *	  mapping_check.c	what a job's SQL may be, and the shape of its
  *						columns checked before every batch
+ *	  driver.c			the loop of batches shared by acme_migrate_run and
+ *						workers: throttles, mapping refresh, subtransaction
  *	  batch.c			one batch: keyset walk, rejects, checkpoint
  *	  writer.c			writes a batch's rows into the target
  *	  reconcile.c		compares a job's mapped source with its target
@@ -108,6 +110,39 @@ typedef struct AmJob
 
 
 
+/*
+ * The states of a job (acme_migrate.jobs.state), defined once in catalog.c
+ * and shown to SQL by acme_migrate.job_states().
+ */
+typedef enum AmFinished
+{
+	AM_FINISHED_CLEAR,			/* entering the state clears finished_at */
+	AM_FINISHED_SET,			/* ... sets it to now */
+	AM_FINISHED_KEEP			/* ... keeps it (cut_over: when copied) */
+} AmFinished;
+
+typedef struct AmJobState
+{
+	const char *name;
+	bool		copy_complete;	/* every source row copied: jobs that
+								 * depend on it may start */
+	bool		final;			/* nothing leads out of it */
+	AmFinished	finished;		/* what it does to finished_at */
+} AmJobState;
+
+extern const AmJobState *am_job_state(const char *name);
+
+/*
+ * Key ranges.  One convention for the ranges of workers (acme_migrate.ranges,
+ * AmRange) and the batches of a walk: (lo, hi], the lower bound exclusive
+ * (the checkpoint: the last key done), the upper bound inclusive; NIL for
+ * an open end.  A batch reads keys > last_key ORDER BY key LIMIT n, and a
+ * range's rows are those with lo < key <= hi.
+ * The exception is hash.c's ranges (acme_migrate_range_hashes, and the
+ * hash_ranges method of reconciliation built on it): lo <= key < hi, as
+ * the SQL interface documents for acme_migrate_range_hashes.
+ */
+
 /* a key range of a job run in parallel (acme_migrate.ranges) */
 typedef struct AmRange
 {
@@ -188,7 +223,6 @@ typedef struct AmMapping
 extern AmJob *catalog_job_get(const char *job_name, bool for_update);
 extern int64 catalog_job_insert(AmJob *job);
 extern void catalog_job_delete(AmJob *job);
-extern bool catalog_job_visible(Oid owner);
 extern int64 catalog_job_parent(const char *job_name);
 extern bool catalog_job_finished_by_id(int64 job_id, bool *exists,
 									   char **job_name);
@@ -207,7 +241,6 @@ extern void catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row,
 								  ErrorData *edata);
 extern void catalog_error_insert(AmJob *job, ErrorData *edata,
 								 bool transient);
-extern void catalog_check_owner(AmJob *job);
 extern AmJob *catalog_job_get_by_id(int64 job_id);
 extern int	catalog_ranges_count(AmJob *job, int *pending);
 extern void catalog_ranges_create(AmJob *job, List *boundaries);
@@ -269,6 +302,7 @@ typedef struct AmReconcileCounts
 /* reconcile.c */
 extern bool reconcile_counts_equal(AmReconcileCounts *c);
 
+/* catalog.c: reconciliation runs and their differences */
 extern int64 catalog_reconcile_begin(int64 job_id, Oid source_relid,
 									 Oid target_relid, List *keys,
 									 List *columns, Jsonb *options,
@@ -316,12 +350,85 @@ extern bool batch_waiting_for(AmJob *job, char **parent);
 extern bool batch_error_is_transient(int sqlerrcode);
 extern int32 batch_adapt_size(AmJob *job, int32 batch_size, int64 took_ms);
 extern void batch_commit_async(void);
-extern int64 am_replication_lag_ms(void);
-extern void am_sleep(int64 ms);
-extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
-extern int64 am_lock_timeout_ms(Interval *iv);
-extern Interval *am_ms_interval(int64 ms);
-extern void am_check_error_rate(AmJob *job, double rate);
+
+/*
+ * driver.c: the loop of a job's batches, shared by acme_migrate_run and the
+ * workers, and meant for any other caller that turns "a job and a budget"
+ * into batches (catch-up, for one).
+ *
+ * Use: fill an AmDriverOps, driver_init(), set max_steps / max_time_ms /
+ * workers_rules / catch_up as needed, driver_run(), driver_end().  Each turn
+ * of driver_run is one transaction: ops->begin, ops->load, the hold checks
+ * (with workers_rules: the job's state, ops->lock, the jobs it depends on;
+ * always: max_replication_lag), the mapping built again if the job's
+ * definition changed, one batch_step (or capture_catch_up_step for a
+ * copied job with capture) inside a subtransaction, ops->commit.  Then
+ * ops->after, and ops->nap for the rate pause (max_rows_per_second) or a
+ * wait, after the WAL is flushed.  A failed batch's subtransaction is rolled
+ * back, its turn committed, and ops->failed decides (record, retry or
+ * re-throw).  Errors outside the batch go to ops->abort, or, without one,
+ * to the caller of driver_run.  Allocations of a turn are in d->stepcxt,
+ * reset every turn, so a driver running for days does not grow.
+ *
+ * Catch-up (capture.c) can drive a copied job the same way: a turn of a
+ * copied job with capture applies one chunk of its log
+ * (capture_catch_up_step).  acme_migrate_catch_up, a function that stays in
+ * its caller's transaction, would give begin and commit that do nothing and
+ * no abort, leave workers_rules unset (the driver stops at the first round
+ * that applies nothing) and set max_time_ms; the job's throttles then apply
+ * to catch-up as they do to the copy.
+ */
+typedef struct AmDriver AmDriver;
+
+typedef struct AmDriverOps
+{
+	void		(*poll) (AmDriver *d);	/* before a turn; may be NULL */
+	void		(*begin) (AmDriver *d); /* start the turn's transaction */
+	AmJob	   *(*load) (AmDriver *d);	/* the job, NULL when it is gone */
+	bool		(*lock) (AmDriver *d, AmJob *job);	/* may be NULL */
+	void		(*commit) (AmDriver *d, bool last);
+	void		(*abort) (AmDriver *d); /* NULL: errors go to the caller */
+	bool		(*failed) (AmDriver *d, ErrorData *edata);	/* true: go on */
+	bool		(*after) (AmDriver *d); /* after a turn; NULL, or false: stop */
+	bool		(*nap) (AmDriver *d, int64 ms, bool throttled); /* false: stop */
+	/* what the driver does now: busy (NULL: a batch), or waiting for what */
+	void		(*report) (AmDriver *d, bool busy, const char *what);
+} AmDriverOps;
+
+struct AmDriver
+{
+	const AmDriverOps *ops;
+	void	   *arg;			/* the caller's */
+	int64		job_id;
+	int64		max_steps;		/* -1: no limit */
+	int64		max_time_ms;	/* -1: no limit */
+	bool		workers_rules;	/* check state, lock and parents; the rate is
+								 * shared by the job's workers; a job with
+								 * capture goes on once copied */
+	bool		catch_up;		/* with workers_rules: catch a copied job up */
+	MemoryContext stepcxt;		/* reset at every turn */
+	MemoryContext mapcxt;		/* the mapping's */
+	AmMapping  *map;
+	int32		batch_size;		/* adapted to batch_time_target */
+	TimestampTz started;
+	/* the current or last turn */
+	AmJob	   *job;			/* in stepcxt */
+	TimestampTz step_start;
+	int64		rows;
+	int64		took_ms;
+	int64		pause_ms;
+	int32		version;		/* the job's definition_version */
+	/* totals */
+	int64		steps;
+	int64		rows_total;
+};
+
+extern void driver_init(AmDriver *d, const AmDriverOps *ops, void *arg,
+						int64 job_id, MemoryContext parent);
+extern void driver_run(AmDriver *d);
+extern void driver_end(AmDriver *d);
+extern ErrorData *am_subxact(void (*fn) (void *arg), void *arg);
+extern int	am_job_lock_timeout(AmJob *job);
 
 /* writer.c */
 typedef struct AmWriter AmWriter;
@@ -394,9 +501,6 @@ extern bool remote_reconcile(AmRemote *r);
 
 /* sequences.c */
 extern void am_advance_sequences(AmJob *job, bool from_source);
-
-/* sequences.c */
-extern void am_advance_sequences(AmJob *job, bool from_source);
 extern void am_check_sequences(AmJob *job);
 
 /* stoprules.c */
@@ -415,6 +519,12 @@ extern void am_stop_rules_alter_args(FunctionCallInfo fcinfo, int first,
 /* worker.c */
 extern void worker_register_launcher(void);
 extern bool worker_stop_job(AmJob *job);
+
+/* acme_migrate.c: helpers of argument checking, sleeping, standby lag */
+extern int64 am_replication_lag_ms(void);
+extern void am_sleep(int64 ms);
+extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
+extern Interval *am_ms_interval(int64 ms);
 
 /* acme_migrate.c: GUCs */
 extern bool acme_migrate_direct_write;

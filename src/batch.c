@@ -401,6 +401,24 @@ batch_error_is_transient(int sqlerrcode)
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
+/* batch_try_range's arguments, through am_subxact */
+typedef struct BatchTry
+{
+	AmJob	   *job;
+	AmMapping  *map;
+	BatchRange *r;
+	bool		direct;
+	BatchReceiver *rcv;
+} BatchTry;
+
+static void
+batch_try_range_fn(void *arg)
+{
+	BatchTry   *bt = arg;
+
+	batch_copy_range(bt->job, bt->map, bt->r, bt->direct, bt->rcv);
+}
+
 /*
  * batch_copy_range inside a subtransaction; returns NULL on success, else
  * the error (the subtransaction rolled back, nothing of it remains).
@@ -409,30 +427,9 @@ static ErrorData *
 batch_try_range(AmJob *job, AmMapping *map, BatchRange *r, bool direct,
 				BatchReceiver *rcv)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	BatchTry	bt = {job, map, r, direct, rcv};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		batch_copy_range(job, map, r, direct, rcv);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	return edata;
+	return am_subxact(batch_try_range_fn, &bt);
 }
 
 /* Store one rejected row with its error. */
@@ -854,12 +851,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 	am_begin_as_owner(job, &owner_cxt);
 
 	/* a batch never queues long behind a lock if the job says so */
-	nest = NewGUCNestLevel();
-	if (job->lock_timeout_ms >= 0)
-		(void) set_config_option("lock_timeout",
-								 psprintf("%lld", (long long) job->lock_timeout_ms),
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
+	nest = am_job_lock_timeout(job);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

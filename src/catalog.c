@@ -33,6 +33,69 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "funcapi.h"
+
+PG_FUNCTION_INFO_V1(acme_migrate_job_states);
+
+/*
+ * The states of a job: the one list, for C (am_job_state) and SQL
+ * (acme_migrate.job_states()).  acme_migrate.jobs' CHECK constraint (1.0)
+ * lists the same names; test sql/job_states.sql holds the two together.
+ *
+ *	created -> running <-> paused; running -> done, or copied (capture)
+ *	copied -> cut_over -> rolled_back; copied -> rolled_back
+ *	running -> failed -> running (resume); anything but done -> cancelled
+ */
+static const AmJobState am_job_states[] = {
+	/* name, copy complete, final, finished_at */
+	{"created", false, false, AM_FINISHED_CLEAR},
+	{"running", false, false, AM_FINISHED_CLEAR},
+	{"paused", false, false, AM_FINISHED_CLEAR},
+	{"copied", true, false, AM_FINISHED_SET},
+	{"cut_over", true, false, AM_FINISHED_KEEP},
+	{"done", true, true, AM_FINISHED_SET},
+	{"failed", false, false, AM_FINISHED_SET},
+	{"cancelled", false, true, AM_FINISHED_SET},
+	{"rolled_back", false, true, AM_FINISHED_SET},
+};
+
+/* A job state by name; an unknown name is an internal error. */
+const AmJobState *
+am_job_state(const char *name)
+{
+	for (int i = 0; i < lengthof(am_job_states); i++)
+		if (strcmp(am_job_states[i].name, name) == 0)
+			return &am_job_states[i];
+	elog(ERROR, "unknown job state \"%s\"", name);
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * acme_migrate.job_states() returns setof (state, copy_complete, final,
+ * finished_at): the states of a job as the C code defines them.
+ */
+Datum
+acme_migrate_job_states(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < lengthof(am_job_states); i++)
+	{
+		const AmJobState *st = &am_job_states[i];
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = CStringGetTextDatum(st->name);
+		values[1] = BoolGetDatum(st->copy_complete);
+		values[2] = BoolGetDatum(st->final);
+		values[3] = CStringGetTextDatum(st->finished == AM_FINISHED_SET ? "set" :
+										st->finished == AM_FINISHED_KEEP ? "kept" :
+										"cleared");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
 
 /* the statements of this module; plans are kept across calls */
 typedef enum CatStmt
@@ -154,9 +217,8 @@ static const struct
 		"failure_reason = COALESCE($7, failure_reason), "
 		"started_at = COALESCE(started_at, $8), "
 		"updated_at = pg_catalog.clock_timestamp(), "
-		"finished_at = CASE WHEN $6 OPERATOR(pg_catalog.=) "
-		"ANY ('{copied,done,failed}'::pg_catalog.text[]) "
-		"THEN pg_catalog.clock_timestamp() ELSE finished_at END "
+		"finished_at = CASE WHEN $13 THEN pg_catalog.clock_timestamp() "
+		"ELSE finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"RETURNING job_id, batches_done) "
 		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
@@ -165,18 +227,17 @@ static const struct
 		"SELECT j.job_id, j.batches_done, $9, $10, $3, $4, $5, $11, $8, "
 		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $8, $12 FROM j "
 		"RETURNING batch_no",
-		12, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
+		13, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
 			TEXTOID, TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID,
-		INT4OID}
+		INT4OID, BOOLOID}
 	},
 	[CAT_JOB_STATE] = {
 		"UPDATE acme_migrate.jobs SET state = $2, failure_reason = $3, "
 		"updated_at = pg_catalog.clock_timestamp(), "
-		"finished_at = CASE WHEN $2 OPERATOR(pg_catalog.=) "
-		"ANY ('{copied,done,failed,cancelled}'::pg_catalog.text[]) "
-		"THEN pg_catalog.clock_timestamp() END "
+		"finished_at = CASE WHEN $4 THEN pg_catalog.clock_timestamp() "
+		"WHEN $5 THEN finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
-		3, {INT8OID, TEXTOID, TEXTOID}
+		5, {INT8OID, TEXTOID, TEXTOID, BOOLOID, BOOLOID}
 	},
 	[CAT_REJECT_INSERT] = {
 		"INSERT INTO acme_migrate.rejects (job_id, key, source_row, "
@@ -728,7 +789,7 @@ cat_is_admin(void)
  * security predicate acme_migrate.job_visible(), word for word: a job the
  * catalog hides from a role does not exist for it here either.
  */
-bool
+static bool
 catalog_job_visible(Oid owner)
 {
 	return has_privs_of_role(GetUserId(), owner) || cat_is_admin();
@@ -749,7 +810,7 @@ cat_job_missing(const char *job_name)
  * see answers "does not exist", as if it were not there: telling "permission
  * denied" would give away that another role has a job of that name.
  */
-void
+static void
 catalog_check_owner(AmJob *job)
 {
 	if (!catalog_job_visible(job->owner))
@@ -843,9 +904,7 @@ catalog_job_finished_by_id(int64 job_id, bool *exists, char **job_name)
 		bool		isnull;
 
 		*exists = true;
-		finished = (strcmp(state, "copied") == 0 ||
-					strcmp(state, "cut_over") == 0 ||
-					strcmp(state, "done") == 0);
+		finished = am_job_state(state)->copy_complete;
 		owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
 		name = MemoryContextStrdup(mcxt, SPI_getvalue(tup, desc, 1));
 	}
@@ -1053,8 +1112,9 @@ void
 catalog_job_set_state(AmJob *job, const char *state, const char *reason)
 {
 	CatContext	cxt;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	const AmJobState *st = am_job_state(state);
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	values[0] = Int64GetDatum(job->job_id);
 	values[1] = CStringGetTextDatum(state);
@@ -1062,6 +1122,8 @@ catalog_job_set_state(AmJob *job, const char *state, const char *reason)
 		values[2] = CStringGetTextDatum(reason);
 	else
 		nulls[2] = 'n';
+	values[3] = BoolGetDatum(st->finished == AM_FINISHED_SET);
+	values[4] = BoolGetDatum(st->finished == AM_FINISHED_KEEP);
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_STATE, values, nulls, 0);
 	cat_leave(&cxt);
@@ -1080,8 +1142,8 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 					   const char *new_state, const char *reason)
 {
 	CatContext	cxt;
-	Datum		values[12];
-	char		nulls[12];
+	Datum		values[13];
+	char		nulls[13];
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(job->job_id);
@@ -1106,6 +1168,8 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	values[10] = CStringGetTextDatum(direct ? "direct" : "sql");
 	values[11] = Int32GetDatum(range ? range->range_no : 0);
 	nulls[11] = range ? ' ' : 'n';
+	/* a batch that leaves the state as it was keeps finished_at */
+	values[12] = BoolGetDatum(am_job_state(new_state)->finished == AM_FINISHED_SET);
 
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_CHECKPOINT, values, nulls, 1);
