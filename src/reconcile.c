@@ -42,6 +42,7 @@
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/stratnum.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/executor.h"
@@ -1290,8 +1291,9 @@ rc_sample(RcState *st, double fraction)
  *
  * Fallbacks to a merge of everything: a NULL key (the merge reports it), a
  * key type without a hash opclass, a nondeterministic collation on a key
- * column (the unique index may use another), or differing buckets holding
- * more than a quarter of the rows, where one merge costs less.
+ * column (the unique index may use another), a source that is a view or a
+ * foreign table (read once by a merge, twice here), or differing buckets
+ * holding more than a quarter of the rows, where one merge costs less.
  */
 #define RC_BUCKET_KEYS	256		/* key values per range bucket, at least */
 #define RC_MAX_BUCKETS	65536
@@ -1345,11 +1347,18 @@ rc_by_ranges(RcState *st)
 
 /*
  * Hash functions of the target key columns, or false when a column has no
- * hash opclass or a nondeterministic collation.
+ * hash opclass or a nondeterministic collation, or when the source is a
+ * view or foreign table: it would be read twice when buckets differ (the
+ * merge reads it once).
  */
 static bool
 rc_key_hash_setup(RcState *st, RcBuckets *bk)
 {
+	char		kind = get_rel_relkind(st->map->source_relid);
+
+	if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE &&
+		kind != RELKIND_MATVIEW)
+		return false;
 	bk->key_hash = palloc0(sizeof(FmgrInfo) * st->ntkeys);
 	for (int i = 0; i < st->ntkeys; i++)
 	{
@@ -1803,10 +1812,11 @@ rc_hash_first(RcState *st)
 	st->counts.ranges_hashed = bk.n;
 	if (!bk.by_hash)
 		rc_merge_ranges(st, &bk, differs);
-	else if (ndiffer > 0)
+	else
 	{
 		st->counts.ranges_merged = ndiffer;
-		rc_merge_kept(st, &bk, differs);
+		if (ndiffer > 0)
+			rc_merge_kept(st, &bk, differs);
 	}
 	st->counts.source_rows = source_rows;
 	st->counts.target_rows = target_rows;
