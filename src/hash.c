@@ -852,87 +852,142 @@ rh_numeric(RhState *hs, Datum value)
 	}
 }
 
+/* an integer-like pass-by-value type: its Datum, big-endian */
+static void
+rh_int(RhState *hs, int16 typlen, Datum value)
+{
+	char	   *p = rh_reserve(hs, 4 + typlen);
+
+	rh_store_u32(p, (uint32) typlen);
+	p += 4;
+	switch (typlen)
+	{
+		case 1:
+			*p = DatumGetChar(value);
+			break;
+		case 2:
+			rh_store_u16(p, (uint16) DatumGetInt16(value));
+			break;
+		case 4:
+			rh_store_u32(p, (uint32) DatumGetInt32(value));
+			break;
+		default:
+			{
+				uint64		v = pg_hton64((uint64) DatumGetInt64(value));
+
+				memcpy(p, &v, 8);
+				break;
+			}
+	}
+}
+
+/* floats: their bits, big-endian, every NaN as the one quiet NaN */
+static void
+rh_float4(RhState *hs, Datum value)
+{
+	float4		f = DatumGetFloat4(value);
+	uint32		v;
+	char	   *p;
+
+	if (isnan(f))
+		v = ((uint32) 0x7FC00000);
+	else
+		memcpy(&v, &f, 4);
+	p = rh_reserve(hs, 8);
+	rh_store_u32(p, 4);
+	rh_store_u32(p + 4, v);
+}
+
+static void
+rh_float8(RhState *hs, Datum value)
+{
+	float8		f = DatumGetFloat8(value);
+	uint64		v;
+	char	   *p;
+
+	if (isnan(f))
+		v = UINT64CONST(0x7FF8000000000000);
+	else
+		memcpy(&v, &f, 8);
+	v = pg_hton64(v);
+	p = rh_reserve(hs, 12);
+	rh_store_u32(p, 8);
+	memcpy(p + 4, &v, 8);
+}
+
+/* an enum: its label */
+static void
+rh_enum(RhState *hs, Datum value)
+{
+	HeapTuple	tp;
+	Form_pg_enum en;
+
+	tp = SearchSysCache1(ENUMOID, value);
+	if (!HeapTupleIsValid(tp))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("invalid internal value for enum: %u",
+						DatumGetObjectId(value))));
+	en = (Form_pg_enum) GETSTRUCT(tp);
+	rh_put_scalar(hs, NameStr(en->enumlabel), strlen(NameStr(en->enumlabel)));
+	ReleaseSysCache(tp);
+}
+
+static void
+rh_multirange(RhState *hs, RhType *t, Datum value)
+{
+	MultirangeType *mr = DatumGetMultirangeTypeP(value);
+	int32		nranges;
+	RangeType **ranges;
+
+	multirange_deserialize(t->tcache, mr, &nranges, &ranges);
+	rh_put_u32(hs, (uint32) nranges);
+	for (int32 i = 0; i < nranges; i++)
+		rh_range(hs, t->tcache, t->elem, ranges[i]);
+}
+
+/* typsend's bytes, or typoutput's text (under pinned settings) */
+static void
+rh_send_or_output(RhState *hs, RhType *t, Datum value)
+{
+	if (t->kind == HK_SEND)
+	{
+		bytea	   *b = SendFunctionCall(&t->proc, value);
+
+		rh_put_scalar(hs, VARDATA(b), VARSIZE(b) - VARHDRSZ);
+	}
+	else
+	{
+		char	   *s;
+
+		if (t->pin)
+			rh_pin_settings(hs);
+		s = OutputFunctionCall(&t->proc, value);
+		rh_put_scalar(hs, s, strlen(s));
+	}
+}
+
+/* one non-null value, by the kind of its type */
 static void
 rh_value(RhState *hs, RhType *t, Datum value)
 {
-	char	   *p;
-
 	switch (t->kind)
 	{
 		case HK_INT:
-			p = rh_reserve(hs, 4 + t->typlen);
-			rh_store_u32(p, (uint32) t->typlen);
-			p += 4;
-			switch (t->typlen)
-			{
-				case 1:
-					*p = DatumGetChar(value);
-					break;
-				case 2:
-					{
-						uint16		v = pg_hton16((uint16) DatumGetInt16(value));
-
-						memcpy(p, &v, 2);
-						break;
-					}
-				case 4:
-					{
-						uint32		v = pg_hton32((uint32) DatumGetInt32(value));
-
-						memcpy(p, &v, 4);
-						break;
-					}
-				default:
-					{
-						uint64		v = pg_hton64((uint64) DatumGetInt64(value));
-
-						memcpy(p, &v, 8);
-						break;
-					}
-			}
+			rh_int(hs, t->typlen, value);
 			break;
-
 		case HK_FLOAT4:
-			{
-				float4		f = DatumGetFloat4(value);
-				uint32		v;
-
-				if (isnan(f))
-					v = ((uint32) 0x7FC00000);
-				else
-					memcpy(&v, &f, 4);
-				v = pg_hton32(v);
-				p = rh_reserve(hs, 8);
-				rh_store_u32(p, 4);
-				memcpy(p + 4, &v, 4);
-				break;
-			}
-
-		case HK_FLOAT8:
-			{
-				float8		f = DatumGetFloat8(value);
-				uint64		v;
-
-				if (isnan(f))
-					v = UINT64CONST(0x7FF8000000000000);
-				else
-					memcpy(&v, &f, 8);
-				v = pg_hton64(v);
-				p = rh_reserve(hs, 12);
-				rh_store_u32(p, 8);
-				memcpy(p + 4, &v, 8);
-				break;
-			}
-
-		case HK_UUID:
-			rh_put_scalar(hs, (char *) DatumGetUUIDP(value)->data,
-							UUID_LEN);
+			rh_float4(hs, value);
 			break;
-
+		case HK_FLOAT8:
+			rh_float8(hs, value);
+			break;
+		case HK_UUID:
+			rh_put_scalar(hs, (char *) DatumGetUUIDP(value)->data, UUID_LEN);
+			break;
 		case HK_NUMERIC:
 			rh_numeric(hs, value);
 			break;
-
 		case HK_VARLENA:
 			{
 				struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
@@ -940,77 +995,29 @@ rh_value(RhState *hs, RhType *t, Datum value)
 				rh_put_scalar(hs, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 				break;
 			}
-
 		case HK_CSTRING:
-			{
-				const char *s = DatumGetCString(value);
-
-				rh_put_scalar(hs, s, strlen(s));
-				break;
-			}
-
+			rh_put_scalar(hs, DatumGetCString(value),
+						  strlen(DatumGetCString(value)));
+			break;
 		case HK_ENUM:
-			{
-				HeapTuple	tp;
-				Form_pg_enum en;
-
-				tp = SearchSysCache1(ENUMOID, value);
-				if (!HeapTupleIsValid(tp))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-							 errmsg("invalid internal value for enum: %u",
-									DatumGetObjectId(value))));
-				en = (Form_pg_enum) GETSTRUCT(tp);
-				rh_put_scalar(hs, NameStr(en->enumlabel),
-								strlen(NameStr(en->enumlabel)));
-				ReleaseSysCache(tp);
-				break;
-			}
-
+			rh_enum(hs, value);
+			break;
 		case HK_ARRAY:
 			rh_array(hs, t, DatumGetArrayTypeP(value));
 			break;
-
 		case HK_COMPOSITE:
 			rh_composite(hs, t, DatumGetHeapTupleHeader(value));
 			break;
-
 		case HK_RANGE:
 			rh_range(hs, t->tcache, t->elem, DatumGetRangeTypeP(value));
 			break;
-
 		case HK_MULTIRANGE:
-			{
-				MultirangeType *mr = DatumGetMultirangeTypeP(value);
-				int32		nranges;
-				RangeType **ranges;
-				int32		i;
-
-				multirange_deserialize(t->tcache, mr, &nranges, &ranges);
-				rh_put_u32(hs, (uint32) nranges);
-				for (i = 0; i < nranges; i++)
-					rh_range(hs, t->tcache, t->elem, ranges[i]);
-				break;
-			}
-
+			rh_multirange(hs, t, value);
+			break;
 		case HK_SEND:
-			{
-				bytea	   *b = SendFunctionCall(&t->proc, value);
-
-				rh_put_scalar(hs, VARDATA(b), VARSIZE(b) - VARHDRSZ);
-				break;
-			}
-
 		case HK_OUTPUT:
-			{
-				char	   *s;
-
-				if (t->pin)
-					rh_pin_settings(hs);
-				s = OutputFunctionCall(&t->proc, value);
-				rh_put_scalar(hs, s, strlen(s));
-				break;
-			}
+			rh_send_or_output(hs, t, value);
+			break;
 	}
 }
 
@@ -1506,66 +1513,56 @@ rh_bounds_from_jsonb(Relation rel, RhRanges *hr, Jsonb *jb)
 }
 
 /*
- * Boundaries from a sample of the keys.  The sampling percentage comes from
- * the planner's row estimate and grows while the sample is too small.
+ * Rows to expect, as the planner would: each leaf's density from its last
+ * ANALYZE or VACUUM times its current size in blocks (so a stale estimate
+ * cannot make us read every key of a big table), or 100 rows per block for
+ * leaves never analyzed.  Too high an estimate only makes the sample grow
+ * in a second round.
+ */
+static double
+rh_estimate_rows(Relation rel)
+{
+	List	   *all = find_all_inheritors(RelationGetRelid(rel),
+										  AccessShareLock, NULL);
+	ListCell   *lc;
+	double		estimate = 0;
+
+	foreach(lc, all)
+	{
+		Relation	r = relation_open(lfirst_oid(lc), NoLock);
+
+		if (RELKIND_HAS_STORAGE(r->rd_rel->relkind))
+		{
+			BlockNumber blocks = RelationGetNumberOfBlocks(r);
+
+			if (r->rd_rel->relpages > 0 && r->rd_rel->reltuples >= 0)
+				estimate += r->rd_rel->reltuples / r->rd_rel->relpages *
+					blocks;
+			else
+				estimate += (double) blocks * 100;
+		}
+		relation_close(r, NoLock);
+	}
+	return estimate;
+}
+
+/*
+ * The sample's queries: "SELECT k1, k2, jsonb_build_object($2, k1, $3, k2)
+ * FROM rel" with TABLESAMPLE SYSTEM ($1) (plans[0]), or every row
+ * (plans[1]); args[1..] are set to the key names.
  */
 static void
-rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
+rh_sample_plans(Relation rel, RhRanges *hr, Datum *args, SPIPlanPtr *plans)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	MemoryContext callcxt = CurrentMemoryContext;
-	StringInfoData sql;
+	Oid		   *argtypes = palloc(sizeof(Oid) * (hr->nkeys + 1));
+	const char *relname;
 	StringInfoData cols;
-	Oid		   *argtypes;
-	Datum	   *args;
-	SPIPlanPtr	plan_sample;
-	SPIPlanPtr	plan_all;
-	int64		target = (int64) chunks * HASH_SAMPLE_PER_CHUNK;
-	double		estimate;
-	double		pct;
-	RhBound  *sample = NULL;
-	int64		nsample = 0;
-	int64		i;
-	int			k;
-	int			nb;
+	char	   *sql[2];
 
-	/*
-	 * Rows to expect, as the planner would: each leaf's density from its
-	 * last ANALYZE or VACUUM times its current size in blocks (so a stale
-	 * estimate cannot make us read every key of a big table), or 100 rows
-	 * per block for leaves never analyzed.  Too high an estimate only
-	 * makes the sample grow in a second round.
-	 */
-	{
-		List	   *all = find_all_inheritors(RelationGetRelid(rel),
-											  AccessShareLock, NULL);
-		ListCell   *lc;
-
-		estimate = 0;
-		foreach(lc, all)
-		{
-			Relation	r = relation_open(lfirst_oid(lc), NoLock);
-
-			if (RELKIND_HAS_STORAGE(r->rd_rel->relkind))
-			{
-				BlockNumber blocks = RelationGetNumberOfBlocks(r);
-
-				if (r->rd_rel->relpages > 0 && r->rd_rel->reltuples >= 0)
-					estimate += r->rd_rel->reltuples / r->rd_rel->relpages *
-						blocks;
-				else
-					estimate += (double) blocks * 100;
-			}
-			relation_close(r, NoLock);
-		}
-	}
-
-	/* SELECT k1, k2, jsonb_build_object($2, k1, $3, k2) FROM rel */
 	initStringInfo(&cols);
-	argtypes = palloc(sizeof(Oid) * (hr->nkeys + 1));
-	args = palloc(sizeof(Datum) * (hr->nkeys + 1));
 	argtypes[0] = FLOAT4OID;
-	for (k = 0; k < hr->nkeys; k++)
+	for (int k = 0; k < hr->nkeys; k++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
 
@@ -1575,7 +1572,7 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 		args[k + 1] = CStringGetTextDatum(NameStr(att->attname));
 	}
 	appendStringInfoString(&cols, "pg_catalog.jsonb_build_object(");
-	for (k = 0; k < hr->nkeys; k++)
+	for (int k = 0; k < hr->nkeys; k++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
 
@@ -1584,84 +1581,63 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 	}
 	appendStringInfoChar(&cols, ')');
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "SELECT %s FROM %s TABLESAMPLE SYSTEM ($1) REPEATABLE (0)",
-					 cols.data,
-					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												RelationGetRelationName(rel)));
-	plan_sample = SPI_prepare(sql.data, hr->nkeys + 1, argtypes);
-	if (plan_sample == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql.data,
-			 SPI_result_code_string(SPI_result));
-
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT %s FROM %s WHERE $1 IS NOT NULL",
-					 cols.data,
-					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												RelationGetRelationName(rel)));
-	plan_all = SPI_prepare(sql.data, hr->nkeys + 1, argtypes);
-	if (plan_all == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql.data,
-			 SPI_result_code_string(SPI_result));
-
-	pct = (estimate > 0) ? 100.0 * target / estimate : 100.0;
-	for (;;)
+	relname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										 RelationGetRelationName(rel));
+	sql[0] = psprintf("SELECT %s FROM %s TABLESAMPLE SYSTEM ($1) REPEATABLE (0)",
+					  cols.data, relname);
+	sql[1] = psprintf("SELECT %s FROM %s WHERE $1 IS NOT NULL",
+					  cols.data, relname);
+	for (int i = 0; i < 2; i++)
 	{
-		bool		all = (pct >= 50.0);
-		int			ret;
-		MemoryContext old;
-
-		args[0] = Float4GetDatum((float4) Min(pct, 100.0));
-		ret = SPI_execute_plan(all ? plan_all : plan_sample, args, NULL,
-							   true, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_plan failed: %s",
-				 SPI_result_code_string(ret));
-
-		if (!all && SPI_processed < (uint64) target / 2)
-		{
-			/* too few: sample more (in proportion, at least twice as much) */
-			pct *= Max(2.0, (double) target / Max(SPI_processed, 1));
-			continue;
-		}
-
-		old = MemoryContextSwitchTo(callcxt);
-		nsample = SPI_processed;
-		sample = palloc(sizeof(RhBound) * Max(nsample, 1));
-		for (i = 0; i < nsample; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	sdesc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			Datum		d;
-
-			sample[i].keys = palloc(sizeof(Datum) * hr->nkeys);
-			for (k = 0; k < hr->nkeys; k++)
-			{
-				Form_pg_attribute att = TupleDescAttr(sdesc, k);
-
-				d = SPI_getbinval(tup, sdesc, k + 1, &isnull);
-				if (isnull)
-					elog(ERROR, "null value in primary key column");
-				sample[i].keys[k] = datumCopy(d, att->attbyval, att->attlen);
-			}
-			d = SPI_getbinval(tup, sdesc, hr->nkeys + 1, &isnull);
-			sample[i].json = DatumGetJsonbPCopy(d);
-		}
-		MemoryContextSwitchTo(old);
-		break;
+		plans[i] = SPI_prepare(sql[i], hr->nkeys + 1, argtypes);
+		if (plans[i] == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql[i],
+				 SPI_result_code_string(SPI_result));
 	}
-	SPI_finish();
+}
 
-	/* quantiles of the sorted sample, skipping the first element */
+/* the sampled keys of SPI_tuptable, copied into cxt */
+static RhBound *
+rh_sample_copy(RhRanges *hr, MemoryContext cxt, int64 *nsample)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	TupleDesc	sdesc = SPI_tuptable->tupdesc;
+	RhBound    *sample;
+
+	*nsample = SPI_processed;
+	sample = palloc(sizeof(RhBound) * Max(*nsample, 1));
+	for (int64 i = 0; i < *nsample; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		Datum		d;
+
+		sample[i].keys = palloc(sizeof(Datum) * hr->nkeys);
+		for (int k = 0; k < hr->nkeys; k++)
+		{
+			Form_pg_attribute att = TupleDescAttr(sdesc, k);
+
+			d = SPI_getbinval(tup, sdesc, k + 1, &isnull);
+			if (isnull)
+				elog(ERROR, "null value in primary key column");
+			sample[i].keys[k] = datumCopy(d, att->attbyval, att->attlen);
+		}
+		d = SPI_getbinval(tup, sdesc, hr->nkeys + 1, &isnull);
+		sample[i].json = DatumGetJsonbPCopy(d);
+	}
+	MemoryContextSwitchTo(old);
+	return sample;
+}
+
+/* quantiles of the sorted sample, skipping the first element */
+static void
+rh_pick_quantiles(RhRanges *hr, RhBound *sample, int64 nsample, int chunks)
+{
+	int			nb = 0;
+
 	qsort_arg(sample, nsample, sizeof(RhBound), rh_bound_qsort_cmp, hr);
 	hr->bounds = palloc(sizeof(RhBound) * Max(chunks, 1));
-	nb = 0;
-	for (i = 1; i < chunks && nsample > 0; i++)
+	for (int64 i = 1; i < chunks && nsample > 0; i++)
 	{
 		int64		pos = i * nsample / chunks;
 
@@ -1673,6 +1649,47 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 		hr->bounds[nb++] = sample[pos];
 	}
 	hr->nbounds = nb;
+}
+
+/*
+ * Boundaries from a sample of the keys.  The sampling percentage comes from
+ * the planner's row estimate and grows while the sample is too small.
+ */
+static void
+rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
+{
+	MemoryContext callcxt = CurrentMemoryContext;
+	Datum	   *args = palloc(sizeof(Datum) * (hr->nkeys + 1));
+	SPIPlanPtr	plans[2];
+	int64		target = (int64) chunks * HASH_SAMPLE_PER_CHUNK;
+	double		estimate = rh_estimate_rows(rel);
+	double		pct;
+	RhBound    *sample;
+	int64		nsample;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rh_sample_plans(rel, hr, args, plans);
+
+	pct = (estimate > 0) ? 100.0 * target / estimate : 100.0;
+	for (;;)
+	{
+		bool		all = (pct >= 50.0);
+		int			ret;
+
+		args[0] = Float4GetDatum((float4) Min(pct, 100.0));
+		ret = SPI_execute_plan(plans[all ? 1 : 0], args, NULL, true, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_plan failed: %s",
+				 SPI_result_code_string(ret));
+		if (all || SPI_processed >= (uint64) target / 2)
+			break;
+		/* too few: sample more (in proportion, at least twice as much) */
+		pct *= Max(2.0, (double) target / Max(SPI_processed, 1));
+	}
+	sample = rh_sample_copy(hr, callcxt, &nsample);
+	SPI_finish();
+	rh_pick_quantiles(hr, sample, nsample, chunks);
 }
 
 /*
