@@ -150,8 +150,10 @@ median() {
 
 psql_q -c "SET client_min_messages = warning" \
 	-c "CREATE EXTENSION IF NOT EXISTS acme_migrate" \
-	-c "CREATE EXTENSION IF NOT EXISTS pgcmp" \
 	-c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null
+if [[ " $CONTENDERS " == *" pg_comparator "* ]]; then
+	psql_q -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS pgcmp" >/dev/null
+fi
 
 NDIFF=$(( DIFFS < ROWS ? DIFFS : ROWS ))
 COPIES=(rb_copy0 "rb_copy$NDIFF")
