@@ -62,6 +62,7 @@
 #include <xxhash.h>
 
 #include "access/genam.h"
+#include "access/parallel.h"
 #include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/relation.h"
@@ -71,11 +72,17 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "optimizer/cost.h"
+#include "optimizer/paths.h"
+#include "storage/bufmgr.h"
+#include "storage/shm_toc.h"
+#include "storage/spin.h"
 #include "port/pg_bswap.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -1308,6 +1315,185 @@ rh_table_cb(void *arg, Datum *values, bool *nulls, XXH128_hash_t h)
 }
 
 /*
+ * A parallel table hash.  When the planner would scan the relation in
+ * parallel (a plain table or materialized view without children, not
+ * temporary, at least min_parallel_table_scan_size, parallel query
+ * allowed), the leader and up to max_parallel_workers_per_gather parallel
+ * workers (a ParallelContext: the leader's snapshot, transaction and
+ * settings) share one parallel heap scan, each summing the hashes of the
+ * rows it reads; the sums are added up in shared memory.  Sums modulo
+ * 2^128 and counts add up exactly, so the result is the serial one.
+ * Types whose send or output function is not parallel safe, and composite
+ * columns, are hashed serially.
+ */
+#define RH_PARALLEL_KEY_SHARED	UINT64CONST(0xACE0000000000001)
+
+typedef struct RhParallelShared
+{
+	Oid			relid;
+	slock_t		mutex;
+	RhSum		sum;			/* the sums of the participants so far */
+	/* a ParallelTableScanDescData follows, BUFFERALIGNed */
+} RhParallelShared;
+
+#define RH_PARALLEL_SCAN(sh) \
+	((ParallelTableScanDesc) ((char *) (sh) + BUFFERALIGN(sizeof(RhParallelShared))))
+
+PGDLLEXPORT void rh_parallel_main(dsm_segment *seg, shm_toc *toc);
+
+/* can a worker hash values of this type as the leader would? */
+static bool
+rh_type_parallel_safe(RhState *hs, RhType *t)
+{
+	switch (t->kind)
+	{
+		case HK_SEND:
+		case HK_OUTPUT:
+			return func_parallel(t->proc.fn_oid) == PROPARALLEL_SAFE;
+		case HK_ARRAY:
+			/* elements are resolved per value: check the element type */
+			return rh_type_parallel_safe(hs, rh_type_build(hs, get_element_type(t->typid)));
+		case HK_RANGE:
+		case HK_MULTIRANGE:
+			return rh_type_parallel_safe(hs, t->elem);
+		case HK_COMPOSITE:
+			return false;
+		default:
+			return true;
+	}
+}
+
+/* workers to use, as the planner counts them for a heap scan; 0: serial */
+static int
+rh_parallel_workers(Relation rel, RhState *hs, RhRow *row)
+{
+	char		kind = rel->rd_rel->relkind;
+	BlockNumber pages;
+	BlockNumber threshold = (BlockNumber) Max(min_parallel_table_scan_size, 1);
+	int			workers;
+
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
+		!IsUnderPostmaster || !ActiveSnapshotSet() ||
+		(kind != RELKIND_RELATION && kind != RELKIND_MATVIEW) ||
+		rel->rd_rel->relhassubclass || RelationUsesLocalBuffers(rel) ||
+		check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED ||
+		!RelationIsPopulated(rel))
+		return 0;
+	for (int i = 0; i < row->tupdesc->natts; i++)
+		if (row->cols[i] != NULL && !rh_type_parallel_safe(hs, row->cols[i]))
+			return 0;
+	workers = RelationGetParallelWorkers(rel, -1);
+	if (workers < 0)
+	{
+		pages = RelationGetNumberOfBlocks(rel);
+		if (pages < threshold)
+			return 0;
+		workers = 1;
+		while (pages >= (BlockNumber) Min((uint64) threshold * 3, MaxBlockNumber))
+		{
+			workers++;
+			threshold *= 3;
+			if (threshold > INT_MAX / 3)
+				break;
+		}
+	}
+	return Min(workers, max_parallel_workers_per_gather);
+}
+
+/* One participant: hash the rows of the shared scan it gets. */
+static void
+rh_parallel_scan(RhParallelShared *sh, Relation rel)
+{
+	RhState    *hs = rh_state_create(CurrentMemoryContext);
+	RhRow	   *row = rh_row_build(hs, RelationGetDescr(rel));
+	RhSum		sum = {0, 0, 0};
+	TableScanDesc scan = table_beginscan_parallel(rel, RH_PARALLEL_SCAN(sh));
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	uint64		low;
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(slot);
+		rh_sum_add(&sum, rh_row_values(hs, row, slot->tts_values,
+									   slot->tts_isnull));
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	rh_unpin_settings(hs);
+	MemoryContextDelete(hs->mcxt);
+
+	SpinLockAcquire(&sh->mutex);
+	low = sh->sum.low + sum.low;
+	sh->sum.high += sum.high + (low < sh->sum.low ? 1 : 0);
+	sh->sum.low = low;
+	sh->sum.rows += sum.rows;
+	SpinLockRelease(&sh->mutex);
+}
+
+/* a parallel worker's entry point */
+void
+rh_parallel_main(dsm_segment *seg, shm_toc *toc)
+{
+	RhParallelShared *sh = shm_toc_lookup(toc, RH_PARALLEL_KEY_SHARED, false);
+	Relation	rel = table_open(sh->relid, AccessShareLock);
+
+	rh_parallel_scan(sh, rel);
+	table_close(rel, AccessShareLock);
+}
+
+/*
+ * Hash the relation in parallel into sum; false (nothing done) when it is
+ * not worth it or not possible.
+ */
+static bool
+rh_hash_parallel(Relation rel, RhState *hs, RhRow *row, RhSum *sum)
+{
+	int			nworkers = rh_parallel_workers(rel, hs, row);
+	Snapshot	snapshot;
+	ParallelContext *pcxt;
+	RhParallelShared *sh;
+	Size		size;
+
+	if (nworkers <= 0)
+		return false;
+	snapshot = rh_snapshot();
+	EnterParallelMode();
+	pcxt = CreateParallelContext("acme_migrate", "rh_parallel_main", nworkers);
+	size = BUFFERALIGN(sizeof(RhParallelShared)) +
+		table_parallelscan_estimate(rel, snapshot);
+	shm_toc_estimate_chunk(&pcxt->estimator, size);
+	shm_toc_estimate_keys(&pcxt->estimator, 1);
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg == NULL)
+	{
+		/* no dynamic shared memory: serially */
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		UnregisterSnapshot(snapshot);
+		return false;
+	}
+	sh = shm_toc_allocate(pcxt->toc, size);
+	memset(sh, 0, sizeof(RhParallelShared));
+	sh->relid = RelationGetRelid(rel);
+	SpinLockInit(&sh->mutex);
+	table_parallelscan_initialize(rel, RH_PARALLEL_SCAN(sh), snapshot);
+	shm_toc_insert(pcxt->toc, RH_PARALLEL_KEY_SHARED, sh);
+
+	LaunchParallelWorkers(pcxt);
+	ereport(DEBUG1,
+			(errmsg_internal("hashing \"%s\" in a parallel scan with %d workers planned",
+							 RelationGetRelationName(rel), nworkers)));
+	rh_parallel_scan(sh, rel);	/* the leader takes part */
+	WaitForParallelWorkersToFinish(pcxt);
+	*sum = sh->sum;
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+	UnregisterSnapshot(snapshot);
+	return true;
+}
+
+/*
  * acme_migrate_table_hash(rel regclass, OUT row_count bigint, OUT hash uuid)
  */
 Datum
@@ -1349,7 +1535,8 @@ hash_relation(Oid relid, int64 *row_count, uint8 *result)
 
 	hs = rh_state_create(CurrentMemoryContext);
 	row = rh_row_build(hs, RelationGetDescr(rel));
-	rh_scan(rel, hs, row, rh_table_cb, &sum);
+	if (!rh_hash_parallel(rel, hs, row, &sum))
+		rh_scan(rel, hs, row, rh_table_cb, &sum);
 	relation_close(rel, AccessShareLock);
 
 	u = rh_sum_to_uuid(&sum);
