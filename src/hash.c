@@ -209,7 +209,11 @@ typedef struct RhSum
 typedef void (*RhRowCallback) (void *arg, Datum *values, bool *nulls,
 								 XXH128_hash_t h);
 
+typedef struct RhRanges RhRanges;
+
 static RhType *rh_type_build(RhState *hs, Oid typid);
+static bool rh_hash_parallel(Relation rel, RhState *hs, RhRow *row,
+							 RhRanges *hr, RhSum *sums);
 static void rh_value(RhState *hs, RhType *t, Datum value);
 
 /*
@@ -1315,185 +1319,6 @@ rh_table_cb(void *arg, Datum *values, bool *nulls, XXH128_hash_t h)
 }
 
 /*
- * A parallel table hash.  When the planner would scan the relation in
- * parallel (a plain table or materialized view without children, not
- * temporary, at least min_parallel_table_scan_size, parallel query
- * allowed), the leader and up to max_parallel_workers_per_gather parallel
- * workers (a ParallelContext: the leader's snapshot, transaction and
- * settings) share one parallel heap scan, each summing the hashes of the
- * rows it reads; the sums are added up in shared memory.  Sums modulo
- * 2^128 and counts add up exactly, so the result is the serial one.
- * Types whose send or output function is not parallel safe, and composite
- * columns, are hashed serially.
- */
-#define RH_PARALLEL_KEY_SHARED	UINT64CONST(0xACE0000000000001)
-
-typedef struct RhParallelShared
-{
-	Oid			relid;
-	slock_t		mutex;
-	RhSum		sum;			/* the sums of the participants so far */
-	/* a ParallelTableScanDescData follows, BUFFERALIGNed */
-} RhParallelShared;
-
-#define RH_PARALLEL_SCAN(sh) \
-	((ParallelTableScanDesc) ((char *) (sh) + BUFFERALIGN(sizeof(RhParallelShared))))
-
-PGDLLEXPORT void rh_parallel_main(dsm_segment *seg, shm_toc *toc);
-
-/* can a worker hash values of this type as the leader would? */
-static bool
-rh_type_parallel_safe(RhState *hs, RhType *t)
-{
-	switch (t->kind)
-	{
-		case HK_SEND:
-		case HK_OUTPUT:
-			return func_parallel(t->proc.fn_oid) == PROPARALLEL_SAFE;
-		case HK_ARRAY:
-			/* elements are resolved per value: check the element type */
-			return rh_type_parallel_safe(hs, rh_type_build(hs, get_element_type(t->typid)));
-		case HK_RANGE:
-		case HK_MULTIRANGE:
-			return rh_type_parallel_safe(hs, t->elem);
-		case HK_COMPOSITE:
-			return false;
-		default:
-			return true;
-	}
-}
-
-/* workers to use, as the planner counts them for a heap scan; 0: serial */
-static int
-rh_parallel_workers(Relation rel, RhState *hs, RhRow *row)
-{
-	char		kind = rel->rd_rel->relkind;
-	BlockNumber pages;
-	BlockNumber threshold = (BlockNumber) Max(min_parallel_table_scan_size, 1);
-	int			workers;
-
-	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
-		!IsUnderPostmaster || !ActiveSnapshotSet() ||
-		(kind != RELKIND_RELATION && kind != RELKIND_MATVIEW) ||
-		rel->rd_rel->relhassubclass || RelationUsesLocalBuffers(rel) ||
-		check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED ||
-		!RelationIsPopulated(rel))
-		return 0;
-	for (int i = 0; i < row->tupdesc->natts; i++)
-		if (row->cols[i] != NULL && !rh_type_parallel_safe(hs, row->cols[i]))
-			return 0;
-	workers = RelationGetParallelWorkers(rel, -1);
-	if (workers < 0)
-	{
-		pages = RelationGetNumberOfBlocks(rel);
-		if (pages < threshold)
-			return 0;
-		workers = 1;
-		while (pages >= (BlockNumber) Min((uint64) threshold * 3, MaxBlockNumber))
-		{
-			workers++;
-			threshold *= 3;
-			if (threshold > INT_MAX / 3)
-				break;
-		}
-	}
-	return Min(workers, max_parallel_workers_per_gather);
-}
-
-/* One participant: hash the rows of the shared scan it gets. */
-static void
-rh_parallel_scan(RhParallelShared *sh, Relation rel)
-{
-	RhState    *hs = rh_state_create(CurrentMemoryContext);
-	RhRow	   *row = rh_row_build(hs, RelationGetDescr(rel));
-	RhSum		sum = {0, 0, 0};
-	TableScanDesc scan = table_beginscan_parallel(rel, RH_PARALLEL_SCAN(sh));
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	uint64		low;
-
-	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
-	{
-		CHECK_FOR_INTERRUPTS();
-		slot_getallattrs(slot);
-		rh_sum_add(&sum, rh_row_values(hs, row, slot->tts_values,
-									   slot->tts_isnull));
-	}
-	table_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	rh_unpin_settings(hs);
-	MemoryContextDelete(hs->mcxt);
-
-	SpinLockAcquire(&sh->mutex);
-	low = sh->sum.low + sum.low;
-	sh->sum.high += sum.high + (low < sh->sum.low ? 1 : 0);
-	sh->sum.low = low;
-	sh->sum.rows += sum.rows;
-	SpinLockRelease(&sh->mutex);
-}
-
-/* a parallel worker's entry point */
-void
-rh_parallel_main(dsm_segment *seg, shm_toc *toc)
-{
-	RhParallelShared *sh = shm_toc_lookup(toc, RH_PARALLEL_KEY_SHARED, false);
-	Relation	rel = table_open(sh->relid, AccessShareLock);
-
-	rh_parallel_scan(sh, rel);
-	table_close(rel, AccessShareLock);
-}
-
-/*
- * Hash the relation in parallel into sum; false (nothing done) when it is
- * not worth it or not possible.
- */
-static bool
-rh_hash_parallel(Relation rel, RhState *hs, RhRow *row, RhSum *sum)
-{
-	int			nworkers = rh_parallel_workers(rel, hs, row);
-	Snapshot	snapshot;
-	ParallelContext *pcxt;
-	RhParallelShared *sh;
-	Size		size;
-
-	if (nworkers <= 0)
-		return false;
-	snapshot = rh_snapshot();
-	EnterParallelMode();
-	pcxt = CreateParallelContext("acme_migrate", "rh_parallel_main", nworkers);
-	size = BUFFERALIGN(sizeof(RhParallelShared)) +
-		table_parallelscan_estimate(rel, snapshot);
-	shm_toc_estimate_chunk(&pcxt->estimator, size);
-	shm_toc_estimate_keys(&pcxt->estimator, 1);
-	InitializeParallelDSM(pcxt);
-	if (pcxt->seg == NULL)
-	{
-		/* no dynamic shared memory: serially */
-		DestroyParallelContext(pcxt);
-		ExitParallelMode();
-		UnregisterSnapshot(snapshot);
-		return false;
-	}
-	sh = shm_toc_allocate(pcxt->toc, size);
-	memset(sh, 0, sizeof(RhParallelShared));
-	sh->relid = RelationGetRelid(rel);
-	SpinLockInit(&sh->mutex);
-	table_parallelscan_initialize(rel, RH_PARALLEL_SCAN(sh), snapshot);
-	shm_toc_insert(pcxt->toc, RH_PARALLEL_KEY_SHARED, sh);
-
-	LaunchParallelWorkers(pcxt);
-	ereport(DEBUG1,
-			(errmsg_internal("hashing \"%s\" in a parallel scan with %d workers planned",
-							 RelationGetRelationName(rel), nworkers)));
-	rh_parallel_scan(sh, rel);	/* the leader takes part */
-	WaitForParallelWorkersToFinish(pcxt);
-	*sum = sh->sum;
-	DestroyParallelContext(pcxt);
-	ExitParallelMode();
-	UnregisterSnapshot(snapshot);
-	return true;
-}
-
-/*
  * acme_migrate_table_hash(rel regclass, OUT row_count bigint, OUT hash uuid)
  */
 Datum
@@ -1535,7 +1360,7 @@ hash_relation(Oid relid, int64 *row_count, uint8 *result)
 
 	hs = rh_state_create(CurrentMemoryContext);
 	row = rh_row_build(hs, RelationGetDescr(rel));
-	if (!rh_hash_parallel(rel, hs, row, &sum))
+	if (!rh_hash_parallel(rel, hs, row, NULL, &sum))
 		rh_scan(rel, hs, row, rh_table_cb, &sum);
 	relation_close(rel, AccessShareLock);
 
@@ -1563,8 +1388,9 @@ typedef struct RhBound
 	Jsonb	   *json;
 } RhBound;
 
-typedef struct RhRanges
+struct RhRanges
 {
+	Oid			indexid;		/* the primary key */
 	int			nkeys;
 	AttrNumber *attnums;		/* key columns in the relation's layout */
 	SortSupport ssup;			/* one per key column */
@@ -1572,7 +1398,36 @@ typedef struct RhRanges
 	RhBound  *bounds;
 	RhSum    *sums;			/* nbounds + 1 ranges */
 	Datum	   *rowkeys;		/* scratch */
-} RhRanges;
+};
+
+/* the primary key's columns and their ordering */
+static void
+rh_ranges_init(Relation rel, Oid pkoid, RhRanges *hr)
+{
+	Relation	index = index_open(pkoid, AccessShareLock);
+
+	hr->indexid = pkoid;
+	hr->nkeys = IndexRelationGetNumberOfKeyAttributes(index);
+	hr->attnums = palloc(sizeof(AttrNumber) * hr->nkeys);
+	hr->ssup = palloc0(sizeof(SortSupportData) * hr->nkeys);
+	hr->rowkeys = palloc(sizeof(Datum) * hr->nkeys);
+	for (int k = 0; k < hr->nkeys; k++)
+	{
+		SortSupport ssup = &hr->ssup[k];
+
+		hr->attnums[k] = index->rd_index->indkey.values[k];
+		if (hr->attnums[k] <= 0)
+			elog(ERROR, "unexpected expression in primary key of \"%s\"",
+				 RelationGetRelationName(rel));
+		ssup->ssup_cxt = CurrentMemoryContext;
+		ssup->ssup_collation = index->rd_indcollation[k];
+		ssup->ssup_nulls_first = false;
+		ssup->ssup_attno = k + 1;
+		ssup->abbreviate = false;
+		PrepareSortSupportFromIndexRel(index, BTLessStrategyNumber, ssup);
+	}
+	index_close(index, AccessShareLock);
+}
 
 static int
 rh_key_cmp(RhRanges *hr, Datum *a, Datum *b)
@@ -1880,6 +1735,288 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 }
 
 /*
+ * Parallel hashing.  When the planner would scan the relation in parallel
+ * (a plain table or materialized view without children, not temporary, at
+ * least min_parallel_table_scan_size, parallel query allowed), the leader
+ * and up to max_parallel_workers_per_gather parallel workers (a
+ * ParallelContext: the leader's snapshot, transaction and settings) share
+ * one parallel heap scan, each summing the hashes of the rows it reads (per
+ * key range for acme_migrate_range_hashes, whose boundaries are copied to
+ * the workers); the sums are added up in shared memory.  Sums modulo 2^128
+ * and counts add up exactly, so the result is the serial one.  Types whose
+ * send or output function is not parallel safe, and composite columns, are
+ * hashed serially.
+ */
+#define RH_PARALLEL_KEY_SHARED	UINT64CONST(0xACE0000000000001)
+
+typedef struct RhParallelShared
+{
+	Oid			relid;
+	Oid			indexid;		/* ranges: the primary key; else invalid */
+	int			nbounds;		/* ranges: boundaries, serialized at
+								 * bounds_off */
+	int			nsums;			/* 1, or nbounds + 1 ranges */
+	Size		scan_off;		/* where the ParallelTableScanDesc is */
+	Size		bounds_off;
+	slock_t		mutex;
+	RhSum		sums[FLEXIBLE_ARRAY_MEMBER];	/* of the participants so far */
+} RhParallelShared;
+
+PGDLLEXPORT void rh_parallel_main(dsm_segment *seg, shm_toc *toc);
+
+/* can a worker hash values of this type as the leader would? */
+static bool
+rh_type_parallel_safe(RhState *hs, RhType *t)
+{
+	switch (t->kind)
+	{
+		case HK_SEND:
+		case HK_OUTPUT:
+			return func_parallel(t->proc.fn_oid) == PROPARALLEL_SAFE;
+		case HK_ARRAY:
+			/* elements are resolved per value: check the element type */
+			return rh_type_parallel_safe(hs, rh_type_build(hs, get_element_type(t->typid)));
+		case HK_RANGE:
+		case HK_MULTIRANGE:
+			return rh_type_parallel_safe(hs, t->elem);
+		case HK_COMPOSITE:
+			return false;
+		default:
+			return true;
+	}
+}
+
+/* workers to use, as the planner counts them for a heap scan; 0: serial */
+static int
+rh_parallel_workers(Relation rel, RhState *hs, RhRow *row)
+{
+	char		kind = rel->rd_rel->relkind;
+	BlockNumber pages;
+	BlockNumber threshold = (BlockNumber) Max(min_parallel_table_scan_size, 1);
+	int			workers;
+
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
+		!IsUnderPostmaster || !ActiveSnapshotSet() ||
+		(kind != RELKIND_RELATION && kind != RELKIND_MATVIEW) ||
+		rel->rd_rel->relhassubclass || RelationUsesLocalBuffers(rel) ||
+		check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED ||
+		!RelationIsPopulated(rel))
+		return 0;
+	for (int i = 0; i < row->tupdesc->natts; i++)
+		if (row->cols[i] != NULL && !rh_type_parallel_safe(hs, row->cols[i]))
+			return 0;
+	workers = RelationGetParallelWorkers(rel, -1);
+	if (workers < 0)
+	{
+		pages = RelationGetNumberOfBlocks(rel);
+		if (pages < threshold)
+			return 0;
+		workers = 1;
+		while (pages >= threshold * 3 && threshold < MaxBlockNumber / 3)
+		{
+			workers++;
+			threshold *= 3;
+		}
+	}
+	return Min(workers, max_parallel_workers_per_gather);
+}
+
+static void
+rh_sum_merge(RhSum *into, const RhSum *sum)
+{
+	uint64		low = into->low + sum->low;
+
+	into->high += sum->high + (low < into->low ? 1 : 0);
+	into->low = low;
+	into->rows += sum->rows;
+}
+
+/*
+ * One participant: hash the rows of the shared scan it gets, into one sum
+ * (hr NULL) or the sums of the key ranges of hr.
+ */
+static void
+rh_parallel_scan(RhParallelShared *sh, Relation rel, RhRanges *hr)
+{
+	RhState    *hs = rh_state_create(CurrentMemoryContext);
+	RhRow	   *row = rh_row_build(hs, RelationGetDescr(rel));
+	RhSum	   *sums = palloc0(sizeof(RhSum) * sh->nsums);
+	TableScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	RhSum	   *saved = hr != NULL ? hr->sums : NULL;
+
+	scan = table_beginscan_parallel(rel, (ParallelTableScanDesc) ((char *) sh + sh->scan_off));
+	if (hr != NULL)
+		hr->sums = sums;
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		XXH128_hash_t h;
+
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(slot);
+		h = rh_row_values(hs, row, slot->tts_values, slot->tts_isnull);
+		if (hr != NULL)
+			rh_ranges_cb(hr, slot->tts_values, slot->tts_isnull, h);
+		else
+			rh_sum_add(&sums[0], h);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	rh_unpin_settings(hs);
+	MemoryContextDelete(hs->mcxt);
+	if (hr != NULL)
+		hr->sums = saved;
+
+	SpinLockAcquire(&sh->mutex);
+	for (int i = 0; i < sh->nsums; i++)
+		rh_sum_merge(&sh->sums[i], &sums[i]);
+	SpinLockRelease(&sh->mutex);
+}
+
+/* space the boundaries' keys take serialized */
+static Size
+rh_bounds_space(Relation rel, RhRanges *hr)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Size		size = 0;
+
+	for (int b = 0; b < hr->nbounds; b++)
+		for (int k = 0; k < hr->nkeys; k++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
+
+			size = add_size(size, datumEstimateSpace(hr->bounds[b].keys[k], false,
+													 att->attbyval, att->attlen));
+		}
+	return size;
+}
+
+static void
+rh_bounds_serialize(Relation rel, RhRanges *hr, char *p)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int b = 0; b < hr->nbounds; b++)
+		for (int k = 0; k < hr->nkeys; k++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
+
+			datumSerialize(hr->bounds[b].keys[k], false, att->attbyval,
+						   att->attlen, &p);
+		}
+}
+
+/* a worker's copy of the key ranges */
+static RhRanges *
+rh_bounds_restore(Relation rel, RhParallelShared *sh)
+{
+	RhRanges   *hr = palloc0(sizeof(RhRanges));
+	char	   *p = (char *) sh + sh->bounds_off;
+	bool		isnull;
+
+	rh_ranges_init(rel, sh->indexid, hr);
+	hr->nbounds = sh->nbounds;
+	hr->bounds = palloc0(sizeof(RhBound) * Max(hr->nbounds, 1));
+	for (int b = 0; b < hr->nbounds; b++)
+	{
+		hr->bounds[b].keys = palloc(sizeof(Datum) * hr->nkeys);
+		for (int k = 0; k < hr->nkeys; k++)
+			hr->bounds[b].keys[k] = datumRestore(&p, &isnull);
+	}
+	return hr;
+}
+
+/* a parallel worker's entry point */
+void
+rh_parallel_main(dsm_segment *seg, shm_toc *toc)
+{
+	RhParallelShared *sh = shm_toc_lookup(toc, RH_PARALLEL_KEY_SHARED, false);
+	Relation	rel = table_open(sh->relid, AccessShareLock);
+	RhRanges   *hr = NULL;
+
+	if (OidIsValid(sh->indexid))
+		hr = rh_bounds_restore(rel, sh);
+	rh_parallel_scan(sh, rel, hr);
+	table_close(rel, AccessShareLock);
+}
+
+/* the shared state: scan, boundaries, sums */
+static RhParallelShared *
+rh_parallel_shared(ParallelContext *pcxt, Relation rel, RhRanges *hr,
+				   Snapshot snapshot, bool estimate)
+{
+	int			nsums = hr != NULL ? hr->nbounds + 1 : 1;
+	Size		scan_off = BUFFERALIGN(add_size(offsetof(RhParallelShared, sums),
+												mul_size(sizeof(RhSum), nsums)));
+	Size		bounds_off = add_size(scan_off,
+									  BUFFERALIGN(table_parallelscan_estimate(rel, snapshot)));
+	Size		size = add_size(bounds_off, hr != NULL ? rh_bounds_space(rel, hr) : 0);
+	RhParallelShared *sh;
+
+	if (estimate)
+	{
+		shm_toc_estimate_chunk(&pcxt->estimator, size);
+		shm_toc_estimate_keys(&pcxt->estimator, 1);
+		return NULL;
+	}
+	sh = shm_toc_allocate(pcxt->toc, size);
+	memset(sh, 0, bounds_off);
+	sh->relid = RelationGetRelid(rel);
+	sh->nsums = nsums;
+	sh->scan_off = scan_off;
+	sh->bounds_off = bounds_off;
+	SpinLockInit(&sh->mutex);
+	table_parallelscan_initialize(rel, (ParallelTableScanDesc) ((char *) sh + scan_off),
+								  snapshot);
+	if (hr != NULL)
+	{
+		sh->indexid = hr->indexid;
+		sh->nbounds = hr->nbounds;
+		rh_bounds_serialize(rel, hr, (char *) sh + bounds_off);
+	}
+	shm_toc_insert(pcxt->toc, RH_PARALLEL_KEY_SHARED, sh);
+	return sh;
+}
+
+/*
+ * Hash the relation in parallel into sums (one, or hr's ranges'); false,
+ * nothing done, when it is not worth it or not possible.
+ */
+static bool
+rh_hash_parallel(Relation rel, RhState *hs, RhRow *row, RhRanges *hr,
+				 RhSum *sums)
+{
+	int			nworkers = rh_parallel_workers(rel, hs, row);
+	Snapshot	snapshot;
+	ParallelContext *pcxt;
+	RhParallelShared *sh = NULL;
+
+	if (nworkers <= 0)
+		return false;
+	snapshot = rh_snapshot();
+	EnterParallelMode();
+	pcxt = CreateParallelContext("acme_migrate", "rh_parallel_main", nworkers);
+	rh_parallel_shared(pcxt, rel, hr, snapshot, true);
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg != NULL)
+	{
+		sh = rh_parallel_shared(pcxt, rel, hr, snapshot, false);
+		LaunchParallelWorkers(pcxt);
+		ereport(DEBUG1,
+				(errmsg_internal("hashing \"%s\" in a parallel scan with %d workers planned",
+								 RelationGetRelationName(rel), nworkers)));
+		rh_parallel_scan(sh, rel, hr);	/* the leader takes part */
+		WaitForParallelWorkersToFinish(pcxt);
+		memcpy(sums, sh->sums, sizeof(RhSum) * sh->nsums);
+	}
+	/* else no dynamic shared memory: serially */
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+	UnregisterSnapshot(snapshot);
+	return sh != NULL;
+}
+
+/*
  * acme_migrate_range_hashes(rel regclass, chunks integer DEFAULT 64,
  *							 bounds jsonb DEFAULT NULL,
  *							 OUT lo jsonb, OUT hi jsonb, OUT rows bigint,
@@ -1893,11 +2030,9 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 	int32		chunks;
 	Relation	rel;
 	Oid			pkoid;
-	Relation	index;
 	RhRanges	hr;
 	RhState  *hs;
 	RhRow    *row;
-	int			k;
 	int			r;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -1924,27 +2059,7 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 				 errhint("Use acme_migrate_table_hash to hash the whole relation.")));
 
 	memset(&hr, 0, sizeof(hr));
-	index = index_open(pkoid, AccessShareLock);
-	hr.nkeys = IndexRelationGetNumberOfKeyAttributes(index);
-	hr.attnums = palloc(sizeof(AttrNumber) * hr.nkeys);
-	hr.ssup = palloc0(sizeof(SortSupportData) * hr.nkeys);
-	hr.rowkeys = palloc(sizeof(Datum) * hr.nkeys);
-	for (k = 0; k < hr.nkeys; k++)
-	{
-		SortSupport ssup = &hr.ssup[k];
-
-		hr.attnums[k] = index->rd_index->indkey.values[k];
-		if (hr.attnums[k] <= 0)
-			elog(ERROR, "unexpected expression in primary key of \"%s\"",
-				 RelationGetRelationName(rel));
-		ssup->ssup_cxt = CurrentMemoryContext;
-		ssup->ssup_collation = index->rd_indcollation[k];
-		ssup->ssup_nulls_first = false;
-		ssup->ssup_attno = k + 1;
-		ssup->abbreviate = false;
-		PrepareSortSupportFromIndexRel(index, BTLessStrategyNumber, ssup);
-	}
-	index_close(index, AccessShareLock);
+	rh_ranges_init(rel, pkoid, &hr);
 
 	if (!PG_ARGISNULL(2))
 	{
@@ -1970,7 +2085,8 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 
 	hs = rh_state_create(CurrentMemoryContext);
 	row = rh_row_build(hs, RelationGetDescr(rel));
-	rh_scan(rel, hs, row, rh_ranges_cb, &hr);
+	if (!rh_hash_parallel(rel, hs, row, &hr, hr.sums))
+		rh_scan(rel, hs, row, rh_ranges_cb, &hr);
 	relation_close(rel, AccessShareLock);
 
 	for (r = 0; r <= hr.nbounds; r++)
