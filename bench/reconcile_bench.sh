@@ -37,7 +37,8 @@
 # ('o' || lpad(id, 12, '0') in the source's order of md5), a uuid (md5 of
 # id) or an (int, text) pair, each with its own primary key: reconcile vs
 # the FULL JOIN report, counts checked against each other, ratio with its
-# goal (<= 0.4).  Every run's differences (kind and key) are checked
+# goal (<= 0.4); for the text key also pg_comparator (when among the
+# contenders), ratio pg_comparator / reconcile with its goal (>= 5).  Every run's differences (kind and key) are checked
 # against what the setup did and against the other contenders' (counts and
 # the set of keys); a disagreement is printed, never hidden.  Times are
 # reported, never asserted: the exit status is non-zero only on errors.
@@ -257,7 +258,7 @@ run_full_join() {
 pgc_url() {
 	local host=${PGHOST:-}
 	case $host in /*) host= ;; esac
-	echo "pgsql://${PGUSER:-$(id -un)}@$host:${PGPORT:-5432}/${PGDATABASE:-postgres}/$(psql_q -At -c 'SELECT current_schema()').$1?id"
+	echo "pgsql://${PGUSER:-$(id -un)}@$host:${PGPORT:-5432}/${PGDATABASE:-postgres}/$(psql_q -At -c 'SELECT current_schema()').$1?${2:-id}"
 }
 
 run_pg_comparator() {
@@ -411,6 +412,24 @@ for kt in $KEY_TYPES; do
 			[ "$fj" = "$m $e $c" ] || BAD+=("$kt: reconcile of $copy found $m $e $c (missing extra changed), the FULL JOIN $fj")
 		done
 		a=$(printf '%s\n' $rr | median) b=$(printf '%s\n' $rf | median)
+		if [ "$kt" = text ] && [[ " $CONTENDERS " == *" pg_comparator "* ]]; then
+			rp=""
+			for ((r = 1; r <= REPS; r++)); do
+				t0=$(now_ms)
+				"${RUNAS[@]}" env PGHOST="${PGHOST:-}" PGPORT="${PGPORT:-}" PGDATABASE="${PGDATABASE:-}" \
+					PGUSER="${PGUSER:-}" pg_comparator --use-key --checksum-function=ck \
+					"$(pgc_url "$src" k)" "$(pgc_url "$copy" k)" >"$WORK/pgc_text.out" 2>"$WORK/pgc_text.err" ||
+					{ echo "pg_comparator failed:" >&2; cat "$WORK/pgc_text.err" >&2; exit 1; }
+				t1=$(now_ms)
+				rp+="$((t1 - t0)) "
+				n=$(grep -c '^\(INSERT\|UPDATE\|DELETE\) ' "$WORK/pgc_text.out" || true)
+				[ "$n" = $((m + e + c)) ] || BAD+=("text: pg_comparator on $copy listed $n differences, reconcile $((m + e + c))")
+			done
+			p=$(printf '%s\n' $rp | median)
+			awk -v p="$p" -v a="$a" -v c="$copy" -v rp="$rp" 'BEGIN {
+				printf "  %-16s pg_comparator %6d ms: pg_comparator / reconcile %5.2f   goal >= 5: %s   (runs %s)\n",
+					c, p, p / a, (p / a >= 5) ? "met" : "MISSED", rp }'
+		fi
 		awk -v a="$a" -v b="$b" -v c="$copy" -v m="$method" -v n="$m $e $c" -v rr="$rr" -v rf="$rf" 'BEGIN {
 			printf "  %-16s reconcile (%s) %6d ms, full_join %6d ms, diffs %s: reconcile / full_join %5.2f   goal <= 0.4: %s   (runs %s/ %s)\n",
 				c, m, a, b, n, a / b, (a / b <= 0.4) ? "met" : "MISSED", rr, rf }'

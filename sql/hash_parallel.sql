@@ -2,8 +2,8 @@
 -- hash_parallel: acme_migrate_table_hash scans in parallel when the
 -- planner would, with the result of the serial scan
 --
-CREATE EXTENSION IF NOT EXISTS acme_migrate;
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS acme_migrate;
 CREATE SCHEMA hp;
 CREATE TABLE hp.t (id bigint, n numeric, s text, f float8, a int[], d date, j jsonb);
 INSERT INTO hp.t SELECT g, g / 3.0, repeat('x', g % 50) || g, g * 1.5,

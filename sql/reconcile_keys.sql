@@ -6,8 +6,8 @@
 -- merge of everything (a non-text policy), which must be the same list in
 -- the same order.
 --
-CREATE EXTENSION IF NOT EXISTS acme_migrate;
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS acme_migrate;
 CREATE SCHEMA rk;
 
 -- rk.check(source, target, key columns, oracle join condition, order by):

@@ -18,9 +18,10 @@
  * the rule: "value" (the type's equality, so numeric 1.0 = 1.00),
  * {"tolerance": x} for numbers, {"truncate": unit} for timestamps.
  *
- * When the target key is one unique integer column, hash sums per key
- * range are compared first and only the ranges that differ are merged
- * (rc_hash_first).
+ * When the target key is unique, hash sums per bucket of rows are compared
+ * first (key ranges for a single integer key, key hashes for any other
+ * hashable key) and only the rows of buckets that differ are merged
+ * (rc_hash_first, with the argument for its exactness).
  *
  * With sample => f only a random fraction f of the keys of each side is
  * looked up on the other side, and the counts are scaled up (estimated).
