@@ -51,6 +51,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/rel.h"
@@ -111,6 +112,9 @@ typedef struct RcState
 	char	   *source_all_sql;	/* mapped source rows, in any order */
 	char	   *target_all_sql;	/* target rows, mapped columns, any order */
 	char	   *target_rows_sql;	/* whole target rows, in any order */
+	char	   *place_sql[2][2];	/* [target][by place]: with a trailing
+									 * ctid, or the rows at ctids $1 (NULL:
+									 * not a table, rows are read again) */
 	SPIPlanPtr	source_plan[2][2];	/* plans of the merge's queries */
 	SPIPlanPtr	target_plan[2][2];
 	int			nhash;			/* columns hashed by the first pass */
@@ -492,6 +496,15 @@ rc_setup_keys(RcState *st)
 	}
 }
 
+/* Can rows of the relation be read again by ctid (a table, no children)? */
+static bool
+rc_has_places(Oid relid)
+{
+	char		kind = get_rel_relkind(relid);
+
+	return kind == RELKIND_RELATION || kind == RELKIND_MATVIEW;
+}
+
 /*
  * The target side's SQL: its mapped columns in any order (the hash pass);
  * the whole row in any order (kept rows of the hash pass), and in key
@@ -515,6 +528,14 @@ rc_setup_target_sql(RcState *st, const char *tcols)
 	appendStringInfo(&q, " FROM %s AS t", tgt);
 	st->target_all_sql = q.data;
 	st->target_rows_sql = psprintf("SELECT %s FROM %s AS t", tcols, tgt);
+	if (rc_has_places(map->target_relid))
+	{
+		st->place_sql[1][0] = psprintf("%s, t.ctid FROM %s AS t",
+									   pnstrdup(q.data, strstr(q.data, " FROM ") - q.data),
+									   tgt);
+		st->place_sql[1][1] = psprintf("%s WHERE t.ctid OPERATOR(pg_catalog.=) ANY ($1)",
+									   st->target_rows_sql);
+	}
 
 	for (int lo = 0; lo < 2; lo++)
 	{
@@ -588,6 +609,15 @@ rc_setup_source_sql(RcState *st)
 	st->source_all_sql = psprintf("SELECT %s FROM %s AS s WHERE %s",
 								  cols.data, rc_relname(map->source_relid),
 								  st->job->filter ? st->job->filter : "true");
+	if (rc_has_places(map->source_relid))
+	{
+		st->place_sql[0][0] = psprintf("SELECT %s, s.ctid FROM %s AS s WHERE %s",
+									   cols.data, rc_relname(map->source_relid),
+									   st->job->filter ? st->job->filter : "true");
+		st->place_sql[0][1] = psprintf("SELECT %s FROM %s AS s WHERE (%s) AND s.ctid OPERATOR(pg_catalog.=) ANY ($1)",
+									   cols.data, rc_relname(map->source_relid),
+									   st->job->filter ? st->job->filter : "true");
+	}
 
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE ", st->source_all_sql);
@@ -1306,6 +1336,28 @@ typedef struct RcBucket
 	uint64		hi;
 } RcBucket;
 
+/*
+ * Where the rows of one side are (hash buckets, when a side is a table):
+ * each row's bucket and ctid, remembered by the first read, so that the
+ * second reads only the rows of differing buckets, by ctid, in the same
+ * snapshot.  Past RC_MAX_PLACES_MEM bytes (or work_mem if more) the side is
+ * read again in full instead.
+ */
+#define RC_MAX_PLACES_MEM	((Size) 64 * 1024 * 1024)
+
+typedef struct RcPlace
+{
+	uint32		bucket;
+	ItemPointerData tid;
+} RcPlace;
+
+typedef struct RcPlaces
+{
+	RcPlace    *rows;			/* NULL: not remembered */
+	int64		n;
+	int64		cap;
+} RcPlaces;
+
 typedef struct RcBuckets
 {
 	DestReceiver pub;			/* receives the rows of one side */
@@ -1323,6 +1375,9 @@ typedef struct RcBuckets
 	MemoryContext cxt;			/* where the sort lives (not the executor's) */
 	int64		kept;
 	bool		null_key;		/* a NULL key was seen */
+	RcPlaces   *places;			/* first read: remember rows here (or NULL) */
+	int			place_att;		/* ... the ctid's column */
+	RcPlaces	side_places[2]; /* [target] */
 } RcBuckets;
 
 static bool
@@ -1519,6 +1574,32 @@ rc_bucket_add(RcState *st, RcBucket *bucket, TupleTableSlot *slot)
 	bucket->hi += h.high64 + (bucket->lo < h.low64);
 }
 
+/* remember a row's bucket and ctid; forget them all past the limit */
+static void
+rc_place_add(RcBuckets *bk, int b, TupleTableSlot *slot)
+{
+	RcPlaces   *pl = bk->places;
+
+	if (pl->rows == NULL)
+		return;
+	if (pl->n == pl->cap)
+	{
+		if ((Size) pl->cap * 2 * sizeof(RcPlace) >
+			Max(RC_MAX_PLACES_MEM, (Size) work_mem * 1024))
+		{
+			pfree(pl->rows);
+			pl->rows = NULL;
+			return;
+		}
+		pl->cap *= 2;
+		pl->rows = repalloc_huge(pl->rows, sizeof(RcPlace) * pl->cap);
+	}
+	pl->rows[pl->n].bucket = (uint32) b;
+	ItemPointerCopy((ItemPointer) DatumGetPointer(slot->tts_values[bk->place_att]),
+					&pl->rows[pl->n].tid);
+	pl->n++;
+}
+
 /*
  * A row of one side: summed into its bucket (first read), or kept when
  * its bucket differs (second read).  A NULL key stops the read.
@@ -1535,7 +1616,11 @@ rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
 	if (b < 0)
 		bk->null_key = true;
 	else if (bk->keep == NULL)
+	{
 		rc_bucket_add(bk->st, &bk->side[b], slot);
+		if (bk->places != NULL)
+			rc_place_add(bk, b, slot);
+	}
 	else if (bk->keep[b])
 	{
 		tuplesort_puttupleslot(bk->sort, slot);
@@ -1585,12 +1670,20 @@ rc_bucket_shutdown(DestReceiver *self)
 
 /* Read all of one side's query into buckets, or keep its differing rows. */
 static void
-rc_bucket_side(RcBuckets *bk, const char *sql)
+rc_bucket_side(RcBuckets *bk, const char *sql, ArrayType *tids)
 {
 	RcSide		side;
+	Oid			type = TIDARRAYOID;
+	ParamListInfo params = NULL;
 
+	if (tids != NULL)
+	{
+		params = rc_params(1, &type);
+		rc_param_set(params, 0, PointerGetDatum(tids));
+	}
 	memset(&side, 0, sizeof(side));
-	rc_side_open(&side, rc_prepare(sql, 0, NULL), NULL, &bk->pub);
+	rc_side_open(&side, rc_prepare(sql, tids ? 1 : 0, &type), params,
+				 &bk->pub);
 	ExecutorRun(side.qd, ForwardScanDirection, 0, true);
 	rc_side_close(&side);
 }
@@ -1696,14 +1789,37 @@ rc_merge_ranges(RcState *st, RcBuckets *bk, bool *differs)
 	}
 }
 
-/* read a side again, keeping the rows of differing buckets, sorted */
-static Tuplesortstate *
-rc_keep_side(RcBuckets *bk, bool *differs, const char *sql,
-			 TupleDesc *desc)
+/* the ctids of a side's rows in differing buckets, as a tid[] */
+static ArrayType *
+rc_place_tids(RcPlaces *pl, bool *differs)
 {
+	Datum	   *tids = palloc(sizeof(Datum) * Max(pl->n, 1));
+	int			n = 0;
+
+	for (int64 i = 0; i < pl->n; i++)
+		if (differs[pl->rows[i].bucket])
+			tids[n++] = PointerGetDatum(&pl->rows[i].tid);
+	return construct_array(tids, n, TIDOID, sizeof(ItemPointerData), false,
+						   TYPALIGN_SHORT);
+}
+
+/*
+ * Read a side again, keeping the rows of differing buckets, sorted: by
+ * ctid when the first read remembered them, else all of it.
+ */
+static Tuplesortstate *
+rc_keep_side(RcBuckets *bk, bool *differs, int target, TupleDesc *desc)
+{
+	RcState    *st = bk->st;
+	RcPlaces   *pl = &bk->side_places[target];
+
 	bk->keep = differs;
 	bk->sort = NULL;
-	rc_bucket_side(bk, sql);
+	if (pl->rows != NULL)
+		rc_bucket_side(bk, st->place_sql[target][1], rc_place_tids(pl, differs));
+	else
+		rc_bucket_side(bk, target ? st->target_rows_sql : st->source_all_sql,
+					   NULL);
 	tuplesort_performsort(bk->sort);
 	*desc = bk->desc;
 	return bk->sort;
@@ -1720,8 +1836,8 @@ rc_merge_kept(RcState *st, RcBuckets *bk, bool *differs)
 
 	rc_side_init(&s, "source", 0, 0, st->ntkeys);
 	rc_side_init(&t, "target", 0, 0, st->ntkeys);
-	s.sort = rc_keep_side(bk, differs, st->source_all_sql, &sdesc);
-	t.sort = rc_keep_side(bk, differs, st->target_rows_sql, &tdesc);
+	s.sort = rc_keep_side(bk, differs, 0, &sdesc);
+	t.sort = rc_keep_side(bk, differs, 1, &tdesc);
 	s.slot = MakeSingleTupleTableSlot(sdesc, &TTSOpsMinimalTuple);
 	t.slot = MakeSingleTupleTableSlot(tdesc, &TTSOpsMinimalTuple);
 	rc_merge_loop(st, &s, &t);
@@ -1729,6 +1845,28 @@ rc_merge_kept(RcState *st, RcBuckets *bk, bool *differs)
 	tuplesort_end(t.sort);
 	ExecDropSingleTupleTableSlot(s.slot);
 	ExecDropSingleTupleTableSlot(t.slot);
+}
+
+/* Read one side into buckets, remembering where its rows are if it can. */
+static void
+rc_first_read(RcBuckets *bk, int target)
+{
+	RcState    *st = bk->st;
+	RcPlaces   *pl = &bk->side_places[target];
+
+	bk->places = NULL;
+	if (bk->by_hash && st->place_sql[target][0] != NULL)
+	{
+		pl->cap = 1024;
+		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * pl->cap);
+		bk->places = pl;
+		bk->place_att = st->map->nmapped;
+		rc_bucket_side(bk, st->place_sql[target][0], NULL);
+	}
+	else
+		rc_bucket_side(bk, target ? st->target_all_sql : st->source_all_sql,
+					   NULL);
+	bk->places = NULL;
 }
 
 /* Sum both sides into buckets; returns the buckets that differ. */
@@ -1741,10 +1879,10 @@ rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 
 	rc_digest_setup(st);
 	sb = bk->side = palloc0(sizeof(RcBucket) * bk->n);
-	rc_bucket_side(bk, st->source_all_sql);
+	rc_first_read(bk, 0);
 	tb = bk->side = palloc0(sizeof(RcBucket) * bk->n);
 	if (!bk->null_key)
-		rc_bucket_side(bk, st->target_all_sql);
+		rc_first_read(bk, 1);
 	*ndiffer = 0;
 	*kept = 0;
 	for (int b = 0; b < bk->n; b++)
