@@ -1378,6 +1378,8 @@ typedef struct RcBuckets
 	RcPlaces   *places;			/* first read: remember rows here (or NULL) */
 	int			place_att;		/* ... the ctid's column */
 	RcPlaces	side_places[2]; /* [target] */
+	RcBucket   *pending;		/* first read: the last row's bucket ... */
+	XXH128_hash_t pending_hash; /* ... and hash, not added yet */
 } RcBuckets;
 
 static bool
@@ -1554,12 +1556,10 @@ rc_digest_value(RcState *st, Datum d, bool isnull, bool byval, int16 len)
 	memcpy(p + 1 + sizeof(n), data, n);
 }
 
-/* Add a row's hash to its bucket. */
-static void
-rc_bucket_add(RcState *st, RcBucket *bucket, TupleTableSlot *slot)
+/* The row's hash: of its key's and compared columns' bytes. */
+static XXH128_hash_t
+rc_row_digest(RcState *st, TupleTableSlot *slot)
 {
-	XXH128_hash_t h;
-
 	st->dlen = 0;
 	for (int i = 0; i < st->nhash; i++)
 	{
@@ -1568,10 +1568,27 @@ rc_bucket_add(RcState *st, RcBucket *bucket, TupleTableSlot *slot)
 		rc_digest_value(st, slot->tts_values[c], slot->tts_isnull[c],
 						st->hash_byval[i], st->hash_len[i]);
 	}
-	h = XXH3_128bits(st->dbuf, st->dlen);
-	bucket->rows++;
-	bucket->lo += h.low64;
-	bucket->hi += h.high64 + (bucket->lo < h.low64);
+	return XXH3_128bits(st->dbuf, st->dlen);
+}
+
+/*
+ * Add the previous row's hash to its bucket (fetched into the cache while
+ * this row was hashed: buckets of hashed keys are met in random order),
+ * and make this row's the pending one.  NULL bucket: only flush.
+ */
+static void
+rc_bucket_add(RcBuckets *bk, RcBucket *bucket, XXH128_hash_t h)
+{
+	RcBucket   *p = bk->pending;
+
+	if (p != NULL)
+	{
+		p->rows++;
+		p->lo += bk->pending_hash.low64;
+		p->hi += bk->pending_hash.high64 + (p->lo < bk->pending_hash.low64);
+	}
+	bk->pending = bucket;
+	bk->pending_hash = h;
 }
 
 /* remember a row's bucket and ctid; forget them all past the limit */
@@ -1617,7 +1634,10 @@ rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
 		bk->null_key = true;
 	else if (bk->keep == NULL)
 	{
-		rc_bucket_add(bk->st, &bk->side[b], slot);
+#if defined(__GNUC__) || defined(__clang__)
+		__builtin_prefetch(&bk->side[b], 1);
+#endif
+		rc_bucket_add(bk, &bk->side[b], rc_row_digest(bk->st, slot));
 		if (bk->places != NULL)
 			rc_place_add(bk, b, slot);
 	}
@@ -1686,6 +1706,7 @@ rc_bucket_side(RcBuckets *bk, const char *sql, ArrayType *tids)
 				 &bk->pub);
 	ExecutorRun(side.qd, ForwardScanDirection, 0, true);
 	rc_side_close(&side);
+	rc_bucket_add(bk, NULL, bk->pending_hash);	/* the last row */
 }
 
 /* The columns hashed: the target key, then the other compared columns. */
@@ -1748,20 +1769,22 @@ rc_ranges_setup(RcState *st, RcBuckets *bk)
 }
 
 /*
- * Hash buckets: a power of two, about one per 16 rows of the target
- * (estimated from its size), at least 1024.
+ * Hash buckets: a power of two, about one per 32 rows of the target
+ * (estimated from its size), at least 1024: few enough to stay in the
+ * processor's caches (they are met in random order), small enough that a
+ * differing bucket sends few rows to the second read.
  */
 static void
 rc_hashes_setup(RcState *st, RcBuckets *bk)
 {
 	Relation	rel = relation_open(st->map->target_relid, AccessShareLock);
-	double		rows = RC_MAX_BUCKETS * 16.0;
+	double		rows = RC_MAX_BUCKETS * 32.0;
 
 	if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
 		rows = (double) RelationGetNumberOfBlocks(rel) * 64;
 	relation_close(rel, AccessShareLock);
 	bk->n = 1024;
-	while (bk->n < RC_MAX_BUCKETS && bk->n * 16.0 < rows)
+	while (bk->n < RC_MAX_BUCKETS && bk->n * 32.0 < rows)
 		bk->n *= 2;
 }
 
