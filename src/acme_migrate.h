@@ -38,6 +38,7 @@
 #include "access/attnum.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "storage/lockdefs.h"
 #include "utils/elog.h"
@@ -322,6 +323,9 @@ extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns,
 extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);
 extern List *mapping_key_to_text(AmMapping *map, Datum *values);
 extern double mapping_estimate_rows(AmJob *job);
+extern void mapping_append_key_compare(StringInfo buf, const char *alias,
+									   char **names, const Oid *types, int n,
+									   int strategy, int firstparam);
 extern int	mapping_fixed_settings(bool for_compare);
 extern bool mapping_key_is_unique(Oid relid, List *colnames);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,

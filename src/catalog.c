@@ -1322,7 +1322,7 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	values[11] = CStringGetTextDatum(c->method);
 	values[12] = Int64GetDatum(c->ranges_hashed);
 	values[13] = Int64GetDatum(c->ranges_merged);
-	if (strcmp(c->method, "hash_ranges") != 0)
+	if (strncmp(c->method, "hash_", 5) != 0)
 		nulls[12] = nulls[13] = 'n';
 	values[14] = Int64GetDatum(c->mapped_rows);
 	if (c->mapped_rows < 0)

@@ -477,56 +477,95 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 }
 
 /*
- * The schema holding the btree comparison operators of all the key types;
- * operators in the generated SQL are qualified with it.
+ * The btree operator of a strategy (BTGreaterStrategyNumber, ...) of each
+ * of these types, from their default btree opclasses: returns the schema
+ * holding them, which must be one for all, and sets *name to the
+ * operator's name.  Operators in the generated SQL are qualified with it.
  */
 static const char *
-map_operator_schema(AmMapping *map)
+map_operator_of(const Oid *types, int n, int strategy, const char **name)
 {
 	Oid			nsp = InvalidOid;
 
-	for (int i = 0; i < map->nkeys; i++)
+	for (int i = 0; i < n; i++)
 	{
-		Oid			opclass = GetDefaultOpClass(map->key_types[i], BTREE_AM_OID);
+		Oid			opclass = GetDefaultOpClass(types[i], BTREE_AM_OID);
 		Oid			family = get_opclass_family(opclass);
 		Oid			intype = get_opclass_input_type(opclass);
-		Oid			op = get_opfamily_member(family, intype, intype,
-											 BTGreaterStrategyNumber);
-		Oid			opnsp;
+		Oid			op = get_opfamily_member(family, intype, intype, strategy);
+		Form_pg_operator form;
 		HeapTuple	tup;
 
 		if (!OidIsValid(op))
-			elog(ERROR, "missing > operator for type %u", map->key_types[i]);
+			elog(ERROR, "missing btree operator %d for type %u", strategy,
+				 types[i]);
 		tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(op));
 		if (!HeapTupleIsValid(tup))
 			elog(ERROR, "cache lookup failed for operator %u", op);
-		opnsp = ((Form_pg_operator) GETSTRUCT(tup))->oprnamespace;
-		ReleaseSysCache(tup);
-		if (OidIsValid(nsp) && nsp != opnsp)
+		form = (Form_pg_operator) GETSTRUCT(tup);
+		if (OidIsValid(nsp) && nsp != form->oprnamespace)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("key columns are ordered by operators of different schemas"),
 					 errhint("Choose key columns whose types are ordered by operators of one schema.")));
-		nsp = opnsp;
+		nsp = form->oprnamespace;
+		*name = pstrdup(NameStr(form->oprname));
+		ReleaseSysCache(tup);
 	}
 	return quote_identifier(get_namespace_name(nsp));
 }
 
-/* "ROW(s.k1, s.k2)" or "ROW($1, $2)" */
+/* the schema of the key types' btree operators */
+static const char *
+map_operator_schema(AmMapping *map)
+{
+	const char *name;
+
+	return map_operator_of(map->key_types, map->nkeys,
+						   BTGreaterStrategyNumber, &name);
+}
+
+/* "ROW(alias.c1, alias.c2)" or, with firstparam > 0, "ROW($1, $2)" */
 static void
-map_append_row(StringInfo buf, AmMapping *map, int firstparam)
+map_append_row_of(StringInfo buf, const char *alias, char **names, int n,
+				  int firstparam)
 {
 	appendStringInfoString(buf, "ROW(");
-	for (int i = 0; i < map->nkeys; i++)
+	for (int i = 0; i < n; i++)
 	{
 		if (i > 0)
 			appendStringInfoString(buf, ", ");
 		if (firstparam > 0)
 			appendStringInfo(buf, "$%d", firstparam + i);
 		else
-			appendStringInfo(buf, "s.%s", quote_identifier(map->key_names[i]));
+			appendStringInfo(buf, "%s.%s", alias, quote_identifier(names[i]));
 	}
 	appendStringInfoChar(buf, ')');
+}
+
+/* "ROW(s.k1, s.k2)" or "ROW($1, $2)" */
+static void
+map_append_row(StringInfo buf, AmMapping *map, int firstparam)
+{
+	map_append_row_of(buf, "s", map->key_names, map->nkeys, firstparam);
+}
+
+/*
+ * "ROW(alias.c1, ...) OPERATOR(schema.op) ROW($firstparam, ...)": columns
+ * of these types compared with parameters by their btree operator of a
+ * strategy, resolved as for the copy's own keyset queries.
+ */
+void
+mapping_append_key_compare(StringInfo buf, const char *alias, char **names,
+						   const Oid *types, int n, int strategy,
+						   int firstparam)
+{
+	const char *opname;
+	const char *nsp = map_operator_of(types, n, strategy, &opname);
+
+	map_append_row_of(buf, alias, names, n, 0);
+	appendStringInfo(buf, " OPERATOR(%s.%s) ", nsp, opname);
+	map_append_row_of(buf, NULL, NULL, n, firstparam);
 }
 
 /* Is the text of this type's values independent of session settings? */
