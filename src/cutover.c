@@ -330,6 +330,32 @@ cut_interval_arg(FunctionCallInfo fcinfo, int n, const char *name,
 }
 
 /*
+ * What acme_migrate_cutover and acme_migrate_rollback share: the result
+ * type checked, the job's name (argument 0), lock_timeout and max_attempts
+ * (at the positions given).
+ */
+static char *
+cut_args(FunctionCallInfo fcinfo, int lock_timeout_arg, int max_attempts_arg,
+		 TupleDesc *tupdesc, int64 *lock_timeout_ms, int *max_attempts)
+{
+	if (get_call_result_type(fcinfo, NULL, tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job must not be null")));
+	*lock_timeout_ms = Min(cut_interval_arg(fcinfo, lock_timeout_arg,
+											"lock_timeout", 200), INT_MAX);
+	*max_attempts = PG_ARGISNULL(max_attempts_arg) ? 50 :
+		PG_GETARG_INT32(max_attempts_arg);
+	if (*max_attempts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be greater than zero")));
+	return text_to_cstring(PG_GETARG_TEXT_PP(0));
+}
+
+/*
  * acme_migrate_cutover(job, lock_timeout, max_lock_time, then_sql,
  *						max_attempts)
  *		returns (attempts, lock_held, changes_drained, verified)
@@ -343,30 +369,20 @@ acme_migrate_cutover(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[4];
 	bool		nulls[4] = {false};
+	char	   *name;
 	char	   *then_sql;
 	int64		differ = 0;
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job must not be null")));
 	memset(&lr, 0, sizeof(lr));
+	name = cut_args(fcinfo, 1, 4, &tupdesc, &lr.lock_timeout_ms,
+					&lr.max_attempts);
 	lr.operation = "cutover";
 	lr.direction = 'f';
-	lr.lock_timeout_ms = Min(cut_interval_arg(fcinfo, 1, "lock_timeout", 200),
-							 INT_MAX);
 	lr.max_lock_ms = cut_interval_arg(fcinfo, 2, "max_lock_time", 1000);
 	then_sql = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	lr.max_attempts = PG_ARGISNULL(4) ? 50 : PG_GETARG_INT32(4);
-	if (lr.max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be greater than zero")));
 	lr.started = GetCurrentTimestamp();
 
-	job = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	job = catalog_job_get(name, true);
 	capture_check_state(job, "cut over");
 	if (strcmp(job->state, "copied") != 0)
 		ereport(ERROR,
@@ -604,24 +620,14 @@ acme_migrate_rollback(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[4];
 	bool		nulls[4] = {false};
+	char	   *name;
 	char	   *then_sql;
 	int64		lock_timeout_ms;
 	int			max_attempts;
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job must not be null")));
+	name = cut_args(fcinfo, 2, 3, &tupdesc, &lock_timeout_ms, &max_attempts);
 	then_sql = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	lock_timeout_ms = Min(cut_interval_arg(fcinfo, 2, "lock_timeout", 200), INT_MAX);
-	max_attempts = PG_ARGISNULL(3) ? 50 : PG_GETARG_INT32(3);
-	if (max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be greater than zero")));
-	job = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	job = catalog_job_get(name, false);
 	if (strcmp(job->state, "rolled_back") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -527,28 +527,19 @@ worker_transient(int sqlerrcode)
 }
 
 /*
- * Record a batch's error in its own transaction; fail the job when the
- * error is not transient and kept coming back.
+ * Run fn(arg) in a transaction of its own, under a snapshot.  An error is
+ * reported to the log and rolled back: the worker goes on (the next batch
+ * meets it again, and records it).  Leaves us in TopMemoryContext.
  */
 static void
-worker_record_error(int64 job_id, ErrorData *edata, bool fail)
+worker_xact(void (*fn) (void *arg), void *arg)
 {
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
 	PG_TRY();
 	{
-		AmJob	   *job;
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		job = catalog_job_get_by_id(job_id);
-		if (job != NULL)
-		{
-			catalog_error_insert(job, edata, worker_transient(edata->sqlerrcode));
-			if (fail && worker_state_is(job, "running", "created"))
-				catalog_job_set_state(job, "failed",
-									  psprintf("worker error after %d attempts: %s",
-											   WORKER_MAX_RETRIES, edata->message));
-		}
+		fn(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -559,6 +550,76 @@ worker_record_error(int64 job_id, ErrorData *edata, bool fail)
 		AbortCurrentTransaction();
 	}
 	PG_END_TRY();
+}
+
+typedef struct WorkerError
+{
+	int64		job_id;
+	ErrorData  *edata;
+	bool		fail;
+} WorkerError;
+
+static void
+worker_record_error_xact(void *arg)
+{
+	WorkerError *we = arg;
+	AmJob	   *job = catalog_job_get_by_id(we->job_id);
+
+	if (job != NULL)
+	{
+		catalog_error_insert(job, we->edata,
+							 worker_transient(we->edata->sqlerrcode));
+		if (we->fail && worker_state_is(job, "running", "created"))
+			catalog_job_set_state(job, "failed",
+								  psprintf("worker error after %d attempts: %s",
+										   WORKER_MAX_RETRIES, we->edata->message));
+	}
+}
+
+/*
+ * Record a batch's error in its own transaction; fail the job when the
+ * error is not transient and kept coming back.
+ */
+static void
+worker_record_error(int64 job_id, ErrorData *edata, bool fail)
+{
+	WorkerError we = {job_id, edata, fail};
+
+	worker_xact(worker_record_error_xact, &we);
+}
+
+/* what worker_nap reads of the job between two naps */
+typedef struct WorkerNap
+{
+	int64		job_id;
+	int64		rows;
+	TimestampTz bstart;
+	TimestampTz until;
+	int32		version;
+	bool		running;
+} WorkerNap;
+
+static void
+worker_nap_check(void *arg)
+{
+	WorkerNap  *wn = arg;
+	AmJob	   *job = catalog_job_get_by_id(wn->job_id);
+
+	/* "copied" with capture: the catch-up worker naps between rounds */
+	if (job == NULL ||
+		!(worker_state_is(job, "running", NULL) ||
+		  (job->capture_changes && worker_state_is(job, "copied", NULL))))
+		wn->running = false;
+	else if (wn->rows > 0 && job->definition_version != wn->version)
+	{
+		int64		want = 0;
+
+		if (job->max_rows_per_second > 0)
+			want = (int64) (1000.0 * wn->rows * Max(job->workers, 1) /
+							job->max_rows_per_second);
+		wn->until = TimestampTzPlusMilliseconds(wn->bstart, want);
+		wn->version = job->definition_version;
+	}
 }
 
 /*
@@ -574,59 +635,29 @@ static bool
 worker_nap(int64 job_id, int64 ms, int64 rows, TimestampTz bstart,
 		   int32 version_then)
 {
-	volatile TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-	volatile int32 version = version_then;
+	WorkerNap	wn;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	wn.job_id = job_id;
+	wn.rows = rows;
+	wn.bstart = bstart;
+	wn.until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	wn.version = version_then;
 	for (;;)
 	{
-		volatile bool running = true;
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-														   until);
+														   wn.until);
 
 		if (left <= 0)
 			return true;
 		am_sleep(Min(left, 1000));
-		if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until) <= 0)
+		if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), wn.until) <= 0)
 			return true;
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PG_TRY();
-		{
-			AmJob	   *job;
-
-			PushActiveSnapshot(GetTransactionSnapshot());
-			job = catalog_job_get_by_id(job_id);
-			/* "copied" with capture: the catch-up worker naps between rounds */
-			if (job == NULL ||
-				!(worker_state_is(job, "running", NULL) ||
-				  (job->capture_changes && worker_state_is(job, "copied", NULL))))
-				running = false;
-			else if (rows > 0 && job->definition_version != version)
-			{
-				int64		want = 0;
-
-				if (job->max_rows_per_second > 0)
-					want = (int64) (1000.0 * rows * Max(job->workers, 1) /
-									job->max_rows_per_second);
-				until = TimestampTzPlusMilliseconds(bstart, want);
-				version = job->definition_version;
-			}
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		PG_CATCH();
-		{
-			/* the next batch will meet the error again, and record it */
-			EmitErrorReport();
-			FlushErrorState();
-			AbortCurrentTransaction();
-		}
-		PG_END_TRY();
+		wn.running = true;
+		worker_xact(worker_nap_check, &wn);
 		/* commit and abort leave us in TopMemoryContext */
 		MemoryContextSwitchTo(cxt);
-		if (!running)
+		if (!wn.running)
 			return false;
 	}
 }
