@@ -21,6 +21,7 @@ OBJS = \
 	src/capture.o \
 	src/sequences.o \
 	src/stoprules.o \
+	src/locality.o \
 	src/hash.o
 
 DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql

@@ -21,6 +21,9 @@
  *	  sequences.c		sequences and identities behind the target's
  *						columns follow the data when a job finishes
  *	  stoprules.c		max_error_rate, reconcile and health_check breaches
+ *	  locality.c		which relations PostgreSQL stores here (not foreign,
+ *						not Citus shells), for the direct paths; Citus's
+ *						per-shard table hash
  *
  *-------------------------------------------------------------------------
  */
@@ -367,6 +370,14 @@ extern void am_breach_rollback(AmJob *job, const char *reason);
 extern int64 am_rollback_pending;
 extern void am_stop_rules_alter_args(FunctionCallInfo fcinfo, int first,
 									 char **health_check, char **on_breach);
+
+/* locality.c */
+extern char locality_citus_method(Oid relid);
+extern const char *locality_why_not(Oid relid);
+extern bool locality_is_local(Oid relid);
+extern void locality_require_local(Oid relid, const char *action);
+extern bool locality_citus_table_hash(Oid relid, int64 *row_count,
+									  uint8 *result);
 
 /* worker.c */
 extern void worker_register_launcher(void);
