@@ -1,0 +1,229 @@
+# acme_migrate on Citus: a coordinator and two workers.
+#
+# Skipped, with the reason, when the citus extension is not installed on
+# this machine.  Otherwise: jobs copy a local table into a distributed one,
+# a distributed table into a co-located one and into one that is not
+# co-located, by acme_migrate_run and by background workers; each target
+# is compared with its source by an EXCEPT ALL oracle run through Citus,
+# and by acme_migrate_reconcile.  Nothing lands in the coordinator's shell
+# tables.  acme_migrate_table_hash of a distributed table equals the hash
+# of the same rows in a local table, summed from the shards on the workers
+# when acme_migrate is installed there and read through Citus when not.
+# Capture of a distributed table is refused.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+
+my $nrows = 20_000;
+
+# Is Citus here?  Ask a throwaway server that does not preload it.
+my $probe = PostgreSQL::Test::Cluster->new('probe');
+$probe->init;
+$probe->start;
+my $available = $probe->safe_psql('postgres',
+	"SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'");
+$probe->stop;
+plan skip_all =>
+  'citus is not installed: no citus extension in pg_available_extensions of '
+  . $probe->config_data('--sharedir')
+  if $available eq '0';
+
+my @nodes;
+for my $name ('coordinator', 'worker1', 'worker2')
+{
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf(
+		'postgresql.conf', q{
+shared_preload_libraries = 'citus,acme_migrate'
+max_prepared_transactions = 100
+max_worker_processes = 32
+citus.shard_count = 8
+citus.node_conninfo = 'sslmode=disable'
+fsync = off
+});
+	$node->start;
+	push @nodes, $node;
+}
+my ($coord, $w1, $w2) = @nodes;
+
+my ($ret, $out, $err) = $coord->psql('postgres', 'CREATE EXTENSION citus');
+plan skip_all => "citus is not installed: CREATE EXTENSION citus failed: $err"
+  if $ret != 0;
+$_->safe_psql('postgres', 'CREATE EXTENSION citus') for ($w1, $w2);
+
+my $host = $coord->host;
+$coord->safe_psql(
+	'postgres', qq{
+	SELECT citus_set_coordinator_host('$host', ${\ $coord->port});
+	SELECT citus_add_node('$host', ${\ $w1->port});
+	SELECT citus_add_node('$host', ${\ $w2->port});
+	-- propagated by Citus to the workers: acme_migrate is installed there too
+	CREATE EXTENSION acme_migrate;
+});
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT string_agg(result, ',') FROM run_command_on_workers(
+		$$SELECT count(*) FROM pg_extension WHERE extname = 'acme_migrate'$$)}),
+	'1,1',
+	'acme_migrate is installed on both workers');
+
+# the source rows, local, and the same rows distributed
+$coord->safe_psql(
+	'postgres', qq{
+	CREATE TABLE src_local (id bigint PRIMARY KEY, a integer NOT NULL,
+		amount numeric(12,2), note text);
+	INSERT INTO src_local SELECT g, g % 97, round(g * 1.37, 2),
+		CASE WHEN g % 11 = 0 THEN NULL ELSE md5(g::text) END
+	FROM generate_series(1, $nrows) g;
+	CREATE TABLE d_src (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_src', 'id');
+	INSERT INTO d_src SELECT * FROM src_local;
+
+	-- targets: from local, co-located, not co-located (other shard count)
+	CREATE TABLE d_from_local (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_from_local', 'id');
+	CREATE TABLE d_coloc (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_coloc', 'id', colocate_with => 'd_src');
+	CREATE TABLE d_other (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_other', 'id', colocate_with => 'none',
+		shard_count => 5);
+	CREATE TABLE d_workers (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_workers', 'id', colocate_with => 'd_src');
+});
+
+# an oracle through Citus: rows missing from the target, rows extra in it
+sub oracle
+{
+	my ($src, $dst) = @_;
+	return $coord->safe_psql(
+		'postgres', qq{
+		SELECT (SELECT count(*) FROM (SELECT * FROM $src EXCEPT ALL SELECT * FROM $dst) x),
+			   (SELECT count(*) FROM (SELECT * FROM $dst EXCEPT ALL SELECT * FROM $src) x),
+			   (SELECT count(*) FROM $dst)});
+}
+
+# the job, its oracle, its reconciliation, and an empty shell
+sub check_job
+{
+	my ($job, $src, $dst, $what) = @_;
+	is(oracle($src, $dst), "0|0|$nrows",
+		"$what: EXCEPT ALL through Citus finds the target equal to the source");
+	is( $coord->safe_psql(
+			'postgres', qq{
+		SELECT j.state, j.rows_copied, r.equal, r.source_rows, r.target_rows,
+			   r.missing, r.extra, r.changed
+		  FROM acme_migrate.jobs j, acme_migrate_reconcile('$job') r
+		 WHERE j.job_name = '$job'}),
+		"done|$nrows|t|$nrows|$nrows|0|0|0",
+		"$what: job done, acme_migrate_reconcile equal");
+	is($coord->safe_psql('postgres', "SELECT pg_relation_size('$dst')"),
+		'0', "$what: nothing written into the coordinator's shell table");
+}
+
+sub run_job
+{
+	my ($job, $src, $dst) = @_;
+	$coord->safe_psql(
+		'postgres', qq{
+		SELECT acme_migrate_create(job => '$job', source => '$src',
+			target => '$dst', batch_size => 3000);
+		CALL acme_migrate_run('$job');
+	});
+}
+
+run_job('from_local', 'src_local', 'd_from_local');
+check_job('from_local', 'src_local', 'd_from_local',
+	'local -> distributed');
+run_job('coloc', 'd_src', 'd_coloc');
+check_job('coloc', 'd_src', 'd_coloc', 'distributed -> co-located');
+run_job('other', 'd_src', 'd_other');
+check_job('other', 'd_src', 'd_other', 'distributed -> not co-located');
+
+# background workers on a distributed -> distributed job
+$coord->safe_psql(
+	'postgres', q{
+	SELECT acme_migrate_create(job => 'bg', source => 'd_src',
+		target => 'd_workers', batch_size => 2000);
+});
+is($coord->safe_psql('postgres', "SELECT acme_migrate_start('bg', workers => 2)"),
+	'2', 'two background workers on a distributed job');
+is($coord->safe_psql('postgres', "SELECT acme_migrate_wait('bg', timeout => '3 min')"),
+	'done', 'background workers finish the distributed job');
+check_job('bg', 'd_src', 'd_workers', 'distributed -> co-located, workers');
+
+# a difference is seen: remove and change rows behind the job's back
+$coord->safe_psql(
+	'postgres', q{
+	DELETE FROM d_coloc WHERE id % 1000 = 7;
+	UPDATE d_coloc SET note = 'changed' WHERE id % 1000 = 8;
+});
+is( $coord->safe_psql(
+		'postgres', q{
+		SELECT r.equal, r.missing, r.changed,
+			   r.missing = (SELECT count(*) FROM (SELECT id FROM d_src EXCEPT SELECT id FROM d_coloc) x)
+		  FROM acme_migrate_reconcile('coloc') r}),
+	'f|' . ($nrows / 1000) . '|' . ($nrows / 1000) . '|t',
+	'reconcile of a distributed target finds the rows removed and changed');
+
+# table_hash: summed on the workers, equal to the local table's
+my $local_hash =
+  $coord->safe_psql('postgres', "SELECT row_count, hash FROM acme_migrate_table_hash('src_local')");
+is( $coord->safe_psql('postgres',
+		"SELECT row_count, hash FROM acme_migrate_table_hash('d_src')"),
+	$local_hash,
+	'table_hash of a distributed table equals the hash of the same rows stored locally');
+is( $coord->safe_psql('postgres',
+		"SELECT row_count FROM acme_migrate_table_hash('d_src')"),
+	$coord->safe_psql('postgres', 'SELECT count(*) FROM d_src'),
+	'table_hash row count equals count(*) through Citus');
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SET citus.log_remote_commands = on;
+	SELECT row_count FROM acme_migrate_table_hash('d_src')});
+is( scalar(() = $err =~ /acme_migrate_table_hash\('(?:public\.)?d_src_\d+'/g),
+	8, 'table_hash of a distributed table hashes each of its 8 shards on a worker');
+is( $coord->safe_psql(
+		'postgres', q{
+		SELECT sum(split_part(result, ',', 1)::bigint)
+		  FROM run_command_on_shards('d_src',
+			$$SELECT row_count || ',' || hash FROM acme_migrate_table_hash(%L::regclass)$$)}),
+	$nrows,
+	'the shards hash on the workers');
+
+# a reference table goes through Citus too
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE r_copy (LIKE src_local INCLUDING ALL);
+	SELECT create_reference_table('r_copy');
+	INSERT INTO r_copy SELECT * FROM src_local;
+});
+is( $coord->safe_psql('postgres',
+		"SELECT row_count, hash FROM acme_migrate_table_hash('r_copy')"),
+	$local_hash,
+	'table_hash of a reference table equals the local hash');
+
+# capture cannot see writes routed to shards: refused
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SELECT acme_migrate_create(job => 'cap', source => 'd_src',
+		target => 'd_from_local', capture_changes => true)},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  0A000: cannot capture the changes of "d_src"/,
+	'capture of a distributed table is refused with SQLSTATE 0A000');
+
+# without acme_migrate on the workers the hash reads the rows through Citus
+$_->safe_psql('postgres',
+	'SET citus.enable_ddl_propagation = off; DROP EXTENSION acme_migrate')
+  for ($w1, $w2);
+is( $coord->safe_psql('postgres',
+		"SELECT row_count, hash FROM acme_migrate_table_hash('d_src')"),
+	$local_hash,
+	'without acme_migrate on the workers, table_hash reads through Citus, same hash');
+
+$_->stop for @nodes;
+done_testing();
