@@ -173,6 +173,7 @@ typedef struct AmMapping
 	int			has_ranges;		/* -1 unknown, else whether the job has */
 	void	   *writer_cache;	/* writer.c's slots and defaults, kept across batches */
 	void	   *shape_cache;	/* mapping_check.c's columns of the job's shape */
+	void	   *locality_cache; /* locality.c's Citus pushdown state */
 	int32		definition_version;
 } AmMapping;
 
@@ -300,6 +301,7 @@ extern void batch_unlock_job(int64 job_id, LOCKMODE mode, bool session);
 extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
 						bool *more);
 extern void batch_free_plans(AmMapping *map);
+extern int	batch_key_compare(AmMapping *map, Datum *a, Datum *b);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 extern bool batch_waiting_for(AmJob *job, char **parent);
 extern bool batch_error_is_transient(int sqlerrcode);
@@ -378,6 +380,9 @@ extern bool locality_is_local(Oid relid);
 extern void locality_require_local(Oid relid, const char *action);
 extern bool locality_citus_table_hash(Oid relid, int64 *row_count,
 									  uint8 *result);
+extern bool locality_copy_range(AmJob *job, AmMapping *map, List *lo,
+								List *hi, int32 batch_size, int64 *rows,
+								Datum **last_key, bool *at_end);
 
 /* worker.c */
 extern void worker_register_launcher(void);

@@ -77,6 +77,8 @@ typedef struct BatchTotals
 	Datum	   *first_key;
 	Datum	   *last_key;
 	bool		direct;
+	bool		pushdown;		/* Citus: a key range pushed down (locality.c) */
+	bool		at_end;			/* ... which reached the end of its range */
 } BatchTotals;
 
 static void
@@ -100,7 +102,7 @@ batch_key_error_null(BatchReceiver *rcv, int i)
 }
 
 /* Compare two keys with the key types' btree comparison. */
-static int
+int
 batch_key_compare(AmMapping *map, Datum *a, Datum *b)
 {
 	for (int i = 0; i < map->nkeys; i++)
@@ -557,6 +559,15 @@ batch_copy(AmJob *job, AmMapping *map, List *lo, List *hi, int32 batch_size,
 	ErrorData  *edata;
 	bool		direct;
 
+	t->pushdown = locality_copy_range(job, map, lo, hi, batch_size,
+									  &t->rows_written, &t->last_key,
+									  &t->at_end);
+	if (t->pushdown)
+	{
+		t->rows_read = t->rows_written;
+		t->first_key = t->last_key;
+		return;
+	}
 	r.lo = lo ? mapping_key_from_text(map, lo) : NULL;
 	r.hi = hi ? mapping_key_from_text(map, hi) : NULL;
 	r.limit = batch_size;
@@ -904,8 +915,9 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 				   range->hi_key, batch_size, &t);
 	else
 		batch_copy(job, map, job->last_key, NIL, batch_size, &t);
-	last_key = t.rows_read > 0 ? mapping_key_to_text(map, t.last_key) : NIL;
-	finished = t.rows_read < batch_size;
+	last_key = (t.rows_read > 0 || t.pushdown) && t.last_key ?
+		mapping_key_to_text(map, t.last_key) : NIL;
+	finished = t.pushdown ? t.at_end : t.rows_read < batch_size;
 	if (range)
 	{
 		catalog_range_checkpoint(job, range, last_key, t.rows_read, finished);
@@ -927,7 +939,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		am_advance_sequences(job, false);
 	}
 	catalog_job_checkpoint(job, range,
-						   t.rows_read > 0 ? mapping_key_to_text(map, t.first_key) : NIL,
+						   t.rows_read > 0 && t.first_key ? mapping_key_to_text(map, t.first_key) : NIL,
 						   last_key,
 						   t.rows_read, t.rows_written, t.rows_rejected,
 						   t.direct, started, state, NULL);

@@ -28,6 +28,8 @@
  */
 #include "acme_migrate.h"
 
+#include <math.h>
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/stratnum.h"
@@ -38,8 +40,10 @@
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/uuid.h"
 
@@ -240,5 +244,328 @@ locality_citus_table_hash(Oid relid, int64 *row_count, uint8 *result)
 	}
 	am_unpin_search_path(nest);
 	SPI_finish();
+	return true;
+}
+
+/*
+ * The Citus pushdown path of a batch.
+ *
+ * Between two co-located hash-distributed tables whose distribution columns
+ * the job's mapping copies one to the other, an INSERT ... SELECT without
+ * LIMIT or ORDER BY is pushed down by Citus to the worker holding each pair
+ * of shards, every pair in parallel, the rows never leaving their worker.
+ * A batch is then a key range holding about batch_size rows in each shard
+ * (so batch_size times the shard count in all), copied by one such
+ * statement.  Its checkpoint, the range's upper bound, is written by the
+ * caller on this node in the same transaction, which Citus commits on the
+ * workers and here with two-phase commit: exactly once.  The ranges' bounds
+ * are sampled keys (a WHERE random() < f scan, itself pushed down), taken
+ * once per mapping.
+ */
+typedef struct LocPushdown
+{
+	const char *why_not;		/* NULL: the path applies */
+	char	   *insert_sql[2][2];	/* [lower bound][upper bound] */
+	char	   *sample_sql[2];	/* [lower bound] */
+	int			nshards;
+	int			nbounds;		/* -1: not sampled yet */
+	Datum	  **bounds;			/* ascending */
+} LocPushdown;
+
+/*
+ * "sql" without its suffix " ORDER BY s.k1, ... LIMIT $n" (as mapping.c
+ * ends the keyset queries), or NULL when it does not end so.
+ */
+static char *
+loc_strip_order_limit(AmMapping *map, const char *sql)
+{
+	StringInfoData suffix;
+	size_t		len = strlen(sql);
+
+	initStringInfo(&suffix);
+	appendStringInfoString(&suffix, " ORDER BY ");
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(&suffix, "%ss.%s", i > 0 ? ", " : "",
+						 quote_identifier(map->key_names[i]));
+	appendStringInfo(&suffix, " LIMIT $%d", 2 * map->nkeys + 1);
+	if (len < suffix.len || strcmp(sql + len - suffix.len, suffix.data) != 0)
+		return NULL;
+	return pnstrdup(sql, len - suffix.len);
+}
+
+/*
+ * The pushdown INSERT of one [lo][hi] variant, made from the SQL path's
+ * statement (mapping.c): "WITH b AS MATERIALIZED (<select>), w AS (INSERT
+ * ... SELECT b.c1, ... FROM b ...  RETURNING 1) SELECT ..." becomes
+ * "INSERT ... SELECT b.c1, ... FROM (<select without ORDER BY and LIMIT>)
+ * AS b ...", conflict clause and all.  NULL if the text is not as expected.
+ */
+static char *
+loc_pushdown_insert(AmMapping *map, int lo, int hi)
+{
+	const char *sel = map->select_sql[lo][hi];
+	const char *ins = map->insert_sql[lo][hi];
+	char	   *body = loc_strip_order_limit(map, sel);
+	char	   *head = psprintf("WITH b AS MATERIALIZED (%s), w AS (", sel);
+	StringInfoData cols;
+	StringInfoData out;
+	const char *from;
+	const char *end;
+
+	initStringInfo(&cols);
+	for (int i = 0; i < map->nmapped; i++)
+		appendStringInfo(&cols, "%sb.c%d", i > 0 ? ", " : "", i + 1);
+	appendStringInfoString(&cols, " FROM b");
+	if (body == NULL || strncmp(ins, head, strlen(head)) != 0)
+		return NULL;
+	ins += strlen(head);
+	from = strstr(ins, cols.data);
+	end = strstr(ins, " RETURNING 1) SELECT ");
+	if (from == NULL || end == NULL || end < from)
+		return NULL;
+	from += cols.len - strlen(" FROM b");
+
+	initStringInfo(&out);
+	appendBinaryStringInfo(&out, ins, from - ins);
+	appendStringInfo(&out, " FROM (%s) AS b", body);
+	appendBinaryStringInfo(&out, from + strlen(" FROM b"),
+						   end - (from + strlen(" FROM b")));
+	return out.data;
+}
+
+/* "1, 2, ..., n" */
+static char *
+loc_positions(int n)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 1; i <= n; i++)
+		appendStringInfo(&buf, "%s%d", i > 1 ? ", " : "", i);
+	return buf.data;
+}
+
+/*
+ * Does the Citus pushdown apply to the job?  NULL if so, else why not.
+ * Needs: both tables hash-distributed and co-located, the target's
+ * distribution column filled from the source's unchanged, a unique key,
+ * no row-by-row rejects, and SQL of the expected form.
+ */
+static const char *
+loc_pushdown_check(AmJob *job, AmMapping *map, LocPushdown *pd)
+{
+	Oid			argtypes[2] = {REGCLASSOID, REGCLASSOID};
+	Datum		args[2];
+	int			rc;
+	bool		isnull;
+	char	   *scol;
+	char	   *tcol;
+	ListCell   *lt;
+	ListCell   *le;
+	bool		mapped = false;
+
+	/* these strings and the SQL below live as long as the mapping */
+	MemoryContextSwitchTo(GetMemoryChunkContext(map));
+	if (locality_citus_method(map->source_relid) != 'h' ||
+		locality_citus_method(map->target_relid) != 'h')
+		return "source and target are not both hash-distributed Citus tables";
+	if (job->reject || !job->key_is_unique)
+		return "on_error 'reject' and keys without a unique index copy row by row";
+
+	args[0] = ObjectIdGetDatum(map->source_relid);
+	args[1] = ObjectIdGetDatum(map->target_relid);
+	rc = SPI_execute_with_args("SELECT pg_catalog.column_to_column_name(s.logicalrelid, s.partkey), "
+							   "pg_catalog.column_to_column_name(t.logicalrelid, t.partkey), "
+							   "(SELECT pg_catalog.count(*)::pg_catalog.int4 FROM pg_catalog.pg_dist_shard d "
+							   "WHERE d.logicalrelid OPERATOR(pg_catalog.=) s.logicalrelid) "
+							   "FROM pg_catalog.pg_dist_partition s, pg_catalog.pg_dist_partition t "
+							   "WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1 "
+							   "AND t.logicalrelid OPERATOR(pg_catalog.=) $2 "
+							   "AND s.colocationid OPERATOR(pg_catalog.=) t.colocationid",
+							   2, argtypes, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_dist_partition: %s",
+			 SPI_result_code_string(rc));
+	/* SPI left us in its own context: what follows lives with the mapping */
+	MemoryContextSwitchTo(GetMemoryChunkContext(map));
+	if (SPI_processed != 1)
+		return "source and target are not co-located";
+	scol = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	tcol = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	pd->nshards = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 3, &isnull));
+	forboth(lt, job->map_targets, le, job->map_exprs)
+		if (strcmp(lfirst(lt), tcol) == 0 &&
+			mapping_expr_is_column(lfirst(le), scol))
+			mapped = true;
+	if (!mapped)
+		return psprintf("the target's distribution column \"%s\" is not the source's \"%s\" unchanged",
+						tcol, scol);
+
+	for (int lo = 0; lo < 2; lo++)
+	{
+		for (int hi = 0; hi < 2; hi++)
+			if ((pd->insert_sql[lo][hi] = loc_pushdown_insert(map, lo, hi)) == NULL)
+				return "the batch SQL is not of the expected form";
+		pd->sample_sql[lo] = loc_strip_order_limit(map, map->keys_sql[lo][0]);
+		if (pd->sample_sql[lo] == NULL)
+			return "the batch SQL is not of the expected form";
+		pd->sample_sql[lo] = psprintf("SELECT * FROM (%s) AS x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d ORDER BY %s",
+									  pd->sample_sql[lo], 2 * map->nkeys + 2,
+									  loc_positions(map->nkeys));
+	}
+	return NULL;
+}
+
+/* the pushdown state of a mapping, checked on first use */
+static LocPushdown *
+loc_pushdown(AmJob *job, AmMapping *map)
+{
+	LocPushdown *pd = (LocPushdown *) map->locality_cache;
+	MemoryContext old;
+
+	if (pd != NULL)
+		return pd;
+	old = CurrentMemoryContext;
+	pd = MemoryContextAllocZero(GetMemoryChunkContext(map), sizeof(LocPushdown));
+	pd->nbounds = -1;
+	pd->why_not = loc_pushdown_check(job, map, pd);
+	MemoryContextSwitchTo(old);
+	if (pd->why_not == NULL)
+		elog(DEBUG1, "job \"%s\" copies key ranges by INSERT ... SELECT pushed down to %d shard pairs",
+			 job->job_name, pd->nshards);
+	else if (locality_citus_method(map->target_relid) != '\0')
+		elog(DEBUG1, "job \"%s\" writes into a Citus table through Citus, batch by batch: %s",
+			 job->job_name, pd->why_not);
+	map->locality_cache = pd;
+	return pd;
+}
+
+/* parameters of the keyset SQL: $lo..., $hi..., $limit, $fraction */
+static void
+loc_params(AmMapping *map, Datum *lo, Datum *hi, double fraction,
+		   Oid *types, Datum *values, char *nulls)
+{
+	int			n = map->nkeys;
+
+	for (int i = 0; i < n; i++)
+	{
+		types[i] = types[n + i] = map->key_types[i];
+		values[i] = lo ? lo[i] : (Datum) 0;
+		nulls[i] = lo ? ' ' : 'n';
+		values[n + i] = hi ? hi[i] : (Datum) 0;
+		nulls[n + i] = hi ? ' ' : 'n';
+	}
+	types[2 * n] = INT8OID;
+	values[2 * n] = Int64GetDatum(PG_INT64_MAX);
+	nulls[2 * n] = ' ';
+	types[2 * n + 1] = FLOAT8OID;
+	values[2 * n + 1] = Float8GetDatum(fraction);
+	nulls[2 * n + 1] = ' ';
+}
+
+/*
+ * Sample the keys after lo and keep every step-th as a range bound, so
+ * that a range holds about batch_size rows in each shard.
+ */
+static void
+loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
+				  int32 batch_size)
+{
+	int			n = 2 * map->nkeys + 2;
+	double		per_range = (double) batch_size * Max(pd->nshards, 1);
+	double		fraction = Min(1.0, 32.0 / per_range);
+	uint64		step = (uint64) Max(1.0, rint(per_range * fraction));
+	Oid		   *types = palloc(sizeof(Oid) * n);
+	Datum	   *values = palloc(sizeof(Datum) * n);
+	char	   *nulls = palloc(n);
+	MemoryContext old;
+	int			rc;
+
+	loc_params(map, lo, NULL, fraction, types, values, nulls);
+	rc = SPI_execute_with_args(pd->sample_sql[lo != NULL], n, types, values,
+							   nulls, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not sample the source's keys: %s",
+			 SPI_result_code_string(rc));
+
+	old = MemoryContextSwitchTo(GetMemoryChunkContext(map));
+	pd->bounds = palloc(sizeof(Datum *) * (SPI_processed / step + 1));
+	pd->nbounds = 0;
+	for (uint64 r = step - 1; r < SPI_processed; r += step)
+	{
+		Datum	   *key = palloc(sizeof(Datum) * map->nkeys);
+
+		for (int k = 0; k < map->nkeys; k++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[r],
+										  SPI_tuptable->tupdesc, k + 1, &isnull);
+
+			if (isnull)
+				elog(ERROR, "sampled key is null");
+			key[k] = datumCopy(d, map->key_byval[k], map->key_typlen[k]);
+		}
+		pd->bounds[pd->nbounds++] = key;
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * One batch of a job on the Citus pushdown path, if it applies (else false
+ * and nothing done): the rows after lo up to the next sampled bound (or up
+ * to hi, a range's end, whichever comes first) copied by one INSERT ...
+ * SELECT that Citus pushes down to every pair of co-located shards.  In the
+ * caller's SPI connection, as the job's owner.  *rows: rows written;
+ * *last_key: the batch's upper bound (NULL when it ran to the end after no
+ * lower bound); *at_end: the batch reached hi (or the end of the keys).
+ */
+bool
+locality_copy_range(AmJob *job, AmMapping *map, List *lo, List *hi,
+					int32 batch_size, int64 *rows, Datum **last_key,
+					bool *at_end)
+{
+	LocPushdown *pd = loc_pushdown(job, map);
+	Datum	   *lod;
+	Datum	   *upper;
+	int			n = 2 * map->nkeys + 2;
+	Oid		   *types;
+	Datum	   *values;
+	char	   *nulls;
+	int			rc;
+	int			b;
+
+	if (pd->why_not != NULL)
+		return false;
+	lod = lo ? mapping_key_from_text(map, lo) : NULL;
+	upper = hi ? mapping_key_from_text(map, hi) : NULL;
+	if (pd->nbounds < 0)
+		loc_sample_bounds(map, pd, lod, batch_size);
+
+	/* the first bound after lo, if it comes before hi */
+	for (b = 0; b < pd->nbounds; b++)
+		if (lod == NULL || batch_key_compare(map, pd->bounds[b], lod) > 0)
+			break;
+	*at_end = true;
+	if (b < pd->nbounds &&
+		(upper == NULL || batch_key_compare(map, pd->bounds[b], upper) < 0))
+	{
+		upper = pd->bounds[b];
+		*at_end = false;
+	}
+
+	types = palloc(sizeof(Oid) * n);
+	values = palloc(sizeof(Datum) * n);
+	nulls = palloc(n);
+	loc_params(map, lod, upper, 0, types, values, nulls);
+	rc = SPI_execute_with_args(pd->insert_sql[lod != NULL][upper != NULL],
+							   n, types, values, nulls, false, 0);
+	/* Citus may run the statement as a rewritten one: SPI_OK_REWRITTEN */
+	if (rc != SPI_OK_INSERT && rc != SPI_OK_REWRITTEN)
+		elog(ERROR, "pushed-down INSERT failed: %s",
+			 SPI_result_code_string(rc));
+	*rows = (int64) SPI_processed;
+	*last_key = upper ? upper : lod;
 	return true;
 }
