@@ -7,8 +7,8 @@
 # in the PostgreSQL of PG_CONFIG.  Otherwise starts three throwaway clusters
 # on loopback (a coordinator and two workers, shared_preload_libraries =
 # 'citus,acme_migrate', as user postgres when run as root) on free ports in
-# CITUS_BENCH_PORTS (default 5850-5899), creates cb_src with ROWS rows
-# (default 2,000,000; bigint key, int, numeric(12,2), text) distributed on
+# CITUS_BENCH_PORTS (default 5850-5899), creates cb_src with
+# CITUS_ROWS rows (default 2,000,000; bigint key, int, numeric(12,2), text) distributed on
 # its key (SHARDS shards, default 32) and two empty co-located targets, and
 # copies it REPS times (default 3), contenders interleaved:
 #
@@ -23,12 +23,12 @@
 # Never asserts a time; exits non-zero only on errors (a target whose
 # EXCEPT ALL against the source is not empty is one).
 #
-# Environment: ROWS, REPS, BATCH, SHARDS, PG_CONFIG, KEEP=1 (leave the
+# Environment: CITUS_ROWS, REPS, BATCH, SHARDS, PG_CONFIG, KEEP=1 (leave the
 # clusters running and print how to reach them), CONTENDERS ("job w2 sql").
 
 set -euo pipefail
 
-ROWS=${ROWS:-2000000}
+ROWS=${CITUS_ROWS:-2000000}
 REPS=${REPS:-3}
 BATCH=${BATCH:-10000}
 SHARDS=${SHARDS:-32}
