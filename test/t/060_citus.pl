@@ -139,10 +139,69 @@ sub run_job
 run_job('from_local', 'src_local', 'd_from_local');
 check_job('from_local', 'src_local', 'd_from_local',
 	'local -> distributed');
+# co-located: rows already in the target (stale values) are overwritten
+$coord->safe_psql('postgres',
+	"INSERT INTO d_coloc SELECT id, -1, 0, 'stale' FROM src_local WHERE id % 500 = 3");
 run_job('coloc', 'd_src', 'd_coloc');
-check_job('coloc', 'd_src', 'd_coloc', 'distributed -> co-located');
+check_job('coloc', 'd_src', 'd_coloc',
+	'distributed -> co-located, some keys already there');
 run_job('other', 'd_src', 'd_other');
 check_job('other', 'd_src', 'd_other', 'distributed -> not co-located');
+
+# which path each took: pushed down only between co-located tables
+sub path_of
+{
+	my ($job, $src, $dst) = @_;
+	my ($ret, $out, $err) = $coord->psql(
+		'postgres', qq{
+		TRUNCATE $dst;
+		SELECT acme_migrate_create(job => '$job', source => '$src', target => '$dst');
+		SET client_min_messages = debug1;
+		SELECT acme_migrate_batch('$job');});
+	return $err =~ /copies key ranges by INSERT ... SELECT pushed down to (\d+) shard pairs/
+	  ? "pushdown $1" : 'keyset';
+}
+is(path_of('coloc_p', 'd_src', 'd_coloc'), 'pushdown 8',
+	'co-located job: batches pushed down to the 8 shard pairs');
+is(path_of('other_p', 'd_src', 'd_other'), 'keyset',
+	'not co-located job: keyset batches through Citus');
+is(path_of('local_p', 'src_local', 'd_from_local'), 'keyset',
+	'local -> distributed job: keyset batches through Citus');
+$coord->safe_psql('postgres', q{
+	SELECT acme_migrate_drop(j) FROM unnest(ARRAY['coloc_p', 'other_p', 'local_p']) j;
+	TRUNCATE d_coloc; INSERT INTO d_coloc SELECT * FROM d_src;
+	TRUNCATE d_other; INSERT INTO d_other SELECT * FROM d_src;
+	TRUNCATE d_from_local; INSERT INTO d_from_local SELECT * FROM src_local;
+});
+
+# exactly once on the pushdown path: a range that fails leaves the ranges
+# committed before it, with their checkpoint, and nothing of itself
+$coord->safe_psql(
+	'postgres', qq{
+	CREATE TABLE d_fail (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_fail', 'id', colocate_with => 'd_src');
+	ALTER TABLE d_fail ADD CONSTRAINT not_yet CHECK (id <> ${\ int($nrows * 0.7)});
+	SELECT acme_migrate_create(job => 'fail', source => 'd_src', target => 'd_fail',
+		batch_size => 300);
+});
+($ret, $out, $err) = $coord->psql('postgres', "CALL acme_migrate_run('fail')");
+like($err, qr/violates check constraint "not_yet/, 'a range fails on a CHECK constraint');
+my ($state, $last, $copied) = split /\|/, $coord->safe_psql('postgres',
+	"SELECT state, last_key[1], rows_copied FROM acme_migrate.jobs WHERE job_name = 'fail'");
+is( $coord->safe_psql(
+		'postgres', qq{
+	SELECT '$state', (SELECT count(*) FROM d_fail) = (SELECT count(*) FROM d_src WHERE id <= $last),
+		   (SELECT count(*) FROM (SELECT * FROM d_fail EXCEPT ALL SELECT * FROM d_src WHERE id <= $last) x),
+		   (SELECT count(*) FROM d_fail) > 0,
+		   (SELECT count(*) FROM d_fail) < (SELECT count(*) FROM d_src),
+		   (SELECT count(*) FROM d_fail) = $copied}),
+	'running|t|0|t|t|t',
+	'after the failure: the target holds exactly the source rows up to the checkpoint');
+$coord->safe_psql('postgres', q{
+	ALTER TABLE d_fail DROP CONSTRAINT not_yet;
+	CALL acme_migrate_run('fail');
+});
+check_job('fail', 'd_src', 'd_fail', 'distributed -> co-located, resumed after a failure');
 
 # background workers on a distributed -> distributed job
 $coord->safe_psql(
