@@ -7,14 +7,15 @@
 # in the PostgreSQL of PG_CONFIG.  Otherwise starts three throwaway clusters
 # on loopback (a coordinator and two workers, shared_preload_libraries =
 # 'citus,acme_migrate', as user postgres when run as root) on free ports in
-# CITUS_BENCH_PORTS (default 5850-5899), creates cb_src with
-# CITUS_ROWS rows (default 2,000,000; bigint key, int, numeric(12,2), text) distributed on
-# its key (SHARDS shards, default 32) and two empty co-located targets, and
-# copies it REPS times (default 3), contenders interleaved:
+# CITUS_BENCH_PORTS (default 5850-5899), creates cb_src with CITUS_ROWS
+# rows (default 2,000,000; bigint key, int, numeric(12,2), text) distributed
+# on its key (SHARDS shards, default 32) and an empty co-located target
+# cb_dst, and copies it REPS times (default 3), contenders interleaved:
 #
 #   job    CALL acme_migrate_run(job)   batch_size BATCH (default 10000):
-#          keyset batches through Citus, each committing its checkpoint on
-#          the coordinator in the same distributed transaction as its rows
+#          the Citus pushdown path, one INSERT ... SELECT per key range of
+#          about BATCH rows per shard, each committing its checkpoint on the
+#          coordinator in the same distributed transaction as its rows
 #   w2     acme_migrate_start(job, workers => 2) + acme_migrate_wait
 #   sql    INSERT INTO cb_dst SELECT * FROM cb_src  (one statement, pushed
 #          down by Citus to every shard pair, one distributed commit)

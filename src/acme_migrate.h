@@ -383,6 +383,7 @@ extern bool locality_citus_table_hash(Oid relid, int64 *row_count,
 extern bool locality_copy_range(AmJob *job, AmMapping *map, List *lo,
 								List *hi, int32 batch_size, int64 *rows,
 								Datum **last_key, bool *at_end);
+extern char *locality_sample_sql(AmJob *job, AmMapping *map, bool lo);
 
 /* worker.c */
 extern void worker_register_launcher(void);

@@ -970,6 +970,7 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	List	   *bounds = NIL;
 	Datum	   *lo = NULL;
 	int			nparams = 2 * map->nkeys + 2;
+	char	   *sample_sql;
 	Oid		   *argtypes;
 	Datum	   *values;
 	char	   *nulls;
@@ -987,6 +988,8 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
 					 map->keys_sql[job->last_key != NIL][0], nparams);
+	/* on Citus, a sample the shards take themselves (locality.c) */
+	sample_sql = locality_sample_sql(job, map, job->last_key != NIL);
 	argtypes = palloc(sizeof(Oid) * nparams);
 	values = palloc0(sizeof(Datum) * nparams);
 	nulls = palloc(nparams);
@@ -1007,7 +1010,8 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	values[nparams - 2] = Int64GetDatum(PG_INT64_MAX);
 	argtypes[nparams - 1] = FLOAT8OID;
 	values[nparams - 1] = Float8GetDatum(fraction);
-	rc = SPI_execute_with_args(q.data, nparams, argtypes, values, nulls, true, 0);
+	rc = SPI_execute_with_args(sample_sql ? sample_sql : q.data, nparams,
+							   argtypes, values, nulls, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not sample the keys of job \"%s\": %s",
 			 job->job_name, SPI_result_code_string(rc));

@@ -447,6 +447,20 @@ loc_pushdown(AmJob *job, AmMapping *map)
 	return pd;
 }
 
+/*
+ * The SQL sampling the job's keys after $1... ($lo..., $hi..., $limit,
+ * $fraction: the hi and limit unused) in key order, for splitting a job
+ * into ranges, when the Citus pushdown applies: each shard samples its own
+ * rows instead of sending every key to this node.  NULL otherwise.
+ */
+char *
+locality_sample_sql(AmJob *job, AmMapping *map, bool lo)
+{
+	LocPushdown *pd = loc_pushdown(job, map);
+
+	return pd->why_not ? NULL : pd->sample_sql[lo];
+}
+
 /* parameters of the keyset SQL: $lo..., $hi..., $limit, $fraction */
 static void
 loc_params(AmMapping *map, Datum *lo, Datum *hi, double fraction,
