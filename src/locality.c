@@ -142,22 +142,36 @@ locality_require_local(Oid relid, const char *action)
 }
 
 /*
- * Is acme_migrate installed on every node holding a shard of relid?
- * Asked of Citus itself: run_command_on_shards returns one row per shard.
+ * Is acme_migrate installed, in the same version and schema as here, on
+ * every node holding a shard of relid?  Asked of Citus itself:
+ * run_command_on_shards returns one row per shard.
  */
 static bool
 locality_shards_have_us(Oid relid)
 {
-	Datum		arg = ObjectIdGetDatum(relid);
-	Oid			argtype = REGCLASSOID;
+	Oid			argtypes[2] = {REGCLASSOID, TEXTOID};
+	Datum		args[2];
+	char	   *version;
 	int			rc;
 	bool		isnull;
 
+	rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension "
+					 "WHERE extname OPERATOR(pg_catalog.=) 'acme_migrate'", true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		return false;
+	version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	args[0] = ObjectIdGetDatum(relid);
+	args[1] = CStringGetTextDatum(psprintf("SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 "
+										   "FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+										   "ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+										   "WHERE e.extname OPERATOR(pg_catalog.=) 'acme_migrate' "
+										   "AND e.extversion OPERATOR(pg_catalog.=) %s "
+										   "AND n.nspname OPERATOR(pg_catalog.=) %s",
+										   quote_literal_cstr(version),
+										   quote_literal_cstr(am_extension_schema())));
 	rc = SPI_execute_with_args("SELECT pg_catalog.bool_and(success AND result OPERATOR(pg_catalog.=) 't') "
-							   "FROM pg_catalog.run_command_on_shards($1, "
-							   "'SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 FROM pg_catalog.pg_extension "
-							   "WHERE extname OPERATOR(pg_catalog.=) ''acme_migrate''')",
-							   1, &argtype, &arg, NULL, true, 0);
+							   "FROM pg_catalog.run_command_on_shards($1, $2)",
+							   2, argtypes, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		return false;
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
