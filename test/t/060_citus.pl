@@ -167,6 +167,48 @@ is(path_of('other_p', 'd_src', 'd_other'), 'keyset',
 	'not co-located job: keyset batches through Citus');
 is(path_of('local_p', 'src_local', 'd_from_local'), 'keyset',
 	'local -> distributed job: keyset batches through Citus');
+
+# a mapping with a filter and transformed columns is pushed down as well,
+# a transformed distribution column is not
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE d_map (id bigint PRIMARY KEY, a2 integer, total_cents bigint, note text);
+	SELECT create_distributed_table('d_map', 'id', colocate_with => 'd_src');
+});
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SELECT acme_migrate_create(job => 'mapped', source => 'd_src', target => 'd_map',
+		columns => '{"a2": "a * 2", "total_cents": "(amount * 100)::bigint"}',
+		filter => 'a % 3 <> 0', batch_size => 500);
+	SET client_min_messages = debug1;
+	CALL acme_migrate_run('mapped');});
+like($err, qr/pushed down to 8 shard pairs/, 'a job with a filter and transforms is pushed down');
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT (SELECT count(*) FROM (SELECT id, a * 2, (amount * 100)::bigint, note FROM d_src WHERE a % 3 <> 0
+								  EXCEPT ALL SELECT * FROM d_map) x),
+		   (SELECT count(*) FROM (SELECT * FROM d_map EXCEPT ALL
+								  SELECT id, a * 2, (amount * 100)::bigint, note FROM d_src WHERE a % 3 <> 0) x),
+		   (SELECT count(*) FROM d_map) > 0}),
+	'0|0|t',
+	'pushed-down job with a filter and transforms: the target equals the mapped source');
+is( $coord->safe_psql('postgres',
+		"SELECT equal FROM acme_migrate_reconcile('mapped')"),
+	't', 'and acme_migrate_reconcile says equal');
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	CREATE TABLE d_moved (id bigint NOT NULL, a2 integer, total_cents bigint, note text);
+	SELECT create_distributed_table('d_moved', 'total_cents', colocate_with => 'd_src');
+	SELECT acme_migrate_create(job => 'moved', source => 'd_src', target => 'd_moved',
+		columns => '{"a2": "a", "total_cents": "(amount * 100)::bigint"}',
+		on_conflict => 'error');
+	SET client_min_messages = debug1;
+	CALL acme_migrate_run('moved');});
+like($err, qr/distribution column "total_cents" is not the source's "id" unchanged/,
+	'a target distributed on a computed column is copied through Citus, not pushed down');
+is(oracle(q{(SELECT id, a, (amount * 100)::bigint, note FROM d_src) s}, 'd_moved'),
+	"0|0|$nrows", 'and its target equals the mapped source');
+
 $coord->safe_psql('postgres', q{
 	SELECT acme_migrate_drop(j) FROM unnest(ARRAY['coloc_p', 'other_p', 'local_p']) j;
 	TRUNCATE d_coloc; INSERT INTO d_coloc SELECT * FROM d_src;
