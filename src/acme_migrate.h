@@ -378,6 +378,8 @@ extern char locality_citus_method(Oid relid);
 extern const char *locality_why_not(Oid relid);
 extern bool locality_is_local(Oid relid);
 extern void locality_require_local(Oid relid, const char *action);
+extern void locality_note_write(Oid relid);
+extern bool locality_wrote_elsewhere(void);
 extern bool locality_citus_table_hash(Oid relid, int64 *row_count,
 									  uint8 *result);
 extern bool locality_copy_range(AmJob *job, AmMapping *map, List *lo,

@@ -361,12 +361,13 @@ batch_is_row_error(ErrorData *edata)
  * Let the current batch's transaction commit without waiting for its WAL
  * to be flushed (acme_migrate.async_commit).  Safe for exactly-once: the
  * batch's rows and its checkpoint are in the same transaction, so a crash
- * keeps both or loses both.
+ * keeps both or loses both.  Not when the batch wrote through Citus: the
+ * workers' part commits after ours, so ours must be on disk first.
  */
 void
 batch_commit_async(void)
 {
-	if (acme_migrate_async_commit)
+	if (acme_migrate_async_commit && !locality_wrote_elsewhere())
 		(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
 								 false);
@@ -559,6 +560,7 @@ batch_copy(AmJob *job, AmMapping *map, List *lo, List *hi, int32 batch_size,
 	ErrorData  *edata;
 	bool		direct;
 
+	locality_note_write(map->target_relid);
 	t->pushdown = locality_copy_range(job, map, lo, hi, batch_size,
 									  &t->rows_written, &t->last_key,
 									  &t->at_end);

@@ -40,6 +40,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -139,6 +140,30 @@ locality_require_local(Oid relid, const char *action)
 				 errmsg("cannot %s \"%s\"", action, get_rel_name(relid)),
 				 errdetail_internal("%s", why),
 				 errhint("Only tables stored by PostgreSQL on this node can be used for this.")));
+}
+
+/*
+ * A batch that wrote into a relation stored elsewhere (a Citus table) must
+ * commit synchronously: Citus commits the workers' prepared transactions
+ * after the local commit, and a local commit lost in a crash
+ * (synchronous_commit = off) would leave their rows without the checkpoint
+ * that goes with them.  locality_note_write records, for the current
+ * transaction, that it wrote such a relation; batch_commit_async asks.
+ */
+static LocalTransactionId loc_remote_lxid = InvalidLocalTransactionId;
+
+void
+locality_note_write(Oid relid)
+{
+	if (!locality_is_local(relid))
+		loc_remote_lxid = MyProc->lxid;
+}
+
+bool
+locality_wrote_elsewhere(void)
+{
+	return loc_remote_lxid != InvalidLocalTransactionId &&
+		loc_remote_lxid == MyProc->lxid;
 }
 
 /*

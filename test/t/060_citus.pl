@@ -17,6 +17,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
+use IPC::Run;
 
 my $nrows = 20_000;
 
@@ -244,6 +245,45 @@ $coord->safe_psql('postgres', q{
 	CALL acme_migrate_run('fail');
 });
 check_job('fail', 'd_src', 'd_fail', 'distributed -> co-located, resumed after a failure');
+
+# exactly once across a crash of the coordinator in the middle of a
+# pushed-down job: after the restart and Citus's recovery of the prepared
+# transactions (recover_prepared_transactions), the target holds exactly the
+# source rows up to the checkpoint; the job then resumes to an equal target
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE d_crash (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_crash', 'id', colocate_with => 'd_src');
+	SELECT acme_migrate_create(job => 'crash', source => 'd_src', target => 'd_crash',
+		batch_size => 10);
+});
+my ($run_out, $run_err) = ('', '');
+my $run = IPC::Run::start(
+	[ 'psql', '-X', '-d', $coord->connstr('postgres'), '-c', "CALL acme_migrate_run('crash')" ],
+	'<', \undef, '>', \$run_out, '2>', \$run_err);
+my $t0 = time();
+while (time() - $t0 < 60)
+{
+	last if $coord->safe_psql('postgres',
+		"SELECT rows_copied > 2000 FROM acme_migrate.jobs WHERE job_name = 'crash'") eq 't';
+	usleep(20_000);
+}
+$coord->stop('immediate');
+eval { $run->finish; };
+$coord->start;
+$coord->safe_psql('postgres', 'SELECT recover_prepared_transactions()');
+my ($cstate, $clast, $ccopied) = split /\|/, $coord->safe_psql('postgres',
+	"SELECT state, last_key[1], rows_copied FROM acme_migrate.jobs WHERE job_name = 'crash'");
+is( $coord->safe_psql(
+		'postgres', qq{
+	SELECT '$cstate', (SELECT count(*) FROM d_crash) = $ccopied,
+		   (SELECT count(*) FROM (SELECT * FROM d_src WHERE id <= $clast EXCEPT ALL SELECT * FROM d_crash) x),
+		   (SELECT count(*) FROM (SELECT * FROM d_crash EXCEPT ALL SELECT * FROM d_src WHERE id <= $clast) x),
+		   $ccopied > 0 AND $ccopied < $nrows}),
+	'running|t|0|0|t',
+	"after a crash mid-job: the target is the source up to the checkpoint ($ccopied rows, key $clast)");
+$coord->safe_psql('postgres', "CALL acme_migrate_run('crash')");
+check_job('crash', 'd_src', 'd_crash', 'distributed -> co-located, resumed after a crash');
 
 # background workers on a distributed -> distributed job
 $coord->safe_psql(
