@@ -23,6 +23,7 @@ OBJS = \
 	src/sequences.o \
 	src/stoprules.o \
 	src/remote.o \
+	src/locality.o \
 	src/hash.o \
 	src/driver.o
 

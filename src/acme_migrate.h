@@ -27,6 +27,9 @@
  *	  cutover.c			online migration: cut-over and rollback
  *	  remote.c			reconcile of a source on another server (postgres_fdw):
  *						range hashes computed there first
+ *	  locality.c		which relations PostgreSQL stores here (not foreign,
+ *						not Citus shells), for the direct paths; Citus's
+ *						per-shard table hash
  *
  *-------------------------------------------------------------------------
  */
@@ -217,6 +220,7 @@ typedef struct AmMapping
 	int			has_ranges;		/* -1 unknown, else whether the job has */
 	void	   *writer_cache;	/* writer.c's slots and defaults, kept across batches */
 	void	   *shape_cache;	/* mapping_check.c's columns of the job's shape */
+	void	   *locality_cache; /* locality.c's Citus pushdown state */
 	int32		definition_version;
 } AmMapping;
 
@@ -349,6 +353,7 @@ extern void batch_unlock_job(int64 job_id, LOCKMODE mode, bool session);
 extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
 						bool *more);
 extern void batch_free_plans(AmMapping *map);
+extern int	batch_key_compare(AmMapping *map, Datum *a, Datum *b);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 extern bool batch_waiting_for(AmJob *job, char **parent);
 extern bool batch_error_is_transient(int sqlerrcode);
@@ -519,6 +524,20 @@ extern void am_breach_rollback(AmJob *job, const char *reason);
 extern int64 am_rollback_pending;
 extern void am_stop_rules_alter_args(FunctionCallInfo fcinfo, int first,
 									 char **health_check, char **on_breach);
+
+/* locality.c */
+extern char locality_citus_method(Oid relid);
+extern const char *locality_why_not(Oid relid);
+extern bool locality_is_local(Oid relid);
+extern void locality_require_local(Oid relid, const char *action);
+extern void locality_note_write(Oid relid);
+extern bool locality_wrote_elsewhere(void);
+extern bool locality_citus_table_hash(Oid relid, int64 *row_count,
+									  uint8 *result);
+extern bool locality_copy_range(AmJob *job, AmMapping *map, List *lo,
+								List *hi, int32 batch_size, int64 *rows,
+								Datum **last_key, bool *at_end);
+extern char *locality_sample_sql(AmJob *job, AmMapping *map, bool lo);
 
 /* worker.c */
 extern void worker_register_launcher(void);

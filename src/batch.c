@@ -77,6 +77,8 @@ typedef struct BatchTotals
 	Datum	   *first_key;
 	Datum	   *last_key;
 	bool		direct;
+	bool		pushdown;		/* Citus: a key range pushed down (locality.c) */
+	bool		at_end;			/* ... which reached the end of its range */
 } BatchTotals;
 
 static void
@@ -100,7 +102,7 @@ batch_key_error_null(BatchReceiver *rcv, int i)
 }
 
 /* Compare two keys with the key types' btree comparison. */
-static int
+int
 batch_key_compare(AmMapping *map, Datum *a, Datum *b)
 {
 	for (int i = 0; i < map->nkeys; i++)
@@ -359,12 +361,13 @@ batch_is_row_error(ErrorData *edata)
  * Let the current batch's transaction commit without waiting for its WAL
  * to be flushed (acme_migrate.async_commit).  Safe for exactly-once: the
  * batch's rows and its checkpoint are in the same transaction, so a crash
- * keeps both or loses both.
+ * keeps both or loses both.  Not when the batch wrote through Citus: the
+ * workers' part commits after ours, so ours must be on disk first.
  */
 void
 batch_commit_async(void)
 {
-	if (acme_migrate_async_commit)
+	if (acme_migrate_async_commit && !locality_wrote_elsewhere())
 		(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
 								 false);
@@ -554,6 +557,16 @@ batch_copy(AmJob *job, AmMapping *map, List *lo, List *hi, int32 batch_size,
 	ErrorData  *edata;
 	bool		direct;
 
+	locality_note_write(map->target_relid);
+	t->pushdown = locality_copy_range(job, map, lo, hi, batch_size,
+									  &t->rows_written, &t->last_key,
+									  &t->at_end);
+	if (t->pushdown)
+	{
+		t->rows_read = t->rows_written;
+		t->first_key = t->last_key;
+		return;
+	}
 	r.lo = lo ? mapping_key_from_text(map, lo) : NULL;
 	r.hi = hi ? mapping_key_from_text(map, hi) : NULL;
 	r.limit = batch_size;
@@ -896,8 +909,9 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 				   range->hi_key, batch_size, &t);
 	else
 		batch_copy(job, map, job->last_key, NIL, batch_size, &t);
-	last_key = t.rows_read > 0 ? mapping_key_to_text(map, t.last_key) : NIL;
-	finished = t.rows_read < batch_size;
+	last_key = (t.rows_read > 0 || t.pushdown) && t.last_key ?
+		mapping_key_to_text(map, t.last_key) : NIL;
+	finished = t.pushdown ? t.at_end : t.rows_read < batch_size;
 	if (range)
 	{
 		catalog_range_checkpoint(job, range, last_key, t.rows_read, finished);
@@ -919,7 +933,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		am_advance_sequences(job, false);
 	}
 	catalog_job_checkpoint(job, range,
-						   t.rows_read > 0 ? mapping_key_to_text(map, t.first_key) : NIL,
+						   t.rows_read > 0 && t.first_key ? mapping_key_to_text(map, t.first_key) : NIL,
 						   last_key,
 						   t.rows_read, t.rows_written, t.rows_rejected,
 						   t.direct, started, state, NULL);
@@ -950,6 +964,7 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	List	   *bounds = NIL;
 	Datum	   *lo = NULL;
 	int			nparams = 2 * map->nkeys + 2;
+	char	   *sample_sql;
 	Oid		   *argtypes;
 	Datum	   *values;
 	char	   *nulls;
@@ -967,6 +982,8 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
 					 map->keys_sql[job->last_key != NIL][0], nparams);
+	/* on Citus, a sample the shards take themselves (locality.c) */
+	sample_sql = locality_sample_sql(job, map, job->last_key != NIL);
 	argtypes = palloc(sizeof(Oid) * nparams);
 	values = palloc0(sizeof(Datum) * nparams);
 	nulls = palloc(nparams);
@@ -987,7 +1004,8 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	values[nparams - 2] = Int64GetDatum(PG_INT64_MAX);
 	argtypes[nparams - 1] = FLOAT8OID;
 	values[nparams - 1] = Float8GetDatum(fraction);
-	rc = SPI_execute_with_args(q.data, nparams, argtypes, values, nulls, true, 0);
+	rc = SPI_execute_with_args(sample_sql ? sample_sql : q.data, nparams,
+							   argtypes, values, nulls, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not sample the keys of job \"%s\": %s",
 			 job->job_name, SPI_result_code_string(rc));

@@ -432,6 +432,7 @@ capture_install_member(AmJob *job, char direction, Oid member,
 	List	   *args = capture_trigger_args(job, direction);
 	char		kind = get_rel_relkind(member);
 
+	locality_require_local(member, "capture the changes of");
 	if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -1001,6 +1002,8 @@ capture_check_and_install(AmJob *job)
 	if (job->reverse_columns)
 	{
 		AmJob	   *rev;
+
+		locality_require_local(job->target_relid, "capture the changes of");
 
 		if (pg_class_aclcheck(job->target_relid, job->owner, ACL_TRIGGER) != ACLCHECK_OK)
 			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE,

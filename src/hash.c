@@ -1144,6 +1144,8 @@ rh_direct_leaves(Relation rel)
 		Oid			relid = lfirst_oid(lc);
 		char		kind = get_rel_relkind(relid);
 
+		if (!locality_is_local(relid))
+			return NIL;			/* foreign or Citus: let SQL read it */
 		if (kind == RELKIND_PARTITIONED_TABLE)
 			continue;
 		if (kind != RELKIND_RELATION && kind != RELKIND_MATVIEW)
@@ -1357,6 +1359,11 @@ hash_relation(Oid relid, int64 *row_count, uint8 *result)
 
 	rel = relation_open(relid, AccessShareLock);
 	rh_check_relation(rel);
+	if (locality_citus_table_hash(relid, row_count, result))
+	{
+		relation_close(rel, AccessShareLock);
+		return;					/* summed from the shards' hashes */
+	}
 
 	hs = rh_state_create(CurrentMemoryContext);
 	row = rh_row_build(hs, RelationGetDescr(rel));

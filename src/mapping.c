@@ -1111,6 +1111,8 @@ mapping_build(AmJob *job, bool validating)
 		map->direct_why_not = "acme_migrate.direct_write is off";
 	else if (tgt->rd_rel->relkind != RELKIND_RELATION)
 		map->direct_why_not = "the target is partitioned";
+	else if (!locality_is_local(job->target_relid))
+		map->direct_why_not = locality_why_not(job->target_relid);
 	else if (check_enable_rls(job->target_relid, job->owner, true) == RLS_ENABLED)
 		map->direct_why_not = "the target has row-level security";
 	else if (tgt->rd_rules != NULL)
