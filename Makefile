@@ -20,9 +20,13 @@ OBJS = \
 	src/worker.o \
 	src/security.o \
 	src/capture.o \
+	src/cutover.o \
 	src/sequences.o \
 	src/stoprules.o \
-	src/hash.o
+	src/remote.o \
+	src/locality.o \
+	src/hash.o \
+	src/driver.o
 
 DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql
 # each script is assembled from its parts, in name order: sql/ext/ is the
@@ -30,10 +34,13 @@ DATA_built = acme_migrate--1.0.sql acme_migrate--1.0--1.1.sql
 EXT_PARTS = $(sort $(wildcard sql/ext/*.sql))
 UPDATE_1_1_PARTS = $(sort $(wildcard sql/update/1.1/*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src
+# remote.c speaks libpq to a foreign table's server, as contrib/dblink does
+# (libpq-dev: pkg-config finds its headers wherever pg_config points)
+PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir) \
+	$(shell pkg-config --cflags-only-I libpq 2>/dev/null)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers
-SHLIB_LINK = -lxxhash
+SHLIB_LINK = -lxxhash -lpq
 
 REGRESS = $(shell cat test/regress_schedule 2>/dev/null)
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress \
@@ -44,6 +51,8 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --outputdir=$(CURDIR)/test \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
+# the helpers the TAP tests share (test/perl/AcmeTest.pm)
+override PROVE_FLAGS += -I $(srcdir)/test/perl
 
 EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results
 

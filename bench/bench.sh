@@ -43,6 +43,12 @@
 #   ONLINE_BENCH=1          likewise bench/online_bench.sh (online migration: pgbench TPS without and
 #                           with trigger capture, catch-up rate vs copy rate, lock held at cut-over
 #                           under pgbench --rate 500; ONLINE_ROWS, ONLINE_SECS, ONLINE_BACKLOG)
+#   REMOTE_BENCH=1          likewise bench/remote_bench.sh, on two throwaway clusters of its own
+#                           (reconcile of a postgres_fdw source: rows fetched and time against a
+#                           full fetch and pg_comparator; REMOTE_ROWS, default 1,000,000)
+#   CITUS_BENCH=1           likewise bench/citus_bench.sh, on clusters of its own (a coordinator and
+#                           two workers; skipped with a message when Citus is not installed):
+#                           CITUS_ROWS (2,000,000) distributed -> distributed, job vs INSERT ... SELECT
 #   PROFILE=0               1: also load pg_stat_statements (track = all) and perf-record the
 #                           backend during the first rep of a (and c); prints both at the end.
 #                           Changes the settings, so figures of a PROFILE=1 run are not the bench's.
@@ -629,8 +635,9 @@ echo "  order: rep 1 runs $CONTENDERS, then rep 2 the same, ...; each run in a n
 if [ -s "$PROFILES" ]; then cat "$PROFILES"; fi
 
 # ------------------------------------- hash, reconcile and worker benches
-# (issues 3, 4, 8 and 11): each on this same cluster, in this same run
-for sub in hash reconcile workers fk online; do
+# (issues 3, 4, 8 and 11): each on this same cluster, in this same run; remote
+# (issue 10) and citus (issue 13) start clusters of their own
+for sub in hash reconcile workers fk online remote citus; do
 	flag="$(echo "$sub" | tr a-z A-Z)_BENCH"
 	if [ "${!flag:-1}" = 1 ] && [ -x "$HERE/${sub}_bench.sh" ]; then
 		echo

@@ -36,9 +36,11 @@ CREATE FUNCTION public.oracle(OUT missing bigint, OUT extra bigint) LANGUAGE sql
 				EXCEPT ALL
 				SELECT id, (amount * 100)::bigint, upper(status), note FROM legacy.orders) y)
 $$;
-CREATE FUNCTION public.leftovers(OUT triggers bigint, OUT log_rows bigint) LANGUAGE sql AS $$
+CREATE FUNCTION public.leftovers(OUT triggers bigint, OUT log_rows bigint, OUT preimages bigint)
+LANGUAGE sql AS $$
 	SELECT (SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgname LIKE 'acme\_migrate\_%'),
-		   (SELECT count(*) FROM acme_migrate.capture_log)
+		   (SELECT count(*) FROM acme_migrate.capture_log),
+		   (SELECT count(*) FROM acme_migrate.preimages)
 $$;
 
 SELECT acme_migrate_create('orders_v2', 'legacy.orders', 'app.orders', batch_size => 300,

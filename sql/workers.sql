@@ -46,6 +46,7 @@ SELECT max_rows_per_second FROM acme_migrate.jobs WHERE job_name = 'orders';
 SELECT acme_migrate_batch('orders');
 
 -- children first, with two workers; they wait for their parent
+SELECT acme_migrate_alter('orders', max_rows_per_second => 20000);
 SELECT acme_migrate_start('orders', workers => 2);
 SELECT acme_migrate_start('orders', workers => 2);
 SELECT count(*) AS ranges, count(*) FILTER (WHERE lo_key IS NULL) AS first,
@@ -71,9 +72,12 @@ SELECT (SELECT count(*) FROM w.orders2) = (SELECT rows_copied FROM acme_migrate.
 SELECT j.job_name, sum(b.rows_read) = j.rows_read AS history_adds_up
 FROM acme_migrate.jobs j JOIN acme_migrate.batches b USING (job_id)
 GROUP BY j.job_name, j.rows_read ORDER BY 1;
-SELECT count(DISTINCT backend_pid) >= 1 AS ran_in_workers FROM acme_migrate.batches b
+-- both workers copied, and every range: the job took them 3 s
+-- (max_rows_per_second), and a waiting worker looks again every second
+SELECT count(DISTINCT backend_pid) AS worker_processes,
+	count(DISTINCT range_no) AS ranges_copied FROM acme_migrate.batches b
 JOIN acme_migrate.jobs j USING (job_id) WHERE j.job_name = 'orders'
-  AND b.backend_pid <> pg_backend_pid();
+  AND b.backend_pid <> pg_backend_pid() AND b.rows_read > 0;
 SELECT equal FROM acme_migrate_reconcile('orders');
 
 -- rejects in a job split in ranges: rows are isolated within their range

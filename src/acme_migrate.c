@@ -38,6 +38,7 @@ int			acme_migrate_max_workers_total = -1;
 int			acme_migrate_naptime = 10;
 char	   *acme_migrate_databases = NULL;
 bool		acme_migrate_store_row_data = true;
+bool		acme_migrate_remote_hashes = true;
 
 void		_PG_init(void);
 
@@ -122,6 +123,17 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("acme_migrate.remote_hashes",
+							 "Compares range hashes on the server of a foreign source before fetching its rows.",
+							 "When a reconcile's source is a postgres_fdw foreign table, row counts and hash sums "
+							 "per key range are computed on its server and only the ranges that differ are "
+							 "fetched.  When off, every row is fetched (remote_mode full_fetch), as for a "
+							 "comparison with a full fetch.",
+							 &acme_migrate_remote_hashes,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("acme_migrate.store_row_data",
 							 "Stores copies of rows in acme_migrate.rejects and acme_migrate.diffs.",
 							 "When off, a rejected row is stored with its key only (source_row is NULL), and a "
@@ -163,7 +175,7 @@ am_interval_ms(Interval *iv, const char *argname, bool zero_ok)
  * A job's lock_timeout in milliseconds: it becomes the lock_timeout
  * setting of each batch, which cannot exceed INT_MAX milliseconds.
  */
-int64
+static int64
 am_lock_timeout_ms(Interval *iv)
 {
 	int64		ms = am_interval_ms(iv, "lock_timeout", true);
@@ -187,7 +199,7 @@ am_ms_interval(int64 ms)
 }
 
 /* max_error_rate is a fraction, and only means something with rejects */
-void
+static void
 am_check_error_rate(AmJob *job, double rate)
 {
 	if (!(rate >= 0 && rate <= 1))
@@ -488,6 +500,7 @@ acme_migrate_batch(PG_FUNCTION_ARGS)
 	AmMapping  *volatile map = NULL;
 	volatile int64 rows = 0;
 	bool		more;
+	int			nest;
 
 	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
 	{
@@ -498,6 +511,8 @@ acme_migrate_batch(PG_FUNCTION_ARGS)
 	}
 	/* reload under the lock: the checkpoint may have moved meanwhile */
 	job = catalog_job_get(name, true);
+	/* the mapping's and the batch's locks under the job's lock_timeout */
+	nest = am_job_lock_timeout(job);
 	map = mapping_build(job, false);
 	PG_TRY();
 	{
@@ -508,6 +523,7 @@ acme_migrate_batch(PG_FUNCTION_ARGS)
 		batch_free_plans(map);
 	}
 	PG_END_TRY();
+	AtEOXact_GUC(true, nest);
 	PG_RETURN_INT64(rows);
 }
 
@@ -550,72 +566,66 @@ am_replication_lag_ms(void)
 	return lag;
 }
 
-/* Wait while a standby replays further behind than the job allows. */
+/* ---- acme_migrate_run: a driver (driver.c) in the caller's session ---- */
+
+typedef struct RunState
+{
+	const char *name;
+} RunState;
+
+/* The procedure's transaction is already there, and SPI_commit opens the next. */
 static void
-run_wait_for_standbys(AmJob *job)
+run_begin(AmDriver *d)
 {
-	int64		lag;
+}
 
-	if (job->max_replication_lag_ms <= 0)
-		return;
-	while ((lag = am_replication_lag_ms()) > job->max_replication_lag_ms)
-	{
+static AmJob *
+run_load(AmDriver *d)
+{
+	return catalog_job_get(((RunState *) d->arg)->name, true);
+}
+
+static void
+run_commit(AmDriver *d, bool last)
+{
+	SPI_commit();
+}
+
+/* A failed batch: record its error, commit that, and fail the CALL. */
+static bool
+run_failed(AmDriver *d, ErrorData *edata)
+{
+	catalog_error_insert(d->job, edata,
+						 batch_error_is_transient(edata->sqlerrcode));
+	SPI_commit();
+	ReThrowError(edata);
+	return false;
+}
+
+static bool
+run_nap(AmDriver *d, int64 ms, bool throttled)
+{
+	am_sleep(ms);
+	return true;
+}
+
+static void
+run_report(AmDriver *d, bool busy, const char *what)
+{
+	if (!busy)
 		ereport(NOTICE,
-				(errmsg("job \"%s\" waits: replication lag %lld ms exceeds %lld ms",
-						job->job_name, (long long) lag,
-						(long long) job->max_replication_lag_ms)));
-		am_sleep(1000);
-	}
+				(errmsg("job \"%s\" waits for %s",
+						((RunState *) d->arg)->name, what)));
 }
 
-/*
- * One step of acme_migrate_run in a subtransaction: a batch, or a
- * catch-up step for a copied job with capture.  If it fails, its
- * subtransaction is rolled back, the error is recorded and committed, and
- * re-thrown.
- */
-static int64
-run_one_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile int64 rows = 0;
-	ErrorData  *volatile edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (job->capture_changes && strcmp(job->state, "copied") == 0)
-		{
-			rows = capture_catch_up_step(job, map);
-			*more = rows > 0;
-		}
-		else
-			rows = batch_step(job, map, batch_size, more);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_END_TRY();
-	if (edata != NULL)
-	{
-		catalog_error_insert(job, edata,
-							 batch_error_is_transient(edata->sqlerrcode));
-		SPI_commit();
-		ReThrowError(edata);
-	}
-	return rows;
-}
+static const AmDriverOps run_ops = {
+	.begin = run_begin,
+	.load = run_load,
+	.commit = run_commit,
+	.failed = run_failed,
+	.nap = run_nap,
+	.report = run_report,
+};
 
 /*
  * CALL acme_migrate_run(job, max_batches, max_time)
@@ -629,19 +639,11 @@ run_one_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 Datum
 acme_migrate_run(PG_FUNCTION_ARGS)
 {
-	char	   *name;
+	RunState	rs;
 	int64		max_batches;
 	int64		max_time_ms;
-	AmJob	   *runjob;
-	MemoryContext runcxt;
-	MemoryContext batchcxt;
-	MemoryContext oldcxt;
-	AmMapping  *volatile map = NULL;
-	TimestampTz start = GetCurrentTimestamp();
-	volatile int64 batches = 0;
-	volatile int64 total = 0;
-	volatile int32 batch_size;
-	int64		last_ms = 0;
+	int64		job_id;
+	AmDriver	d;
 
 	if (fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
 		castNode(CallContext, fcinfo->context)->atomic)
@@ -650,7 +652,7 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 				 errmsg("acme_migrate_run cannot run inside a transaction block"),
 				 errdetail("It commits after each batch."),
 				 errhint("CALL it outside BEGIN ... COMMIT, or use acme_migrate_batch() for one batch in your transaction.")));
-	name = am_text_arg(fcinfo, 0, "job");
+	rs.name = am_text_arg(fcinfo, 0, "job");
 	max_batches = PG_ARGISNULL(1) ? -1 : PG_GETARG_INT64(1);
 	if (!PG_ARGISNULL(1) && max_batches <= 0)
 		ereport(ERROR,
@@ -661,89 +663,34 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 
 	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-
-	runcxt = AllocSetContextCreate(TopMemoryContext, "acme_migrate run",
-								   ALLOCSET_DEFAULT_SIZES);
-	batchcxt = AllocSetContextCreate(runcxt, "acme_migrate batch",
-									 ALLOCSET_DEFAULT_SIZES);
-	oldcxt = MemoryContextSwitchTo(runcxt);
-	runjob = catalog_job_get(name, false);
-	MemoryContextSwitchTo(oldcxt);
-	if (!batch_lock_job(runjob->job_id, ExclusiveLock, true))
+	job_id = catalog_job_get(rs.name, false)->job_id;
+	if (!batch_lock_job(job_id, ExclusiveLock, true))
 	{
 		ereport(NOTICE,
-				(errmsg("job \"%s\" is busy in another session", name),
+				(errmsg("job \"%s\" is busy in another session", rs.name),
 				 errdetail("No batch was copied.")));
 		SPI_finish();
-		MemoryContextDelete(runcxt);
 		PG_RETURN_VOID();
 	}
-	batch_size = runjob->batch_size;
 
+	driver_init(&d, &run_ops, &rs, job_id, TopMemoryContext);
+	d.max_steps = max_batches;
+	d.max_time_ms = max_time_ms;
 	PG_TRY();
 	{
-		for (;;)
-		{
-			TimestampTz bstart;
-			bool		more = false;
-			int64		rows;
-			AmJob	   *job;
-
-			CHECK_FOR_INTERRUPTS();
-			MemoryContextReset(batchcxt);
-			MemoryContextSwitchTo(batchcxt);
-			job = catalog_job_get(name, true);
-
-			if (map == NULL || map->definition_version != job->definition_version)
-			{
-				if (map != NULL)
-					batch_free_plans(map);
-				MemoryContextSwitchTo(runcxt);
-				map = mapping_build(job, false);
-				MemoryContextSwitchTo(batchcxt);
-			}
-			run_wait_for_standbys(job);
-			bstart = GetCurrentTimestamp();
-			rows = run_one_step(job, map, batch_size, &more);
-			batches++;
-			total += rows;
-			last_ms = TimestampDifferenceMilliseconds(bstart, GetCurrentTimestamp());
-			if (max_batches > 0 && batches >= max_batches)
-				more = false;
-			if (max_time_ms > 0 &&
-				TimestampDifferenceMilliseconds(start, GetCurrentTimestamp()) + last_ms > max_time_ms)
-				more = false;
-			/* all but the last batch of the call may skip the WAL flush wait */
-			if (more)
-				batch_commit_async();
-			SPI_commit();
-			if (!more)
-				break;
-
-			batch_size = batch_adapt_size(job, batch_size, last_ms);
-			if (job->max_rows_per_second > 0 && rows > 0)
-			{
-				int64		want_ms = (int64) (1000.0 * rows / job->max_rows_per_second);
-
-				if (want_ms > last_ms)
-					am_sleep(want_ms - last_ms);
-			}
-		}
+		driver_run(&d);
 	}
 	PG_FINALLY();
 	{
-		if (map != NULL)
-			batch_free_plans(map);
-		batch_unlock_job(runjob->job_id, ExclusiveLock, true);
-		MemoryContextSwitchTo(oldcxt);
-		MemoryContextDelete(runcxt);
+		driver_end(&d);
+		batch_unlock_job(job_id, ExclusiveLock, true);
 	}
 	PG_END_TRY();
 
 	SPI_finish();
 	ereport(DEBUG1,
-			(errmsg("job \"%s\": %lld batches, %lld rows", name,
-					(long long) batches, (long long) total)));
+			(errmsg("job \"%s\": %lld batches, %lld rows", rs.name,
+					(long long) d.steps, (long long) d.rows_total)));
 	PG_RETURN_VOID();
 }
 

@@ -11,6 +11,8 @@
  *						builds the SQL that reads a batch
  *	  mapping_check.c	what a job's SQL may be, and the shape of its
  *						columns checked before every batch
+ *	  driver.c			the loop of batches shared by acme_migrate_run and
+ *						workers: throttles, mapping refresh, subtransaction
  *	  batch.c			one batch: keyset walk, rejects, checkpoint
  *	  writer.c			writes a batch's rows into the target
  *	  fk.c				checks a batch's foreign keys with one query per key
@@ -22,6 +24,13 @@
  *	  sequences.c		sequences and identities behind the target's
  *						columns follow the data when a job finishes
  *	  stoprules.c		max_error_rate, reconcile and health_check breaches
+ *	  capture.c			online migration: change capture and catch-up
+ *	  cutover.c			online migration: cut-over and rollback
+ *	  remote.c			reconcile of a source on another server (postgres_fdw):
+ *						range hashes computed there first
+ *	  locality.c		which relations PostgreSQL stores here (not foreign,
+ *						not Citus shells), for the direct paths; Citus's
+ *						per-shard table hash
  *
  *-------------------------------------------------------------------------
  */
@@ -33,6 +42,7 @@
 #include "access/attnum.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "storage/lockdefs.h"
 #include "utils/elog.h"
@@ -105,6 +115,39 @@ typedef struct AmJob
 
 
 
+/*
+ * The states of a job (acme_migrate.jobs.state), defined once in catalog.c
+ * and shown to SQL by acme_migrate.job_states().
+ */
+typedef enum AmFinished
+{
+	AM_FINISHED_CLEAR,			/* entering the state clears finished_at */
+	AM_FINISHED_SET,			/* ... sets it to now */
+	AM_FINISHED_KEEP			/* ... keeps it (cut_over: when copied) */
+} AmFinished;
+
+typedef struct AmJobState
+{
+	const char *name;
+	bool		copy_complete;	/* every source row copied: jobs that
+								 * depend on it may start */
+	bool		final;			/* nothing leads out of it */
+	AmFinished	finished;		/* what it does to finished_at */
+} AmJobState;
+
+extern const AmJobState *am_job_state(const char *name);
+
+/*
+ * Key ranges.  One convention for the ranges of workers (acme_migrate.ranges,
+ * AmRange) and the batches of a walk: (lo, hi], the lower bound exclusive
+ * (the checkpoint: the last key done), the upper bound inclusive; NIL for
+ * an open end.  A batch reads keys > last_key ORDER BY key LIMIT n, and a
+ * range's rows are those with lo < key <= hi.
+ * The exception is hash.c's ranges (acme_migrate_range_hashes, and the
+ * hash_ranges method of reconciliation built on it): lo <= key < hi, as
+ * the SQL interface documents for acme_migrate_range_hashes.
+ */
+
 /* a key range of a job run in parallel (acme_migrate.ranges) */
 typedef struct AmRange
 {
@@ -157,6 +200,13 @@ typedef struct AmMapping
 	/* SQL applying captured keys (capture.c); NULL without capture */
 	char	   *catchup_sql;
 	SPIPlanPtr	catchup_plan;
+	/* the same as a delete, then an insert (a target nothing reacts to) */
+	char	   *catchup_delete_sql;
+	SPIPlanPtr	catchup_delete_plan;
+	char	   *catchup_insert_sql;
+	SPIPlanPtr	catchup_insert_plan;
+	int64		catchup_after;	/* where this process's next catch-up step
+								 * resumes its scan of the log */
 	/* SQL comparing the row hashes of given keys on both sides (cut-over) */
 	char	   *verify_sql;
 	bool		direct_ok;		/* may the direct (table AM) writer be used? */
@@ -178,6 +228,7 @@ typedef struct AmMapping
 	void	   *writer_cache;	/* writer.c's slots and defaults, kept across batches */
 	void	   *fk_cache;		/* fk.c's prepared check queries */
 	void	   *shape_cache;	/* mapping_check.c's columns of the job's shape */
+	void	   *locality_cache; /* locality.c's Citus pushdown state */
 	int32		definition_version;
 } AmMapping;
 
@@ -185,7 +236,6 @@ typedef struct AmMapping
 extern AmJob *catalog_job_get(const char *job_name, bool for_update);
 extern int64 catalog_job_insert(AmJob *job);
 extern void catalog_job_delete(AmJob *job);
-extern bool catalog_job_visible(Oid owner);
 extern int64 catalog_job_parent(const char *job_name);
 extern bool catalog_job_finished_by_id(int64 job_id, bool *exists,
 									   char **job_name);
@@ -204,7 +254,6 @@ extern void catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row,
 								  ErrorData *edata);
 extern void catalog_error_insert(AmJob *job, ErrorData *edata,
 								 bool transient);
-extern void catalog_check_owner(AmJob *job);
 extern AmJob *catalog_job_get_by_id(int64 job_id);
 extern int	catalog_ranges_count(AmJob *job, int *pending);
 extern void catalog_ranges_create(AmJob *job, List *boundaries);
@@ -218,10 +267,8 @@ extern void catalog_job_set_shape(AmJob *job, const char *shape);
 extern void catalog_capture_log(int64 job_id, char direction, List *key);
 extern void catalog_capture_log_many(int64 job_id, char direction, int nkeys,
 									 List *keys);
-extern int	catalog_capture_fetch(int64 job_id, char direction, int limit,
-								  int64 after, int64 **seqs, List **keys);
-extern void catalog_capture_delete(int64 job_id, char direction, int64 *seqs,
-								   int n);
+extern int	catalog_capture_take(int64 job_id, char direction, int limit,
+								 int64 after, int64 *last, List **keys);
 extern int64 catalog_capture_backlog(int64 job_id, char direction,
 									 double *age);
 extern void catalog_capture_clear(int64 job_id, char direction);
@@ -230,7 +277,8 @@ extern void catalog_cutover_attempt(int64 job_id, const char *operation,
 									int64 lock_wait_ms, int64 lock_held_ms,
 									int64 drained, const char *outcome);
 extern void catalog_job_set_pre(AmJob *job, int64 rows, const char *hash);
-extern void catalog_preimage_insert(int64 job_id, Jsonb *row);
+extern void catalog_preimage_insert(int64 job_id, Datum *rows, int n);
+extern void catalog_preimage_clear(int64 job_id);
 extern void catalog_job_cut_over_at(AmJob *job);
 extern void catalog_job_alter(AmJob *job, int32 batch_size,
 							  double max_rows_per_second,
@@ -258,11 +306,16 @@ typedef struct AmReconcileCounts
 	int64		ranges_merged;
 	int64		mapped_rows;	/* rows the job's mapping gave; -1: not counted
 								 * apart (ad hoc or sampled runs) */
+	const char *remote_mode;	/* remote.c's mode; NULL: a local source */
+	const char *remote_note;	/* why no remote mode applied, or NULL */
+	int64		remote_rows;	/* rows fetched from the source's server;
+								 * -1: not counted (full_fetch) */
 } AmReconcileCounts;
 
 /* reconcile.c */
 extern bool reconcile_counts_equal(AmReconcileCounts *c);
 
+/* catalog.c: reconciliation runs and their differences */
 extern int64 catalog_reconcile_begin(int64 job_id, Oid source_relid,
 									 Oid target_relid, List *keys,
 									 List *columns, Jsonb *options,
@@ -284,6 +337,9 @@ extern void mapping_resolve_new_job(AmJob *job, Jsonb *columns,
 extern Datum *mapping_key_from_text(AmMapping *map, List *text_key);
 extern List *mapping_key_to_text(AmMapping *map, Datum *values);
 extern double mapping_estimate_rows(AmJob *job);
+extern void mapping_append_key_compare(StringInfo buf, const char *alias,
+									   char **names, const Oid *types, int n,
+									   int strategy, int firstparam);
 extern int	mapping_fixed_settings(bool for_compare);
 extern bool mapping_key_is_unique(Oid relid, List *colnames);
 extern void mapping_check_sql_fragment(const char *sql, bool is_filter,
@@ -307,17 +363,91 @@ extern void batch_unlock_job(int64 job_id, LOCKMODE mode, bool session);
 extern int64 batch_step(AmJob *job, AmMapping *map, int32 batch_size,
 						bool *more);
 extern void batch_free_plans(AmMapping *map);
+extern int	batch_key_compare(AmMapping *map, Datum *a, Datum *b);
 extern void batch_split_ranges(AmJob *job, AmMapping *map, int n);
 extern bool batch_waiting_for(AmJob *job, char **parent);
 extern bool batch_error_is_transient(int sqlerrcode);
 extern int32 batch_adapt_size(AmJob *job, int32 batch_size, int64 took_ms);
 extern void batch_commit_async(void);
-extern int64 am_replication_lag_ms(void);
-extern void am_sleep(int64 ms);
-extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
-extern int64 am_lock_timeout_ms(Interval *iv);
-extern Interval *am_ms_interval(int64 ms);
-extern void am_check_error_rate(AmJob *job, double rate);
+
+/*
+ * driver.c: the loop of a job's batches, shared by acme_migrate_run and the
+ * workers, and meant for any other caller that turns "a job and a budget"
+ * into batches (catch-up, for one).
+ *
+ * Use: fill an AmDriverOps, driver_init(), set max_steps / max_time_ms /
+ * workers_rules / catch_up as needed, driver_run(), driver_end().  Each turn
+ * of driver_run is one transaction: ops->begin, ops->load, the hold checks
+ * (with workers_rules: the job's state, ops->lock, the jobs it depends on;
+ * always: max_replication_lag), the mapping built again if the job's
+ * definition changed, one batch_step (or capture_catch_up_step for a
+ * copied job with capture) inside a subtransaction, ops->commit.  Then
+ * ops->after, and ops->nap for the rate pause (max_rows_per_second) or a
+ * wait, after the WAL is flushed.  A failed batch's subtransaction is rolled
+ * back, its turn committed, and ops->failed decides (record, retry or
+ * re-throw).  Errors outside the batch go to ops->abort, or, without one,
+ * to the caller of driver_run.  Allocations of a turn are in d->stepcxt,
+ * reset every turn, so a driver running for days does not grow.
+ *
+ * Catch-up (capture.c) can drive a copied job the same way: a turn of a
+ * copied job with capture applies one chunk of its log
+ * (capture_catch_up_step).  acme_migrate_catch_up, a function that stays in
+ * its caller's transaction, would give begin and commit that do nothing and
+ * no abort, leave workers_rules unset (the driver stops at the first round
+ * that applies nothing) and set max_time_ms; the job's throttles then apply
+ * to catch-up as they do to the copy.
+ */
+typedef struct AmDriver AmDriver;
+
+typedef struct AmDriverOps
+{
+	void		(*poll) (AmDriver *d);	/* before a turn; may be NULL */
+	void		(*begin) (AmDriver *d); /* start the turn's transaction */
+	AmJob	   *(*load) (AmDriver *d);	/* the job, NULL when it is gone */
+	bool		(*lock) (AmDriver *d, AmJob *job);	/* may be NULL */
+	void		(*commit) (AmDriver *d, bool last);
+	void		(*abort) (AmDriver *d); /* NULL: errors go to the caller */
+	bool		(*failed) (AmDriver *d, ErrorData *edata);	/* true: go on */
+	bool		(*after) (AmDriver *d); /* after a turn; NULL, or false: stop */
+	bool		(*nap) (AmDriver *d, int64 ms, bool throttled); /* false: stop */
+	/* what the driver does now: busy (NULL: a batch), or waiting for what */
+	void		(*report) (AmDriver *d, bool busy, const char *what);
+} AmDriverOps;
+
+struct AmDriver
+{
+	const AmDriverOps *ops;
+	void	   *arg;			/* the caller's */
+	int64		job_id;
+	int64		max_steps;		/* -1: no limit */
+	int64		max_time_ms;	/* -1: no limit */
+	bool		workers_rules;	/* check state, lock and parents; the rate is
+								 * shared by the job's workers; a job with
+								 * capture goes on once copied */
+	bool		catch_up;		/* with workers_rules: catch a copied job up */
+	MemoryContext stepcxt;		/* reset at every turn */
+	MemoryContext mapcxt;		/* the mapping's */
+	AmMapping  *map;
+	int32		batch_size;		/* adapted to batch_time_target */
+	TimestampTz started;
+	/* the current or last turn */
+	AmJob	   *job;			/* in stepcxt */
+	TimestampTz step_start;
+	int64		rows;
+	int64		took_ms;
+	int64		pause_ms;
+	int32		version;		/* the job's definition_version */
+	/* totals */
+	int64		steps;
+	int64		rows_total;
+};
+
+extern void driver_init(AmDriver *d, const AmDriverOps *ops, void *arg,
+						int64 job_id, MemoryContext parent);
+extern void driver_run(AmDriver *d);
+extern void driver_end(AmDriver *d);
+extern ErrorData *am_subxact(void (*fn) (void *arg), void *arg);
+extern int	am_job_lock_timeout(AmJob *job);
 
 /* writer.c */
 typedef struct AmWriter AmWriter;
@@ -352,22 +482,49 @@ extern const char *am_extension_schema(void);
 extern void am_check_catalog_version(void);
 
 /* capture.c */
+
+/* how many log entries one catch-up statement applies */
+#define AM_CAPTURE_CHUNK	2000
+
 extern void capture_install(AmJob *job, char direction);
 extern bool capture_remove(AmJob *job, char direction, bool nowait);
 extern void capture_check_and_install(AmJob *job);
 extern void capture_check_state(AmJob *job, const char *what);
 extern bool capture_is_installed(AmJob *job);
+extern AmJob *capture_reverse_job(AmJob *job);
+extern Datum *capture_key_arrays(AmMapping *map, List *keys, int *nunique);
+extern int64 capture_sync_members(AmJob *job, char direction);
 extern void capture_missing_error(AmJob *job, int elevel);
 extern int64 capture_apply(AmJob *job, AmMapping *map, char direction,
 						   int limit, int64 *after, List **applied);
-extern void capture_record_pre(AmJob *job);
 extern int64 capture_catch_up_step(AmJob *job, AmMapping *map);
+
+/* cutover.c */
+extern void capture_record_pre(AmJob *job);
 extern void capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 											const char *why, int64 *deleted,
 											int64 *restored, bool *equal);
 
-/* sequences.c */
-extern void am_advance_sequences(AmJob *job, bool from_source);
+/* remote.c: a merge of the key range (lo, hi], either NULL: unbounded */
+typedef void (*AmMergeRange) (void *arg, Datum *lo, Datum *hi);
+
+typedef struct AmRemote
+{
+	AmJob	   *job;
+	AmMapping  *map;
+	List	   *columns;		/* compared target columns (char *) */
+	AmMergeRange merge;			/* lists the differences of a range */
+	void	   *merge_arg;
+	const char *mode;			/* out: remote_hashes, pushdown, full_fetch */
+	char	   *why;			/* out: why full_fetch */
+	int64		ranges_hashed;
+	int64		ranges_merged;
+	int64		equal_rows;		/* rows of the ranges found equal (each side) */
+	int64		remote_rows;	/* rows fetched from the remote server */
+} AmRemote;
+
+extern bool remote_is_foreign(Oid relid);
+extern bool remote_reconcile(AmRemote *r);
 
 /* sequences.c */
 extern void am_advance_sequences(AmJob *job, bool from_source);
@@ -386,9 +543,29 @@ extern int64 am_rollback_pending;
 extern void am_stop_rules_alter_args(FunctionCallInfo fcinfo, int first,
 									 char **health_check, char **on_breach);
 
+/* locality.c */
+extern char locality_citus_method(Oid relid);
+extern const char *locality_why_not(Oid relid);
+extern bool locality_is_local(Oid relid);
+extern void locality_require_local(Oid relid, const char *action);
+extern void locality_note_write(Oid relid);
+extern bool locality_wrote_elsewhere(void);
+extern bool locality_citus_table_hash(Oid relid, int64 *row_count,
+									  uint8 *result);
+extern bool locality_copy_range(AmJob *job, AmMapping *map, List *lo,
+								List *hi, int32 batch_size, int64 *rows,
+								Datum **last_key, bool *at_end);
+extern char *locality_sample_sql(AmJob *job, AmMapping *map, bool lo);
+
 /* worker.c */
 extern void worker_register_launcher(void);
 extern bool worker_stop_job(AmJob *job);
+
+/* acme_migrate.c: helpers of argument checking, sleeping, standby lag */
+extern int64 am_replication_lag_ms(void);
+extern void am_sleep(int64 ms);
+extern int64 am_interval_ms(Interval *iv, const char *argname, bool zero_ok);
+extern Interval *am_ms_interval(int64 ms);
 
 /* acme_migrate.c: GUCs */
 extern bool acme_migrate_direct_write;
@@ -399,5 +576,6 @@ extern int	acme_migrate_max_workers_total;
 extern int	acme_migrate_naptime;
 extern char *acme_migrate_databases;
 extern bool acme_migrate_store_row_data;
+extern bool acme_migrate_remote_hashes;
 
 #endif							/* ACME_MIGRATE_H */

@@ -77,6 +77,8 @@ typedef struct BatchTotals
 	Datum	   *first_key;
 	Datum	   *last_key;
 	bool		direct;
+	bool		pushdown;		/* Citus: a key range pushed down (locality.c) */
+	bool		at_end;			/* ... which reached the end of its range */
 } BatchTotals;
 
 static void
@@ -100,7 +102,7 @@ batch_key_error_null(BatchReceiver *rcv, int i)
 }
 
 /* Compare two keys with the key types' btree comparison. */
-static int
+int
 batch_key_compare(AmMapping *map, Datum *a, Datum *b)
 {
 	for (int i = 0; i < map->nkeys; i++)
@@ -419,12 +421,13 @@ batch_is_row_error(ErrorData *edata)
  * Let the current batch's transaction commit without waiting for its WAL
  * to be flushed (acme_migrate.async_commit).  Safe for exactly-once: the
  * batch's rows and its checkpoint are in the same transaction, so a crash
- * keeps both or loses both.
+ * keeps both or loses both.  Not when the batch wrote through Citus: the
+ * workers' part commits after ours, so ours must be on disk first.
  */
 void
 batch_commit_async(void)
 {
-	if (acme_migrate_async_commit)
+	if (acme_migrate_async_commit && !locality_wrote_elsewhere())
 		(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
 								 false);
@@ -461,6 +464,24 @@ batch_error_is_transient(int sqlerrcode)
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
+/* batch_try_range's arguments, through am_subxact */
+typedef struct BatchTry
+{
+	AmJob	   *job;
+	AmMapping  *map;
+	BatchRange *r;
+	bool		direct;
+	BatchReceiver *rcv;
+} BatchTry;
+
+static void
+batch_try_range_fn(void *arg)
+{
+	BatchTry   *bt = arg;
+
+	batch_copy_range(bt->job, bt->map, bt->r, bt->direct, bt->rcv);
+}
+
 /*
  * batch_copy_range inside a subtransaction; returns NULL on success, else
  * the error (the subtransaction rolled back, nothing of it remains).
@@ -469,30 +490,9 @@ static ErrorData *
 batch_try_range(AmJob *job, AmMapping *map, BatchRange *r, bool direct,
 				BatchReceiver *rcv)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	BatchTry	bt = {job, map, r, direct, rcv};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		batch_copy_range(job, map, r, direct, rcv);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	return edata;
+	return am_subxact(batch_try_range_fn, &bt);
 }
 
 /* Store one rejected row with its error. */
@@ -617,6 +617,16 @@ batch_copy(AmJob *job, AmMapping *map, List *lo, List *hi, int32 batch_size,
 	ErrorData  *edata;
 	bool		direct;
 
+	locality_note_write(map->target_relid);
+	t->pushdown = locality_copy_range(job, map, lo, hi, batch_size,
+									  &t->rows_written, &t->last_key,
+									  &t->at_end);
+	if (t->pushdown)
+	{
+		t->rows_read = t->rows_written;
+		t->first_key = t->last_key;
+		return;
+	}
 	r.lo = lo ? mapping_key_from_text(map, lo) : NULL;
 	r.hi = hi ? mapping_key_from_text(map, hi) : NULL;
 	r.limit = batch_size;
@@ -914,12 +924,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 	am_begin_as_owner(job, &owner_cxt);
 
 	/* a batch never queues long behind a lock if the job says so */
-	nest = NewGUCNestLevel();
-	if (job->lock_timeout_ms >= 0)
-		(void) set_config_option("lock_timeout",
-								 psprintf("%lld", (long long) job->lock_timeout_ms),
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
+	nest = am_job_lock_timeout(job);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -964,8 +969,9 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 				   range->hi_key, batch_size, &t);
 	else
 		batch_copy(job, map, job->last_key, NIL, batch_size, &t);
-	last_key = t.rows_read > 0 ? mapping_key_to_text(map, t.last_key) : NIL;
-	finished = t.rows_read < batch_size;
+	last_key = (t.rows_read > 0 || t.pushdown) && t.last_key ?
+		mapping_key_to_text(map, t.last_key) : NIL;
+	finished = t.pushdown ? t.at_end : t.rows_read < batch_size;
 	if (range)
 	{
 		catalog_range_checkpoint(job, range, last_key, t.rows_read, finished);
@@ -987,7 +993,7 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 		am_advance_sequences(job, false);
 	}
 	catalog_job_checkpoint(job, range,
-						   t.rows_read > 0 ? mapping_key_to_text(map, t.first_key) : NIL,
+						   t.rows_read > 0 && t.first_key ? mapping_key_to_text(map, t.first_key) : NIL,
 						   last_key,
 						   t.rows_read, t.rows_written, t.rows_rejected,
 						   t.direct, started, state, NULL);
@@ -1018,6 +1024,7 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	List	   *bounds = NIL;
 	Datum	   *lo = NULL;
 	int			nparams = 2 * map->nkeys + 2;
+	char	   *sample_sql;
 	Oid		   *argtypes;
 	Datum	   *values;
 	char	   *nulls;
@@ -1035,6 +1042,8 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
 					 map->keys_sql[job->last_key != NIL][0], nparams);
+	/* on Citus, a sample the shards take themselves (locality.c) */
+	sample_sql = locality_sample_sql(job, map, job->last_key != NIL);
 	argtypes = palloc(sizeof(Oid) * nparams);
 	values = palloc0(sizeof(Datum) * nparams);
 	nulls = palloc(nparams);
@@ -1055,7 +1064,8 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	values[nparams - 2] = Int64GetDatum(PG_INT64_MAX);
 	argtypes[nparams - 1] = FLOAT8OID;
 	values[nparams - 1] = Float8GetDatum(fraction);
-	rc = SPI_execute_with_args(q.data, nparams, argtypes, values, nulls, true, 0);
+	rc = SPI_execute_with_args(sample_sql ? sample_sql : q.data, nparams,
+							   argtypes, values, nulls, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not sample the keys of job \"%s\": %s",
 			 job->job_name, SPI_result_code_string(rc));

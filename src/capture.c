@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *	  Online migration: change capture, catch-up, cut-over and rollback.
+ *	  Online migration: change capture and catch-up (cut-over and rollback
+ *	  are in cutover.c).
  *
  * Capture.  A job created with capture_changes puts row triggers on its
  * source (internal ones: not dumped, not disabled by DISABLE TRIGGER USER)
@@ -11,32 +12,17 @@
  * in the writing transaction: a log entry commits or aborts with its write.
  * TRUNCATE of the source, or of any of its partitions, is refused.
  *
- * Catch-up.  Entries are taken oldest first, FOR UPDATE SKIP LOCKED, so any
- * number of workers and sessions can share the log; each distinct key is
- * then applied in one statement per set of keys: the current source row,
- * mapped, is upserted into the target, or the target's row is deleted when
- * the source has none (or the filter leaves it out).  The entries are
- * deleted in the transaction that applied them.  Since a key is applied as
+ * Catch-up.  Entries are taken (deleted) in storage order, by one
+ * transaction of a job at a time; each distinct key is then applied in one
+ * statement per set of keys: the current source row, mapped, is written
+ * into the target (rows replaced, or upserted when the target has triggers
+ * or is referenced), or the target's row is deleted when the source has
+ * none (or the filter leaves it out).  The entries go in the transaction
+ * that applied them.  Since a key is applied as
  * the source is *now*, applying an entry twice, or after a later one, can
  * never leave the target wrong: a crash at any moment leaves each entry
  * either applied and gone or still there, and applying it again is
  * harmless.
- *
- * Cut-over.  The source is locked in EXCLUSIVE mode (writers wait, readers
- * never do), in attempts that each wait at most lock_timeout (a waiting
- * lock request also holds up every writer queued behind it), with backoff
- * and catch-up between attempts.  Under the lock the rest of the log is
- * drained; if that would take longer than max_lock_time the lock is given
- * back and the job catches up before trying again.  The drained keys are
- * verified by row hash on both sides, sequences are advanced, then_sql
- * runs, capture is removed (and, with reverse_columns, installed on the
- * target the other way), all in the transaction that commits the new state.
- *
- * Rollback.  Before cut-over the target is put back as it was when the job
- * was created (acme_migrate.preimages) and its table hash compared with the
- * one recorded then.  After cut-over the writes captured on the target are
- * replayed into the source through reverse_columns, under the same short
- * lock rules, and then_sql swaps back.
  *
  * Everything here runs the job's SQL as its owner (security.c).
  *
@@ -44,8 +30,11 @@
  */
 #include "acme_migrate.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/relation.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/objectaddress.h"
@@ -76,11 +65,6 @@
 
 PG_FUNCTION_INFO_V1(acme_migrate_capture_trigger);
 PG_FUNCTION_INFO_V1(acme_migrate_catch_up);
-PG_FUNCTION_INFO_V1(acme_migrate_cutover);
-PG_FUNCTION_INFO_V1(acme_migrate_rollback);
-
-/* how many log entries one catch-up statement applies */
-#define CAPTURE_CHUNK		2000
 
 /* ---- the capture trigger ---- */
 
@@ -114,12 +98,10 @@ capture_invalidate(Datum arg, Oid relid)
 			(void) hash_search(capture_rels, &cr->tgoid, HASH_REMOVE, NULL);
 }
 
-/* The trigger's view of its relation: job, direction, key columns. */
+/* A capture trigger's view of its relation: job, direction, key columns. */
 static CaptureRel *
-capture_rel(TriggerData *td)
+capture_rel(Trigger *tg, Relation rel)
 {
-	Trigger    *tg = td->tg_trigger;
-	Relation	rel = td->tg_relation;
 	CaptureRel *cr;
 	bool		found;
 
@@ -285,7 +267,7 @@ acme_migrate_capture_trigger(PG_FUNCTION_ARGS)
 	if (!TRIGGER_FIRED_AFTER(td->tg_event))
 		elog(ERROR, "acme_migrate.capture_trigger() must fire AFTER the write");
 
-	cr = capture_rel(td);
+	cr = capture_rel(td->tg_trigger, td->tg_relation);
 	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
 	{
 		/*
@@ -348,6 +330,8 @@ acme_migrate_capture_trigger(PG_FUNCTION_ARGS)
 static void capture_create_trigger_ext(Oid relid, const char *name,
 									   bool truncate, int16 stmt_event,
 									   List *args);
+static List *capture_trigger_relids(AmJob *job, char direction,
+									bool enabled_only);
 
 static const char *
 capture_trigger_name(AmJob *job, char direction, bool truncate)
@@ -419,27 +403,71 @@ capture_create_trigger_ext(Oid relid, const char *name, bool truncate,
 						 funcoid, InvalidOid, NULL, true, false);
 }
 
-/*
- * Capture the writes to the job's source (direction 'f') or, after
- * cut-over, to its target ('r'): a row trigger on every table among its
- * members (itself, its partitions, its inheritance children) and a
- * TRUNCATE guard on every member.  A partition attached later is not
- * captured.
- */
-void
-capture_install(AmJob *job, char direction)
+/* The arguments of the job's row triggers: job, direction, key columns. */
+static List *
+capture_trigger_args(AmJob *job, char direction)
 {
-	Oid			relid = direction == 'f' ? job->source_relid : job->target_relid;
 	List	   *keys = direction == 'f' ? job->key_columns : job->target_key_columns;
 	List	   *args = NIL;
-	List	   *members;
 	ListCell   *lc;
-	bool		statement_mode;
 
 	args = lappend(args, makeString(psprintf("%lld", (long long) job->job_id)));
 	args = lappend(args, makeString(direction == 'f' ? "f" : "r"));
 	foreach(lc, keys)
 		args = lappend(args, makeString(pstrdup(lfirst(lc))));
+	return args;
+}
+
+/*
+ * The triggers of one member: a row trigger (or, statement_mode, one
+ * statement trigger per event, each with its transition tables) on a
+ * table, and a TRUNCATE guard on every member.  Rows live in tables, not
+ * in partitioned tables, and PostgreSQL does not clone an internal
+ * trigger to partitions: each table member gets its own.
+ */
+static void
+capture_install_member(AmJob *job, char direction, Oid member,
+					   bool statement_mode)
+{
+	List	   *args = capture_trigger_args(job, direction);
+	char		kind = get_rel_relkind(member);
+
+	locality_require_local(member, "capture the changes of");
+	if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot capture the changes of \"%s\"", get_rel_name(member)),
+				 errdetail("Only tables and partitioned tables can be captured.")));
+	if (kind == RELKIND_RELATION && statement_mode)
+	{
+		int16		events[] = {TRIGGER_TYPE_INSERT, TRIGGER_TYPE_UPDATE,
+		TRIGGER_TYPE_DELETE};
+
+		for (int e = 0; e < lengthof(events); e++)
+			capture_create_trigger_ext(member,
+									   capture_trigger_name(job, direction, false),
+									   false, events[e], args);
+	}
+	else if (kind == RELKIND_RELATION)
+		capture_create_trigger(member, capture_trigger_name(job, direction, false),
+							   false, args);
+	capture_create_trigger(member, capture_trigger_name(job, direction, true),
+						   true, list_make2(linitial(args), lsecond(args)));
+}
+
+/*
+ * Capture the writes to the job's source (direction 'f') or, after
+ * cut-over, to its target ('r'): triggers on every member of the table
+ * (itself, its partitions, its inheritance children).  Members added
+ * later are taken in by capture_sync_members.
+ */
+void
+capture_install(AmJob *job, char direction)
+{
+	Oid			relid = direction == 'f' ? job->source_relid : job->target_relid;
+	List	   *members;
+	ListCell   *lc;
+	bool		statement_mode;
 
 	members = find_all_inheritors(relid, ShareRowExclusiveLock, NULL);
 
@@ -459,46 +487,29 @@ capture_install(AmJob *job, char direction)
 				 errdetail("Statement triggers with transition tables are not allowed on partitioned tables or tables with inheritance children."),
 				 errhint("Use capture_method => 'trigger'.")));
 	foreach(lc, members)
-	{
-		Oid			member = lfirst_oid(lc);
-		char		kind = get_rel_relkind(member);
-
-		if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("cannot capture the changes of \"%s\"", get_rel_name(member)),
-					 errdetail("Only tables and partitioned tables can be captured.")));
-		/*
-		 * Rows live in tables, not in partitioned tables, and PostgreSQL
-		 * does not clone an internal trigger to partitions: each table
-		 * member gets its own.
-		 */
-		if (kind == RELKIND_RELATION && statement_mode)
-		{
-			/* one trigger per event, each with its transition tables */
-			int16		events[] = {TRIGGER_TYPE_INSERT, TRIGGER_TYPE_UPDATE,
-			TRIGGER_TYPE_DELETE};
-
-			for (int e = 0; e < lengthof(events); e++)
-				capture_create_trigger_ext(member,
-										   capture_trigger_name(job, direction, false),
-										   false, events[e], args);
-		}
-		else if (kind == RELKIND_RELATION)
-			capture_create_trigger(member, capture_trigger_name(job, direction, false),
-								   false, args);
-		capture_create_trigger(member, capture_trigger_name(job, direction, true),
-							   true, list_make2(linitial(args), lsecond(args)));
-	}
+		capture_install_member(job, direction, lfirst_oid(lc), statement_mode);
 	CommandCounterIncrement();
 }
 
 /*
- * The job's triggers of one direction on one relation (copies of their
- * Trigger structs).  PostgreSQL appends its OID to the name of an internal
- * trigger, and a partition's clone of a parent trigger has the parent's
- * name: both are matched by the name we gave and an "_<digits>" suffix.
+ * Is tgname one of the job's triggers of one direction?  PostgreSQL appends
+ * its OID to the name of an internal trigger, and a partition's clone of a
+ * parent trigger has the parent's name: both are matched by the name we
+ * gave and an "_<digits>" suffix.
  */
+static bool
+capture_trigger_is(const char *tgname, AmJob *job, char direction,
+				   bool truncate)
+{
+	const char *name = capture_trigger_name(job, direction, truncate);
+	size_t		len = strlen(name);
+
+	return strncmp(tgname, name, len) == 0 &&
+		tgname[len] == '_' && tgname[len + 1] != '\0' &&
+		strspn(tgname + len + 1, "0123456789") == strlen(tgname + len + 1);
+}
+
+/* The job's triggers of one direction on one relation (copies). */
 static List *
 capture_find_triggers(AmJob *job, char direction, Oid relid)
 {
@@ -513,13 +524,7 @@ capture_find_triggers(AmJob *job, char direction, Oid relid)
 
 			for (int t = 0; t < 2; t++)
 			{
-				const char *name = capture_trigger_name(job, direction, t == 1);
-				size_t		len = strlen(name);
-
-				if (strncmp(tg->tgname, name, len) == 0 &&
-					tg->tgname[len] == '_' && tg->tgname[len + 1] != '\0' &&
-					strspn(tg->tgname + len + 1, "0123456789") ==
-					strlen(tg->tgname + len + 1))
+				if (capture_trigger_is(tg->tgname, job, direction, t == 1))
 				{
 					Trigger    *copy = palloc(sizeof(Trigger));
 
@@ -581,7 +586,9 @@ capture_remove(AmJob *job, char direction, bool nowait)
 
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
 		return true;			/* the table is gone, and its triggers */
-	members = find_all_inheritors(relid, NoLock, NULL);
+	/* its members, and tables detached from it since capture started */
+	members = list_concat_unique_oid(find_all_inheritors(relid, NoLock, NULL),
+									 capture_trigger_relids(job, direction, false));
 	foreach(lc, members)
 	{
 		if (!nowait)
@@ -624,16 +631,170 @@ capture_remove(AmJob *job, char direction, bool nowait)
 	return dropped;
 }
 
+/*
+ * The relations that hold the job's triggers of one direction (enabled
+ * ones only, or all), wherever they are now: pg_trigger is scanned (it has
+ * no index on names), so that a partition detached from the job's table is
+ * found too.
+ */
+static List *
+capture_trigger_relids(AmJob *job, char direction, bool enabled_only)
+{
+	Relation	trigrel = table_open(TriggerRelationId, AccessShareLock);
+	SysScanDesc scan = systable_beginscan(trigrel, InvalidOid, false, NULL,
+										  0, NULL);
+	HeapTuple	tup;
+	List	   *relids = NIL;
+
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
+
+		if (enabled_only && tg->tgenabled == TRIGGER_DISABLED)
+			continue;
+		if (capture_trigger_is(NameStr(tg->tgname), job, direction, false) ||
+			capture_trigger_is(NameStr(tg->tgname), job, direction, true))
+			relids = list_append_unique_oid(relids, tg->tgrelid);
+	}
+	systable_endscan(scan);
+	table_close(trigrel, AccessShareLock);
+	return relids;
+}
+
+/*
+ * Log the key of every row a table holds now, through the job's row
+ * trigger on it (its key columns), read under a snapshot taken after the
+ * caller's lock: catch-up then applies each as it applies a captured
+ * write.  Returns the rows logged.
+ */
+static int64
+capture_log_rows(AmJob *job, char direction, Oid relid)
+{
+	Relation	rel = table_open(relid, NoLock);
+	List	   *found = capture_find_triggers(job, direction, relid);
+	Trigger    *row = NULL;
+	ListCell   *lc;
+	int64		n = 0;
+
+	foreach(lc, found)
+		if (capture_trigger_is(((Trigger *) lfirst(lc))->tgname, job, direction, false))
+			row = lfirst(lc);
+	if (row != NULL)
+	{
+		CaptureRel *cr = capture_rel(row, rel);
+		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+		TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
+		HeapTuple	tup;
+
+		while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		{
+			CHECK_FOR_INTERRUPTS();
+			catalog_capture_log(job->job_id, direction,
+								capture_key(cr, tup, RelationGetDescr(rel)));
+			n++;
+		}
+		table_endscan(scan);
+		UnregisterSnapshot(snap);
+	}
+	table_close(rel, NoLock);
+	return n;
+}
+
+/*
+ * Follow the members of the job's table (source for 'f', target after
+ * cut-over for 'r') as they come and go, before each catch-up and under
+ * the cut-over's lock.  PostgreSQL does not clone an internal trigger to a
+ * partition created or attached later, so the writes made to it were not
+ * captured: each new member gets the job's triggers, under the SHARE ROW
+ * EXCLUSIVE lock that creating them takes (its writers wait for this
+ * transaction), and the key of every row it holds is logged.  A table
+ * detached since holds rows the job's table no longer has: their keys are
+ * logged too (catch-up then removes them from the other side, or writes
+ * the row the job's table has under that key now), and the job's triggers
+ * leave it.  Returns the keys logged.
+ */
+int64
+capture_sync_members(AmJob *job, char direction)
+{
+	Oid			relid = direction == 'f' ? job->source_relid : job->target_relid;
+	List	   *members;
+	List	   *holders;
+	ListCell   *lc;
+	int64		logged = 0;
+
+	/* a plain table that never had members: nothing to follow */
+	if (get_rel_relkind(relid) == RELKIND_RELATION && !has_subclass(relid))
+		return 0;
+	members = find_all_inheritors(relid, AccessShareLock, NULL);
+	holders = capture_trigger_relids(job, direction, true);
+	foreach(lc, members)
+	{
+		Oid			member = lfirst_oid(lc);
+
+		if (list_member_oid(holders, member))
+			continue;
+		LockRelationOid(member, ShareRowExclusiveLock);
+		capture_install_member(job, direction, member, false);
+		CommandCounterIncrement();
+		logged += capture_log_rows(job, direction, member);
+		ereport(NOTICE,
+				(errmsg("job \"%s\" now captures \"%s\", which joined \"%s\" after capture started",
+						job->job_name, get_rel_name(member), get_rel_name(relid)),
+				 errdetail("The keys of its rows were logged for catch-up.")));
+	}
+	foreach(lc, holders)
+	{
+		Oid			holder = lfirst_oid(lc);
+		List	   *found;
+		ListCell   *lt;
+		bool		dropping;
+
+		if (list_member_oid(members, holder))
+			continue;
+		LockRelationOid(holder, ShareRowExclusiveLock);
+		logged += capture_log_rows(job, direction, holder);
+		/*
+		 * Dropping a trigger waits for the table's readers: when any hold
+		 * it, the triggers are disabled (capture_remove drops them later).
+		 */
+		dropping = ConditionalLockRelationOid(holder, AccessExclusiveLock);
+		found = capture_find_triggers(job, direction, holder);
+		foreach(lt, found)
+		{
+			Trigger    *tg = lfirst(lt);
+			ObjectAddress addr;
+
+			ObjectAddressSet(addr, TriggerRelationId, tg->tgoid);
+			if (dropping)
+				performDeletion(&addr, DROP_RESTRICT, PERFORM_DELETION_INTERNAL);
+			else
+			{
+				Relation	rel = table_open(holder, NoLock);
+
+				EnableDisableTrigger(rel, tg->tgname, TRIGGER_DISABLED, false,
+									 ShareRowExclusiveLock);
+				table_close(rel, NoLock);
+			}
+		}
+		ereport(NOTICE,
+				(errmsg("job \"%s\" no longer captures \"%s\", which left \"%s\"",
+						job->job_name, get_rel_name(holder), get_rel_name(relid)),
+				 errdetail("The keys of its rows were logged for catch-up.")));
+	}
+	CommandCounterIncrement();
+	return logged;
+}
+
 /* ---- catch-up ---- */
 
-/* Prepare (once per mapping) the statement that applies keys. */
+/* Prepare (once per mapping) a statement taking one key array per key column. */
 static SPIPlanPtr
-capture_plan(AmMapping *map)
+capture_plan(AmMapping *map, const char *sql, SPIPlanPtr *plan)
 {
-	if (map->catchup_plan == NULL)
+	if (*plan == NULL)
 	{
 		Oid		   *argtypes = palloc(sizeof(Oid) * map->nkeys);
-		SPIPlanPtr	plan;
+		SPIPlanPtr	p;
 
 		for (int i = 0; i < map->nkeys; i++)
 		{
@@ -641,22 +802,62 @@ capture_plan(AmMapping *map)
 			if (!OidIsValid(argtypes[i]))
 				elog(ERROR, "type %u has no array type", map->key_types[i]);
 		}
-		plan = SPI_prepare(map->catchup_sql, map->nkeys, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", map->catchup_sql,
+		p = SPI_prepare(sql, map->nkeys, argtypes);
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
 				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
+		if (SPI_keepplan(p) != 0)
 			elog(ERROR, "SPI_keepplan failed");
-		map->catchup_plan = plan;
+		*plan = p;
 	}
-	return map->catchup_plan;
+	return *plan;
+}
+
+/*
+ * May catch-up replace a target's rows of some keys (delete them, insert
+ * the source's) rather than upsert them?  Only when nothing can tell the
+ * difference: a plain table with no rule and no trigger but those checking
+ * its own foreign keys.  A table that others reference (its rows' delete
+ * would cascade or be refused), or with triggers of its own (they would see
+ * deletes and inserts, not updates), is upserted.  Checked at each chunk:
+ * a trigger or reference added while the job runs is honoured at once.
+ */
+static bool
+capture_can_replace(Oid relid)
+{
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	bool		ok;
+
+	ok = rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rules == NULL;
+	for (int i = 0; ok && rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
+	{
+		Trigger    *tg = &rel->trigdesc->triggers[i];
+
+		if (!tg->tgisinternal || RI_FKey_trigger_type(tg->tgfoid) != RI_TRIGGER_FK)
+			ok = false;
+	}
+	table_close(rel, NoLock);
+	return ok;
+}
+
+/* Run one catch-up statement on the key arrays (inside SPI, as the owner). */
+static void
+capture_exec(AmJob *job, AmMapping *map, const char *sql, SPIPlanPtr *plan,
+			 Datum *arrays)
+{
+	int			rc = SPI_execute_plan(capture_plan(map, sql, plan), arrays,
+									  NULL, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "could not apply captured changes of job \"%s\": %s",
+			 job->job_name, SPI_result_code_string(rc));
 }
 
 /*
  * The distinct keys of a list of text keys, as one array per key column
  * (the parameters of the catch-up and verification statements).
  */
-static Datum *
+Datum *
 capture_key_arrays(AmMapping *map, List *keys, int *nunique)
 {
 	HTAB	   *seen = capture_key_set();
@@ -697,77 +898,62 @@ capture_key_arrays(AmMapping *map, List *keys, int *nunique)
  * Apply up to limit of the oldest log entries of one direction, in the
  * current transaction (inside SPI, as the owner); their keys are added to
  * *applied when it is not NULL.  Returns the entries applied, 0 when the
- * log is empty (or every entry is taken by another transaction).  A loop
- * in one transaction passes *after (0 at first): the entries past the
- * last one applied are taken next; the others are left to a later round.
+ * log is empty or another transaction is taking entries of the job (one
+ * at a time: the entries are taken without row locks; a drain, which
+ * passes applied, waits for it instead).  A caller that loops passes
+ * *after (0 at first), where the log's scan resumes: in one transaction,
+ * entries it took itself are not walked over again and again (catch-up
+ * was quadratic in the backlog).  Only when nothing is left after it does
+ * the scan start over, so 0 means no entry is left.
  */
 int64
 capture_apply(AmJob *job, AmMapping *map, char direction, int limit,
 			  int64 *after, List **applied)
 {
-	int64	   *seqs;
+	LOCKTAG		tag;
+	int64		last;
 	List	   *keys;
 	int			n;
 	int			nunique;
 	Datum	   *arrays;
-	int			rc;
 
-	n = catalog_capture_fetch(job->job_id, direction, limit,
-							  after ? *after : 0, &seqs, &keys);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, AM_LOCK_CLASS, (uint32) job->job_id, 6);
+	if (LockAcquire(&tag, ExclusiveLock, false, applied == NULL) ==
+		LOCKACQUIRE_NOT_AVAIL)
+		return 0;
+	n = catalog_capture_take(job->job_id, direction, limit,
+							 after ? *after : 0, &last, &keys);
+	if (n == 0 && after && *after > 0)
+	{
+		/* entries may have gone into space freed before *after */
+		*after = 0;
+		n = catalog_capture_take(job->job_id, direction, limit, 0, &last,
+								 &keys);
+	}
 	if (n == 0)
 		return 0;
 	if (after)
-		*after = seqs[n - 1];
+		*after = last;
 	arrays = capture_key_arrays(map, keys, &nunique);
-	rc = SPI_execute_plan(capture_plan(map), arrays, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not apply captured changes of job \"%s\": %s",
-			 job->job_name, SPI_result_code_string(rc));
-	catalog_capture_delete(job->job_id, direction, seqs, n);
+	if (capture_can_replace(map->target_relid))
+	{
+		capture_exec(job, map, map->catchup_delete_sql,
+					 &map->catchup_delete_plan, arrays);
+		capture_exec(job, map, map->catchup_insert_sql,
+					 &map->catchup_insert_plan, arrays);
+	}
+	else
+		capture_exec(job, map, map->catchup_sql, &map->catchup_plan, arrays);
 	if (applied)
 		*applied = list_concat(*applied, keys);
 	return n;
 }
 
 /*
- * Verify the keys a cut-over drained: their mapped source rows and target
- * rows have the same row hashes.  Returns the rows that differ.
- */
-static int64
-capture_verify(AmMapping *map, List *keys)
-{
-	SPIPlanPtr	plan;
-	Oid		   *argtypes = palloc(sizeof(Oid) * map->nkeys);
-	Datum	   *arrays;
-	int			nunique;
-	bool		isnull;
-
-	if (keys == NIL)
-		return 0;
-	for (int i = 0; i < map->nkeys; i++)
-		argtypes[i] = get_array_type(map->key_types[i]);
-	plan = SPI_prepare(map->verify_sql, map->nkeys, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", map->verify_sql,
-			 SPI_result_code_string(SPI_result));
-	arrays = capture_key_arrays(map, keys, &nunique);
-	/*
-	 * Not read-only: a read-only execution would use the calling
-	 * statement's snapshot, taken before the drain and before the writes
-	 * it applied, and compare stale rows on both sides.
-	 */
-	if (SPI_execute_plan(plan, arrays, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not verify the drained keys");
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-/*
  * The job seen the other way round, for the way back after cut-over: its
  * target is read through reverse_columns and written into its source.
  */
-static AmJob *
+AmJob *
 capture_reverse_job(AmJob *job)
 {
 	AmJob	   *rev = palloc0(sizeof(AmJob));
@@ -817,6 +1003,8 @@ capture_check_and_install(AmJob *job)
 	{
 		AmJob	   *rev;
 
+		locality_require_local(job->target_relid, "capture the changes of");
+
 		if (pg_class_aclcheck(job->target_relid, job->owner, ACL_TRIGGER) != ACLCHECK_OK)
 			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE,
 						   get_rel_name(job->target_relid));
@@ -828,7 +1016,7 @@ capture_check_and_install(AmJob *job)
 
 /*
  * One step of catch-up for acme_migrate_run and workers (a job "copied"
- * with capture): up to CAPTURE_CHUNK entries, in the current transaction.
+ * with capture): up to AM_CAPTURE_CHUNK entries, in the current transaction.
  */
 int64
 capture_catch_up_step(AmJob *job, AmMapping *map)
@@ -838,10 +1026,11 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 
 	if (!capture_is_installed(job))
 		capture_missing_error(job, ERROR);
+	(void) capture_sync_members(job, 'f');
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	n = capture_apply(job, map, 'f', CAPTURE_CHUNK, NULL, NULL);
+	n = capture_apply(job, map, 'f', AM_CAPTURE_CHUNK, &map->catchup_after, NULL);
 	SPI_finish();
 	am_end_as_owner(&owner_cxt);
 	return n;
@@ -881,13 +1070,14 @@ acme_migrate_catch_up(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(0);
 	}
 	map = mapping_build(job, false);
+	(void) capture_sync_members(job, 'f');
 	am_begin_as_owner(job, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		n = capture_apply(job, map, 'f', CAPTURE_CHUNK, &after, NULL);
+		n = capture_apply(job, map, 'f', AM_CAPTURE_CHUNK, &after, NULL);
 		total += n;
 	} while (n > 0 &&
 			 (max_ms < 0 ||
@@ -922,597 +1112,3 @@ capture_check_state(AmJob *job, const char *what)
 		capture_missing_error(job, ERROR);
 }
 
-/* ---- the short lock of cut-over and rollback ---- */
-
-typedef struct LockRound
-{
-	const char *operation;		/* "cutover" or "rollback" */
-	AmJob	   *job;
-	AmMapping  *map;
-	char		direction;		/* log drained under the lock */
-	Oid			relid;			/* table whose writers are blocked */
-	int64		lock_timeout_ms;
-	int64		max_lock_ms;
-	int			max_attempts;
-	TimestampTz started;
-	/* results */
-	int			attempts;
-	int64		lock_wait_ms;	/* of the attempt that took the lock */
-	int64		applied;		/* entries applied, outside the lock too */
-	TimestampTz locked_at;
-	int64		drained;
-	List	   *drained_keys;
-} LockRound;
-
-/* Catch up outside the lock for at most ms milliseconds. */
-static void
-capture_catch_up_for(LockRound *lr, int64 ms)
-{
-	TimestampTz start = GetCurrentTimestamp();
-
-	int64		n;
-	int64		after = 0;
-
-	while ((n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK,
-							  &after, NULL)) > 0)
-	{
-		lr->applied += n;
-		if (TimestampDifferenceMilliseconds(start, GetCurrentTimestamp()) >= ms)
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/*
- * One attempt, in a subtransaction: take the lock (waiting at most
- * lock_timeout), then drain the log.  Returns "done" with the lock held
- * and the drain kept, or the outcome of a failed attempt with both given
- * back.
- */
-static const char *
-capture_lock_attempt(LockRound *lr, int64 *wait_ms, int64 *held_ms)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	TimestampTz t0 = GetCurrentTimestamp();
-	volatile const char *outcome = "done";
-
-	*held_ms = -1;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		int			nest = NewGUCNestLevel();
-		int64		n;
-		List	   *keys = NIL;
-		int64		drained = 0;
-		int64		after = 0;
-
-		(void) set_config_option("lock_timeout",
-								 psprintf("%lld", (long long) lr->lock_timeout_ms),
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-		/*
-		 * The table itself (find_all_inheritors locks only its children),
-		 * then every member: writers may write a partition directly.
-		 */
-		LockRelationOid(lr->relid, ExclusiveLock);
-		(void) find_all_inheritors(lr->relid, ExclusiveLock, NULL);
-		AtEOXact_GUC(true, nest);
-		lr->locked_at = GetCurrentTimestamp();
-		*wait_ms = TimestampDifferenceMilliseconds(t0, lr->locked_at);
-		do
-		{
-			CHECK_FOR_INTERRUPTS();
-			n = capture_apply(lr->job, lr->map, lr->direction, CAPTURE_CHUNK,
-							  &after, &keys);
-			drained += n;
-			if (n > 0 &&
-				TimestampDifferenceMilliseconds(lr->locked_at, GetCurrentTimestamp()) > lr->max_lock_ms)
-			{
-				outcome = "gave_back";
-				break;
-			}
-		} while (n > 0);
-		*held_ms = TimestampDifferenceMilliseconds(lr->locked_at, GetCurrentTimestamp());
-		if (strcmp((const char *) outcome, "done") == 0)
-		{
-			ReleaseCurrentSubTransaction();
-			lr->drained = drained;
-			lr->drained_keys = keys;
-		}
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		*wait_ms = TimestampDifferenceMilliseconds(t0, GetCurrentTimestamp());
-		outcome = "lock_timeout";
-	}
-	PG_END_TRY();
-	return (const char *) outcome;
-}
-
-/*
- * Take the lock in attempts with backoff (catching up in between), drain
- * the log under it.  Returns true with the lock held; false after
- * max_attempts.  Every attempt is recorded.
- */
-static bool
-capture_lock_round(LockRound *lr)
-{
-	for (lr->attempts = 1; lr->attempts <= lr->max_attempts; lr->attempts++)
-	{
-		int64		wait_ms = 0;
-		int64		held_ms;
-		const char *outcome;
-
-		/* little left to drain under the lock: catch up first */
-		capture_catch_up_for(lr, 10000);
-		outcome = capture_lock_attempt(lr, &wait_ms, &held_ms);
-		if (strcmp(outcome, "done") == 0)
-		{
-			lr->lock_wait_ms = wait_ms;
-			lr->applied += lr->drained;
-			return true;
-		}
-		catalog_cutover_attempt(lr->job->job_id, lr->operation, lr->attempts,
-								lr->started, wait_ms, held_ms, 0, outcome);
-		ereport(NOTICE,
-				(errmsg("%s of job \"%s\": attempt %d %s", lr->operation,
-						lr->job->job_name, lr->attempts,
-						strcmp(outcome, "lock_timeout") == 0 ?
-						"could not take the lock in time" :
-						"gave the lock back: draining took too long")));
-		/* back off: 50 ms, 100 ms ... at most 2 s, plus some jitter */
-		am_sleep(Min(2000, 50L << Min(lr->attempts - 1, 6)) +
-				 (int64) (random() % 50));
-	}
-	lr->attempts = lr->max_attempts;
-	return false;
-}
-
-static int64
-capture_held_ms(LockRound *lr)
-{
-	return TimestampDifferenceMilliseconds(lr->locked_at, GetCurrentTimestamp());
-}
-
-/*
- * Cut-over and rollback must be the only ones applying the log: they stop
- * the job's workers and take its lock, and they must see every entry
- * committed before they got their table lock, which only READ COMMITTED
- * gives.
- */
-static void
-capture_own_job(AmJob *job, const char *what)
-{
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cannot %s job \"%s\" in a transaction with isolation level %s",
-						what, job->job_name,
-						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
-				 errdetail("Under the lock it must see every write committed before it."),
-				 errhint("Run it at READ COMMITTED, the default.")));
-	(void) worker_stop_job(job);
-	if (!batch_lock_job(job->job_id, ExclusiveLock, false))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("job \"%s\" is running in another session", job->job_name),
-				 errhint("Wait for the session that runs the job by hand to finish.")));
-}
-
-/* Run the DBA's then_sql as the job's owner. */
-static void
-capture_then_sql(AmJob *job, const char *then_sql)
-{
-	int			rc;
-
-	if (then_sql == NULL || then_sql[0] == '\0')
-		return;
-	rc = SPI_execute(then_sql, false, 0);
-	if (rc < 0)
-		elog(ERROR, "then_sql failed: %s", SPI_result_code_string(rc));
-	CommandCounterIncrement();
-}
-
-static int64
-capture_interval_arg(FunctionCallInfo fcinfo, int n, const char *name,
-					 int64 dflt)
-{
-	return PG_ARGISNULL(n) ? dflt :
-		am_interval_ms(PG_GETARG_INTERVAL_P(n), name, false);
-}
-
-/*
- * acme_migrate_cutover(job, lock_timeout, max_lock_time, then_sql,
- *						max_attempts)
- *		returns (attempts, lock_held, changes_drained, verified)
- */
-Datum
-acme_migrate_cutover(PG_FUNCTION_ARGS)
-{
-	LockRound	lr;
-	AmJob	   *job;
-	AmOwnerContext owner_cxt;
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false};
-	char	   *then_sql;
-	int64		differ = 0;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job must not be null")));
-	memset(&lr, 0, sizeof(lr));
-	lr.operation = "cutover";
-	lr.direction = 'f';
-	lr.lock_timeout_ms = Min(capture_interval_arg(fcinfo, 1, "lock_timeout", 200),
-							 INT_MAX);
-	lr.max_lock_ms = capture_interval_arg(fcinfo, 2, "max_lock_time", 1000);
-	then_sql = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	lr.max_attempts = PG_ARGISNULL(4) ? 50 : PG_GETARG_INT32(4);
-	if (lr.max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be greater than zero")));
-	lr.started = GetCurrentTimestamp();
-
-	job = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
-	capture_check_state(job, "cut over");
-	if (strcmp(job->state, "copied") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot cut over job \"%s\" before its copy is done", job->job_name),
-				 errdetail("The job is %s.", job->state),
-				 errhint("Finish the copy with acme_migrate_run or acme_migrate_start; the job is then \"copied\".")));
-	capture_own_job(job, "cut over");
-	lr.job = job;
-	lr.map = mapping_build(job, false);
-	lr.relid = job->source_relid;
-
-	am_begin_as_owner(job, &owner_cxt);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (!capture_lock_round(&lr))
-	{
-		SPI_finish();
-		am_end_as_owner(&owner_cxt);
-		ereport(WARNING,
-				(errmsg("job \"%s\" was not cut over: the lock was not had in %d attempts",
-						job->job_name, lr.attempts),
-				 errhint("Try again later, or with a longer lock_timeout or max_lock_time; the attempts are in acme_migrate.cutovers.")));
-		values[0] = Int32GetDatum(lr.attempts);
-		nulls[1] = true;
-		values[2] = Int64GetDatum(0);
-		values[3] = BoolGetDatum(false);
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-	}
-
-	/* under the lock: verify, sequences, then_sql, capture off */
-	differ = capture_verify(lr.map, lr.drained_keys);
-	if (differ > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("cut-over of job \"%s\" found %lld drained rows that differ",
-						job->job_name, (long long) differ),
-				 errdetail("The drained keys' mapped source rows and target rows do not have the same row hashes."),
-				 errhint("Nothing was switched over; reconcile the job to see the rows.")));
-	am_advance_sequences(job, true);
-	capture_then_sql(job, then_sql);
-	(void) capture_remove(job, 'f', true);
-	catalog_capture_clear(job->job_id, 'f');
-	if (job->reverse_columns)
-		capture_install(job, 'r');
-	catalog_job_set_state(job, "cut_over", NULL);
-	catalog_job_cut_over_at(job);
-	catalog_cutover_attempt(job->job_id, lr.operation, lr.attempts, lr.started,
-							lr.lock_wait_ms, capture_held_ms(&lr), lr.drained,
-							"done");
-	SPI_finish();
-	am_end_as_owner(&owner_cxt);
-
-	values[0] = Int32GetDatum(lr.attempts);
-	values[1] = PointerGetDatum(am_ms_interval(capture_held_ms(&lr)));
-	values[2] = Int64GetDatum(lr.drained);
-	values[3] = BoolGetDatum(differ == 0);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-}
-
-/* ---- rollback ---- */
-
-/*
- * Record the target as it is before the job's first write: its row count
- * and table hash, and (when it is not empty) its rows, which a rollback
- * before cut-over puts back.  Called by acme_migrate_create, as the owner,
- * who must be able to read the target.
- */
-void
-capture_record_pre(AmJob *job)
-{
-	int64		rows;
-	uint8		hash[16];
-	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
-
-	if (pg_class_aclcheck(job->target_relid, job->owner, ACL_SELECT) != ACLCHECK_OK)
-	{
-		/* without SELECT there is no proving a rollback: nothing recorded */
-		return;
-	}
-	hash_relation(job->target_relid, &rows, hash);
-	memcpy(uuid->data, hash, UUID_LEN);
-	catalog_job_set_pre(job, rows,
-						DatumGetCString(DirectFunctionCall1(uuid_out,
-															UUIDPGetDatum(uuid))));
-	if (rows > 0)
-	{
-		Portal		portal;
-		SPIPlanPtr	plan;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		plan = SPI_prepare(psprintf("SELECT pg_catalog.to_jsonb(t) FROM %s AS t",
-									mapping_relname(job->target_relid)), 0, NULL);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-		for (;;)
-		{
-			SPI_cursor_fetch(portal, true, 1000);
-			if (SPI_processed == 0)
-				break;
-			for (uint64 i = 0; i < SPI_processed; i++)
-			{
-				bool		isnull;
-				Datum		d = SPI_getbinval(SPI_tuptable->vals[i],
-											  SPI_tuptable->tupdesc, 1, &isnull);
-
-				catalog_preimage_insert(job->job_id, DatumGetJsonbP(d));
-			}
-			SPI_freetuptable(SPI_tuptable);
-		}
-		SPI_cursor_close(portal);
-		SPI_finish();
-	}
-}
-
-/* "c1, c2, ...": the target's columns a row can be inserted into */
-static char *
-capture_insertable_columns(Oid relid, const char *prefix)
-{
-	Relation	rel = relation_open(relid, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attisdropped || att->attgenerated)
-			continue;
-		appendStringInfo(&buf, "%s%s%s", buf.len > 0 ? ", " : "", prefix,
-						 quote_identifier(NameStr(att->attname)));
-	}
-	relation_close(rel, AccessShareLock);
-	return buf.data;
-}
-
-/*
- * Before cut-over: delete the target's rows that are not as they were
- * when the job was created, put back those that are missing, and compare
- * the table hash with the one recorded then.  Inside SPI, as the owner.
- */
-static void
-capture_restore_target(AmJob *job, int64 *deleted, int64 *restored,
-					   bool *equal)
-{
-	const char *tgt = mapping_relname(job->target_relid);
-	char	   *cols = capture_insertable_columns(job->target_relid, "");
-	char	   *rcols = capture_insertable_columns(job->target_relid, "r.");
-	const char *catalog = "acme_migrate.preimages";
-	Datum		arg = Int64GetDatum(job->job_id);
-	Oid			argtype = INT8OID;
-	int64		rows;
-	uint8		hash[16];
-	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
-	char	   *pre_hash;
-	int			rc;
-	bool		isnull;
-
-	rc = SPI_execute_with_args(psprintf("DELETE FROM %s AS t WHERE NOT EXISTS "
-										"(SELECT 1 FROM %s p WHERE p.job_id OPERATOR(pg_catalog.=) $1 "
-										"AND p.row OPERATOR(pg_catalog.=) pg_catalog.to_jsonb(t))",
-										tgt, catalog),
-							   1, &argtype, &arg, NULL, false, 0);
-	if (rc != SPI_OK_DELETE)
-		elog(ERROR, "could not delete the job's rows: %s", SPI_result_code_string(rc));
-	*deleted = (int64) SPI_processed;
-	rc = SPI_execute_with_args(psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE "
-										"SELECT %s FROM %s p, "
-										"pg_catalog.jsonb_populate_record(NULL::%s, p.row) r "
-										"WHERE p.job_id OPERATOR(pg_catalog.=) $1 AND NOT EXISTS "
-										"(SELECT 1 FROM %s t2 WHERE pg_catalog.to_jsonb(t2) "
-										"OPERATOR(pg_catalog.=) p.row)",
-										tgt, cols, rcols, catalog, tgt, tgt),
-							   1, &argtype, &arg, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not restore the target's rows: %s", SPI_result_code_string(rc));
-	*restored = (int64) SPI_processed;
-	CommandCounterIncrement();
-
-	/* the proof: the table hash recorded before the job's first write */
-	rc = SPI_execute_with_args("SELECT pre_hash::pg_catalog.text FROM acme_migrate.jobs "
-							   "WHERE job_id OPERATOR(pg_catalog.=) $1",
-							   1, &argtype, &arg, NULL, true, 1);
-	pre_hash = (rc == SPI_OK_SELECT && SPI_processed == 1) ?
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
-	(void) isnull;
-	/* the statement's snapshot predates the rows just deleted and restored */
-	PushCopiedSnapshot(GetActiveSnapshot());
-	UpdateActiveSnapshotCommandId();
-	hash_relation(job->target_relid, &rows, hash);
-	PopActiveSnapshot();
-	memcpy(uuid->data, hash, UUID_LEN);
-	*equal = pre_hash != NULL &&
-		strcmp(pre_hash, DatumGetCString(DirectFunctionCall1(uuid_out,
-															 UUIDPGetDatum(uuid)))) == 0;
-}
-
-/*
- * Roll back a job that is not cut over: capture off, the target put back
- * as it was before the job, proven by its table hash, then then_sql; state
- * rolled_back with the reason (why, for a stop rule) or the hash
- * mismatch.  The caller holds the job exclusively.
- */
-void
-capture_rollback_before_cutover(AmJob *job, const char *then_sql,
-								const char *why, int64 *deleted,
-								int64 *restored, bool *equal)
-{
-	AmOwnerContext owner_cxt;
-
-	if (job->capture_changes)
-		(void) capture_remove(job, 'f', false);
-	catalog_capture_clear(job->job_id, 'f');
-	am_begin_as_owner(job, &owner_cxt);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	capture_restore_target(job, deleted, restored, equal);
-	capture_then_sql(job, then_sql);
-	SPI_finish();
-	am_end_as_owner(&owner_cxt);
-	catalog_job_set_state(job, "rolled_back",
-						  !*equal ? "the target's table hash differs from the one recorded before the job" :
-						  why);
-	if (!*equal)
-		ereport(WARNING,
-				(errmsg("job \"%s\" was rolled back, but its target is not as it was", job->job_name),
-				 errdetail("The target's table hash differs from the one recorded when the job was created."),
-				 errhint("Something else wrote to the target during the job, or the job was created before version 1.1.")));
-}
-
-/*
- * acme_migrate_rollback(job, then_sql, lock_timeout, max_attempts)
- *		returns (rows_deleted, rows_restored, changes_returned,
- *				 target_hash_equal)
- */
-Datum
-acme_migrate_rollback(PG_FUNCTION_ARGS)
-{
-	AmJob	   *job;
-	AmOwnerContext owner_cxt;
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false};
-	char	   *then_sql;
-	int64		lock_timeout_ms;
-	int			max_attempts;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job must not be null")));
-	then_sql = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	lock_timeout_ms = Min(capture_interval_arg(fcinfo, 2, "lock_timeout", 200), INT_MAX);
-	max_attempts = PG_ARGISNULL(3) ? 50 : PG_GETARG_INT32(3);
-	if (max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be greater than zero")));
-	job = catalog_job_get(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
-	if (strcmp(job->state, "rolled_back") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("job \"%s\" is already rolled back", job->job_name)));
-
-	/* nothing may copy or catch up meanwhile */
-	capture_own_job(job, "roll back");
-	job = catalog_job_get(job->job_name, true);
-
-	if (strcmp(job->state, "cut_over") != 0)
-	{
-		int64		deleted;
-		int64		restored;
-		bool		equal;
-
-		capture_rollback_before_cutover(job, then_sql, NULL, &deleted,
-										&restored, &equal);
-		values[0] = Int64GetDatum(deleted);
-		values[1] = Int64GetDatum(restored);
-		values[2] = Int64GetDatum(0);
-		values[3] = BoolGetDatum(equal);
-	}
-	else
-	{
-		LockRound	lr;
-		AmJob	   *rev;
-		int64		differ;
-
-		if (job->reverse_columns == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot roll back job \"%s\" after its cut-over", job->job_name),
-					 errdetail("It was created without reverse_columns, so the writes made to the target since were not captured."),
-					 errhint("Swap the tables back by hand; the writes made to the target since the cut-over are not in the source.")));
-		memset(&lr, 0, sizeof(lr));
-		lr.operation = "rollback";
-		lr.direction = 'r';
-		lr.lock_timeout_ms = lock_timeout_ms;
-		lr.max_lock_ms = 1000;
-		lr.max_attempts = max_attempts;
-		lr.started = GetCurrentTimestamp();
-		rev = capture_reverse_job(job);
-		lr.job = job;
-		lr.map = mapping_build(rev, false);
-		lr.relid = job->target_relid;
-		am_begin_as_owner(job, &owner_cxt);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (!capture_lock_round(&lr))
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("could not lock the target of job \"%s\" in %d attempts",
-							job->job_name, lr.attempts),
-					 errhint("Try again later, or with a longer lock_timeout.")));
-		differ = capture_verify(lr.map, lr.drained_keys);
-		if (differ > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("rollback of job \"%s\" found %lld replayed rows that differ",
-							job->job_name, (long long) differ),
-					 errhint("Nothing was switched back.")));
-		capture_then_sql(job, then_sql);
-		(void) capture_remove(job, 'r', true);
-		catalog_capture_clear(job->job_id, 'r');
-		catalog_job_set_state(job, "rolled_back", NULL);
-		catalog_cutover_attempt(job->job_id, lr.operation, lr.attempts, lr.started,
-								lr.lock_wait_ms, capture_held_ms(&lr), lr.drained,
-								"done");
-		SPI_finish();
-		am_end_as_owner(&owner_cxt);
-		values[0] = Int64GetDatum(0);
-		values[1] = Int64GetDatum(0);
-		values[2] = Int64GetDatum(lr.applied);
-		values[3] = BoolGetDatum(differ == 0);
-	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-}

@@ -33,6 +33,69 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "funcapi.h"
+
+PG_FUNCTION_INFO_V1(acme_migrate_job_states);
+
+/*
+ * The states of a job: the one list, for C (am_job_state) and SQL
+ * (acme_migrate.job_states()).  acme_migrate.jobs' CHECK constraint (1.0)
+ * lists the same names; test sql/job_states.sql holds the two together.
+ *
+ *	created -> running <-> paused; running -> done, or copied (capture)
+ *	copied -> cut_over -> rolled_back; copied -> rolled_back
+ *	running -> failed -> running (resume); anything but done -> cancelled
+ */
+static const AmJobState am_job_states[] = {
+	/* name, copy complete, final, finished_at */
+	{"created", false, false, AM_FINISHED_CLEAR},
+	{"running", false, false, AM_FINISHED_CLEAR},
+	{"paused", false, false, AM_FINISHED_CLEAR},
+	{"copied", true, false, AM_FINISHED_SET},
+	{"cut_over", true, false, AM_FINISHED_KEEP},
+	{"done", true, true, AM_FINISHED_SET},
+	{"failed", false, false, AM_FINISHED_SET},
+	{"cancelled", false, true, AM_FINISHED_SET},
+	{"rolled_back", false, true, AM_FINISHED_SET},
+};
+
+/* A job state by name; an unknown name is an internal error. */
+const AmJobState *
+am_job_state(const char *name)
+{
+	for (int i = 0; i < lengthof(am_job_states); i++)
+		if (strcmp(am_job_states[i].name, name) == 0)
+			return &am_job_states[i];
+	elog(ERROR, "unknown job state \"%s\"", name);
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * acme_migrate.job_states() returns setof (state, copy_complete, final,
+ * finished_at): the states of a job as the C code defines them.
+ */
+Datum
+acme_migrate_job_states(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < lengthof(am_job_states); i++)
+	{
+		const AmJobState *st = &am_job_states[i];
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = CStringGetTextDatum(st->name);
+		values[1] = BoolGetDatum(st->copy_complete);
+		values[2] = BoolGetDatum(st->final);
+		values[3] = CStringGetTextDatum(st->finished == AM_FINISHED_SET ? "set" :
+										st->finished == AM_FINISHED_KEEP ? "kept" :
+										"cleared");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
 
 /* the statements of this module; plans are kept across calls */
 typedef enum CatStmt
@@ -62,13 +125,13 @@ typedef enum CatStmt
 	CAT_JOB_DEPENDENTS,
 	CAT_WORKERS_IN_USE,
 	CAT_PURGE,
-	CAT_CAPTURE_FETCH,
-	CAT_CAPTURE_DELETE,
+	CAT_CAPTURE_TAKE,
 	CAT_CAPTURE_BACKLOG,
 	CAT_CAPTURE_CLEAR,
 	CAT_CUTOVER_INSERT,
 	CAT_JOB_PRE,
 	CAT_PREIMAGE_INSERT,
+	CAT_PREIMAGE_CLEAR,
 	CAT_JOB_CUT_OVER_AT,
 	CAT_JOB_BREACH,
 	CAT_NUM_STMTS
@@ -135,6 +198,8 @@ static const struct
 	},
 	[CAT_JOB_DELETE] = {
 		"WITH l AS (DELETE FROM acme_migrate.capture_log "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1), "
+		"p AS (DELETE FROM acme_migrate.preimages "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1) "
 		"DELETE FROM acme_migrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1",
 		1, {INT8OID}
@@ -152,9 +217,8 @@ static const struct
 		"failure_reason = COALESCE($7, failure_reason), "
 		"started_at = COALESCE(started_at, $8), "
 		"updated_at = pg_catalog.clock_timestamp(), "
-		"finished_at = CASE WHEN $6 OPERATOR(pg_catalog.=) "
-		"ANY ('{copied,done,failed}'::pg_catalog.text[]) "
-		"THEN pg_catalog.clock_timestamp() ELSE finished_at END "
+		"finished_at = CASE WHEN $13 THEN pg_catalog.clock_timestamp() "
+		"ELSE finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"RETURNING job_id, batches_done) "
 		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
@@ -163,18 +227,17 @@ static const struct
 		"SELECT j.job_id, j.batches_done, $9, $10, $3, $4, $5, $11, $8, "
 		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $8, $12 FROM j "
 		"RETURNING batch_no",
-		12, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
+		13, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
 			TEXTOID, TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID,
-		INT4OID}
+		INT4OID, BOOLOID}
 	},
 	[CAT_JOB_STATE] = {
 		"UPDATE acme_migrate.jobs SET state = $2, failure_reason = $3, "
 		"updated_at = pg_catalog.clock_timestamp(), "
-		"finished_at = CASE WHEN $2 OPERATOR(pg_catalog.=) "
-		"ANY ('{copied,done,failed,cancelled}'::pg_catalog.text[]) "
-		"THEN pg_catalog.clock_timestamp() END "
+		"finished_at = CASE WHEN $4 THEN pg_catalog.clock_timestamp() "
+		"WHEN $5 THEN finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
-		3, {INT8OID, TEXTOID, TEXTOID}
+		5, {INT8OID, TEXTOID, TEXTOID, BOOLOID, BOOLOID}
 	},
 	[CAT_REJECT_INSERT] = {
 		"INSERT INTO acme_migrate.rejects (job_id, key, source_row, "
@@ -217,10 +280,12 @@ static const struct
 		"target_rows = $3, missing = $4, extra = $5, changed = $6, "
 		"duplicates = $7, null_keys = $8, equal = $9, truncated = $10, "
 		"estimated = $11, method = $12, ranges_hashed = $13, "
-		"ranges_merged = $14, mapped_rows = $15 "
+		"ranges_merged = $14, mapped_rows = $15, remote_mode = $16, "
+		"remote_rows = $17, remote_note = $18 "
 		"WHERE run_id OPERATOR(pg_catalog.=) $1",
-		15, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID, INT8OID}
+		18, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID, INT8OID,
+		TEXTOID, INT8OID, TEXTOID}
 	},
 	[CAT_JOB_GET_BY_ID] = {
 		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
@@ -289,21 +354,23 @@ static const struct
 		"WHERE job_id OPERATOR(pg_catalog.=) $1",
 		2, {INT8OID, TEXTOID}
 	},
-	[CAT_CAPTURE_FETCH] = {
-		"SELECT seq, key FROM acme_migrate.capture_log "
-		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
-		"AND direction OPERATOR(pg_catalog.=) $2 "
-		"AND seq OPERATOR(pg_catalog.>) $4 "
-		"ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
-		4, {INT8OID, CHAROID, INT8OID, INT8OID}
-	},
-	[CAT_CAPTURE_DELETE] = {
+	/*
+	 * Up to $3 entries of a job stored after tid $4 (a tid range scan: the
+	 * log has no index), deleted by their tids.  No row locks: one
+	 * transaction at a time takes entries of a job (capture_apply's lock).
+	 * No other condition on the outer scan: a qual on job_id made the
+	 * planner filter the job's whole log by the tid array.
+	 */
+	[CAT_CAPTURE_TAKE] = {
 		"DELETE FROM acme_migrate.capture_log "
-		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
+		"WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+		"SELECT ctid FROM acme_migrate.capture_log "
+		"WHERE ctid OPERATOR(pg_catalog.>) $4 "
+		"AND job_id OPERATOR(pg_catalog.=) $1 "
 		"AND direction OPERATOR(pg_catalog.=) $2 "
-		"AND seq OPERATOR(pg_catalog.>=) $4 AND seq OPERATOR(pg_catalog.<=) $5 "
-		"AND seq OPERATOR(pg_catalog.=) ANY ($3)",
-		5, {INT8OID, CHAROID, INT8ARRAYOID, INT8OID, INT8OID}
+		"LIMIT $3)) "
+		"RETURNING ctid, key",
+		4, {INT8OID, CHAROID, INT8OID, TIDOID}
 	},
 	[CAT_CAPTURE_BACKLOG] = {
 		"SELECT pg_catalog.count(*), "
@@ -333,8 +400,14 @@ static const struct
 		3, {INT8OID, INT8OID, TEXTOID}
 	},
 	[CAT_PREIMAGE_INSERT] = {
-		"INSERT INTO acme_migrate.preimages (job_id, row) VALUES ($1, $2)",
-		2, {INT8OID, JSONBOID}
+		"INSERT INTO acme_migrate.preimages (job_id, row) "
+		"SELECT $1, r FROM pg_catalog.unnest($2) AS r",
+		2, {INT8OID, JSONBARRAYOID}
+	},
+	[CAT_PREIMAGE_CLEAR] = {
+		"DELETE FROM acme_migrate.preimages "
+		"WHERE job_id OPERATOR(pg_catalog.=) $1",
+		1, {INT8OID}
 	},
 	[CAT_JOB_CUT_OVER_AT] = {
 		"UPDATE acme_migrate.jobs SET cut_over_at = pg_catalog.clock_timestamp() "
@@ -716,7 +789,7 @@ cat_is_admin(void)
  * security predicate acme_migrate.job_visible(), word for word: a job the
  * catalog hides from a role does not exist for it here either.
  */
-bool
+static bool
 catalog_job_visible(Oid owner)
 {
 	return has_privs_of_role(GetUserId(), owner) || cat_is_admin();
@@ -737,7 +810,7 @@ cat_job_missing(const char *job_name)
  * see answers "does not exist", as if it were not there: telling "permission
  * denied" would give away that another role has a job of that name.
  */
-void
+static void
 catalog_check_owner(AmJob *job)
 {
 	if (!catalog_job_visible(job->owner))
@@ -831,9 +904,7 @@ catalog_job_finished_by_id(int64 job_id, bool *exists, char **job_name)
 		bool		isnull;
 
 		*exists = true;
-		finished = (strcmp(state, "copied") == 0 ||
-					strcmp(state, "cut_over") == 0 ||
-					strcmp(state, "done") == 0);
+		finished = am_job_state(state)->copy_complete;
 		owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
 		name = MemoryContextStrdup(mcxt, SPI_getvalue(tup, desc, 1));
 	}
@@ -1041,8 +1112,9 @@ void
 catalog_job_set_state(AmJob *job, const char *state, const char *reason)
 {
 	CatContext	cxt;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	const AmJobState *st = am_job_state(state);
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	values[0] = Int64GetDatum(job->job_id);
 	values[1] = CStringGetTextDatum(state);
@@ -1050,6 +1122,8 @@ catalog_job_set_state(AmJob *job, const char *state, const char *reason)
 		values[2] = CStringGetTextDatum(reason);
 	else
 		nulls[2] = 'n';
+	values[3] = BoolGetDatum(st->finished == AM_FINISHED_SET);
+	values[4] = BoolGetDatum(st->finished == AM_FINISHED_KEEP);
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_STATE, values, nulls, 0);
 	cat_leave(&cxt);
@@ -1068,8 +1142,8 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 					   const char *new_state, const char *reason)
 {
 	CatContext	cxt;
-	Datum		values[12];
-	char		nulls[12];
+	Datum		values[13];
+	char		nulls[13];
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(job->job_id);
@@ -1094,6 +1168,8 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	values[10] = CStringGetTextDatum(direct ? "direct" : "sql");
 	values[11] = Int32GetDatum(range ? range->range_no : 0);
 	nulls[11] = range ? ' ' : 'n';
+	/* a batch that leaves the state as it was keeps finished_at */
+	values[12] = BoolGetDatum(am_job_state(new_state)->finished == AM_FINISHED_SET);
 
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_CHECKPOINT, values, nulls, 1);
@@ -1229,8 +1305,8 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 					  bool estimated)
 {
 	CatContext	cxt;
-	Datum		values[15];
-	char		nulls[16] = "               ";
+	Datum		values[18];
+	char		nulls[19] = "                  ";
 
 	values[0] = Int64GetDatum(run_id);
 	values[1] = Int64GetDatum(c->source_rows);
@@ -1246,11 +1322,18 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	values[11] = CStringGetTextDatum(c->method);
 	values[12] = Int64GetDatum(c->ranges_hashed);
 	values[13] = Int64GetDatum(c->ranges_merged);
-	if (strcmp(c->method, "hash_ranges") != 0)
+	if (strncmp(c->method, "hash_", 5) != 0)
 		nulls[12] = nulls[13] = 'n';
 	values[14] = Int64GetDatum(c->mapped_rows);
 	if (c->mapped_rows < 0)
 		nulls[14] = 'n';
+	/* remote.c: a source on another server */
+	values[15] = c->remote_mode ? CStringGetTextDatum(c->remote_mode) : (Datum) 0;
+	nulls[15] = c->remote_mode ? ' ' : 'n';
+	values[16] = Int64GetDatum(c->remote_rows);
+	nulls[16] = c->remote_mode && c->remote_rows >= 0 ? ' ' : 'n';
+	values[17] = c->remote_note ? CStringGetTextDatum(c->remote_note) : (Datum) 0;
+	nulls[17] = c->remote_note ? ' ' : 'n';
 	cat_enter(&cxt);
 	cat_exec(CAT_RUN_FINISH, values, nulls, 0);
 	cat_leave(&cxt);
@@ -1551,80 +1634,54 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 }
 
 /*
- * Take (lock) up to limit of the oldest log entries of a job that no other
- * transaction has taken, after seq "after" (entries this transaction
- * already applied and deleted would otherwise be walked over again and
- * again: catch-up in one transaction was quadratic in the backlog); *seqs
- * (ascending) and *keys (Lists of text Lists) in the caller's memory.
- * Returns how many.
+ * Take (delete) up to limit of the log entries of a job stored after
+ * position "after" (0: from the start); *last is the position of the last
+ * one taken, *keys (Lists of text Lists) in the caller's memory.  Positions
+ * are tids as int64 (block << 16 | offset), in storage order.  The caller
+ * applies the entries in the same transaction, so they are gone exactly
+ * when their changes are applied.  Returns how many.
  */
 int
-catalog_capture_fetch(int64 job_id, char direction, int limit, int64 after,
-					  int64 **seqs, List **keys)
+catalog_capture_take(int64 job_id, char direction, int limit, int64 after,
+					 int64 *last, List **keys)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	CatContext	cxt;
 	Datum		values[4];
+	ItemPointerData from;
 	int			n;
 
+	ItemPointerSet(&from, (BlockNumber) (after >> 16),
+				   (OffsetNumber) (after & 0xFFFF));
 	values[0] = Int64GetDatum(job_id);
 	values[1] = CharGetDatum(direction);
 	values[2] = Int64GetDatum(limit);
-	values[3] = Int64GetDatum(after);
+	values[3] = PointerGetDatum(&from);
 	cat_enter(&cxt);
-	cat_exec(CAT_CAPTURE_FETCH, values, NULL, 0);
+	cat_exec(CAT_CAPTURE_TAKE, values, NULL, 0);
 	n = (int) SPI_processed;
+	*last = after;
+	*keys = NIL;
+	for (int i = 0; i < n; i++)
 	{
-		MemoryContext old = MemoryContextSwitchTo(mcxt);
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		ItemPointer tid;
+		MemoryContext old;
 
-		*seqs = palloc(sizeof(int64) * Max(n, 1));
-		*keys = NIL;
-		for (int i = 0; i < n; i++)
-		{
-			bool		isnull;
-			HeapTuple	tup = SPI_tuptable->vals[i];
-
-			(*seqs)[i] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-			*keys = lappend(*keys,
-							array_to_text_list(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-															 2, &isnull)));
-		}
+		tid = (ItemPointer) DatumGetPointer(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+												1, &isnull));
+		*last = Max(*last,
+					((int64) ItemPointerGetBlockNumber(tid) << 16) |
+					ItemPointerGetOffsetNumber(tid));
+		old = MemoryContextSwitchTo(mcxt);
+		*keys = lappend(*keys,
+						array_to_text_list(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+														 2, &isnull)));
 		MemoryContextSwitchTo(old);
 	}
 	cat_leave(&cxt);
 	return n;
-}
-
-/* Delete the log entries a catch-up applied, in its transaction. */
-void
-catalog_capture_delete(int64 job_id, char direction, int64 *seqs, int n)
-{
-	CatContext	cxt;
-	Datum		values[5];
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-	int64		lo = PG_INT64_MAX;
-	int64		hi = PG_INT64_MIN;
-
-	for (int i = 0; i < n; i++)
-	{
-		elems[i] = Int64GetDatum(seqs[i]);
-		lo = Min(lo, seqs[i]);
-		hi = Max(hi, seqs[i]);
-	}
-	values[0] = Int64GetDatum(job_id);
-	values[1] = CharGetDatum(direction);
-	values[2] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	/*
-	 * The range, an index condition whatever the statistics say: planned
-	 * on a log never analyzed, "seq = ANY" alone became a filter over the
-	 * whole backlog for every chunk (catch-up quadratic in the backlog).
-	 */
-	values[3] = Int64GetDatum(lo);
-	values[4] = Int64GetDatum(hi);
-	cat_enter(&cxt);
-	cat_exec(CAT_CAPTURE_DELETE, values, NULL, 0);
-	cat_leave(&cxt);
 }
 
 /* How many entries wait, and the age in seconds of the oldest. */
@@ -1703,17 +1760,30 @@ catalog_job_set_pre(AmJob *job, int64 rows, const char *hash)
 	cat_leave(&cxt);
 }
 
-/* One row the target held before the job (rollback puts it back). */
+/* Rows the target held before the job (rollback puts them back). */
 void
-catalog_preimage_insert(int64 job_id, Jsonb *row)
+catalog_preimage_insert(int64 job_id, Datum *rows, int n)
 {
 	CatContext	cxt;
 	Datum		values[2];
 
 	values[0] = Int64GetDatum(job_id);
-	values[1] = JsonbPGetDatum(row);
+	values[1] = PointerGetDatum(construct_array(rows, n, JSONBOID, -1, false,
+												TYPALIGN_INT));
 	cat_enter(&cxt);
 	cat_exec(CAT_PREIMAGE_INSERT, values, NULL, 0);
+	cat_leave(&cxt);
+}
+
+/* Forget them: the job was cut over, or they are back in the target. */
+void
+catalog_preimage_clear(int64 job_id)
+{
+	CatContext	cxt;
+	Datum		arg = Int64GetDatum(job_id);
+
+	cat_enter(&cxt);
+	cat_exec(CAT_PREIMAGE_CLEAR, &arg, NULL, 0);
 	cat_leave(&cxt);
 }
 

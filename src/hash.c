@@ -62,6 +62,7 @@
 #include <xxhash.h>
 
 #include "access/genam.h"
+#include "access/parallel.h"
 #include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/relation.h"
@@ -71,11 +72,17 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "optimizer/cost.h"
+#include "optimizer/paths.h"
+#include "storage/bufmgr.h"
+#include "storage/shm_toc.h"
+#include "storage/spin.h"
 #include "port/pg_bswap.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -202,7 +209,11 @@ typedef struct RhSum
 typedef void (*RhRowCallback) (void *arg, Datum *values, bool *nulls,
 								 XXH128_hash_t h);
 
+typedef struct RhRanges RhRanges;
+
 static RhType *rh_type_build(RhState *hs, Oid typid);
+static bool rh_hash_parallel(Relation rel, RhState *hs, RhRow *row,
+							 RhRanges *hr, RhSum *sums);
 static void rh_value(RhState *hs, RhType *t, Datum value);
 
 /*
@@ -852,87 +863,142 @@ rh_numeric(RhState *hs, Datum value)
 	}
 }
 
+/* an integer-like pass-by-value type: its Datum, big-endian */
+static void
+rh_int(RhState *hs, int16 typlen, Datum value)
+{
+	char	   *p = rh_reserve(hs, 4 + typlen);
+
+	rh_store_u32(p, (uint32) typlen);
+	p += 4;
+	switch (typlen)
+	{
+		case 1:
+			*p = DatumGetChar(value);
+			break;
+		case 2:
+			rh_store_u16(p, (uint16) DatumGetInt16(value));
+			break;
+		case 4:
+			rh_store_u32(p, (uint32) DatumGetInt32(value));
+			break;
+		default:
+			{
+				uint64		v = pg_hton64((uint64) DatumGetInt64(value));
+
+				memcpy(p, &v, 8);
+				break;
+			}
+	}
+}
+
+/* floats: their bits, big-endian, every NaN as the one quiet NaN */
+static void
+rh_float4(RhState *hs, Datum value)
+{
+	float4		f = DatumGetFloat4(value);
+	uint32		v;
+	char	   *p;
+
+	if (isnan(f))
+		v = ((uint32) 0x7FC00000);
+	else
+		memcpy(&v, &f, 4);
+	p = rh_reserve(hs, 8);
+	rh_store_u32(p, 4);
+	rh_store_u32(p + 4, v);
+}
+
+static void
+rh_float8(RhState *hs, Datum value)
+{
+	float8		f = DatumGetFloat8(value);
+	uint64		v;
+	char	   *p;
+
+	if (isnan(f))
+		v = UINT64CONST(0x7FF8000000000000);
+	else
+		memcpy(&v, &f, 8);
+	v = pg_hton64(v);
+	p = rh_reserve(hs, 12);
+	rh_store_u32(p, 8);
+	memcpy(p + 4, &v, 8);
+}
+
+/* an enum: its label */
+static void
+rh_enum(RhState *hs, Datum value)
+{
+	HeapTuple	tp;
+	Form_pg_enum en;
+
+	tp = SearchSysCache1(ENUMOID, value);
+	if (!HeapTupleIsValid(tp))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("invalid internal value for enum: %u",
+						DatumGetObjectId(value))));
+	en = (Form_pg_enum) GETSTRUCT(tp);
+	rh_put_scalar(hs, NameStr(en->enumlabel), strlen(NameStr(en->enumlabel)));
+	ReleaseSysCache(tp);
+}
+
+static void
+rh_multirange(RhState *hs, RhType *t, Datum value)
+{
+	MultirangeType *mr = DatumGetMultirangeTypeP(value);
+	int32		nranges;
+	RangeType **ranges;
+
+	multirange_deserialize(t->tcache, mr, &nranges, &ranges);
+	rh_put_u32(hs, (uint32) nranges);
+	for (int32 i = 0; i < nranges; i++)
+		rh_range(hs, t->tcache, t->elem, ranges[i]);
+}
+
+/* typsend's bytes, or typoutput's text (under pinned settings) */
+static void
+rh_send_or_output(RhState *hs, RhType *t, Datum value)
+{
+	if (t->kind == HK_SEND)
+	{
+		bytea	   *b = SendFunctionCall(&t->proc, value);
+
+		rh_put_scalar(hs, VARDATA(b), VARSIZE(b) - VARHDRSZ);
+	}
+	else
+	{
+		char	   *s;
+
+		if (t->pin)
+			rh_pin_settings(hs);
+		s = OutputFunctionCall(&t->proc, value);
+		rh_put_scalar(hs, s, strlen(s));
+	}
+}
+
+/* one non-null value, by the kind of its type */
 static void
 rh_value(RhState *hs, RhType *t, Datum value)
 {
-	char	   *p;
-
 	switch (t->kind)
 	{
 		case HK_INT:
-			p = rh_reserve(hs, 4 + t->typlen);
-			rh_store_u32(p, (uint32) t->typlen);
-			p += 4;
-			switch (t->typlen)
-			{
-				case 1:
-					*p = DatumGetChar(value);
-					break;
-				case 2:
-					{
-						uint16		v = pg_hton16((uint16) DatumGetInt16(value));
-
-						memcpy(p, &v, 2);
-						break;
-					}
-				case 4:
-					{
-						uint32		v = pg_hton32((uint32) DatumGetInt32(value));
-
-						memcpy(p, &v, 4);
-						break;
-					}
-				default:
-					{
-						uint64		v = pg_hton64((uint64) DatumGetInt64(value));
-
-						memcpy(p, &v, 8);
-						break;
-					}
-			}
+			rh_int(hs, t->typlen, value);
 			break;
-
 		case HK_FLOAT4:
-			{
-				float4		f = DatumGetFloat4(value);
-				uint32		v;
-
-				if (isnan(f))
-					v = ((uint32) 0x7FC00000);
-				else
-					memcpy(&v, &f, 4);
-				v = pg_hton32(v);
-				p = rh_reserve(hs, 8);
-				rh_store_u32(p, 4);
-				memcpy(p + 4, &v, 4);
-				break;
-			}
-
-		case HK_FLOAT8:
-			{
-				float8		f = DatumGetFloat8(value);
-				uint64		v;
-
-				if (isnan(f))
-					v = UINT64CONST(0x7FF8000000000000);
-				else
-					memcpy(&v, &f, 8);
-				v = pg_hton64(v);
-				p = rh_reserve(hs, 12);
-				rh_store_u32(p, 8);
-				memcpy(p + 4, &v, 8);
-				break;
-			}
-
-		case HK_UUID:
-			rh_put_scalar(hs, (char *) DatumGetUUIDP(value)->data,
-							UUID_LEN);
+			rh_float4(hs, value);
 			break;
-
+		case HK_FLOAT8:
+			rh_float8(hs, value);
+			break;
+		case HK_UUID:
+			rh_put_scalar(hs, (char *) DatumGetUUIDP(value)->data, UUID_LEN);
+			break;
 		case HK_NUMERIC:
 			rh_numeric(hs, value);
 			break;
-
 		case HK_VARLENA:
 			{
 				struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
@@ -940,77 +1006,29 @@ rh_value(RhState *hs, RhType *t, Datum value)
 				rh_put_scalar(hs, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 				break;
 			}
-
 		case HK_CSTRING:
-			{
-				const char *s = DatumGetCString(value);
-
-				rh_put_scalar(hs, s, strlen(s));
-				break;
-			}
-
+			rh_put_scalar(hs, DatumGetCString(value),
+						  strlen(DatumGetCString(value)));
+			break;
 		case HK_ENUM:
-			{
-				HeapTuple	tp;
-				Form_pg_enum en;
-
-				tp = SearchSysCache1(ENUMOID, value);
-				if (!HeapTupleIsValid(tp))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-							 errmsg("invalid internal value for enum: %u",
-									DatumGetObjectId(value))));
-				en = (Form_pg_enum) GETSTRUCT(tp);
-				rh_put_scalar(hs, NameStr(en->enumlabel),
-								strlen(NameStr(en->enumlabel)));
-				ReleaseSysCache(tp);
-				break;
-			}
-
+			rh_enum(hs, value);
+			break;
 		case HK_ARRAY:
 			rh_array(hs, t, DatumGetArrayTypeP(value));
 			break;
-
 		case HK_COMPOSITE:
 			rh_composite(hs, t, DatumGetHeapTupleHeader(value));
 			break;
-
 		case HK_RANGE:
 			rh_range(hs, t->tcache, t->elem, DatumGetRangeTypeP(value));
 			break;
-
 		case HK_MULTIRANGE:
-			{
-				MultirangeType *mr = DatumGetMultirangeTypeP(value);
-				int32		nranges;
-				RangeType **ranges;
-				int32		i;
-
-				multirange_deserialize(t->tcache, mr, &nranges, &ranges);
-				rh_put_u32(hs, (uint32) nranges);
-				for (i = 0; i < nranges; i++)
-					rh_range(hs, t->tcache, t->elem, ranges[i]);
-				break;
-			}
-
+			rh_multirange(hs, t, value);
+			break;
 		case HK_SEND:
-			{
-				bytea	   *b = SendFunctionCall(&t->proc, value);
-
-				rh_put_scalar(hs, VARDATA(b), VARSIZE(b) - VARHDRSZ);
-				break;
-			}
-
 		case HK_OUTPUT:
-			{
-				char	   *s;
-
-				if (t->pin)
-					rh_pin_settings(hs);
-				s = OutputFunctionCall(&t->proc, value);
-				rh_put_scalar(hs, s, strlen(s));
-				break;
-			}
+			rh_send_or_output(hs, t, value);
+			break;
 	}
 }
 
@@ -1126,6 +1144,8 @@ rh_direct_leaves(Relation rel)
 		Oid			relid = lfirst_oid(lc);
 		char		kind = get_rel_relkind(relid);
 
+		if (!locality_is_local(relid))
+			return NIL;			/* foreign or Citus: let SQL read it */
 		if (kind == RELKIND_PARTITIONED_TABLE)
 			continue;
 		if (kind != RELKIND_RELATION && kind != RELKIND_MATVIEW)
@@ -1339,10 +1359,16 @@ hash_relation(Oid relid, int64 *row_count, uint8 *result)
 
 	rel = relation_open(relid, AccessShareLock);
 	rh_check_relation(rel);
+	if (locality_citus_table_hash(relid, row_count, result))
+	{
+		relation_close(rel, AccessShareLock);
+		return;					/* summed from the shards' hashes */
+	}
 
 	hs = rh_state_create(CurrentMemoryContext);
 	row = rh_row_build(hs, RelationGetDescr(rel));
-	rh_scan(rel, hs, row, rh_table_cb, &sum);
+	if (!rh_hash_parallel(rel, hs, row, NULL, &sum))
+		rh_scan(rel, hs, row, rh_table_cb, &sum);
 	relation_close(rel, AccessShareLock);
 
 	u = rh_sum_to_uuid(&sum);
@@ -1369,8 +1395,9 @@ typedef struct RhBound
 	Jsonb	   *json;
 } RhBound;
 
-typedef struct RhRanges
+struct RhRanges
 {
+	Oid			indexid;		/* the primary key */
 	int			nkeys;
 	AttrNumber *attnums;		/* key columns in the relation's layout */
 	SortSupport ssup;			/* one per key column */
@@ -1378,7 +1405,36 @@ typedef struct RhRanges
 	RhBound  *bounds;
 	RhSum    *sums;			/* nbounds + 1 ranges */
 	Datum	   *rowkeys;		/* scratch */
-} RhRanges;
+};
+
+/* the primary key's columns and their ordering */
+static void
+rh_ranges_init(Relation rel, Oid pkoid, RhRanges *hr)
+{
+	Relation	index = index_open(pkoid, AccessShareLock);
+
+	hr->indexid = pkoid;
+	hr->nkeys = IndexRelationGetNumberOfKeyAttributes(index);
+	hr->attnums = palloc(sizeof(AttrNumber) * hr->nkeys);
+	hr->ssup = palloc0(sizeof(SortSupportData) * hr->nkeys);
+	hr->rowkeys = palloc(sizeof(Datum) * hr->nkeys);
+	for (int k = 0; k < hr->nkeys; k++)
+	{
+		SortSupport ssup = &hr->ssup[k];
+
+		hr->attnums[k] = index->rd_index->indkey.values[k];
+		if (hr->attnums[k] <= 0)
+			elog(ERROR, "unexpected expression in primary key of \"%s\"",
+				 RelationGetRelationName(rel));
+		ssup->ssup_cxt = CurrentMemoryContext;
+		ssup->ssup_collation = index->rd_indcollation[k];
+		ssup->ssup_nulls_first = false;
+		ssup->ssup_attno = k + 1;
+		ssup->abbreviate = false;
+		PrepareSortSupportFromIndexRel(index, BTLessStrategyNumber, ssup);
+	}
+	index_close(index, AccessShareLock);
+}
 
 static int
 rh_key_cmp(RhRanges *hr, Datum *a, Datum *b)
@@ -1506,66 +1562,56 @@ rh_bounds_from_jsonb(Relation rel, RhRanges *hr, Jsonb *jb)
 }
 
 /*
- * Boundaries from a sample of the keys.  The sampling percentage comes from
- * the planner's row estimate and grows while the sample is too small.
+ * Rows to expect, as the planner would: each leaf's density from its last
+ * ANALYZE or VACUUM times its current size in blocks (so a stale estimate
+ * cannot make us read every key of a big table), or 100 rows per block for
+ * leaves never analyzed.  Too high an estimate only makes the sample grow
+ * in a second round.
+ */
+static double
+rh_estimate_rows(Relation rel)
+{
+	List	   *all = find_all_inheritors(RelationGetRelid(rel),
+										  AccessShareLock, NULL);
+	ListCell   *lc;
+	double		estimate = 0;
+
+	foreach(lc, all)
+	{
+		Relation	r = relation_open(lfirst_oid(lc), NoLock);
+
+		if (RELKIND_HAS_STORAGE(r->rd_rel->relkind))
+		{
+			BlockNumber blocks = RelationGetNumberOfBlocks(r);
+
+			if (r->rd_rel->relpages > 0 && r->rd_rel->reltuples >= 0)
+				estimate += r->rd_rel->reltuples / r->rd_rel->relpages *
+					blocks;
+			else
+				estimate += (double) blocks * 100;
+		}
+		relation_close(r, NoLock);
+	}
+	return estimate;
+}
+
+/*
+ * The sample's queries: "SELECT k1, k2, jsonb_build_object($2, k1, $3, k2)
+ * FROM rel" with TABLESAMPLE SYSTEM ($1) (plans[0]), or every row
+ * (plans[1]); args[1..] are set to the key names.
  */
 static void
-rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
+rh_sample_plans(Relation rel, RhRanges *hr, Datum *args, SPIPlanPtr *plans)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	MemoryContext callcxt = CurrentMemoryContext;
-	StringInfoData sql;
+	Oid		   *argtypes = palloc(sizeof(Oid) * (hr->nkeys + 1));
+	const char *relname;
 	StringInfoData cols;
-	Oid		   *argtypes;
-	Datum	   *args;
-	SPIPlanPtr	plan_sample;
-	SPIPlanPtr	plan_all;
-	int64		target = (int64) chunks * HASH_SAMPLE_PER_CHUNK;
-	double		estimate;
-	double		pct;
-	RhBound  *sample = NULL;
-	int64		nsample = 0;
-	int64		i;
-	int			k;
-	int			nb;
+	char	   *sql[2];
 
-	/*
-	 * Rows to expect, as the planner would: each leaf's density from its
-	 * last ANALYZE or VACUUM times its current size in blocks (so a stale
-	 * estimate cannot make us read every key of a big table), or 100 rows
-	 * per block for leaves never analyzed.  Too high an estimate only
-	 * makes the sample grow in a second round.
-	 */
-	{
-		List	   *all = find_all_inheritors(RelationGetRelid(rel),
-											  AccessShareLock, NULL);
-		ListCell   *lc;
-
-		estimate = 0;
-		foreach(lc, all)
-		{
-			Relation	r = relation_open(lfirst_oid(lc), NoLock);
-
-			if (RELKIND_HAS_STORAGE(r->rd_rel->relkind))
-			{
-				BlockNumber blocks = RelationGetNumberOfBlocks(r);
-
-				if (r->rd_rel->relpages > 0 && r->rd_rel->reltuples >= 0)
-					estimate += r->rd_rel->reltuples / r->rd_rel->relpages *
-						blocks;
-				else
-					estimate += (double) blocks * 100;
-			}
-			relation_close(r, NoLock);
-		}
-	}
-
-	/* SELECT k1, k2, jsonb_build_object($2, k1, $3, k2) FROM rel */
 	initStringInfo(&cols);
-	argtypes = palloc(sizeof(Oid) * (hr->nkeys + 1));
-	args = palloc(sizeof(Datum) * (hr->nkeys + 1));
 	argtypes[0] = FLOAT4OID;
-	for (k = 0; k < hr->nkeys; k++)
+	for (int k = 0; k < hr->nkeys; k++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
 
@@ -1575,7 +1621,7 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 		args[k + 1] = CStringGetTextDatum(NameStr(att->attname));
 	}
 	appendStringInfoString(&cols, "pg_catalog.jsonb_build_object(");
-	for (k = 0; k < hr->nkeys; k++)
+	for (int k = 0; k < hr->nkeys; k++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
 
@@ -1584,84 +1630,63 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 	}
 	appendStringInfoChar(&cols, ')');
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "SELECT %s FROM %s TABLESAMPLE SYSTEM ($1) REPEATABLE (0)",
-					 cols.data,
-					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												RelationGetRelationName(rel)));
-	plan_sample = SPI_prepare(sql.data, hr->nkeys + 1, argtypes);
-	if (plan_sample == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql.data,
-			 SPI_result_code_string(SPI_result));
-
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT %s FROM %s WHERE $1 IS NOT NULL",
-					 cols.data,
-					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												RelationGetRelationName(rel)));
-	plan_all = SPI_prepare(sql.data, hr->nkeys + 1, argtypes);
-	if (plan_all == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql.data,
-			 SPI_result_code_string(SPI_result));
-
-	pct = (estimate > 0) ? 100.0 * target / estimate : 100.0;
-	for (;;)
+	relname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										 RelationGetRelationName(rel));
+	sql[0] = psprintf("SELECT %s FROM %s TABLESAMPLE SYSTEM ($1) REPEATABLE (0)",
+					  cols.data, relname);
+	sql[1] = psprintf("SELECT %s FROM %s WHERE $1 IS NOT NULL",
+					  cols.data, relname);
+	for (int i = 0; i < 2; i++)
 	{
-		bool		all = (pct >= 50.0);
-		int			ret;
-		MemoryContext old;
-
-		args[0] = Float4GetDatum((float4) Min(pct, 100.0));
-		ret = SPI_execute_plan(all ? plan_all : plan_sample, args, NULL,
-							   true, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_plan failed: %s",
-				 SPI_result_code_string(ret));
-
-		if (!all && SPI_processed < (uint64) target / 2)
-		{
-			/* too few: sample more (in proportion, at least twice as much) */
-			pct *= Max(2.0, (double) target / Max(SPI_processed, 1));
-			continue;
-		}
-
-		old = MemoryContextSwitchTo(callcxt);
-		nsample = SPI_processed;
-		sample = palloc(sizeof(RhBound) * Max(nsample, 1));
-		for (i = 0; i < nsample; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	sdesc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			Datum		d;
-
-			sample[i].keys = palloc(sizeof(Datum) * hr->nkeys);
-			for (k = 0; k < hr->nkeys; k++)
-			{
-				Form_pg_attribute att = TupleDescAttr(sdesc, k);
-
-				d = SPI_getbinval(tup, sdesc, k + 1, &isnull);
-				if (isnull)
-					elog(ERROR, "null value in primary key column");
-				sample[i].keys[k] = datumCopy(d, att->attbyval, att->attlen);
-			}
-			d = SPI_getbinval(tup, sdesc, hr->nkeys + 1, &isnull);
-			sample[i].json = DatumGetJsonbPCopy(d);
-		}
-		MemoryContextSwitchTo(old);
-		break;
+		plans[i] = SPI_prepare(sql[i], hr->nkeys + 1, argtypes);
+		if (plans[i] == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql[i],
+				 SPI_result_code_string(SPI_result));
 	}
-	SPI_finish();
+}
 
-	/* quantiles of the sorted sample, skipping the first element */
+/* the sampled keys of SPI_tuptable, copied into cxt */
+static RhBound *
+rh_sample_copy(RhRanges *hr, MemoryContext cxt, int64 *nsample)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	TupleDesc	sdesc = SPI_tuptable->tupdesc;
+	RhBound    *sample;
+
+	*nsample = SPI_processed;
+	sample = palloc(sizeof(RhBound) * Max(*nsample, 1));
+	for (int64 i = 0; i < *nsample; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		Datum		d;
+
+		sample[i].keys = palloc(sizeof(Datum) * hr->nkeys);
+		for (int k = 0; k < hr->nkeys; k++)
+		{
+			Form_pg_attribute att = TupleDescAttr(sdesc, k);
+
+			d = SPI_getbinval(tup, sdesc, k + 1, &isnull);
+			if (isnull)
+				elog(ERROR, "null value in primary key column");
+			sample[i].keys[k] = datumCopy(d, att->attbyval, att->attlen);
+		}
+		d = SPI_getbinval(tup, sdesc, hr->nkeys + 1, &isnull);
+		sample[i].json = DatumGetJsonbPCopy(d);
+	}
+	MemoryContextSwitchTo(old);
+	return sample;
+}
+
+/* quantiles of the sorted sample, skipping the first element */
+static void
+rh_pick_quantiles(RhRanges *hr, RhBound *sample, int64 nsample, int chunks)
+{
+	int			nb = 0;
+
 	qsort_arg(sample, nsample, sizeof(RhBound), rh_bound_qsort_cmp, hr);
 	hr->bounds = palloc(sizeof(RhBound) * Max(chunks, 1));
-	nb = 0;
-	for (i = 1; i < chunks && nsample > 0; i++)
+	for (int64 i = 1; i < chunks && nsample > 0; i++)
 	{
 		int64		pos = i * nsample / chunks;
 
@@ -1673,6 +1698,329 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
 		hr->bounds[nb++] = sample[pos];
 	}
 	hr->nbounds = nb;
+}
+
+/*
+ * Boundaries from a sample of the keys.  The sampling percentage comes from
+ * the planner's row estimate and grows while the sample is too small.
+ */
+static void
+rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
+{
+	MemoryContext callcxt = CurrentMemoryContext;
+	Datum	   *args = palloc(sizeof(Datum) * (hr->nkeys + 1));
+	SPIPlanPtr	plans[2];
+	int64		target = (int64) chunks * HASH_SAMPLE_PER_CHUNK;
+	double		estimate = rh_estimate_rows(rel);
+	double		pct;
+	RhBound    *sample;
+	int64		nsample;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rh_sample_plans(rel, hr, args, plans);
+
+	pct = (estimate > 0) ? 100.0 * target / estimate : 100.0;
+	for (;;)
+	{
+		bool		all = (pct >= 50.0);
+		int			ret;
+
+		args[0] = Float4GetDatum((float4) Min(pct, 100.0));
+		ret = SPI_execute_plan(plans[all ? 1 : 0], args, NULL, true, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_plan failed: %s",
+				 SPI_result_code_string(ret));
+		if (all || SPI_processed >= (uint64) target / 2)
+			break;
+		/* too few: sample more (in proportion, at least twice as much) */
+		pct *= Max(2.0, (double) target / Max(SPI_processed, 1));
+	}
+	sample = rh_sample_copy(hr, callcxt, &nsample);
+	SPI_finish();
+	rh_pick_quantiles(hr, sample, nsample, chunks);
+}
+
+/*
+ * Parallel hashing.  When the planner would scan the relation in parallel
+ * (a plain table or materialized view without children, not temporary, at
+ * least min_parallel_table_scan_size, parallel query allowed), the leader
+ * and up to max_parallel_workers_per_gather parallel workers (a
+ * ParallelContext: the leader's snapshot, transaction and settings) share
+ * one parallel heap scan, each summing the hashes of the rows it reads (per
+ * key range for acme_migrate_range_hashes, whose boundaries are copied to
+ * the workers); the sums are added up in shared memory.  Sums modulo 2^128
+ * and counts add up exactly, so the result is the serial one.  Types whose
+ * send or output function is not parallel safe, and composite columns, are
+ * hashed serially.
+ */
+#define RH_PARALLEL_KEY_SHARED	UINT64CONST(0xACE0000000000001)
+
+typedef struct RhParallelShared
+{
+	Oid			relid;
+	Oid			indexid;		/* ranges: the primary key; else invalid */
+	int			nbounds;		/* ranges: boundaries, serialized at
+								 * bounds_off */
+	int			nsums;			/* 1, or nbounds + 1 ranges */
+	Size		scan_off;		/* where the ParallelTableScanDesc is */
+	Size		bounds_off;
+	slock_t		mutex;
+	RhSum		sums[FLEXIBLE_ARRAY_MEMBER];	/* of the participants so far */
+} RhParallelShared;
+
+PGDLLEXPORT void rh_parallel_main(dsm_segment *seg, shm_toc *toc);
+
+/* can a worker hash values of this type as the leader would? */
+static bool
+rh_type_parallel_safe(RhState *hs, RhType *t)
+{
+	switch (t->kind)
+	{
+		case HK_SEND:
+		case HK_OUTPUT:
+			return func_parallel(t->proc.fn_oid) == PROPARALLEL_SAFE;
+		case HK_ARRAY:
+			/* elements are resolved per value: check the element type */
+			return rh_type_parallel_safe(hs, rh_type_build(hs, get_element_type(t->typid)));
+		case HK_RANGE:
+		case HK_MULTIRANGE:
+			return rh_type_parallel_safe(hs, t->elem);
+		case HK_COMPOSITE:
+			return false;
+		default:
+			return true;
+	}
+}
+
+/* workers to use, as the planner counts them for a heap scan; 0: serial */
+static int
+rh_parallel_workers(Relation rel, RhState *hs, RhRow *row)
+{
+	char		kind = rel->rd_rel->relkind;
+	BlockNumber pages;
+	BlockNumber threshold = (BlockNumber) Max(min_parallel_table_scan_size, 1);
+	int			workers;
+
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
+		!IsUnderPostmaster || !ActiveSnapshotSet() ||
+		(kind != RELKIND_RELATION && kind != RELKIND_MATVIEW) ||
+		rel->rd_rel->relhassubclass || RelationUsesLocalBuffers(rel) ||
+		check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED ||
+		!RelationIsPopulated(rel))
+		return 0;
+	for (int i = 0; i < row->tupdesc->natts; i++)
+		if (row->cols[i] != NULL && !rh_type_parallel_safe(hs, row->cols[i]))
+			return 0;
+	workers = RelationGetParallelWorkers(rel, -1);
+	if (workers < 0)
+	{
+		pages = RelationGetNumberOfBlocks(rel);
+		if (pages < threshold)
+			return 0;
+		workers = 1;
+		while (pages >= threshold * 3 && threshold < MaxBlockNumber / 3)
+		{
+			workers++;
+			threshold *= 3;
+		}
+	}
+	return Min(workers, max_parallel_workers_per_gather);
+}
+
+static void
+rh_sum_merge(RhSum *into, const RhSum *sum)
+{
+	uint64		low = into->low + sum->low;
+
+	into->high += sum->high + (low < into->low ? 1 : 0);
+	into->low = low;
+	into->rows += sum->rows;
+}
+
+/*
+ * One participant: hash the rows of the shared scan it gets, into one sum
+ * (hr NULL) or the sums of the key ranges of hr.
+ */
+static void
+rh_parallel_scan(RhParallelShared *sh, Relation rel, RhRanges *hr)
+{
+	RhState    *hs = rh_state_create(CurrentMemoryContext);
+	RhRow	   *row = rh_row_build(hs, RelationGetDescr(rel));
+	RhSum	   *sums = palloc0(sizeof(RhSum) * sh->nsums);
+	TableScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	RhSum	   *saved = hr != NULL ? hr->sums : NULL;
+
+	scan = table_beginscan_parallel(rel, (ParallelTableScanDesc) ((char *) sh + sh->scan_off));
+	if (hr != NULL)
+		hr->sums = sums;
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		XXH128_hash_t h;
+
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(slot);
+		h = rh_row_values(hs, row, slot->tts_values, slot->tts_isnull);
+		if (hr != NULL)
+			rh_ranges_cb(hr, slot->tts_values, slot->tts_isnull, h);
+		else
+			rh_sum_add(&sums[0], h);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	rh_unpin_settings(hs);
+	MemoryContextDelete(hs->mcxt);
+	if (hr != NULL)
+		hr->sums = saved;
+
+	SpinLockAcquire(&sh->mutex);
+	for (int i = 0; i < sh->nsums; i++)
+		rh_sum_merge(&sh->sums[i], &sums[i]);
+	SpinLockRelease(&sh->mutex);
+}
+
+/* space the boundaries' keys take serialized */
+static Size
+rh_bounds_space(Relation rel, RhRanges *hr)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Size		size = 0;
+
+	for (int b = 0; b < hr->nbounds; b++)
+		for (int k = 0; k < hr->nkeys; k++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
+
+			size = add_size(size, datumEstimateSpace(hr->bounds[b].keys[k], false,
+													 att->attbyval, att->attlen));
+		}
+	return size;
+}
+
+static void
+rh_bounds_serialize(Relation rel, RhRanges *hr, char *p)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int b = 0; b < hr->nbounds; b++)
+		for (int k = 0; k < hr->nkeys; k++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, hr->attnums[k] - 1);
+
+			datumSerialize(hr->bounds[b].keys[k], false, att->attbyval,
+						   att->attlen, &p);
+		}
+}
+
+/* a worker's copy of the key ranges */
+static RhRanges *
+rh_bounds_restore(Relation rel, RhParallelShared *sh)
+{
+	RhRanges   *hr = palloc0(sizeof(RhRanges));
+	char	   *p = (char *) sh + sh->bounds_off;
+	bool		isnull;
+
+	rh_ranges_init(rel, sh->indexid, hr);
+	hr->nbounds = sh->nbounds;
+	hr->bounds = palloc0(sizeof(RhBound) * Max(hr->nbounds, 1));
+	for (int b = 0; b < hr->nbounds; b++)
+	{
+		hr->bounds[b].keys = palloc(sizeof(Datum) * hr->nkeys);
+		for (int k = 0; k < hr->nkeys; k++)
+			hr->bounds[b].keys[k] = datumRestore(&p, &isnull);
+	}
+	return hr;
+}
+
+/* a parallel worker's entry point */
+void
+rh_parallel_main(dsm_segment *seg, shm_toc *toc)
+{
+	RhParallelShared *sh = shm_toc_lookup(toc, RH_PARALLEL_KEY_SHARED, false);
+	Relation	rel = table_open(sh->relid, AccessShareLock);
+	RhRanges   *hr = NULL;
+
+	if (OidIsValid(sh->indexid))
+		hr = rh_bounds_restore(rel, sh);
+	rh_parallel_scan(sh, rel, hr);
+	table_close(rel, AccessShareLock);
+}
+
+/* the shared state: scan, boundaries, sums */
+static RhParallelShared *
+rh_parallel_shared(ParallelContext *pcxt, Relation rel, RhRanges *hr,
+				   Snapshot snapshot, bool estimate)
+{
+	int			nsums = hr != NULL ? hr->nbounds + 1 : 1;
+	Size		scan_off = BUFFERALIGN(add_size(offsetof(RhParallelShared, sums),
+												mul_size(sizeof(RhSum), nsums)));
+	Size		bounds_off = add_size(scan_off,
+									  BUFFERALIGN(table_parallelscan_estimate(rel, snapshot)));
+	Size		size = add_size(bounds_off, hr != NULL ? rh_bounds_space(rel, hr) : 0);
+	RhParallelShared *sh;
+
+	if (estimate)
+	{
+		shm_toc_estimate_chunk(&pcxt->estimator, size);
+		shm_toc_estimate_keys(&pcxt->estimator, 1);
+		return NULL;
+	}
+	sh = shm_toc_allocate(pcxt->toc, size);
+	memset(sh, 0, bounds_off);
+	sh->relid = RelationGetRelid(rel);
+	sh->nsums = nsums;
+	sh->scan_off = scan_off;
+	sh->bounds_off = bounds_off;
+	SpinLockInit(&sh->mutex);
+	table_parallelscan_initialize(rel, (ParallelTableScanDesc) ((char *) sh + scan_off),
+								  snapshot);
+	if (hr != NULL)
+	{
+		sh->indexid = hr->indexid;
+		sh->nbounds = hr->nbounds;
+		rh_bounds_serialize(rel, hr, (char *) sh + bounds_off);
+	}
+	shm_toc_insert(pcxt->toc, RH_PARALLEL_KEY_SHARED, sh);
+	return sh;
+}
+
+/*
+ * Hash the relation in parallel into sums (one, or hr's ranges'); false,
+ * nothing done, when it is not worth it or not possible.
+ */
+static bool
+rh_hash_parallel(Relation rel, RhState *hs, RhRow *row, RhRanges *hr,
+				 RhSum *sums)
+{
+	int			nworkers = rh_parallel_workers(rel, hs, row);
+	Snapshot	snapshot;
+	ParallelContext *pcxt;
+	RhParallelShared *sh = NULL;
+
+	if (nworkers <= 0)
+		return false;
+	snapshot = rh_snapshot();
+	EnterParallelMode();
+	pcxt = CreateParallelContext("acme_migrate", "rh_parallel_main", nworkers);
+	rh_parallel_shared(pcxt, rel, hr, snapshot, true);
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg != NULL)
+	{
+		sh = rh_parallel_shared(pcxt, rel, hr, snapshot, false);
+		LaunchParallelWorkers(pcxt);
+		ereport(DEBUG1,
+				(errmsg_internal("hashing \"%s\" in a parallel scan with %d workers planned",
+								 RelationGetRelationName(rel), nworkers)));
+		rh_parallel_scan(sh, rel, hr);	/* the leader takes part */
+		WaitForParallelWorkersToFinish(pcxt);
+		memcpy(sums, sh->sums, sizeof(RhSum) * sh->nsums);
+	}
+	/* else no dynamic shared memory: serially */
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+	UnregisterSnapshot(snapshot);
+	return sh != NULL;
 }
 
 /*
@@ -1689,11 +2037,9 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 	int32		chunks;
 	Relation	rel;
 	Oid			pkoid;
-	Relation	index;
 	RhRanges	hr;
 	RhState  *hs;
 	RhRow    *row;
-	int			k;
 	int			r;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -1720,27 +2066,7 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 				 errhint("Use acme_migrate_table_hash to hash the whole relation.")));
 
 	memset(&hr, 0, sizeof(hr));
-	index = index_open(pkoid, AccessShareLock);
-	hr.nkeys = IndexRelationGetNumberOfKeyAttributes(index);
-	hr.attnums = palloc(sizeof(AttrNumber) * hr.nkeys);
-	hr.ssup = palloc0(sizeof(SortSupportData) * hr.nkeys);
-	hr.rowkeys = palloc(sizeof(Datum) * hr.nkeys);
-	for (k = 0; k < hr.nkeys; k++)
-	{
-		SortSupport ssup = &hr.ssup[k];
-
-		hr.attnums[k] = index->rd_index->indkey.values[k];
-		if (hr.attnums[k] <= 0)
-			elog(ERROR, "unexpected expression in primary key of \"%s\"",
-				 RelationGetRelationName(rel));
-		ssup->ssup_cxt = CurrentMemoryContext;
-		ssup->ssup_collation = index->rd_indcollation[k];
-		ssup->ssup_nulls_first = false;
-		ssup->ssup_attno = k + 1;
-		ssup->abbreviate = false;
-		PrepareSortSupportFromIndexRel(index, BTLessStrategyNumber, ssup);
-	}
-	index_close(index, AccessShareLock);
+	rh_ranges_init(rel, pkoid, &hr);
 
 	if (!PG_ARGISNULL(2))
 	{
@@ -1766,7 +2092,8 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 
 	hs = rh_state_create(CurrentMemoryContext);
 	row = rh_row_build(hs, RelationGetDescr(rel));
-	rh_scan(rel, hs, row, rh_ranges_cb, &hr);
+	if (!rh_hash_parallel(rel, hs, row, &hr, hr.sums))
+		rh_scan(rel, hs, row, rh_ranges_cb, &hr);
 	relation_close(rel, AccessShareLock);
 
 	for (r = 0; r <= hr.nbounds; r++)

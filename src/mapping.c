@@ -477,56 +477,95 @@ mapping_resolve_new_job(AmJob *job, Jsonb *columns, bool reconcile)
 }
 
 /*
- * The schema holding the btree comparison operators of all the key types;
- * operators in the generated SQL are qualified with it.
+ * The btree operator of a strategy (BTGreaterStrategyNumber, ...) of each
+ * of these types, from their default btree opclasses: returns the schema
+ * holding them, which must be one for all, and sets *name to the
+ * operator's name.  Operators in the generated SQL are qualified with it.
  */
 static const char *
-map_operator_schema(AmMapping *map)
+map_operator_of(const Oid *types, int n, int strategy, const char **name)
 {
 	Oid			nsp = InvalidOid;
 
-	for (int i = 0; i < map->nkeys; i++)
+	for (int i = 0; i < n; i++)
 	{
-		Oid			opclass = GetDefaultOpClass(map->key_types[i], BTREE_AM_OID);
+		Oid			opclass = GetDefaultOpClass(types[i], BTREE_AM_OID);
 		Oid			family = get_opclass_family(opclass);
 		Oid			intype = get_opclass_input_type(opclass);
-		Oid			op = get_opfamily_member(family, intype, intype,
-											 BTGreaterStrategyNumber);
-		Oid			opnsp;
+		Oid			op = get_opfamily_member(family, intype, intype, strategy);
+		Form_pg_operator form;
 		HeapTuple	tup;
 
 		if (!OidIsValid(op))
-			elog(ERROR, "missing > operator for type %u", map->key_types[i]);
+			elog(ERROR, "missing btree operator %d for type %u", strategy,
+				 types[i]);
 		tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(op));
 		if (!HeapTupleIsValid(tup))
 			elog(ERROR, "cache lookup failed for operator %u", op);
-		opnsp = ((Form_pg_operator) GETSTRUCT(tup))->oprnamespace;
-		ReleaseSysCache(tup);
-		if (OidIsValid(nsp) && nsp != opnsp)
+		form = (Form_pg_operator) GETSTRUCT(tup);
+		if (OidIsValid(nsp) && nsp != form->oprnamespace)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("key columns are ordered by operators of different schemas"),
 					 errhint("Choose key columns whose types are ordered by operators of one schema.")));
-		nsp = opnsp;
+		nsp = form->oprnamespace;
+		*name = pstrdup(NameStr(form->oprname));
+		ReleaseSysCache(tup);
 	}
 	return quote_identifier(get_namespace_name(nsp));
 }
 
-/* "ROW(s.k1, s.k2)" or "ROW($1, $2)" */
+/* the schema of the key types' btree operators */
+static const char *
+map_operator_schema(AmMapping *map)
+{
+	const char *name;
+
+	return map_operator_of(map->key_types, map->nkeys,
+						   BTGreaterStrategyNumber, &name);
+}
+
+/* "ROW(alias.c1, alias.c2)" or, with firstparam > 0, "ROW($1, $2)" */
 static void
-map_append_row(StringInfo buf, AmMapping *map, int firstparam)
+map_append_row_of(StringInfo buf, const char *alias, char **names, int n,
+				  int firstparam)
 {
 	appendStringInfoString(buf, "ROW(");
-	for (int i = 0; i < map->nkeys; i++)
+	for (int i = 0; i < n; i++)
 	{
 		if (i > 0)
 			appendStringInfoString(buf, ", ");
 		if (firstparam > 0)
 			appendStringInfo(buf, "$%d", firstparam + i);
 		else
-			appendStringInfo(buf, "s.%s", quote_identifier(map->key_names[i]));
+			appendStringInfo(buf, "%s.%s", alias, quote_identifier(names[i]));
 	}
 	appendStringInfoChar(buf, ')');
+}
+
+/* "ROW(s.k1, s.k2)" or "ROW($1, $2)" */
+static void
+map_append_row(StringInfo buf, AmMapping *map, int firstparam)
+{
+	map_append_row_of(buf, "s", map->key_names, map->nkeys, firstparam);
+}
+
+/*
+ * "ROW(alias.c1, ...) OPERATOR(schema.op) ROW($firstparam, ...)": columns
+ * of these types compared with parameters by their btree operator of a
+ * strategy, resolved as for the copy's own keyset queries.
+ */
+void
+mapping_append_key_compare(StringInfo buf, const char *alias, char **names,
+						   const Oid *types, int n, int strategy,
+						   int firstparam)
+{
+	const char *opname;
+	const char *nsp = map_operator_of(types, n, strategy, &opname);
+
+	map_append_row_of(buf, alias, names, n, 0);
+	appendStringInfo(buf, " OPERATOR(%s.%s) ", nsp, opname);
+	map_append_row_of(buf, NULL, NULL, n, firstparam);
 }
 
 /* Is the text of this type's values independent of session settings? */
@@ -674,6 +713,23 @@ map_append_key_set(StringInfo q, AmMapping *map)
 		appendStringInfo(q, "%sam_k%d", i > 0 ? ", " : "", i + 1);
 }
 
+/*
+ * " FROM source AS s, am_keys WHERE (filter) AND s.k1 = am_k1 ...": the
+ * source rows of the keys in am_keys (see map_append_key_set).
+ */
+static void
+map_append_source_of_keys(StringInfo q, AmJob *job, AmMapping *map,
+						  const char *srcname)
+{
+	appendStringInfo(q, " FROM %s AS s, am_keys WHERE %s%s%s", srcname,
+					 job->filter ? "(" : "true",
+					 job->filter ? job->filter : "", job->filter ? ")" : "");
+	for (int i = 0; i < map->nkeys; i++)
+		appendStringInfo(q, " AND s.%s %s am_keys.am_k%d",
+						 quote_identifier(map->key_names[i]),
+						 map_eq_operator(map->key_types[i]), i + 1);
+}
+
 /* " AND t.tk1 = CAST(am_keys.am_k1 AS type) ...": a target row of a key */
 static void
 map_append_target_key_match(StringInfo q, AmJob *job, Relation tgt)
@@ -694,6 +750,24 @@ map_append_target_key_match(StringInfo q, AmJob *job, Relation tgt)
 											  FORMAT_TYPE_FORCE_QUALIFY));
 		i++;
 	}
+}
+
+/*
+ * "WITH am_keys AS (...), b AS MATERIALIZED (<mapped source rows of the
+ * keys>), w AS (INSERT INTO target ... SELECT ... FROM b [ON CONFLICT])":
+ * the start of a catch-up statement.
+ */
+static void
+map_append_keyed_write(StringInfo q, AmJob *job, AmMapping *map,
+					   const char *srcname, const char *tgtname,
+					   const char *cols, bool identity_always,
+					   AmConflict on_conflict)
+{
+	map_append_key_set(q, map);
+	appendStringInfo(q, ")), b AS MATERIALIZED (SELECT %s", cols);
+	map_append_source_of_keys(q, job, map, srcname);
+	appendStringInfoString(q, "), ");
+	map_append_upsert(q, job, map, tgtname, identity_always, on_conflict);
 }
 
 /*
@@ -727,17 +801,8 @@ map_catchup_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 						 map_eq_operator(map->key_types[i]), i + 1);
 
 	initStringInfo(&q);
-	map_append_key_set(&q, map);
-	appendStringInfo(&q, ")), b AS MATERIALIZED (SELECT %s FROM %s AS s, am_keys WHERE %s%s%s",
-					 cols, srcname, job->filter ? "(" : "true",
-					 job->filter ? job->filter : "", job->filter ? ")" : "");
-	for (i = 0; i < map->nkeys; i++)
-		appendStringInfo(&q, " AND s.%s %s am_keys.am_k%d",
-						 quote_identifier(map->key_names[i]),
-						 map_eq_operator(map->key_types[i]), i + 1);
-	appendStringInfoString(&q, "), ");
-	map_append_upsert(&q, job, map, tgtname, identity_always,
-					  AM_CONFLICT_UPDATE);
+	map_append_keyed_write(&q, job, map, srcname, tgtname, cols,
+						   identity_always, AM_CONFLICT_UPDATE);
 	appendStringInfo(&q, ", d AS (DELETE FROM %s AS t USING am_keys WHERE true",
 					 tgtname);
 	map_append_target_key_match(&q, job, tgt);
@@ -745,6 +810,34 @@ map_catchup_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 					 "SELECT (SELECT pg_catalog.count(*) FROM w), "
 					 "(SELECT pg_catalog.count(*) FROM d)", match.data);
 	return q.data;
+}
+
+/*
+ * The catch-up statements of a target that nothing reacts to (capture.c
+ * decides when): the first deletes the target's rows of the keys, the
+ * second inserts the current mapped source row of each key.  A plain
+ * delete and insert cost less than half of INSERT ... ON CONFLICT DO
+ * UPDATE, which checks, locks and then updates each row.
+ */
+static void
+map_catchup_replace_sql(AmJob *job, AmMapping *map, Relation tgt,
+						const char *srcname, const char *tgtname,
+						const char *cols, bool identity_always)
+{
+	StringInfoData q;
+
+	initStringInfo(&q);
+	map_append_key_set(&q, map);
+	appendStringInfo(&q, ")) DELETE FROM %s AS t USING am_keys WHERE true",
+					 tgtname);
+	map_append_target_key_match(&q, job, tgt);
+	map->catchup_delete_sql = q.data;
+
+	initStringInfo(&q);
+	map_append_keyed_write(&q, job, map, srcname, tgtname, cols,
+						   identity_always, AM_CONFLICT_ERROR);
+	appendStringInfoString(&q, " SELECT pg_catalog.count(*) FROM w");
+	map->catchup_insert_sql = q.data;
 }
 
 /*
@@ -773,13 +866,9 @@ map_verify_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 	}
 	initStringInfo(&q);
 	map_append_key_set(&q, map);
-	appendStringInfo(&q, ")), b AS (SELECT %s(ROW(%s)) AS h FROM (SELECT %s FROM %s AS s, am_keys WHERE %s%s%s",
-					 hashfn, brow.data, cols, srcname, job->filter ? "(" : "true",
-					 job->filter ? job->filter : "", job->filter ? ")" : "");
-	for (i = 0; i < map->nkeys; i++)
-		appendStringInfo(&q, " AND s.%s %s am_keys.am_k%d",
-						 quote_identifier(map->key_names[i]),
-						 map_eq_operator(map->key_types[i]), i + 1);
+	appendStringInfo(&q, ")), b AS (SELECT %s(ROW(%s)) AS h FROM (SELECT %s",
+					 hashfn, brow.data, cols);
+	map_append_source_of_keys(&q, job, map, srcname);
 	appendStringInfo(&q, ") x), t AS (SELECT %s(ROW(%s)) AS h FROM %s AS t, am_keys WHERE true",
 					 hashfn, trow.data, tgtname);
 	map_append_target_key_match(&q, job, tgt);
@@ -1047,6 +1136,8 @@ map_direct_write_check(AmJob *job, AmMapping *map, Relation tgt)
 		map->direct_why_not = "acme_migrate.direct_write is off";
 	else if (tgt->rd_rel->relkind != RELKIND_RELATION)
 		map->direct_why_not = "the target is partitioned";
+	else if (!locality_is_local(job->target_relid))
+		map->direct_why_not = locality_why_not(job->target_relid);
 	else if (check_enable_rls(job->target_relid, job->owner, true) == RLS_ENABLED)
 		map->direct_why_not = "the target has row-level security";
 	else if (tgt->rd_rules != NULL)
@@ -1121,6 +1212,8 @@ mapping_build(AmJob *job, bool validating)
 	{
 		map->catchup_sql = map_catchup_sql(job, map, tgt, srcname, tgtname,
 										   cols, identity_always);
+		map_catchup_replace_sql(job, map, tgt, srcname, tgtname, cols,
+								identity_always);
 		map->verify_sql = map_verify_sql(job, map, tgt, srcname, tgtname,
 										 cols);
 	}

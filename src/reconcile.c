@@ -18,9 +18,10 @@
  * the rule: "value" (the type's equality, so numeric 1.0 = 1.00),
  * {"tolerance": x} for numbers, {"truncate": unit} for timestamps.
  *
- * When the target key is one unique integer column, hash sums per key
- * range are compared first and only the ranges that differ are merged
- * (rc_hash_first).
+ * When the target key is unique, hash sums per bucket of rows are compared
+ * first (key ranges for a single integer key, key hashes for any other
+ * hashable key) and only the rows of buckets that differ are merged
+ * (rc_hash_first, with the argument for its exactness).
  *
  * With sample => f only a random fraction f of the keys of each side is
  * looked up on the other side, and the counts are scaled up (estimated).
@@ -41,21 +42,28 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/stratnum.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/executor.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/rel.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "storage/bufmgr.h"
 #include "utils/plancache.h"
 #include "utils/snapmgr.h"
 #include "utils/sortsupport.h"
+#include "utils/tuplesort.h"
 #include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(acme_migrate_reconcile_job);
@@ -94,6 +102,7 @@ typedef struct RcState
 	RcColumn   *cols;
 	int			ntkeys;
 	int		   *tkey_idx;		/* target key columns among the mapped ones */
+	char	  **tkey_names;
 	SortSupport tkey_sort;		/* their ordering, as ORDER BY sorts them */
 	Oid		   *tkey_types;
 	bool	   *tkey_byval;
@@ -102,6 +111,10 @@ typedef struct RcState
 									 * [above a key][up to a key] */
 	char	   *source_all_sql;	/* mapped source rows, in any order */
 	char	   *target_all_sql;	/* target rows, mapped columns, any order */
+	char	   *target_rows_sql;	/* whole target rows, in any order */
+	char	   *place_sql[2][2];	/* [target][by place]: with a trailing
+									 * ctid, or the rows at ctids $1 (NULL:
+									 * not a table, rows are read again) */
 	SPIPlanPtr	source_plan[2][2];	/* plans of the merge's queries */
 	SPIPlanPtr	target_plan[2][2];
 	int			nhash;			/* columns hashed by the first pass */
@@ -132,14 +145,17 @@ typedef struct RcState
 
 /*
  * One side of the merge.  Its query is run by an executor of its own, a row
- * at a time: values and nulls point into the current row's slot, which stays
- * valid until the side moves on, so no row is ever copied.
+ * at a time, or its rows come from a sort (the hash pass's kept rows):
+ * values and nulls point into the current row's slot, which stays valid
+ * until the side moves on, so no row is ever copied.
  */
 typedef struct RcSide
 {
 	const char *name;
 	CachedPlan *cplan;
 	QueryDesc  *qd;
+	Tuplesortstate *sort;		/* rows from here when set, into slot */
+	TupleTableSlot *slot;
 	int			off;			/* mapped column i is at values[off + i] */
 	Datum	   *values;
 	bool	   *nulls;
@@ -174,36 +190,6 @@ rc_find_mapped(AmMapping *map, const char *name)
 		if (strcmp(map->mapped_names[i], name) == 0)
 			return i;
 	return -1;
-}
-
-/*
- * "ROW(alias.k1, ...)" over the target key columns, or with firstparam > 0
- * "ROW($firstparam, ...)"
- */
-static void
-rc_append_key_row(StringInfo q, RcState *st, const char *alias, int firstparam)
-{
-	appendStringInfoString(q, "ROW(");
-	for (int i = 0; i < st->ntkeys; i++)
-	{
-		if (i > 0)
-			appendStringInfoString(q, ", ");
-		if (firstparam > 0)
-			appendStringInfo(q, "$%d", firstparam + i);
-		else
-			appendStringInfo(q, "%s.%s", alias,
-							 quote_identifier(st->map->mapped_names[st->tkey_idx[i]]));
-	}
-	appendStringInfoChar(q, ')');
-}
-
-/* "ROW(alias.k1, ...) = ROW($1, ...)" over the target key columns */
-static void
-rc_append_key_match(StringInfo q, RcState *st, const char *alias)
-{
-	rc_append_key_row(q, st, alias, 0);
-	appendStringInfoString(q, " OPERATOR(pg_catalog.=) ");
-	rc_append_key_row(q, st, NULL, 1);
 }
 
 /*
@@ -288,32 +274,26 @@ rc_setup_report(RcState *st, StringInfo tcols)
 }
 
 /*
- * Decide the compared columns and their policies, and build the SQL of
- * both sides.
+ * Columns named in the options must be mapped target columns, and compare
+ * must be an object whose keys are such columns.
  */
 static void
-rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
+rc_check_options(RcState *st, List *only, List *ignore, Jsonb *compare)
 {
-	AmMapping  *map = st->map;
-	StringInfoData q;
-	StringInfoData tcols;
 	ListCell   *lc;
-	const char *tgt = rc_relname(map->target_relid);
-	const char *src = rc_relname(map->source_relid);
-	int			i;
 
-	/* columns named in the options must be mapped target columns */
 	foreach(lc, list_concat(list_copy(only), ignore))
-		if (rc_find_mapped(map, lfirst(lc)) < 0)
+		if (rc_find_mapped(st->map, lfirst(lc)) < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" is not compared", (char *) lfirst(lc)),
 					 errdetail("Only target columns filled from the source can be compared.")));
-	if (compare != NULL && (!JB_ROOT_IS_OBJECT(compare) || JB_ROOT_IS_SCALAR(compare)))
+	if (compare == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(compare) || JB_ROOT_IS_SCALAR(compare))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("compare must be a jsonb object mapping columns to policies")));
-	if (compare != NULL)
 	{
 		JsonbIterator *it = JsonbIteratorInit(&compare->root);
 		JsonbValue	v;
@@ -326,39 +306,134 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 			if (tok != WJB_KEY)
 				continue;
 			col = pnstrdup(v.val.string.val, v.val.string.len);
-			if (rc_find_mapped(map, col) < 0)
+			if (rc_find_mapped(st->map, col) < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_COLUMN),
 						 errmsg("column \"%s\" is not compared", col),
 						 errdetail("The keys of compare must be target columns filled from the source.")));
 		}
 	}
+}
+
+/* a member of a jsonb policy object, or NULL */
+static JsonbValue *
+rc_policy_member(JsonbValue *v, const char *name)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) name;
+	k.val.string.len = strlen(name);
+	return findJsonbValueFromContainer(v->val.binary.data, JB_FOBJECT, &k);
+}
+
+/* {"tolerance": x} or {"truncate": unit}: set the column's policy */
+static void
+rc_policy_object(RcColumn *c, JsonbValue *v)
+{
+	JsonbValue *t;
+
+	t = rc_policy_member(v, "tolerance");
+	if (t && t->type == jbvNumeric)
+	{
+		c->policy = RC_TOLERANCE;
+		c->tolerance = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+														  NumericGetDatum(t->val.numeric)));
+		if (c->type != FLOAT4OID && c->type != FLOAT8OID &&
+			c->type != NUMERICOID && c->type != INT2OID &&
+			c->type != INT4OID && c->type != INT8OID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" has type %s, which cannot be compared with a tolerance",
+							c->name, format_type_be(c->type))));
+	}
+	t = rc_policy_member(v, "truncate");
+	if (t && t->type == jbvString)
+	{
+		c->policy = RC_TRUNCATE;
+		c->unit = cstring_to_text_with_len(t->val.string.val, t->val.string.len);
+		if (c->type != TIMESTAMPTZOID && c->type != TIMESTAMPOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" has type %s, which cannot be truncated",
+							c->name, format_type_be(c->type))));
+		/* validate the unit now rather than on the first row */
+		(void) DirectFunctionCall2(timestamp_trunc, PointerGetDatum(c->unit),
+								   TimestampGetDatum(0));
+	}
+}
+
+/* The policy of a column from its entry v in compare (NULL: none). */
+static void
+rc_column_policy(RcColumn *c, JsonbValue *v)
+{
+	bool		is_string = v != NULL && v->type == jbvString;
+
+	c->policy = RC_TEXT;
+	if (v == NULL)
+		return;
+	if (is_string && v->val.string.len == 5 &&
+		strncmp(v->val.string.val, "value", 5) == 0)
+		c->policy = RC_VALUE;
+	else if (is_string && v->val.string.len == 4 &&
+			 strncmp(v->val.string.val, "text", 4) == 0)
+		return;
+	else if (v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data))
+		rc_policy_object(c, v);
+	if (c->policy == RC_TEXT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid comparison policy for column \"%s\"", c->name),
+				 errhint("Use \"text\", \"value\", {\"tolerance\": number} or {\"truncate\": \"unit\"}.")));
+	if (c->policy == RC_VALUE)
+	{
+		TypeCacheEntry *tc = lookup_type_cache(c->type, TYPECACHE_EQ_OPR_FINFO);
+
+		if (!OidIsValid(tc->eq_opr_finfo.fn_oid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("column \"%s\" has type %s, which has no equality operator",
+							c->name, format_type_be(c->type)),
+					 errhint("Compare it by representation (\"text\") instead.")));
+		fmgr_info_copy(&c->eq, &tc->eq_opr_finfo, CurrentMemoryContext);
+	}
+}
+
+/* Is a mapped column compared, given the columns and ignore_columns? */
+static bool
+rc_is_compared(const char *name, List *only, List *ignore)
+{
+	ListCell   *lc;
+	bool		compared = (only == NIL);
+
+	foreach(lc, only)
+		if (strcmp(lfirst(lc), name) == 0)
+			compared = true;
+	foreach(lc, ignore)
+		if (strcmp(lfirst(lc), name) == 0)
+			compared = false;
+	return compared;
+}
+
+/* The compared columns, with their types and policies. */
+static void
+rc_setup_columns(RcState *st, List *only, List *ignore, Jsonb *compare)
+{
+	AmMapping  *map = st->map;
 
 	st->cols = palloc0(sizeof(RcColumn) * map->nmapped);
-	for (i = 0; i < map->nmapped; i++)
+	for (int i = 0; i < map->nmapped; i++)
 	{
 		char	   *name = map->mapped_names[i];
 		RcColumn   *c;
 		Oid			outfn;
 		bool		varlena;
-		bool		skip = false;
 		int32		typmod;
 		JsonbValue	k;
 		JsonbValue *v = NULL;
 
-		if (only != NIL)
-		{
-			skip = true;
-			foreach(lc, only)
-				if (strcmp(lfirst(lc), name) == 0)
-					skip = false;
-		}
-		foreach(lc, ignore)
-			if (strcmp(lfirst(lc), name) == 0)
-				skip = true;
-		if (skip)
+		if (!rc_is_compared(name, only, ignore))
 			continue;
-
 		c = &st->cols[st->ncols++];
 		c->name = name;
 		c->idx = i;
@@ -367,8 +442,6 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 		get_typlenbyval(c->type, &c->len, &c->byval);
 		getTypeOutputInfo(c->type, &outfn, &varlena);
 		fmgr_info(outfn, &c->out);
-		c->policy = RC_TEXT;
-
 		if (compare != NULL)
 		{
 			k.type = jbvString;
@@ -376,81 +449,28 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 			k.val.string.len = strlen(name);
 			v = findJsonbValueFromContainer(&compare->root, JB_FOBJECT, &k);
 		}
-		if (v == NULL)
-			continue;
-		if (v->type == jbvString &&
-			strncmp(v->val.string.val, "value", v->val.string.len) == 0 &&
-			v->val.string.len == 5)
-			c->policy = RC_VALUE;
-		else if (v->type == jbvString &&
-				 strncmp(v->val.string.val, "text", v->val.string.len) == 0 &&
-				 v->val.string.len == 4)
-			c->policy = RC_TEXT;
-		else if (v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data))
-		{
-			JsonbValue *t;
-
-			k.val.string.val = "tolerance";
-			k.val.string.len = strlen("tolerance");
-			t = findJsonbValueFromContainer(v->val.binary.data, JB_FOBJECT, &k);
-			if (t && t->type == jbvNumeric)
-			{
-				c->policy = RC_TOLERANCE;
-				c->tolerance = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-																  NumericGetDatum(t->val.numeric)));
-				if (c->type != FLOAT4OID && c->type != FLOAT8OID &&
-					c->type != NUMERICOID && c->type != INT2OID &&
-					c->type != INT4OID && c->type != INT8OID)
-					ereport(ERROR,
-							(errcode(ERRCODE_DATATYPE_MISMATCH),
-							 errmsg("column \"%s\" has type %s, which cannot be compared with a tolerance",
-									name, format_type_be(c->type))));
-			}
-			k.val.string.val = "truncate";
-			k.val.string.len = strlen("truncate");
-			t = findJsonbValueFromContainer(v->val.binary.data, JB_FOBJECT, &k);
-			if (t && t->type == jbvString)
-			{
-				c->policy = RC_TRUNCATE;
-				c->unit = cstring_to_text_with_len(t->val.string.val, t->val.string.len);
-				if (c->type != TIMESTAMPTZOID && c->type != TIMESTAMPOID)
-					ereport(ERROR,
-							(errcode(ERRCODE_DATATYPE_MISMATCH),
-							 errmsg("column \"%s\" has type %s, which cannot be truncated",
-									name, format_type_be(c->type))));
-				/* validate the unit now rather than on the first row */
-				(void) DirectFunctionCall2(timestamp_trunc, PointerGetDatum(c->unit),
-										   TimestampGetDatum(0));
-			}
-		}
-		if (c->policy == RC_TEXT &&
-			!(v->type == jbvString && v->val.string.len == 4))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid comparison policy for column \"%s\"", name),
-					 errhint("Use \"text\", \"value\", {\"tolerance\": number} or {\"truncate\": \"unit\"}.")));
-		if (c->policy == RC_VALUE)
-		{
-			TypeCacheEntry *tc = lookup_type_cache(c->type, TYPECACHE_EQ_OPR_FINFO);
-
-			if (!OidIsValid(tc->eq_opr_finfo.fn_oid))
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_FUNCTION),
-						 errmsg("column \"%s\" has type %s, which has no equality operator",
-								name, format_type_be(c->type)),
-						 errhint("Compare it by representation (\"text\") instead.")));
-			fmgr_info_copy(&c->eq, &tc->eq_opr_finfo, CurrentMemoryContext);
-		}
+		rc_column_policy(c, v);
 	}
+}
 
-	/* target key columns, among the mapped ones */
+/*
+ * The target key columns, among the mapped ones: types, collations and
+ * the ordering the merge sorts them by (the target's).
+ */
+static void
+rc_setup_keys(RcState *st)
+{
+	AmMapping  *map = st->map;
+	ListCell   *lc;
+	int			i = 0;
+
 	st->ntkeys = list_length(st->job->target_key_columns);
 	st->tkey_idx = palloc(sizeof(int) * st->ntkeys);
+	st->tkey_names = palloc(sizeof(char *) * st->ntkeys);
 	st->tkey_sort = palloc0(sizeof(SortSupportData) * st->ntkeys);
 	st->tkey_types = palloc(sizeof(Oid) * st->ntkeys);
 	st->tkey_byval = palloc(sizeof(bool) * st->ntkeys);
 	st->tkey_len = palloc(sizeof(int16) * st->ntkeys);
-	i = 0;
 	foreach(lc, st->job->target_key_columns)
 	{
 		int			m = rc_find_mapped(map, lfirst(lc));
@@ -459,6 +479,7 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 		int32		typmod;
 
 		st->tkey_idx[i] = m;
+		st->tkey_names[i] = lfirst(lc);
 		get_atttypetypmodcoll(map->target_relid, map->mapped_attnums[m],
 							  &st->tkey_types[i], &typmod,
 							  &ssup->ssup_collation);
@@ -473,96 +494,155 @@ rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
 		PrepareSortSupportFromOrderingOp(tc->lt_opr, ssup);
 		i++;
 	}
+}
 
-	/* the target side: its mapped columns, in any order */
+/* Can rows of the relation be read again by ctid (a table, no children)? */
+static bool
+rc_has_places(Oid relid)
+{
+	char		kind = get_rel_relkind(relid);
+
+	return kind == RELKIND_RELATION || kind == RELKIND_MATVIEW;
+}
+
+/*
+ * The target side's SQL: its mapped columns in any order (the hash pass);
+ * the whole row in any order (kept rows of the hash pass), and in key
+ * order, in a key range, for the merge, the other target columns after
+ * the mapped ones when rows are listed, so that a listed target row is the
+ * whole row.  Key ranges are (lo, hi], compared as mapping.c compares the
+ * copy's.
+ */
+static void
+rc_setup_target_sql(RcState *st, const char *tcols)
+{
+	AmMapping  *map = st->map;
+	const char *tgt = rc_relname(map->target_relid);
+	StringInfoData q;
+
 	initStringInfo(&q);
 	appendStringInfoString(&q, "SELECT ");
-	for (i = 0; i < map->nmapped; i++)
+	for (int i = 0; i < map->nmapped; i++)
 		appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
 						 quote_identifier(map->mapped_names[i]));
 	appendStringInfo(&q, " FROM %s AS t", tgt);
 	st->target_all_sql = q.data;
+	st->target_rows_sql = psprintf("SELECT %s FROM %s AS t", tcols, tgt);
+	if (rc_has_places(map->target_relid))
+	{
+		st->place_sql[1][0] = psprintf("%s, t.ctid FROM %s AS t",
+									   pnstrdup(q.data, strstr(q.data, " FROM ") - q.data),
+									   tgt);
+		st->place_sql[1][1] = psprintf("%s WHERE t.ctid OPERATOR(pg_catalog.=) ANY ($1)",
+									   st->target_rows_sql);
+	}
 
-	/*
-	 * ... and in key order, in a key range, for the merge: with the other
-	 * target columns after the mapped ones when rows are listed, so that a
-	 * listed target row is the whole row
-	 */
-	initStringInfo(&tcols);
-	rc_setup_report(st, &tcols);
 	for (int lo = 0; lo < 2; lo++)
 	{
 		for (int hi = 0; hi < 2; hi++)
 		{
 			initStringInfo(&q);
 			appendStringInfo(&q, "SELECT %s FROM %s AS t WHERE true",
-							 tcols.data, tgt);
+							 tcols, tgt);
 			if (lo)
 			{
 				appendStringInfoString(&q, " AND ");
-				rc_append_key_row(&q, st, "t", 0);
-				appendStringInfoString(&q, " OPERATOR(pg_catalog.>) ");
-				rc_append_key_row(&q, st, NULL, 1);
+				mapping_append_key_compare(&q, "t", st->tkey_names,
+										   st->tkey_types, st->ntkeys,
+										   BTGreaterStrategyNumber, 1);
 			}
 			if (hi)
 			{
 				appendStringInfoString(&q, " AND ");
-				rc_append_key_row(&q, st, "t", 0);
-				appendStringInfoString(&q, " OPERATOR(pg_catalog.<=) ");
-				rc_append_key_row(&q, st, NULL, st->ntkeys + 1);
+				mapping_append_key_compare(&q, "t", st->tkey_names,
+										   st->tkey_types, st->ntkeys,
+										   BTLessEqualStrategyNumber,
+										   st->ntkeys + 1);
 			}
 			appendStringInfoString(&q, " ORDER BY ");
-			foreach(lc, st->job->target_key_columns)
-				appendStringInfo(&q, "%st.%s",
-								 lc == list_head(st->job->target_key_columns) ? "" : ", ",
-								 quote_identifier(lfirst(lc)));
+			for (int i = 0; i < st->ntkeys; i++)
+				appendStringInfo(&q, "%st.%s", i > 0 ? ", " : "",
+								 quote_identifier(st->tkey_names[i]));
 			st->target_sql[lo][hi] = q.data;
 		}
 	}
 
-	{
-		StringInfoData cols;
-		ListCell   *le;
-		ListCell   *lt;
-
-		/* the mapped source row: the job's expressions, by target key */
-		initStringInfo(&cols);
-		forboth(lt, st->job->map_targets, le, st->job->map_exprs)
-		{
-			int			m = rc_find_mapped(map, lfirst(lt));
-			Oid			type;
-			int32		typmod;
-			Oid			coll;
-
-			get_atttypetypmodcoll(map->target_relid, map->mapped_attnums[m],
-								  &type, &typmod, &coll);
-			appendStringInfo(&cols, "%sCAST((%s) AS %s) AS %s",
-							 cols.len > 0 ? ", " : "", (char *) lfirst(le),
-							 format_type_extended(type, typmod,
-												  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY),
-							 quote_identifier(lfirst(lt)));
-		}
-		/* the mapped source rows */
-		st->source_all_sql = psprintf("SELECT %s FROM %s AS s WHERE %s",
-									  cols.data, src,
-									  st->job->filter ? st->job->filter : "true");
-
-		/*
-		 * source rows with a key (sampling): two at most, enough to tell a
-		 * duplicate, and the first is listed as it is
-		 */
-		initStringInfo(&q);
-		appendStringInfo(&q, "SELECT * FROM (%s) x WHERE ", st->source_all_sql);
-		rc_append_key_match(&q, st, "x");
-		appendStringInfoString(&q, " LIMIT 2");
-		st->source_probe_sql = q.data;
-	}
-
 	/* target rows with a key (sampling), as the merge reads them */
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT %s FROM %s AS t WHERE ", tcols.data, tgt);
-	rc_append_key_match(&q, st, "t");
+	appendStringInfo(&q, "SELECT %s FROM %s AS t WHERE ", tcols, tgt);
+	mapping_append_key_compare(&q, "t", st->tkey_names, st->tkey_types,
+							   st->ntkeys, BTEqualStrategyNumber, 1);
 	st->target_probe_sql = q.data;
+}
+
+/*
+ * The source side's SQL: the mapped source rows, the job's expressions
+ * cast to the target's types, in any order; and the source rows with a
+ * target key (sampling): two at most, enough to tell a duplicate, and the
+ * first is listed as it is.
+ */
+static void
+rc_setup_source_sql(RcState *st)
+{
+	AmMapping  *map = st->map;
+	StringInfoData cols;
+	StringInfoData q;
+	ListCell   *le;
+	ListCell   *lt;
+
+	initStringInfo(&cols);
+	forboth(lt, st->job->map_targets, le, st->job->map_exprs)
+	{
+		int			m = rc_find_mapped(map, lfirst(lt));
+		Oid			type;
+		int32		typmod;
+		Oid			coll;
+
+		get_atttypetypmodcoll(map->target_relid, map->mapped_attnums[m],
+							  &type, &typmod, &coll);
+		appendStringInfo(&cols, "%sCAST((%s) AS %s) AS %s",
+						 cols.len > 0 ? ", " : "", (char *) lfirst(le),
+						 format_type_extended(type, typmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY),
+						 quote_identifier(lfirst(lt)));
+	}
+	st->source_all_sql = psprintf("SELECT %s FROM %s AS s WHERE %s",
+								  cols.data, rc_relname(map->source_relid),
+								  st->job->filter ? st->job->filter : "true");
+	if (rc_has_places(map->source_relid))
+	{
+		st->place_sql[0][0] = psprintf("SELECT %s, s.ctid FROM %s AS s WHERE %s",
+									   cols.data, rc_relname(map->source_relid),
+									   st->job->filter ? st->job->filter : "true");
+		st->place_sql[0][1] = psprintf("SELECT %s FROM %s AS s WHERE (%s) AND s.ctid OPERATOR(pg_catalog.=) ANY ($1)",
+									   cols.data, rc_relname(map->source_relid),
+									   st->job->filter ? st->job->filter : "true");
+	}
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE ", st->source_all_sql);
+	mapping_append_key_compare(&q, "x", st->tkey_names, st->tkey_types,
+							   st->ntkeys, BTEqualStrategyNumber, 1);
+	appendStringInfoString(&q, " LIMIT 2");
+	st->source_probe_sql = q.data;
+}
+
+/*
+ * Decide the compared columns and their policies, and build the SQL of
+ * both sides.
+ */
+static void
+rc_setup(RcState *st, List *only, List *ignore, Jsonb *compare)
+{
+	StringInfoData tcols;
+
+	rc_check_options(st, only, ignore, compare);
+	rc_setup_columns(st, only, ignore, compare);
+	rc_setup_keys(st);
+	initStringInfo(&tcols);
+	rc_setup_report(st, &tcols);
+	rc_setup_target_sql(st, tcols.data);
+	rc_setup_source_sql(st);
 }
 
 /* Are the two bytes-wise values identical? */
@@ -677,8 +757,16 @@ rc_side_close(RcSide *side)
 static bool
 rc_next(RcSide *side)
 {
-	TupleTableSlot *slot = ExecProcNode(side->qd->planstate);
+	TupleTableSlot *slot;
 
+	if (side->sort != NULL)
+	{
+		slot = side->slot;
+		if (!tuplesort_gettupleslot(side->sort, true, false, slot, NULL))
+			return false;
+	}
+	else
+		slot = ExecProcNode(side->qd->planstate);
 	if (TupIsNull(slot))
 		return false;
 	slot_getallattrs(slot);
@@ -899,6 +987,65 @@ rc_advance(RcState *st, RcSide *side, Datum *key)
 }
 
 /*
+ * Merge two sides in key order, listing every difference: a key only in the
+ * source is missing, only in the target extra, on both with different
+ * values changed.
+ */
+static void
+rc_merge_loop(RcState *st, RcSide *s, RcSide *t)
+{
+	Datum	   *skey = palloc(sizeof(Datum) * st->ntkeys);
+	Datum	   *tkey = palloc(sizeof(Datum) * st->ntkeys);
+	bool		shave;
+	bool		thave;
+
+	shave = rc_advance(st, s, skey);
+	thave = rc_advance(st, t, tkey);
+	while (shave || thave)
+	{
+		int			c;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(st->rowcxt);
+		if (shave && thave)
+			c = rc_key_cmp(st, skey, tkey);
+		else
+			c = shave ? -1 : 1;
+
+		if (c < 0)
+		{
+			st->counts.source_rows++;
+			st->counts.missing++;
+			rc_report(st, "missing", NULL, skey, s, NULL, NIL);
+			shave = rc_advance(st, s, skey);
+		}
+		else if (c > 0)
+		{
+			st->counts.target_rows++;
+			st->counts.extra++;
+			rc_report(st, "extra", NULL, tkey, NULL, t, NIL);
+			thave = rc_advance(st, t, tkey);
+		}
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->rowcxt);
+			List	   *changed = rc_compare_rows(st, s, t);
+
+			MemoryContextSwitchTo(old);
+			st->counts.source_rows++;
+			st->counts.target_rows++;
+			if (changed != NIL)
+			{
+				st->counts.changed++;
+				rc_report(st, "changed", NULL, skey, s, t, changed);
+			}
+			shave = rc_advance(st, s, skey);
+			thave = rc_advance(st, t, tkey);
+		}
+	}
+}
+
+/*
  * A merge of both sides in key order over the target key range (lo, hi]
  * (either NULL: unbounded), listing every difference.  Bounds are given
  * only when the source and target keys have the same types, so that they
@@ -915,10 +1062,6 @@ rc_merge_sides(RcState *st, Datum *lo, Datum *hi)
 	ParamListInfo tparams;
 	RcSide		s;
 	RcSide		t;
-	Datum	   *skey = palloc(sizeof(Datum) * st->ntkeys);
-	Datum	   *tkey = palloc(sizeof(Datum) * st->ntkeys);
-	bool		shave;
-	bool		thave;
 
 	/* the source: the copy's query, with the bounds and no limit */
 	{
@@ -962,50 +1105,7 @@ rc_merge_sides(RcState *st, Datum *lo, Datum *hi)
 	rc_side_init(&t, "target", 0, 0, st->ntkeys);
 	rc_side_open(&t, st->target_plan[l][h], tparams, None_Receiver);
 
-	shave = rc_advance(st, &s, skey);
-	thave = rc_advance(st, &t, tkey);
-	while (shave || thave)
-	{
-		int			c;
-
-		CHECK_FOR_INTERRUPTS();
-		MemoryContextReset(st->rowcxt);
-		if (shave && thave)
-			c = rc_key_cmp(st, skey, tkey);
-		else
-			c = shave ? -1 : 1;
-
-		if (c < 0)
-		{
-			st->counts.source_rows++;
-			st->counts.missing++;
-			rc_report(st, "missing", NULL, skey, &s, NULL, NIL);
-			shave = rc_advance(st, &s, skey);
-		}
-		else if (c > 0)
-		{
-			st->counts.target_rows++;
-			st->counts.extra++;
-			rc_report(st, "extra", NULL, tkey, NULL, &t, NIL);
-			thave = rc_advance(st, &t, tkey);
-		}
-		else
-		{
-			MemoryContext old = MemoryContextSwitchTo(st->rowcxt);
-			List	   *changed = rc_compare_rows(st, &s, &t);
-
-			MemoryContextSwitchTo(old);
-			st->counts.source_rows++;
-			st->counts.target_rows++;
-			if (changed != NIL)
-			{
-				st->counts.changed++;
-				rc_report(st, "changed", NULL, skey, &s, &t, changed);
-			}
-			shave = rc_advance(st, &s, skey);
-			thave = rc_advance(st, &t, tkey);
-		}
-	}
+	rc_merge_loop(st, &s, &t);
 	rc_side_close(&s);
 	rc_side_close(&t);
 }
@@ -1028,8 +1128,36 @@ rc_merge(RcState *st, Datum *lo, Datum *hi)
  * The sampled comparison: a random fraction of each side's rows is looked
  * up on the other side by key; the counts are scaled by 1 / fraction.
  */
+
+/* a target row found for a sampled source row: changed, or a duplicate */
 static void
-rc_sample(RcState *st, double fraction)
+rc_sample_match(RcState *st, RcSide *s, RcSide *probe, Datum *key,
+				AmReconcileCounts *seen)
+{
+	MemoryContext old;
+	List	   *changed;
+	SPITupleTable *tab = SPI_tuptable;
+
+	heap_deform_tuple(tab->vals[0], tab->tupdesc, probe->values, probe->nulls);
+	if (SPI_processed > 1)
+	{
+		seen->duplicates++;
+		rc_report(st, "duplicate", "target", key, NULL, probe, NIL);
+	}
+	old = MemoryContextSwitchTo(st->rowcxt);
+	changed = rc_compare_rows(st, s, probe);
+	MemoryContextSwitchTo(old);
+	if (changed != NIL)
+	{
+		seen->changed++;
+		rc_report(st, "changed", NULL, key, s, probe, changed);
+	}
+	SPI_freetuptable(tab);
+}
+
+/* source sample: each row looked up in the target */
+static void
+rc_sample_source(RcState *st, double fraction, AmReconcileCounts *seen)
 {
 	AmMapping  *map = st->map;
 	int			nparams = 2 * map->nkeys + 2;
@@ -1037,16 +1165,10 @@ rc_sample(RcState *st, double fraction)
 	ParamListInfo params;
 	StringInfoData q;
 	SPIPlanPtr	tprobe;
-	SPIPlanPtr	sprobe;
 	RcSide		s;
-	RcSide		t;
 	RcSide		probe;
-	RcSide		sprobe_row;
 	Datum	   *key = palloc(sizeof(Datum) * st->ntkeys);
-	AmReconcileCounts seen;
-	double		scale = 1.0 / fraction;
 
-	memset(&seen, 0, sizeof(seen));
 	for (int i = 0; i < map->nkeys; i++)
 		argtypes[i] = argtypes[map->nkeys + i] = map->key_types[i];
 	argtypes[nparams - 2] = INT8OID;
@@ -1054,11 +1176,8 @@ rc_sample(RcState *st, double fraction)
 	params = rc_params(nparams, argtypes);
 	rc_param_set(params, nparams - 2, Int64GetDatum(PG_INT64_MAX));
 	rc_param_set(params, nparams - 1, Float8GetDatum(fraction));
-
 	tprobe = rc_prepare(st->target_probe_sql, st->ntkeys, st->tkey_types);
-	sprobe = rc_prepare(st->source_probe_sql, st->ntkeys, st->tkey_types);
 
-	/* source sample: each row looked up in the target */
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
 					 map->select_sql[0][0], nparams);
@@ -1072,11 +1191,11 @@ rc_sample(RcState *st, double fraction)
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextReset(st->rowcxt);
-		seen.source_rows++;
+		seen->source_rows++;
 		rc_key_values(st, &s, key, &anynull);
 		if (anynull)
 		{
-			seen.null_keys++;
+			seen->null_keys++;
 			rc_report(st, "null_key", "source", NULL, NULL, NULL, NIL);
 			continue;
 		}
@@ -1084,44 +1203,36 @@ rc_sample(RcState *st, double fraction)
 			elog(ERROR, "could not look up a key in the target");
 		if (SPI_processed == 0)
 		{
-			seen.missing++;
+			seen->missing++;
 			rc_report(st, "missing", NULL, key, &s, NULL, NIL);
 		}
 		else
-		{
-			MemoryContext old;
-			List	   *changed;
-			SPITupleTable *tab = SPI_tuptable;
-
-			heap_deform_tuple(tab->vals[0], tab->tupdesc, probe.values, probe.nulls);
-			if (SPI_processed > 1)
-			{
-				seen.duplicates++;
-				rc_report(st, "duplicate", "target", key, NULL, &probe, NIL);
-			}
-			old = MemoryContextSwitchTo(st->rowcxt);
-			changed = rc_compare_rows(st, &s, &probe);
-			MemoryContextSwitchTo(old);
-			if (changed != NIL)
-			{
-				seen.changed++;
-				rc_report(st, "changed", NULL, key, &s, &probe, changed);
-			}
-			SPI_freetuptable(tab);
-		}
+			rc_sample_match(st, &s, &probe, key, seen);
 	}
 	rc_side_close(&s);
+}
 
-	/* target sample: each row looked up in the source, for extras */
+/* target sample: each row looked up in the source, for extras */
+static void
+rc_sample_target(RcState *st, double fraction, AmReconcileCounts *seen)
+{
+	Oid			argtype = FLOAT8OID;
+	ParamListInfo params;
+	StringInfoData q;
+	SPIPlanPtr	sprobe;
+	RcSide		t;
+	RcSide		sprobe_row;
+	Datum	   *key = palloc(sizeof(Datum) * st->ntkeys);
+
+	sprobe = rc_prepare(st->source_probe_sql, st->ntkeys, st->tkey_types);
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $1",
 					 st->target_sql[0][0]);
 	rc_side_init(&t, "target", 0, 0, st->ntkeys);
-	rc_side_init(&sprobe_row, "source", map->nmapped, 0, st->ntkeys);
-	params = rc_params(1, &argtypes[nparams - 1]);
+	rc_side_init(&sprobe_row, "source", st->map->nmapped, 0, st->ntkeys);
+	params = rc_params(1, &argtype);
 	rc_param_set(params, 0, Float8GetDatum(fraction));
-	rc_side_open(&t, rc_prepare(q.data, 1, &argtypes[nparams - 1]), params,
-				 None_Receiver);
+	rc_side_open(&t, rc_prepare(q.data, 1, &argtype), params, None_Receiver);
 	while (rc_next(&t))
 	{
 		bool		anynull;
@@ -1129,11 +1240,11 @@ rc_sample(RcState *st, double fraction)
 		SPITupleTable *tab;
 
 		CHECK_FOR_INTERRUPTS();
-		seen.target_rows++;
+		seen->target_rows++;
 		rc_key_values(st, &t, key, &anynull);
 		if (anynull)
 		{
-			seen.null_keys++;
+			seen->null_keys++;
 			rc_report(st, "null_key", "target", NULL, NULL, NULL, NIL);
 			continue;
 		}
@@ -1143,20 +1254,30 @@ rc_sample(RcState *st, double fraction)
 		tab = SPI_tuptable;
 		if (n == 0)
 		{
-			seen.extra++;
+			seen->extra++;
 			rc_report(st, "extra", NULL, key, NULL, &t, NIL);
 		}
 		else if (n > 1)
 		{
 			heap_deform_tuple(tab->vals[0], tab->tupdesc, sprobe_row.values,
 							  sprobe_row.nulls);
-			seen.duplicates++;
+			seen->duplicates++;
 			rc_report(st, "duplicate", "source", key, &sprobe_row, NULL, NIL);
 		}
 		SPI_freetuptable(tab);
 	}
 	rc_side_close(&t);
+}
 
+static void
+rc_sample(RcState *st, double fraction)
+{
+	AmReconcileCounts seen;
+	double		scale = 1.0 / fraction;
+
+	memset(&seen, 0, sizeof(seen));
+	rc_sample_source(st, fraction, &seen);
+	rc_sample_target(st, fraction, &seen);
 	st->counts.source_rows = (int64) rint(seen.source_rows * scale);
 	st->counts.target_rows = (int64) rint(seen.target_rows * scale);
 	st->counts.missing = (int64) rint(seen.missing * scale);
@@ -1167,21 +1288,45 @@ rc_sample(RcState *st, double fraction)
 }
 
 /*
- * The hash-first comparison.  It applies when the target key is a single
- * integer column, NOT NULL and unique in the target, of the same type in
- * the source, and every column is compared by representation.  Both sides
- * are first read in any order (sequential scans: no index walk, no sort)
- * and summed into buckets of consecutive key values: per bucket the number
- * of rows and the sum modulo 2^128 of their hashes (XXH3-128 of the bytes
- * of the key and the compared columns: equal bytes have equal text, so a
- * row whose text differs hashes differently).  Only the key ranges of
- * buckets that differ are then merged, which is where every difference is.
+ * The hash-first comparisons.  They apply when the target key is NOT NULL
+ * and unique in the target, and every column is compared by
+ * representation.  Both sides are first read in any order (sequential
+ * scans: no index walk, no sort) and summed into buckets: per bucket the
+ * number of rows and the sum modulo 2^128 of their hashes (XXH3-128 of the
+ * bytes of the key and the compared columns: equal bytes have equal text,
+ * so a row whose text differs hashes differently).  Only the rows of
+ * buckets that differ are then compared, which is where every difference
+ * is.  A row goes to a bucket by its key alone, the same way on both
+ * sides:
  *
- * Two equal buckets hold the same multiset of rows, up to a collision of
- * 128-bit sums.  The target has at most one row per key in a bucket, so
- * then the source has too: not even a duplicate key is skipped.
+ *	- "hash_ranges": a single integer key of the same type on both sides;
+ *	  buckets are ranges of consecutive key values, and the key ranges of
+ *	  differing buckets are merged with index range scans on both sides;
+ *	- "hash_buckets": any other key whose types have hash opclasses;
+ *	  buckets are the key's hash, computed with the target's hash functions
+ *	  and collations on the values cast to the target's types, so keys the
+ *	  target holds equal fall in one bucket.  Both sides are read a second
+ *	  time, the rows of differing buckets kept and sorted by the target's
+ *	  key ordering, and the two sorted sets merged: the report comes in key
+ *	  order, as from a merge of everything.
+ *
+ * Exactness: two equal buckets hold the same multiset of (key, compared
+ * columns) byte strings, up to a collision of 128-bit sums.  The merge
+ * would find nothing to report in them: each source row has a target row
+ * with the same bytes, hence the same text; the target holds at most one
+ * row per key (unique index, and in a deterministic collation keys equal
+ * to the merge are equal bytes), so the source does too: not even a
+ * duplicate key is skipped.  Every row of a key the merge would match
+ * falls in the bucket of that key on both sides, so the rows compared in
+ * the second step pair up exactly as in a merge of everything.
+ *
+ * Fallbacks to a merge of everything: a NULL key (the merge reports it), a
+ * key type without a hash opclass, a nondeterministic collation on a key
+ * column (the unique index may use another), a source that is a view or a
+ * foreign table (read once by a merge, twice here), or differing buckets
+ * holding more than a quarter of the rows, where one merge costs less.
  */
-#define RC_BUCKET_KEYS	256		/* key values per bucket, at least */
+#define RC_BUCKET_KEYS	256		/* key values per range bucket, at least */
 #define RC_MAX_BUCKETS	65536
 
 typedef struct RcBucket
@@ -1191,32 +1336,102 @@ typedef struct RcBucket
 	uint64		hi;
 } RcBucket;
 
+/*
+ * Where the rows of one side are (hash buckets, when a side is a table):
+ * each row's bucket and ctid, remembered by the first read, so that the
+ * second reads only the rows of differing buckets, by ctid, in the same
+ * snapshot.  Past RC_MAX_PLACES_MEM bytes (or work_mem if more) the side is
+ * read again in full instead.
+ */
+#define RC_MAX_PLACES_MEM	((Size) 64 * 1024 * 1024)
+
+typedef struct RcPlace
+{
+	uint32		bucket;
+	ItemPointerData tid;
+} RcPlace;
+
+typedef struct RcPlaces
+{
+	RcPlace    *rows;			/* NULL: not remembered */
+	int64		n;
+	int64		cap;
+} RcPlaces;
+
 typedef struct RcBuckets
 {
 	DestReceiver pub;			/* receives the rows of one side */
 	RcState    *st;
-	Oid			type;			/* of the key: int2, int4 or int8 */
-	int64		min;			/* the target's key span */
-	uint64		width;			/* key values per bucket */
+	bool		by_hash;		/* buckets by key hash, else by key range */
+	Oid			type;			/* ranges: of the key, int2, int4 or int8 */
+	int64		min;			/* ranges: the target's key span */
+	uint64		width;			/* ranges: key values per bucket */
+	FmgrInfo   *key_hash;		/* hashes: per key column */
 	int			n;
 	RcBucket   *side;			/* the buckets being filled */
+	bool	   *keep;			/* second read: keep rows of these buckets */
+	Tuplesortstate *sort;		/* ... sorted by key here */
+	TupleDesc	desc;			/* ... rows of this layout */
+	MemoryContext cxt;			/* where the sort lives (not the executor's) */
+	int64		kept;
 	bool		null_key;		/* a NULL key was seen */
+	RcPlaces   *places;			/* first read: remember rows here (or NULL) */
+	int			place_att;		/* ... the ctid's column */
+	RcPlaces	side_places[2]; /* [target] */
+	RcBucket   *pending;		/* first read: the last row's bucket ... */
+	XXH128_hash_t pending_hash; /* ... and hash, not added yet */
 } RcBuckets;
 
 static bool
 rc_hash_first_applies(RcState *st)
 {
-	Oid			type = st->tkey_types[0];
-
-	if (st->ntkeys != 1 || st->map->nkeys != 1 ||
-		st->map->key_types[0] != type ||
-		(type != INT2OID && type != INT4OID && type != INT8OID))
-		return false;
 	for (int i = 0; i < st->ncols; i++)
 		if (st->cols[i].policy != RC_TEXT)
 			return false;
 	return mapping_key_is_unique(st->map->target_relid,
 								 st->job->target_key_columns);
+}
+
+/* ranges of integer keys, same type on both sides? */
+static bool
+rc_by_ranges(RcState *st)
+{
+	Oid			type = st->tkey_types[0];
+
+	return st->ntkeys == 1 && st->map->nkeys == 1 &&
+		st->map->key_types[0] == type &&
+		(type == INT2OID || type == INT4OID || type == INT8OID);
+}
+
+/*
+ * Hash functions of the target key columns, or false when a column has no
+ * hash opclass or a nondeterministic collation, or when the source is a
+ * view or foreign table: it would be read twice when buckets differ (the
+ * merge reads it once).
+ */
+static bool
+rc_key_hash_setup(RcState *st, RcBuckets *bk)
+{
+	char		kind = get_rel_relkind(st->map->source_relid);
+
+	if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE &&
+		kind != RELKIND_MATVIEW)
+		return false;
+	bk->key_hash = palloc0(sizeof(FmgrInfo) * st->ntkeys);
+	for (int i = 0; i < st->ntkeys; i++)
+	{
+		TypeCacheEntry *tc = lookup_type_cache(st->tkey_types[i],
+											   TYPECACHE_HASH_PROC_FINFO);
+		Oid			coll = st->tkey_sort[i].ssup_collation;
+
+		if (!OidIsValid(tc->hash_proc_finfo.fn_oid))
+			return false;
+		if (OidIsValid(coll) && !get_collation_isdeterministic(coll))
+			return false;
+		fmgr_info_copy(&bk->key_hash[i], &tc->hash_proc_finfo,
+					   CurrentMemoryContext);
+	}
+	return true;
 }
 
 static int64
@@ -1239,12 +1454,41 @@ rc_int_datum(Oid type, int64 v)
 	return Int64GetDatum(v);
 }
 
-/* the key value that ends bucket b (b < n - 1) */
+/* the key value that ends range bucket b (b < n - 1) */
 static Datum
 rc_bucket_end(RcBuckets *bk, int b)
 {
 	return rc_int_datum(bk->type,
 						(int64) ((uint64) bk->min + (uint64) (b + 1) * bk->width - 1));
+}
+
+/* The bucket of a row (in st->rowcxt), or -1 for a NULL key. */
+static int
+rc_bucket_of(RcBuckets *bk, TupleTableSlot *slot)
+{
+	RcState    *st = bk->st;
+	uint32		h = 0;
+
+	for (int i = 0; i < st->ntkeys; i++)
+		if (slot->tts_isnull[st->tkey_idx[i]])
+			return -1;
+	if (!bk->by_hash)
+	{
+		int64		key = rc_int_key(bk->type, slot->tts_values[st->tkey_idx[0]]);
+		uint64		b;
+
+		b = key <= bk->min ? 0 : ((uint64) key - (uint64) bk->min) / bk->width;
+		return (int) Min(b, (uint64) bk->n - 1);
+	}
+	for (int i = 0; i < st->ntkeys; i++)
+	{
+		Datum		d = FunctionCall1Coll(&bk->key_hash[i],
+										  st->tkey_sort[i].ssup_collation,
+										  slot->tts_values[st->tkey_idx[i]]);
+
+		h = hash_combine(h, DatumGetUInt32(d));
+	}
+	return (int) (murmurhash32(h) & (uint32) (bk->n - 1));
 }
 
 /* Make room for n more bytes in the row's digest; returns where they go. */
@@ -1266,13 +1510,14 @@ rc_digest_reserve(RcState *st, uint32 n)
 /*
  * Append a value's bytes, as rc_same_bytes compares them, to the row's
  * digest: equal digests mean equal bytes, hence equal text.  (Different
- * bytes with the same text only send their range to the merge.)
+ * bytes with the same text only send their bucket to the merge.)
  */
 static inline void
 rc_digest_value(RcState *st, Datum d, bool isnull, bool byval, int16 len)
 {
 	uint32		n;
 	char	   *p;
+	const char *data;
 
 	if (isnull)
 	{
@@ -1284,61 +1529,37 @@ rc_digest_value(RcState *st, Datum d, bool isnull, bool byval, int16 len)
 		p = rc_digest_reserve(st, 1 + sizeof(Datum));
 		*p = 'v';
 		memcpy(p + 1, &d, sizeof(Datum));
+		return;
 	}
-	else if (len > 0)
+	if (len > 0)
 	{
 		p = rc_digest_reserve(st, 1 + len);
 		*p = 'v';
 		memcpy(p + 1, DatumGetPointer(d), len);
+		return;
+	}
+	if (len == -1)
+	{
+		struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+		n = VARSIZE_ANY_EXHDR(v);
+		data = VARDATA_ANY(v);
 	}
 	else
 	{
-		struct varlena *v = NULL;
-		const char *data;
-
-		if (len == -1)
-		{
-			v = PG_DETOAST_DATUM_PACKED(d);
-			n = VARSIZE_ANY_EXHDR(v);
-			data = VARDATA_ANY(v);
-		}
-		else
-		{
-			data = DatumGetCString(d);
-			n = strlen(data);
-		}
-		p = rc_digest_reserve(st, 1 + sizeof(n) + n);
-		*p = 'v';
-		memcpy(p + 1, &n, sizeof(n));
-		memcpy(p + 1 + sizeof(n), data, n);
-		if (v != NULL && (Pointer) v != DatumGetPointer(d))
-			pfree(v);
+		data = DatumGetCString(d);
+		n = strlen(data);
 	}
+	p = rc_digest_reserve(st, 1 + sizeof(n) + n);
+	*p = 'v';
+	memcpy(p + 1, &n, sizeof(n));
+	memcpy(p + 1 + sizeof(n), data, n);
 }
 
-static bool
-rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
+/* The row's hash: of its key's and compared columns' bytes. */
+static XXH128_hash_t
+rc_row_digest(RcState *st, TupleTableSlot *slot)
 {
-	RcBuckets  *bk = (RcBuckets *) self;
-	RcState    *st = bk->st;
-	int			k = st->tkey_idx[0];
-	int64		key;
-	uint64		b;
-	RcBucket   *bucket;
-	XXH128_hash_t h;
-	uint64		lo;
-	uint64		hi;
-
-	slot_getallattrs(slot);
-	if (slot->tts_isnull[k])
-	{
-		bk->null_key = true;
-		return true;
-	}
-	key = rc_int_key(bk->type, slot->tts_values[k]);
-	b = key <= bk->min ? 0 : ((uint64) key - (uint64) bk->min) / bk->width;
-	bucket = &bk->side[Min(b, (uint64) bk->n - 1)];
-
 	st->dlen = 0;
 	for (int i = 0; i < st->nhash; i++)
 	{
@@ -1347,18 +1568,119 @@ rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
 		rc_digest_value(st, slot->tts_values[c], slot->tts_isnull[c],
 						st->hash_byval[i], st->hash_len[i]);
 	}
-	h = XXH3_128bits(st->dbuf, st->dlen);
-	lo = h.low64;
-	hi = h.high64;
-	bucket->rows++;
-	bucket->lo += lo;
-	bucket->hi += hi + (bucket->lo < lo);
-	return true;
+	return XXH3_128bits(st->dbuf, st->dlen);
 }
 
+/*
+ * Add the previous row's hash to its bucket (fetched into the cache while
+ * this row was hashed: buckets of hashed keys are met in random order),
+ * and make this row's the pending one.  NULL bucket: only flush.
+ */
+static void
+rc_bucket_add(RcBuckets *bk, RcBucket *bucket, XXH128_hash_t h)
+{
+	RcBucket   *p = bk->pending;
+
+	if (p != NULL)
+	{
+		p->rows++;
+		p->lo += bk->pending_hash.low64;
+		p->hi += bk->pending_hash.high64 + (p->lo < bk->pending_hash.low64);
+	}
+	bk->pending = bucket;
+	bk->pending_hash = h;
+}
+
+/* remember a row's bucket and ctid; forget them all past the limit */
+static void
+rc_place_add(RcBuckets *bk, int b, TupleTableSlot *slot)
+{
+	RcPlaces   *pl = bk->places;
+
+	if (pl->rows == NULL)
+		return;
+	if (pl->n == pl->cap)
+	{
+		if ((Size) pl->cap * 2 * sizeof(RcPlace) >
+			Max(RC_MAX_PLACES_MEM, (Size) work_mem * 1024))
+		{
+			pfree(pl->rows);
+			pl->rows = NULL;
+			return;
+		}
+		pl->cap *= 2;
+		pl->rows = repalloc_huge(pl->rows, sizeof(RcPlace) * pl->cap);
+	}
+	pl->rows[pl->n].bucket = (uint32) b;
+	ItemPointerCopy((ItemPointer) DatumGetPointer(slot->tts_values[bk->place_att]),
+					&pl->rows[pl->n].tid);
+	pl->n++;
+}
+
+/*
+ * A row of one side: summed into its bucket (first read), or kept when
+ * its bucket differs (second read).  A NULL key stops the read.
+ */
+static bool
+rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	RcBuckets  *bk = (RcBuckets *) self;
+	MemoryContext old = MemoryContextSwitchTo(bk->st->rowcxt);
+	int			b;
+
+	slot_getallattrs(slot);
+	b = rc_bucket_of(bk, slot);
+	if (b < 0)
+		bk->null_key = true;
+	else if (bk->keep == NULL)
+	{
+#if defined(__GNUC__) || defined(__clang__)
+		__builtin_prefetch(&bk->side[b], 1);
+#endif
+		rc_bucket_add(bk, &bk->side[b], rc_row_digest(bk->st, slot));
+		if (bk->places != NULL)
+			rc_place_add(bk, b, slot);
+	}
+	else if (bk->keep[b])
+	{
+		tuplesort_puttupleslot(bk->sort, slot);
+		bk->kept++;
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(bk->st->rowcxt);
+	return !bk->null_key;
+}
+
+/* second read: sort the kept rows by the target key */
 static void
 rc_bucket_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
+	RcBuckets  *bk = (RcBuckets *) self;
+	RcState    *st = bk->st;
+	AttrNumber *attnums;
+	Oid		   *ops;
+	Oid		   *colls;
+	bool	   *nulls_first;
+	MemoryContext old;
+
+	if (bk->keep == NULL)
+		return;
+	old = MemoryContextSwitchTo(bk->cxt);
+	attnums = palloc(sizeof(AttrNumber) * st->ntkeys);
+	ops = palloc(sizeof(Oid) * st->ntkeys);
+	colls = palloc(sizeof(Oid) * st->ntkeys);
+	nulls_first = palloc0(sizeof(bool) * st->ntkeys);
+	for (int i = 0; i < st->ntkeys; i++)
+	{
+		attnums[i] = st->tkey_idx[i] + 1;
+		ops[i] = lookup_type_cache(st->tkey_types[i], TYPECACHE_LT_OPR)->lt_opr;
+		colls[i] = st->tkey_sort[i].ssup_collation;
+	}
+	bk->desc = CreateTupleDescCopy(typeinfo);
+	bk->sort = tuplesort_begin_heap(bk->desc, st->ntkeys, attnums, ops, colls,
+									nulls_first, work_mem, NULL,
+									TUPLESORT_NONE);
+	MemoryContextSwitchTo(old);
 }
 
 static void
@@ -1366,35 +1688,49 @@ rc_bucket_shutdown(DestReceiver *self)
 {
 }
 
-/* Read all of one side's query into buckets. */
-static RcBucket *
-rc_bucket_side(RcBuckets *bk, const char *sql)
+/* Read all of one side's query into buckets, or keep its differing rows. */
+static void
+rc_bucket_side(RcBuckets *bk, const char *sql, ArrayType *tids)
 {
 	RcSide		side;
+	Oid			type = TIDARRAYOID;
+	ParamListInfo params = NULL;
 
-	bk->side = palloc0(sizeof(RcBucket) * bk->n);
+	if (tids != NULL)
+	{
+		params = rc_params(1, &type);
+		rc_param_set(params, 0, PointerGetDatum(tids));
+	}
 	memset(&side, 0, sizeof(side));
-	rc_side_open(&side, rc_prepare(sql, 0, NULL), NULL, &bk->pub);
+	rc_side_open(&side, rc_prepare(sql, tids ? 1 : 0, &type), params,
+				 &bk->pub);
 	ExecutorRun(side.qd, ForwardScanDirection, 0, true);
 	rc_side_close(&side);
-	return bk->side;
+	rc_bucket_add(bk, NULL, bk->pending_hash);	/* the last row */
 }
 
-/* The columns hashed: the target key, then the compared columns. */
+/* The columns hashed: the target key, then the other compared columns. */
 static void
 rc_digest_setup(RcState *st)
 {
-	int			k = st->tkey_idx[0];
+	int			n = st->ncols + st->ntkeys;
 
-	st->hash_idx = palloc(sizeof(int) * (st->ncols + 1));
-	st->hash_byval = palloc(sizeof(bool) * (st->ncols + 1));
-	st->hash_len = palloc(sizeof(int16) * (st->ncols + 1));
-	st->hash_idx[st->nhash] = k;
-	st->hash_byval[st->nhash] = st->tkey_byval[0];
-	st->hash_len[st->nhash++] = st->tkey_len[0];
+	st->hash_idx = palloc(sizeof(int) * n);
+	st->hash_byval = palloc(sizeof(bool) * n);
+	st->hash_len = palloc(sizeof(int16) * n);
+	for (int k = 0; k < st->ntkeys; k++)
+	{
+		st->hash_idx[st->nhash] = st->tkey_idx[k];
+		st->hash_byval[st->nhash] = st->tkey_byval[k];
+		st->hash_len[st->nhash++] = st->tkey_len[k];
+	}
 	for (int i = 0; i < st->ncols; i++)
 	{
-		if (st->cols[i].idx == k)
+		bool		is_key = false;
+
+		for (int k = 0; k < st->ntkeys; k++)
+			is_key |= (st->cols[i].idx == st->tkey_idx[k]);
+		if (is_key)
 			continue;
 		st->hash_idx[st->nhash] = st->cols[i].idx;
 		st->hash_byval[st->nhash] = st->cols[i].byval;
@@ -1405,22 +1741,201 @@ rc_digest_setup(RcState *st)
 }
 
 /*
+ * Range buckets: cut the target's key span into equal parts; false when
+ * the target is empty (every source row is missing: merge).
+ */
+static bool
+rc_ranges_setup(RcState *st, RcBuckets *bk)
+{
+	const char *k = quote_identifier(st->tkey_names[0]);
+	bool		isnull;
+	Datum		d;
+	uint64		span;
+
+	bk->type = st->tkey_types[0];
+	if (SPI_execute(psprintf("SELECT pg_catalog.min(%s), pg_catalog.max(%s) FROM %s",
+							 k, k, rc_relname(st->map->target_relid)),
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the target's key span");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return false;
+	bk->min = rc_int_key(bk->type, d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	span = (uint64) rc_int_key(bk->type, d) - (uint64) bk->min;
+	bk->n = (int) Min(span / RC_BUCKET_KEYS + 1, RC_MAX_BUCKETS);
+	bk->width = span / bk->n + 1;
+	return true;
+}
+
+/*
+ * Hash buckets: a power of two, about one per 32 rows of the target
+ * (estimated from its size), at least 1024: few enough to stay in the
+ * processor's caches (they are met in random order), small enough that a
+ * differing bucket sends few rows to the second read.
+ */
+static void
+rc_hashes_setup(RcState *st, RcBuckets *bk)
+{
+	Relation	rel = relation_open(st->map->target_relid, AccessShareLock);
+	double		rows = RC_MAX_BUCKETS * 32.0;
+
+	if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
+		rows = (double) RelationGetNumberOfBlocks(rel) * 64;
+	relation_close(rel, AccessShareLock);
+	bk->n = 1024;
+	while (bk->n < RC_MAX_BUCKETS && bk->n * 32.0 < rows)
+		bk->n *= 2;
+}
+
+/* merge each run of differing range buckets as one key range */
+static void
+rc_merge_ranges(RcState *st, RcBuckets *bk, bool *differs)
+{
+	for (int b = 0; b < bk->n; b++)
+	{
+		int			e = b;
+		Datum		lo;
+		Datum		hi;
+
+		if (!differs[b])
+			continue;
+		while (e + 1 < bk->n && differs[e + 1])
+			e++;
+		if (b > 0)
+			lo = rc_bucket_end(bk, b - 1);
+		if (e < bk->n - 1)
+			hi = rc_bucket_end(bk, e);
+		rc_merge(st, b > 0 ? &lo : NULL, e < bk->n - 1 ? &hi : NULL);
+		st->counts.ranges_merged++;
+		b = e;
+	}
+}
+
+/* the ctids of a side's rows in differing buckets, as a tid[] */
+static ArrayType *
+rc_place_tids(RcPlaces *pl, bool *differs)
+{
+	Datum	   *tids = palloc(sizeof(Datum) * Max(pl->n, 1));
+	int			n = 0;
+
+	for (int64 i = 0; i < pl->n; i++)
+		if (differs[pl->rows[i].bucket])
+			tids[n++] = PointerGetDatum(&pl->rows[i].tid);
+	return construct_array(tids, n, TIDOID, sizeof(ItemPointerData), false,
+						   TYPALIGN_SHORT);
+}
+
+/*
+ * Read a side again, keeping the rows of differing buckets, sorted: by
+ * ctid when the first read remembered them, else all of it.
+ */
+static Tuplesortstate *
+rc_keep_side(RcBuckets *bk, bool *differs, int target, TupleDesc *desc)
+{
+	RcState    *st = bk->st;
+	RcPlaces   *pl = &bk->side_places[target];
+
+	bk->keep = differs;
+	bk->sort = NULL;
+	if (pl->rows != NULL)
+		rc_bucket_side(bk, st->place_sql[target][1], rc_place_tids(pl, differs));
+	else
+		rc_bucket_side(bk, target ? st->target_rows_sql : st->source_all_sql,
+					   NULL);
+	tuplesort_performsort(bk->sort);
+	*desc = bk->desc;
+	return bk->sort;
+}
+
+/* compare the rows of differing hash buckets: both sides sorted, merged */
+static void
+rc_merge_kept(RcState *st, RcBuckets *bk, bool *differs)
+{
+	RcSide		s;
+	RcSide		t;
+	TupleDesc	sdesc;
+	TupleDesc	tdesc;
+
+	rc_side_init(&s, "source", 0, 0, st->ntkeys);
+	rc_side_init(&t, "target", 0, 0, st->ntkeys);
+	s.sort = rc_keep_side(bk, differs, 0, &sdesc);
+	t.sort = rc_keep_side(bk, differs, 1, &tdesc);
+	s.slot = MakeSingleTupleTableSlot(sdesc, &TTSOpsMinimalTuple);
+	t.slot = MakeSingleTupleTableSlot(tdesc, &TTSOpsMinimalTuple);
+	rc_merge_loop(st, &s, &t);
+	tuplesort_end(s.sort);
+	tuplesort_end(t.sort);
+	ExecDropSingleTupleTableSlot(s.slot);
+	ExecDropSingleTupleTableSlot(t.slot);
+}
+
+/* Read one side into buckets, remembering where its rows are if it can. */
+static void
+rc_first_read(RcBuckets *bk, int target)
+{
+	RcState    *st = bk->st;
+	RcPlaces   *pl = &bk->side_places[target];
+
+	bk->places = NULL;
+	if (bk->by_hash && st->place_sql[target][0] != NULL)
+	{
+		pl->cap = 1024;
+		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * pl->cap);
+		bk->places = pl;
+		bk->place_att = st->map->nmapped;
+		rc_bucket_side(bk, st->place_sql[target][0], NULL);
+	}
+	else
+		rc_bucket_side(bk, target ? st->target_all_sql : st->source_all_sql,
+					   NULL);
+	bk->places = NULL;
+}
+
+/* Sum both sides into buckets; returns the buckets that differ. */
+static bool *
+rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
+{
+	RcBucket   *sb;
+	RcBucket   *tb;
+	bool	   *differs = palloc(sizeof(bool) * bk->n);
+
+	rc_digest_setup(st);
+	sb = bk->side = palloc0(sizeof(RcBucket) * bk->n);
+	rc_first_read(bk, 0);
+	tb = bk->side = palloc0(sizeof(RcBucket) * bk->n);
+	if (!bk->null_key)
+		rc_first_read(bk, 1);
+	*ndiffer = 0;
+	*kept = 0;
+	for (int b = 0; b < bk->n; b++)
+	{
+		st->counts.source_rows += sb[b].rows;
+		st->counts.target_rows += tb[b].rows;
+		differs[b] = sb[b].rows != tb[b].rows || sb[b].lo != tb[b].lo ||
+			sb[b].hi != tb[b].hi;
+		if (differs[b])
+		{
+			(*ndiffer)++;
+			*kept += sb[b].rows + tb[b].rows;
+		}
+	}
+	return differs;
+}
+
+/*
  * Returns false, having compared nothing, when a merge of everything is the
- * better way.
+ * better way (or the only exact one).
  */
 static bool
 rc_hash_first(RcState *st)
 {
 	RcBuckets	bk;
-	RcBucket   *sb;
-	RcBucket   *tb;
 	bool	   *differs;
-	bool		isnull;
-	Datum		d;
-	uint64		span;
-	int			ndiffer = 0;
-	int64		source_rows = 0;
-	int64		target_rows = 0;
+	int			ndiffer;
+	int64		kept;
+	int64		source_rows;
+	int64		target_rows;
 
 	memset(&bk, 0, sizeof(bk));
 	bk.pub.receiveSlot = rc_bucket_receive;
@@ -1429,71 +1944,84 @@ rc_hash_first(RcState *st)
 	bk.pub.rDestroy = rc_bucket_shutdown;
 	bk.pub.mydest = DestNone;
 	bk.st = st;
-	bk.type = st->tkey_types[0];
+	bk.cxt = CurrentMemoryContext;
+	bk.by_hash = !rc_by_ranges(st);
+	if (bk.by_hash && !rc_key_hash_setup(st, &bk))
+		return false;
+	if (bk.by_hash)
+		rc_hashes_setup(st, &bk);
+	else if (!rc_ranges_setup(st, &bk))
+		return false;
 
-	/* the buckets cut the target's key span into equal parts */
-	if (SPI_execute(psprintf("SELECT pg_catalog.min(%s), pg_catalog.max(%s) FROM %s",
-							 quote_identifier(linitial(st->job->target_key_columns)),
-							 quote_identifier(linitial(st->job->target_key_columns)),
-							 rc_relname(st->map->target_relid)),
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the target's key span");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		return false;			/* an empty target: every source row is missing */
-	bk.min = rc_int_key(bk.type, d);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	span = (uint64) rc_int_key(bk.type, d) - (uint64) bk.min;
-	bk.n = (int) Min(span / RC_BUCKET_KEYS + 1, RC_MAX_BUCKETS);
-	bk.width = span / bk.n + 1;
-
-	rc_digest_setup(st);
-	sb = rc_bucket_side(&bk, st->source_all_sql);
-	tb = rc_bucket_side(&bk, st->target_all_sql);
-
-	differs = palloc(sizeof(bool) * bk.n);
-	for (int b = 0; b < bk.n; b++)
-	{
-		source_rows += sb[b].rows;
-		target_rows += tb[b].rows;
-		differs[b] = sb[b].rows != tb[b].rows || sb[b].lo != tb[b].lo ||
-			sb[b].hi != tb[b].hi;
-		if (differs[b])
-			ndiffer++;
-	}
+	differs = rc_compare_buckets(st, &bk, &ndiffer, &kept);
+	source_rows = st->counts.source_rows;
+	target_rows = st->counts.target_rows;
 
 	/*
-	 * NULL keys are reported by the merge.  When more than a quarter of the
-	 * ranges differ, one merge of everything costs less than merging them
-	 * one by one (measured: the hash pass costs about two thirds of a
-	 * merge).
+	 * NULL keys are reported by the merge.  When the differing buckets hold
+	 * more than a quarter of the rows (ranges: a quarter of the buckets
+	 * differ), one merge of everything costs less than comparing them apart
+	 * (measured: the hash pass costs about two thirds of a merge).
 	 */
-	if (bk.null_key || ndiffer > bk.n / 4)
-		return false;
-	st->counts.method = "hash_ranges";
-	st->counts.ranges_hashed = bk.n;
-
-	/* merge each run of differing buckets as one key range */
-	for (int b = 0; b < bk.n; b++)
+	if (bk.null_key ||
+		(bk.by_hash ? kept > (source_rows + target_rows) / 4 :
+		 ndiffer > bk.n / 4))
 	{
-		int			e = b;
-		Datum		lo;
-		Datum		hi;
-
-		if (!differs[b])
-			continue;
-		while (e + 1 < bk.n && differs[e + 1])
-			e++;
-		if (b > 0)
-			lo = rc_bucket_end(&bk, b - 1);
-		if (e < bk.n - 1)
-			hi = rc_bucket_end(&bk, e);
-		rc_merge(st, b > 0 ? &lo : NULL, e < bk.n - 1 ? &hi : NULL);
-		st->counts.ranges_merged++;
-		b = e;
+		st->counts.source_rows = st->counts.target_rows = 0;
+		return false;
+	}
+	st->counts.method = bk.by_hash ? "hash_buckets" : "hash_ranges";
+	st->counts.ranges_hashed = bk.n;
+	if (!bk.by_hash)
+		rc_merge_ranges(st, &bk, differs);
+	else
+	{
+		st->counts.ranges_merged = ndiffer;
+		if (ndiffer > 0)
+			rc_merge_kept(st, &bk, differs);
 	}
 	st->counts.source_rows = source_rows;
 	st->counts.target_rows = target_rows;
+	return true;
+}
+
+/* remote.c's way to list the differences of a key range */
+static void
+rc_remote_merge(void *arg, Datum *lo, Datum *hi)
+{
+	rc_merge((RcState *) arg, lo, hi);
+}
+
+/*
+ * A source that is a foreign table: remote.c compares range hashes on its
+ * server first and merges only the ranges that differ.  False when it did
+ * not (a local source, or no remote mode applies).
+ */
+static bool
+rc_remote(RcState *st, List *colnames)
+{
+	AmRemote	r;
+
+	memset(&r, 0, sizeof(r));
+	r.job = st->job;
+	r.map = st->map;
+	r.columns = colnames;
+	r.merge = rc_remote_merge;
+	r.merge_arg = st;
+	st->counts.remote_rows = -1;
+	if (!remote_reconcile(&r))
+	{
+		st->counts.remote_mode = r.mode;
+		st->counts.remote_note = r.why;
+		return false;
+	}
+	st->counts.remote_mode = r.mode;
+	st->counts.remote_rows = r.remote_rows;
+	st->counts.method = "hash_ranges";
+	st->counts.ranges_hashed = r.ranges_hashed;
+	st->counts.ranges_merged = r.ranges_merged;
+	st->counts.source_rows += r.equal_rows;
+	st->counts.target_rows += r.equal_rows;
 	return true;
 }
 
@@ -1586,9 +2114,13 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	if (sample > 0)
 	{
 		st.counts.method = "sample";
+		st.counts.remote_rows = -1;
+		if (remote_is_foreign(job->source_relid))
+			st.counts.remote_mode = "full_fetch";
 		rc_sample(&st, sample);
 	}
-	else if (!rc_hash_first_applies(&st) || !rc_hash_first(&st))
+	else if (!rc_remote(&st, colnames) &&
+			 (!rc_hash_first_applies(&st) || !rc_hash_first(&st)))
 	{
 		st.counts.method = "merge";
 		rc_merge(&st, NULL, NULL);

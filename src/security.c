@@ -109,6 +109,38 @@ am_end_as_owner(AmOwnerContext *cxt)
 }
 
 /*
+ * acme_migrate's row of pg_extension in this database: its version (NULL
+ * when not installed, or unknown) and its schema (InvalidOid), each when
+ * asked for.
+ */
+static void
+am_extension_row(char **version, Oid *nsp)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("acme_migrate"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup) && version != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			*version = TextDatumGetCString(d);
+	}
+	if (HeapTupleIsValid(tup) && nsp != NULL)
+		*nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/*
  * The library is 1.1; a database whose extension is still at 1.0 (the new
  * library installed, ALTER EXTENSION ... UPDATE not run yet) has a catalog
  * it cannot write.  Say so clearly instead of failing on a missing column.
@@ -118,30 +150,11 @@ void
 am_check_catalog_version(void)
 {
 	static bool checked = false;
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
 	char	   *version = NULL;
 
 	if (checked)
 		return;
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum("acme_migrate"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-	{
-		bool		isnull;
-		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
-									 RelationGetDescr(rel), &isnull);
-
-		if (!isnull)
-			version = TextDatumGetCString(d);
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	am_extension_row(&version, NULL);
 	if (version != NULL && strcmp(version, "1.0") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -160,23 +173,11 @@ const char *
 am_extension_schema(void)
 {
 	static char *schema = NULL;
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
 	Oid			nsp = InvalidOid;
 
 	if (schema != NULL)
 		return schema;
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum("acme_migrate"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	am_extension_row(NULL, &nsp);
 	if (!OidIsValid(nsp))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -5,8 +5,10 @@
  *	  steer them, and the launcher that resumes jobs after a restart.
  *
  * A worker is a dynamic background worker connected to the job's database
- * as the job's owner.  It runs batch_step() in a loop, one transaction per
- * batch, exactly as acme_migrate_run does; with several workers the job is
+ * as the job's owner.  It runs the job's batches with the driver of
+ * driver.c, one transaction per batch, as acme_migrate_run does (this file
+ * gives it the worker's transactions, retries and naps); with several
+ * workers the job is
  * split into key ranges which each batch claims by locking the range's row,
  * so a slow range never holds up the others and a crash releases every
  * claim.  Workers hold the job's advisory lock in share mode (manual
@@ -304,7 +306,7 @@ acme_migrate_start(PG_FUNCTION_ARGS)
 		catalog_job_set_workers(job, workers, "copied");
 		PG_RETURN_INT32(worker_launch_checked(job, workers));
 	}
-	if (worker_state_is(job, "copied", "done") || worker_state_is(job, "cut_over", NULL))
+	if (am_job_state(job->state)->copy_complete)
 	{
 		ereport(NOTICE,
 				(errmsg("job \"%s\" is already %s", name, job->state)));
@@ -525,28 +527,19 @@ worker_transient(int sqlerrcode)
 }
 
 /*
- * Record a batch's error in its own transaction; fail the job when the
- * error is not transient and kept coming back.
+ * Run fn(arg) in a transaction of its own, under a snapshot.  An error is
+ * reported to the log and rolled back: the worker goes on (the next batch
+ * meets it again, and records it).  Leaves us in TopMemoryContext.
  */
 static void
-worker_record_error(int64 job_id, ErrorData *edata, bool fail)
+worker_xact(void (*fn) (void *arg), void *arg)
 {
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
 	PG_TRY();
 	{
-		AmJob	   *job;
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		job = catalog_job_get_by_id(job_id);
-		if (job != NULL)
-		{
-			catalog_error_insert(job, edata, worker_transient(edata->sqlerrcode));
-			if (fail && worker_state_is(job, "running", "created"))
-				catalog_job_set_state(job, "failed",
-									  psprintf("worker error after %d attempts: %s",
-											   WORKER_MAX_RETRIES, edata->message));
-		}
+		fn(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -557,6 +550,76 @@ worker_record_error(int64 job_id, ErrorData *edata, bool fail)
 		AbortCurrentTransaction();
 	}
 	PG_END_TRY();
+}
+
+typedef struct WorkerError
+{
+	int64		job_id;
+	ErrorData  *edata;
+	bool		fail;
+} WorkerError;
+
+static void
+worker_record_error_xact(void *arg)
+{
+	WorkerError *we = arg;
+	AmJob	   *job = catalog_job_get_by_id(we->job_id);
+
+	if (job != NULL)
+	{
+		catalog_error_insert(job, we->edata,
+							 worker_transient(we->edata->sqlerrcode));
+		if (we->fail && worker_state_is(job, "running", "created"))
+			catalog_job_set_state(job, "failed",
+								  psprintf("worker error after %d attempts: %s",
+										   WORKER_MAX_RETRIES, we->edata->message));
+	}
+}
+
+/*
+ * Record a batch's error in its own transaction; fail the job when the
+ * error is not transient and kept coming back.
+ */
+static void
+worker_record_error(int64 job_id, ErrorData *edata, bool fail)
+{
+	WorkerError we = {job_id, edata, fail};
+
+	worker_xact(worker_record_error_xact, &we);
+}
+
+/* what worker_nap reads of the job between two naps */
+typedef struct WorkerNap
+{
+	int64		job_id;
+	int64		rows;
+	TimestampTz bstart;
+	TimestampTz until;
+	int32		version;
+	bool		running;
+} WorkerNap;
+
+static void
+worker_nap_check(void *arg)
+{
+	WorkerNap  *wn = arg;
+	AmJob	   *job = catalog_job_get_by_id(wn->job_id);
+
+	/* "copied" with capture: the catch-up worker naps between rounds */
+	if (job == NULL ||
+		!(worker_state_is(job, "running", NULL) ||
+		  (job->capture_changes && worker_state_is(job, "copied", NULL))))
+		wn->running = false;
+	else if (wn->rows > 0 && job->definition_version != wn->version)
+	{
+		int64		want = 0;
+
+		if (job->max_rows_per_second > 0)
+			want = (int64) (1000.0 * wn->rows * Max(job->workers, 1) /
+							job->max_rows_per_second);
+		wn->until = TimestampTzPlusMilliseconds(wn->bstart, want);
+		wn->version = job->definition_version;
+	}
 }
 
 /*
@@ -572,61 +635,33 @@ static bool
 worker_nap(int64 job_id, int64 ms, int64 rows, TimestampTz bstart,
 		   int32 version_then)
 {
-	volatile TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-	volatile int32 version = version_then;
+	WorkerNap	wn;
+	MemoryContext cxt = CurrentMemoryContext;
 
+	wn.job_id = job_id;
+	wn.rows = rows;
+	wn.bstart = bstart;
+	wn.until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	wn.version = version_then;
 	for (;;)
 	{
-		volatile bool running = true;
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-														   until);
+														   wn.until);
 
 		if (left <= 0)
 			return true;
 		am_sleep(Min(left, 1000));
-		if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until) <= 0)
+		if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), wn.until) <= 0)
 			return true;
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PG_TRY();
-		{
-			AmJob	   *job;
-
-			PushActiveSnapshot(GetTransactionSnapshot());
-			job = catalog_job_get_by_id(job_id);
-			/* "copied" with capture: the catch-up worker naps between rounds */
-			if (job == NULL ||
-				!(worker_state_is(job, "running", NULL) ||
-				  (job->capture_changes && worker_state_is(job, "copied", NULL))))
-				running = false;
-			else if (rows > 0 && job->definition_version != version)
-			{
-				int64		want = 0;
-
-				if (job->max_rows_per_second > 0)
-					want = (int64) (1000.0 * rows * Max(job->workers, 1) /
-									job->max_rows_per_second);
-				until = TimestampTzPlusMilliseconds(bstart, want);
-				version = job->definition_version;
-			}
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		PG_CATCH();
-		{
-			/* the next batch will meet the error again, and record it */
-			EmitErrorReport();
-			FlushErrorState();
-			AbortCurrentTransaction();
-		}
-		PG_END_TRY();
-		if (!running)
+		wn.running = true;
+		worker_xact(worker_nap_check, &wn);
+		/* commit and abort leave us in TopMemoryContext */
+		MemoryContextSwitchTo(cxt);
+		if (!wn.running)
 			return false;
 	}
 }
 
-/* The batches of one job, until it is done, paused, cancelled or failed. */
 /*
  * Roll back a job a stop rule paused (on_breach => 'rollback'), in a
  * transaction of its own, once every other worker of the job has stopped:
@@ -661,190 +696,167 @@ worker_breach_rollback(int64 job_id)
 	CommitTransactionCommand();
 }
 
+/* ---- the batches of one job: a driver (driver.c) in a worker ---- */
+
+typedef struct WorkerState
+{
+	int			slot;
+	bool		locked;			/* holds the job's lock in share mode */
+	int			failures;		/* errors in a row that are not transient */
+	char		jobname[NAMEDATALEN];
+} WorkerState;
+
+static void
+worker_poll(AmDriver *d)
+{
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+static void
+worker_begin(AmDriver *d)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static AmJob *
+worker_load(AmDriver *d)
+{
+	WorkerState *ws = d->arg;
+	AmJob	   *job = catalog_job_get_by_id(d->job_id);
+
+	if (job != NULL)
+		strlcpy(ws->jobname, job->job_name, sizeof(ws->jobname));
+	return job;
+}
+
+/* A session runs a batch by hand (exclusive lock): wait for it. */
+static bool
+worker_lock(AmDriver *d, AmJob *job)
+{
+	WorkerState *ws = d->arg;
+
+	if (!ws->locked)
+		ws->locked = batch_lock_job(d->job_id, ShareLock, true);
+	return ws->locked;
+}
+
+static void
+worker_commit(AmDriver *d, bool last)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+static void
+worker_abort(AmDriver *d)
+{
+	AbortCurrentTransaction();
+	pgstat_report_stat(false);
+}
+
+static void
+worker_report(AmDriver *d, bool busy, const char *what)
+{
+	WorkerState *ws = d->arg;
+
+	pgstat_report_activity(busy ? STATE_RUNNING : STATE_IDLE,
+						   psprintf("acme_migrate job %s: worker %d%s%s",
+									ws->jobname, ws->slot,
+									busy ? (what ? " " : "") : " waiting for ",
+									what ? what : ""));
+}
+
+/*
+ * A failed batch: record the error; retry with a backoff unless it is not
+ * transient and kept coming back, then fail the job.
+ */
+static bool
+worker_failed(AmDriver *d, ErrorData *edata)
+{
+	WorkerState *ws = d->arg;
+	bool		transient = worker_transient(edata->sqlerrcode);
+	bool		fail = !transient && ++ws->failures >= WORKER_MAX_RETRIES;
+
+	ereport(LOG,
+			(errmsg("acme_migrate worker for job %lld: %s%s",
+					(long long) d->job_id, edata->message,
+					fail ? "; giving up" : "; will retry")));
+	worker_record_error(d->job_id, edata, fail);
+	if (fail)
+		return false;
+	/* back off: 1 s, 2 s, 4 s ... at most 30 s */
+	worker_report(d, false, "a retry after an error");
+	return worker_nap(d->job_id, Min(30000, 1000 << Min(ws->failures, 5)),
+					  0, 0, 0);
+}
+
+/* After a turn: on_breach => 'rollback' stops the others, then rolls back. */
+static bool
+worker_after(AmDriver *d)
+{
+	WorkerState *ws = d->arg;
+
+	ws->failures = 0;
+	if (am_rollback_pending != d->job_id)
+		return true;
+	if (ws->locked)
+		batch_unlock_job(d->job_id, ShareLock, true);
+	ws->locked = false;
+	worker_breach_rollback(d->job_id);
+	return false;
+}
+
+static bool
+worker_nap_between(AmDriver *d, int64 ms, bool throttled)
+{
+	WorkerState *ws = d->arg;
+
+	throttled = throttled && ws->locked;
+	if (throttled)
+		pgstat_report_activity(STATE_IDLE,
+							   psprintf("acme_migrate job %s: worker %d sleeping %lld ms (max_rows_per_second)",
+										ws->jobname, ws->slot, (long long) ms));
+	return worker_nap(d->job_id, ms, throttled ? d->rows : 0, d->step_start,
+					  d->version);
+}
+
+static const AmDriverOps worker_ops = {
+	.poll = worker_poll,
+	.begin = worker_begin,
+	.load = worker_load,
+	.lock = worker_lock,
+	.commit = worker_commit,
+	.abort = worker_abort,
+	.failed = worker_failed,
+	.after = worker_after,
+	.nap = worker_nap_between,
+	.report = worker_report,
+};
+
+/* The batches of one job, until it is done, paused, cancelled or failed. */
 static void
 worker_loop(int64 job_id, int slot)
 {
-	MemoryContext loopcxt;
-	MemoryContext mapcxt;
-	AmMapping  *volatile map = NULL;
-	volatile int failures = 0;
-	volatile int32 batch_size = 0;
-	volatile bool locked = false;
-	char		jobname[NAMEDATALEN];
+	WorkerState ws;
+	AmDriver	d;
 
-	snprintf(jobname, sizeof(jobname), "%lld", (long long) job_id);
-	loopcxt = AllocSetContextCreate(TopMemoryContext, "acme_migrate worker batch",
-									ALLOCSET_DEFAULT_SIZES);
-	mapcxt = AllocSetContextCreate(TopMemoryContext, "acme_migrate worker mapping",
-								   ALLOCSET_DEFAULT_SIZES);
-	for (;;)
-	{
-		ErrorData  *volatile edata = NULL;
-		volatile bool stop = false;
-		volatile int64 rows = 0;
-		volatile int64 pause_ms = 0;
-		volatile int32 version = 0;
-		TimestampTz bstart;
-		int64		took;
-
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		MemoryContextReset(loopcxt);
-		MemoryContextSwitchTo(loopcxt);
-		bstart = GetCurrentTimestamp();
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		PG_TRY();
-		{
-			AmJob	   *job = catalog_job_get_by_id(job_id);
-			bool		more = false;
-			char	   *parent;
-
-			if (job != NULL)
-				strlcpy(jobname, job->job_name, sizeof(jobname));
-			if (job == NULL ||
-				!(worker_state_is(job, "running", NULL) ||
-				  (job->capture_changes && worker_state_is(job, "copied", NULL) &&
-				   slot == 1)))
-				stop = true;
-			else if (!locked && !(locked = batch_lock_job(job_id, ShareLock, true)))
-			{
-				/* a session runs a batch by hand: wait for it */
-				pgstat_report_activity(STATE_IDLE,
-									   psprintf("acme_migrate job %s: worker %d waiting for a session that runs the job by hand",
-												job->job_name, slot));
-				pause_ms = 1000;
-			}
-			else if (batch_waiting_for(job, &parent))
-			{
-				pgstat_report_activity(STATE_IDLE,
-									   parent ?
-									   psprintf("acme_migrate job %s: worker %d waiting for job %s",
-												job->job_name, slot, parent) :
-									   psprintf("acme_migrate job %s: worker %d waiting for a job it depends on",
-												job->job_name, slot));
-				pause_ms = 1000;
-			}
-			else if (job->max_replication_lag_ms > 0 &&
-					 am_replication_lag_ms() > job->max_replication_lag_ms)
-			{
-				pgstat_report_activity(STATE_IDLE,
-									   psprintf("acme_migrate job %s: worker %d waiting: replication lag above %lld ms",
-												job->job_name, slot,
-												(long long) job->max_replication_lag_ms));
-				pause_ms = 1000;
-			}
-			else
-			{
-				if (map == NULL || map->definition_version != job->definition_version)
-				{
-					if (map != NULL)
-						batch_free_plans(map);
-					MemoryContextReset(mapcxt);
-					MemoryContextSwitchTo(mapcxt);
-					map = mapping_build(job, false);
-					MemoryContextSwitchTo(loopcxt);
-					batch_size = job->batch_size;
-				}
-				if (strcmp(job->state, "copied") == 0)
-				{
-					/* the copy is done: keep the target caught up */
-					pgstat_report_activity(STATE_RUNNING,
-										   psprintf("acme_migrate job %s: worker %d catching up",
-													job->job_name, slot));
-					rows = capture_catch_up_step(job, map);
-					more = rows > 0;
-					if (!more)
-						pause_ms = 200;
-				}
-				else
-				{
-					pgstat_report_activity(STATE_RUNNING,
-										   psprintf("acme_migrate job %s: worker %d",
-													job->job_name, slot));
-					rows = batch_step(job, map, batch_size, &more);
-				}
-				/* with capture, the end of the copy is not the end */
-				if (!more && !job->capture_changes)
-					stop = true;
-				else if (more)
-					batch_commit_async();
-
-				/* throttles, shared by the job's workers */
-				took = Max(TimestampDifferenceMilliseconds(bstart, GetCurrentTimestamp()), 1);
-				batch_size = batch_adapt_size(job, batch_size, took);
-				if (job->max_rows_per_second > 0 && rows > 0)
-				{
-					int64		want = (int64) (1000.0 * rows * Max(job->workers, 1) /
-												job->max_rows_per_second);
-
-					pause_ms = Max(want - took, 0);
-					version = job->definition_version;
-				}
-			}
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(loopcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-		}
-		PG_END_TRY();
-		pgstat_report_stat(false);
-
-		if (edata != NULL)
-		{
-			bool		transient = worker_transient(edata->sqlerrcode);
-			bool		fail = !transient && ++failures >= WORKER_MAX_RETRIES;
-
-			ereport(LOG,
-					(errmsg("acme_migrate worker for job %lld: %s%s",
-							(long long) job_id, edata->message,
-							fail ? "; giving up" : "; will retry")));
-			worker_record_error(job_id, edata, fail);
-			if (fail)
-				break;
-			/* back off: 1 s, 2 s, 4 s ... at most 30 s */
-			pgstat_report_activity(STATE_IDLE,
-								   psprintf("acme_migrate job %s: worker %d retrying after an error",
-											jobname, slot));
-			if (!worker_nap(job_id, Min(30000, 1000 << Min(failures, 5)), 0, 0, 0))
-				break;
-			continue;
-		}
-		failures = 0;
-		if (am_rollback_pending == job_id)
-		{
-			/* on_breach => 'rollback': the others stop, then we roll back */
-			if (locked)
-				batch_unlock_job(job_id, ShareLock, true);
-			locked = false;
-			worker_breach_rollback(job_id);
-			break;
-		}
-		if (stop)
-			break;
-		if (pause_ms > 0)
-		{
-			if (locked && rows > 0)
-				pgstat_report_activity(STATE_IDLE,
-									   psprintf("acme_migrate job %s: worker %d sleeping %lld ms (max_rows_per_second)",
-												jobname, slot, (long long) pause_ms));
-			if (!worker_nap(job_id, pause_ms, locked ? rows : 0, bstart, version))
-				break;
-		}
-	}
+	memset(&ws, 0, sizeof(ws));
+	ws.slot = slot;
+	snprintf(ws.jobname, sizeof(ws.jobname), "%lld", (long long) job_id);
+	driver_init(&d, &worker_ops, &ws, job_id, TopMemoryContext);
+	d.workers_rules = true;
+	d.catch_up = slot == 1;
+	driver_run(&d);
+	driver_end(&d);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -131,6 +131,7 @@ writer_begin(AmMapping *map)
 	TupleDesc	desc;
 
 	LockRelationOid(map->target_relid, RowExclusiveLock);
+	locality_require_local(map->target_relid, "write directly into");
 	w->rel = table_open(map->target_relid, NoLock);
 	desc = RelationGetDescr(w->rel);
 

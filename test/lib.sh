@@ -26,6 +26,7 @@ ACME_PACKAGES=(
 	libtap-parser-sourcehandler-pgtap-perl
 	libipc-run-perl
 	libxxhash-dev
+	libpq-dev
 	build-essential
 )
 

@@ -22,6 +22,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use AcmeTest;
 use Time::HiRes qw(usleep time);
 
 my $seed = $ENV{ACME_WORKERS_SEED} // 2020;
@@ -111,18 +112,6 @@ sub wait_server
 }
 
 # wait (at most $secs seconds) until $sql returns true; false on timeout
-sub wait_for
-{
-	my ($sql, $secs) = @_;
-	my $until = time() + $secs;
-	while (time() < $until)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		return 1 if $ret == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	return 0;
-}
 
 # the committed state of a job after a kill: the target holds exactly the
 # rows the checkpoints count, none twice, and the per-range checkpoints add
@@ -177,7 +166,7 @@ sub check_complete
 sub wait_done
 {
 	my ($job, $what) = @_;
-	ok( wait_for(
+	ok( wait_for($node, 
 			"SELECT state <> 'running' FROM acme_migrate.jobs WHERE job_name = '$job'",
 			120),
 		"$what: the job finished on its own within 120 s");
@@ -203,7 +192,7 @@ is( $node->safe_psql(
 );
 
 # what the workers look like in pg_stat_activity
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT count(*) = 2 FROM pg_stat_activity
 		   WHERE backend_type = 'acme_migrate worker' AND query LIKE '% range %'},
 		30),
@@ -272,7 +261,7 @@ for my $round (1 .. 4)
 		$node->start;
 	}
 	check_consistent('crash', "after kill $round");
-	ok( wait_for(
+	ok( wait_for($node, 
 			q{SELECT count(*) > 0 OR (SELECT state FROM acme_migrate.jobs
 										WHERE job_name = 'crash') <> 'running'
 				FROM pg_stat_activity WHERE backend_type = 'acme_migrate worker'},
@@ -310,7 +299,7 @@ $node->safe_psql(
 		target => 'dst_fast', batch_size => 200, on_conflict => 'error');
 	SELECT acme_migrate_start('fast', workers => 2);
 });
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT rows_read > 20000 FROM acme_migrate.jobs WHERE job_name = 'fast'},
 		60),
 	'the fast job is copying');
@@ -347,7 +336,7 @@ is( $node->safe_psql(
 create_job('term', 1000, 40);
 $node->safe_psql('postgres',
 	"SET ROLE tap_owner; SELECT acme_migrate_start('term', workers => 2)");
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT rows_read > 20000 FROM acme_migrate.jobs WHERE job_name = 'term'},
 		60),
 	'term: the job is copying');
@@ -362,7 +351,7 @@ is( $node->safe_psql(
 is($node->safe_psql('postgres', 'SELECT true'),
 	't', 'SIGTERM of a worker does not restart the server');
 check_consistent('term', 'after SIGTERM');
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT count(*) > 0 OR (SELECT state FROM acme_migrate.jobs
 									WHERE job_name = 'term') <> 'running'
 			FROM pg_stat_activity WHERE backend_type = 'acme_migrate worker'
@@ -379,13 +368,13 @@ check_complete('term', 'term');
 create_job('pr', 1000, 40);
 $node->safe_psql('postgres',
 	"SET ROLE tap_owner; SELECT acme_migrate_start('pr', workers => 2)");
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT rows_read > 20000 FROM acme_migrate.jobs WHERE job_name = 'pr'},
 		60),
 	'pr: the job is copying');
 is($node->safe_psql('postgres', "SELECT acme_migrate_pause('pr')"),
 	't', 'acme_migrate_pause returns true');
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT count(*) = 0 FROM pg_stat_activity
 		   WHERE backend_type = 'acme_migrate worker'},
 		10),
@@ -416,7 +405,7 @@ check_complete('pr', 'pr after resume');
 create_job('cx', 1000, 300);
 $node->safe_psql('postgres',
 	"SET ROLE tap_owner; SELECT acme_migrate_start('cx', workers => 2)");
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT rows_read >= 2000 AND EXISTS (SELECT FROM pg_stat_activity
 			  WHERE backend_type = 'acme_migrate worker' AND wait_event = 'PgSleep')
 			FROM acme_migrate.jobs WHERE job_name = 'cx'},
@@ -425,7 +414,7 @@ ok( wait_for(
 is($node->safe_psql('postgres', "SELECT acme_migrate_cancel('cx')"),
 	't', 'acme_migrate_cancel returns true');
 my $t_cancel = time();
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT count(*) = 0 FROM pg_stat_activity
 		   WHERE backend_type = 'acme_migrate worker'},
 		5),

@@ -14,6 +14,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use AcmeTest;
 use Time::HiRes qw(usleep time);
 
 my $nrows = 200_000;
@@ -51,18 +52,6 @@ sub create_job
 	});
 }
 
-sub wait_for
-{
-	my ($sql, $secs) = @_;
-	my $until = time() + $secs;
-	while (time() < $until)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		return 1 if $ret == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	return 0;
-}
 
 sub workers
 {
@@ -100,7 +89,7 @@ is( $node->safe_psql(
 create_job('np');
 is($node->safe_psql('postgres', "SELECT acme_migrate_start('np', workers => 2)"),
 	'2', 'acme_migrate_start launches 2 workers without preloading');
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT rows_read > 20000 FROM acme_migrate.jobs WHERE job_name = 'np'},
 		60),
 	'the workers copy');
@@ -142,7 +131,7 @@ while (time() - $t0 < 30)
 is($launched, '2', 'a later acme_migrate_start launches 2 workers again');
 diag(sprintf("resumed %.1f s after the restart%s",
 		time() - $t0, $notices ne '' ? "; before that: $notices" : ''));
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT state <> 'running' FROM acme_migrate.jobs WHERE job_name = 'np'},
 		120),
 	'the resumed job finishes');
@@ -166,7 +155,7 @@ $node->safe_psql(
 ($ret, $out, $err) = $node->psql('postgres',
 	"SET ROLE tap_nologin; SELECT acme_migrate_start('nl', workers => 2)");
 my $nl_refused = $ret != 0;
-my $nl_failed = wait_for(
+my $nl_failed = wait_for($node, 
 	q{SELECT state = 'failed' OR last_error IS NOT NULL OR state = 'done'
 		FROM acme_migrate.jobs WHERE job_name = 'nl'}, 10);
 ok( $nl_refused || $nl_failed,
@@ -194,7 +183,7 @@ like(
 	$err,
 	qr/WARNING:  started only 1 of 4 workers for job "lim".*HINT:  Raise max_worker_processes \(currently 2\)/s,
 	'... with a WARNING whose hint names max_worker_processes');
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT count(*) = 1 FROM pg_stat_activity
 		   WHERE backend_type = 'acme_migrate worker'},
 		30),
@@ -213,7 +202,7 @@ is( $node->safe_psql(
 	  FROM acme_migrate.jobs j WHERE job_name = 'lim2'}),
 	'created|0|0',
 	'... and leaves the job as it was');
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT state <> 'running' FROM acme_migrate.jobs WHERE job_name = 'lim'},
 		120),
 	'the job started with 1 of 4 workers finishes');

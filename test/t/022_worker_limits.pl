@@ -14,6 +14,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use AcmeTest;
 use Time::HiRes qw(usleep time);
 
 my $node = PostgreSQL::Test::Cluster->new('limits');
@@ -63,18 +64,6 @@ sub psql_as
 }
 
 # wait (at most $secs seconds) until $sql returns true; false on timeout
-sub wait_for
-{
-	my ($sql, $secs) = @_;
-	my $until = time() + $secs;
-	while (time() < $until)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		return 1 if $ret == 0 && $out eq 't';
-		usleep(50_000);
-	}
-	return 0;
-}
 
 sub workers_of
 {
@@ -89,7 +78,7 @@ sub workers_of
 sub wait_sleeping
 {
 	my ($job, $n) = @_;
-	return wait_for(
+	return wait_for($node, 
 		qq{SELECT count(*) = $n FROM pg_stat_activity
 			WHERE backend_type = 'acme_migrate worker'
 			  AND query LIKE 'acme_migrate job $job: worker % sleeping % (max_rows_per_second)'},
@@ -162,14 +151,14 @@ is( $node->safe_psql(
 my $t0 = time();
 ($ret, $out, $err) = psql_as('tap_alice', "SELECT acme_migrate_pause('a1')");
 is($out, 't', 'alice pauses a1');
-ok(wait_for('SELECT ' . workers_of('a1') . ' = 0', 4),
+ok(wait_for($node, 'SELECT ' . workers_of('a1') . ' = 0', 4),
 	'the sleeping workers of a1 stop within 4 s of the pause');
 diag(sprintf('a1: workers gone %.1f s after the pause', time() - $t0));
 
 $t0 = time();
 ($ret, $out, $err) = psql_as('tap_alice', "SELECT acme_migrate_cancel('a2')");
 is($out, 't', 'alice cancels a2');
-ok(wait_for('SELECT ' . workers_of('a2') . ' = 0', 4),
+ok(wait_for($node, 'SELECT ' . workers_of('a2') . ' = 0', 4),
 	'the sleeping worker of a2 stops within 4 s of the cancel');
 diag(sprintf('a2: worker gone %.1f s after the cancel', time() - $t0));
 
@@ -186,7 +175,7 @@ ok(wait_sleeping('a3', 1), 'a3: its worker sleeps in its throttle');
 $t0 = time();
 psql_as('tap_alice',
 	"SELECT acme_migrate_alter('a3', max_rows_per_second => 0, batch_size => 5000)");
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT state = 'done' FROM acme_migrate.jobs WHERE job_name = 'a3'}, 20),
 	'a3: with the throttle lifted the sleeping worker wakes and finishes the job');
 diag(sprintf('a3: done %.1f s after the alter', time() - $t0));
@@ -224,7 +213,7 @@ is( $node->safe_psql(
 # an admin (not a superuser) drops alice's resumed job
 ($ret, $out, $err) = psql_as('tap_alice', "SELECT acme_migrate_resume('a1')");
 is($out, '2', 'alice resumes a1 with its 2 workers');
-ok(wait_for('SELECT ' . workers_of('a1') . ' = 2', 30), 'a1 runs again');
+ok(wait_for($node, 'SELECT ' . workers_of('a1') . ' = 2', 30), 'a1 runs again');
 my $a1 = $node->safe_psql('postgres',
 	"SELECT job_id FROM acme_migrate.jobs WHERE job_name = 'a1'");
 ($ret, $out, $err) = psql_as('tap_carol', "SELECT acme_migrate_drop('a1')");

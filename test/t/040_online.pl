@@ -46,6 +46,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use AcmeTest;
 use IPC::Run;
 use Time::HiRes qw(usleep time);
 
@@ -108,27 +109,7 @@ INSERT INTO src (id, a, status, amount, note) VALUES (:x, :r, 'new', :r, NULL) O
 });
 
 # wait (at most $secs seconds) until $sql returns true
-sub wait_for
-{
-	my ($sql, $secs) = @_;
-	my $until = time() + $secs;
-	while (time() < $until)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		return 1 if $ret == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	return 0;
-}
 
-sub triggers_on
-{
-	my ($table) = @_;
-	return $node->safe_psql(
-		'postgres', qq{
-		SELECT count(*) FROM pg_trigger
-		 WHERE tgrelid = '$table'::regclass AND tgname LIKE 'acme_migrate_%'});
-}
 
 ######################################################################
 # 1. cut-over while pgbench writes
@@ -143,7 +124,7 @@ my $pgbench = IPC::Run::start(
 	'<', \undef, '>', \$pgb_out, '2>', \$pgb_err);
 my $t_pgbench = time();
 
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT n_tup_ins + n_tup_upd + n_tup_del > 200 FROM pg_stat_user_tables
 		   WHERE relname = 'src'}, 30),
 	'pgbench is writing to the source');
@@ -156,7 +137,7 @@ is( $node->safe_psql(
 		capture_changes => true, reverse_columns => '{"a": "a - 1000"}')}),
 	'1',
 	'job created with capture_changes and reverse_columns');
-is(triggers_on('src'), '2', 'capture triggers are on the source');
+is(triggers_on($node, 'src'), '2', 'capture triggers are on the source');
 is($node->safe_psql('postgres', "SELECT acme_migrate_start('online', workers => 2)"),
 	'2', 'two workers started');
 is($node->safe_psql('postgres', "SELECT acme_migrate_wait('online', '120 s')"),
@@ -169,7 +150,7 @@ cmp_ok(
 	'writes during the copy were captured');
 
 # worker 1 keeps catching up while the job is copied, for seconds
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT workers = 1 AND activity LIKE '%catching up%' AND capture_backlog < 1000
 			FROM acme_migrate.progress WHERE job = 'online'}, 30),
 	'one worker catches up, the backlog stays small');
@@ -217,8 +198,8 @@ is( $node->safe_psql(
 is($node->safe_psql('postgres',
 		q{SELECT state FROM acme_migrate.jobs WHERE job_name = 'online'}),
 	'cut_over', 'state cut_over');
-is(triggers_on('src_old'), '0', 'no capture trigger left on the old source');
-is(triggers_on('src'), '2', 'reverse capture triggers on the new table');
+is(triggers_on($node, 'src_old'), '0', 'no capture trigger left on the old source');
+is(triggers_on($node, 'src'), '2', 'reverse capture triggers on the new table');
 is( $node->safe_psql(
 		'postgres', q{SELECT count(*) FROM acme_migrate.capture_log
 		   WHERE direction = 'f'}),
@@ -292,7 +273,7 @@ cmp_ok($rb_ret, '>', 3, 'the writes made after cut-over were returned');
 is($node->safe_psql('postgres',
 		q{SELECT state FROM acme_migrate.jobs WHERE job_name = 'online'}),
 	'rolled_back', 'state rolled_back');
-is(triggers_on('src') + triggers_on('dst'), 0, 'no capture trigger left');
+is(triggers_on($node, 'src') + triggers_on($node, 'dst'), 0, 'no capture trigger left');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM acme_migrate.capture_log'),
 	'0', 'the capture log is empty');
 is( $node->safe_psql(
@@ -371,7 +352,7 @@ is( $node->safe_psql(
 		   (SELECT count(*) FROM (SELECT * FROM dst2_pre EXCEPT ALL SELECT * FROM dst2) b)}),
 	'0|0',
 	'the target equals its pre-job content (EXCEPT ALL both ways)');
-is(triggers_on('src2'), '0', 'no capture trigger left on the source');
+is(triggers_on($node, 'src2'), '0', 'no capture trigger left on the source');
 is($node->safe_psql('postgres',
 		q{SELECT state FROM acme_migrate.jobs WHERE job_name = 'before'}),
 	'rolled_back', 'state rolled_back');
@@ -423,7 +404,7 @@ for my $round (1 .. 3)
 			'-c', "SELECT pg_sleep(1.5), 'open writer'", '-c', 'COMMIT'
 		],
 		'<', \undef, '>', \$wo, '2>', \$we);
-	ok( wait_for(
+	ok( wait_for($node, 
 			q{SELECT count(*) = 1 FROM pg_stat_activity
 			   WHERE query LIKE '%open writer%' AND wait_event = 'PgSleep'}, 30),
 		"round $round: a writer holds its transaction open");

@@ -14,6 +14,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use AcmeTest;
 use IPC::Run;
 use Time::HiRes qw(usleep time);
 
@@ -54,18 +55,6 @@ $node->safe_psql(
 });
 
 # wait (at most $secs seconds) until $sql returns true
-sub wait_for
-{
-	my ($sql, $secs) = @_;
-	my $until = time() + $secs;
-	while (time() < $until)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		return 1 if $ret == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	return 0;
-}
 
 sub q1
 {
@@ -77,12 +66,6 @@ sub backlog
 	return q1(q{SELECT count(*) FROM acme_migrate.capture_log WHERE direction = 'f'});
 }
 
-sub triggers_on
-{
-	my ($table) = @_;
-	return q1(qq{SELECT count(*) FROM pg_trigger
-		 WHERE tgrelid = '$table'::regclass AND tgname LIKE 'acme_migrate_%'});
-}
 
 # No change lost so far: every key without a log entry has its mapped
 # source row in the target, and the other way round (the entries still in
@@ -145,7 +128,7 @@ cmp_ok($backlog0, '>', 35000, "a backlog of $backlog0 entries");
 
 is(q1("SELECT acme_migrate_start('crash', workers => 1)"),
 	'1', 'a worker starts to catch up the copied job');
-ok( wait_for(
+ok( wait_for($node, 
 		qq{SELECT count(*) < $backlog0 - 2000 FROM acme_migrate.capture_log},
 		60),
 	'the worker has applied part of the backlog');
@@ -160,12 +143,12 @@ diag("catch-up crash: backlog $backlog0 -> $before before the crash, $after afte
 cmp_ok($after, '>=', $before, 'no entry vanished in the crash without its change');
 is(q1("SELECT state FROM acme_migrate.jobs WHERE job_name = 'crash'"),
 	'copied', 'after the crash: still copied');
-is(triggers_on('src'), '2', 'after the crash: capture triggers still on the source');
+is(triggers_on($node, 'src'), '2', 'after the crash: capture triggers still on the source');
 check_applied_or_logged('after the crash in catch-up');
 
 # the launcher resumes the catch-up; more writes meanwhile
 q1(q{UPDATE src SET note = 'after restart' WHERE id % 97 = 0});
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT count(*) = 0 FROM acme_migrate.capture_log}, 120),
 	'the resumed worker catches up the whole backlog');
 check_equal('caught up after the crash');
@@ -185,7 +168,7 @@ my $cut = IPC::Run::start(
 	],
 	'<', \undef, '>', \$out, '2>', \$err);
 # in then_sql: its advisory lock taken, pg_sleep running
-ok( wait_for(
+ok( wait_for($node, 
 		q{SELECT count(*) = 1 FROM pg_stat_activity a JOIN pg_locks l USING (pid)
 		   WHERE a.query LIKE '%acme_migrate_cutover%' AND a.wait_event = 'PgSleep'
 			 AND l.locktype = 'advisory' AND l.objid = 4242 AND l.granted
@@ -210,8 +193,8 @@ is( q1(
 			FROM acme_migrate.jobs j WHERE job_name = 'crash'}),
 	'copied|0|t|t',
 	'after the crash: not cut over at all (state copied, no done attempt, then_sql undone)');
-is(triggers_on('src'), '2', 'after the crash: capture triggers on the source');
-is(triggers_on('dst'), '0', 'after the crash: no reverse capture on the target');
+is(triggers_on($node, 'src'), '2', 'after the crash: capture triggers on the source');
+is(triggers_on($node, 'dst'), '0', 'after the crash: no reverse capture on the target');
 check_applied_or_logged('after the crash in cut-over');
 
 # writes after the restart, then the cut-over again
@@ -229,8 +212,8 @@ is($verified, 't', 'the cut-over after the crash is verified');
 is( q1(
 		q{SELECT state FROM acme_migrate.jobs WHERE job_name = 'crash'}),
 	'cut_over', 'state cut_over');
-is(triggers_on('src_old'), '0', 'no capture trigger on the old source');
-is(triggers_on('dst'), '2', 'reverse capture on the target');
+is(triggers_on($node, 'src_old'), '0', 'no capture trigger on the old source');
+is(triggers_on($node, 'dst'), '2', 'reverse capture on the target');
 q1('ALTER TABLE src_old RENAME TO src');
 check_equal('cut over after the crash');
 
@@ -239,7 +222,7 @@ crash_restart();
 is( q1(
 		q{SELECT state FROM acme_migrate.jobs WHERE job_name = 'crash'}),
 	'cut_over', 'a crash after the cut-over leaves it cut over');
-is(triggers_on('src') . triggers_on('dst'), '02',
+is(triggers_on($node, 'src') . triggers_on($node, 'dst'), '02',
 	'capture off the source, reverse capture on the target');
 check_equal('after the last crash');
 

@@ -1,0 +1,110 @@
+--
+-- How catch-up writes captured keys into the target.  A target nothing
+-- reacts to has its rows of the keys replaced (deleted, then inserted from
+-- the source); a target others reference, or with triggers or rules of its
+-- own, is upserted, so that no delete cascades, is refused, or shows up in
+-- the user's triggers.  Each case is checked against the source (EXCEPT
+-- ALL both ways) and against what must not change.
+--
+DROP EXTENSION IF EXISTS acme_migrate CASCADE;
+CREATE EXTENSION acme_migrate;
+SET client_min_messages = warning;
+
+CREATE TABLE src (id int PRIMARY KEY, v text NOT NULL, n int);
+INSERT INTO src SELECT g, 'v' || g, g FROM generate_series(1, 500) g;
+
+CREATE FUNCTION same(target regclass) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE d bigint;
+BEGIN
+	EXECUTE format('SELECT (SELECT count(*) FROM (SELECT id, v, n FROM src EXCEPT ALL SELECT id, v, n FROM %s) a)
+		+ (SELECT count(*) FROM (SELECT id, v, n FROM %s EXCEPT ALL SELECT id, v, n FROM src) b)', target, target)
+	INTO d;
+	RETURN d;
+END $$;
+
+-- the writes: updates (of copied rows and not yet copied ones), a moved
+-- key, deletes, a delete and re-insert, inserts
+CREATE FUNCTION write_behind() RETURNS void LANGUAGE sql AS $$
+	UPDATE src SET v = v || '+' WHERE id % 7 = 0;
+	UPDATE src SET id = id + 10000 WHERE id IN (11, 12);
+	DELETE FROM src WHERE id IN (13, 14, 499);
+	DELETE FROM src WHERE id = 15;
+	INSERT INTO src VALUES (15, 'reborn', NULL);
+	INSERT INTO src SELECT g, 'new', g FROM generate_series(600, 620) g;
+$$;
+
+-- 1. a plain target: replaced
+CREATE TABLE t_plain (id int PRIMARY KEY, v text NOT NULL, n int);
+SELECT acme_migrate_create('apply_plain', 'src', 't_plain', batch_size => 200,
+	capture_changes => true) > 0 AS created;
+SELECT acme_migrate_batch('apply_plain');
+SELECT write_behind();
+CALL acme_migrate_run('apply_plain');
+SELECT acme_migrate_catch_up('apply_plain') > 0 AS applied, same('t_plain');
+
+-- 2. a target others reference, ON DELETE CASCADE: a replaced row would take
+-- its children with it
+CREATE TABLE t_parent (id int PRIMARY KEY, v text NOT NULL, n int);
+CREATE TABLE t_child (cid serial PRIMARY KEY,
+	parent int NOT NULL REFERENCES t_parent ON DELETE CASCADE);
+SELECT acme_migrate_create('apply_parent', 'src', 't_parent', batch_size => 200,
+	capture_changes => true) > 0 AS created;
+CALL acme_migrate_run('apply_parent');
+INSERT INTO t_child (parent) SELECT id FROM t_parent WHERE id % 7 = 0 OR id BETWEEN 20 AND 30;
+SELECT count(*) AS children FROM t_child;
+UPDATE src SET v = v || '!' WHERE id % 7 = 0 OR id BETWEEN 20 AND 30;
+SELECT acme_migrate_catch_up('apply_parent') AS applied, same('t_parent');
+SELECT count(*) AS children_kept FROM t_child;
+
+-- 3. a target referenced with RESTRICT: a replaced row would be refused
+CREATE TABLE t_restrict (id int PRIMARY KEY, v text NOT NULL, n int);
+CREATE TABLE t_restrict_child (parent int REFERENCES t_restrict ON DELETE RESTRICT);
+SELECT acme_migrate_create('apply_restrict', 'src', 't_restrict', batch_size => 200,
+	capture_changes => true) > 0 AS created;
+CALL acme_migrate_run('apply_restrict');
+INSERT INTO t_restrict_child SELECT id FROM t_restrict WHERE id < 50;
+UPDATE src SET n = -n WHERE id < 50;
+SELECT acme_migrate_catch_up('apply_restrict') AS applied, same('t_restrict');
+
+-- 4. a target with a trigger of its own: it sees updates, as the
+-- application's writes would show them, not deletes and inserts
+CREATE TABLE t_audited (id int PRIMARY KEY, v text NOT NULL, n int);
+CREATE TABLE audit (op text);
+CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO audit VALUES (TG_OP); RETURN NULL; END $$;
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON t_audited
+	FOR EACH ROW EXECUTE FUNCTION audit();
+SELECT acme_migrate_create('apply_audited', 'src', 't_audited', batch_size => 200,
+	capture_changes => true) > 0 AS created;
+CALL acme_migrate_run('apply_audited');
+TRUNCATE audit;
+UPDATE src SET v = v || '?' WHERE id BETWEEN 100 AND 109;
+DELETE FROM src WHERE id = 110;
+SELECT acme_migrate_catch_up('apply_audited') AS applied, same('t_audited');
+SELECT op, count(*) FROM audit GROUP BY op ORDER BY op;
+
+-- 5. a target that references another table (its foreign key is checked on
+-- insert as on update): replaced, and a key whose parent is gone fails the
+-- catch-up with the foreign key's own error, leaving the log as it was
+CREATE TABLE ref (n int PRIMARY KEY);
+INSERT INTO ref SELECT g FROM generate_series(-100, 1000) g;
+CREATE TABLE t_child_of (id int PRIMARY KEY, v text NOT NULL, n int REFERENCES ref);
+SELECT acme_migrate_create('apply_fk', 'src', 't_child_of', batch_size => 200,
+	capture_changes => true) > 0 AS created;
+CALL acme_migrate_run('apply_fk');
+UPDATE src SET n = -100 WHERE id = 1;
+SELECT acme_migrate_catch_up('apply_fk') AS applied, same('t_child_of');
+UPDATE src SET n = -1000 WHERE id = 2;
+\set VERBOSITY terse
+SELECT acme_migrate_catch_up('apply_fk');
+\set VERBOSITY default
+SELECT capture_backlog FROM acme_migrate.progress WHERE job = 'apply_fk';
+
+SELECT count(*) FROM acme_migrate.jobs WHERE acme_migrate_drop(job_name);
+SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'acme\_migrate\_%') AS triggers_left,
+	(SELECT count(*) FROM acme_migrate.capture_log) AS log_rows_left;
+
+DROP TABLE src, t_plain, t_parent, t_child, t_restrict, t_restrict_child, t_audited,
+	audit, t_child_of, ref;
+DROP FUNCTION same(regclass), write_behind(), audit();
+DROP EXTENSION acme_migrate;

@@ -1,0 +1,385 @@
+# acme_migrate on Citus: a coordinator and two workers.
+#
+# Skipped, with the reason, when the citus extension is not installed on
+# this machine.  Otherwise: jobs copy a local table into a distributed one,
+# a distributed table into a co-located one and into one that is not
+# co-located, by acme_migrate_run and by background workers; each target
+# is compared with its source by an EXCEPT ALL oracle run through Citus,
+# and by acme_migrate_reconcile.  Nothing lands in the coordinator's shell
+# tables.  acme_migrate_table_hash of a distributed table equals the hash
+# of the same rows in a local table, summed from the shards on the workers
+# when acme_migrate is installed there and read through Citus when not.
+# Capture of a distributed table is refused.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+use IPC::Run;
+
+my $nrows = 20_000;
+
+# Is Citus here?  Ask a throwaway server that does not preload it.
+my $probe = PostgreSQL::Test::Cluster->new('probe');
+$probe->init;
+$probe->start;
+my $available = $probe->safe_psql('postgres',
+	"SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'");
+$probe->stop;
+plan skip_all =>
+  'citus is not installed: no citus extension in pg_available_extensions of '
+  . $probe->config_data('--sharedir')
+  if $available eq '0';
+
+my @nodes;
+for my $name ('coordinator', 'worker1', 'worker2')
+{
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf(
+		'postgresql.conf', q{
+shared_preload_libraries = 'citus,acme_migrate'
+max_prepared_transactions = 100
+max_worker_processes = 32
+citus.shard_count = 8
+citus.node_conninfo = 'sslmode=disable'
+fsync = off
+});
+	$node->start;
+	push @nodes, $node;
+}
+my ($coord, $w1, $w2) = @nodes;
+
+my ($ret, $out, $err) = $coord->psql('postgres', 'CREATE EXTENSION citus');
+plan skip_all => "citus is not installed: CREATE EXTENSION citus failed: $err"
+  if $ret != 0;
+$_->safe_psql('postgres', 'CREATE EXTENSION citus') for ($w1, $w2);
+
+my $host = $coord->host;
+$coord->safe_psql(
+	'postgres', qq{
+	SELECT citus_set_coordinator_host('$host', ${\ $coord->port});
+	SELECT citus_add_node('$host', ${\ $w1->port});
+	SELECT citus_add_node('$host', ${\ $w2->port});
+	-- propagated by Citus to the workers: acme_migrate is installed there too
+	CREATE EXTENSION acme_migrate;
+});
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT string_agg(result, ',') FROM run_command_on_workers(
+		$$SELECT count(*) FROM pg_extension WHERE extname = 'acme_migrate'$$)}),
+	'1,1',
+	'acme_migrate is installed on both workers');
+
+# the source rows, local, and the same rows distributed
+$coord->safe_psql(
+	'postgres', qq{
+	CREATE TABLE src_local (id bigint PRIMARY KEY, a integer NOT NULL,
+		amount numeric(12,2), note text);
+	INSERT INTO src_local SELECT g, g % 97, round(g * 1.37, 2),
+		CASE WHEN g % 11 = 0 THEN NULL ELSE md5(g::text) END
+	FROM generate_series(1, $nrows) g;
+	CREATE TABLE d_src (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_src', 'id');
+	INSERT INTO d_src SELECT * FROM src_local;
+
+	-- targets: from local, co-located, not co-located (other shard count)
+	CREATE TABLE d_from_local (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_from_local', 'id');
+	CREATE TABLE d_coloc (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_coloc', 'id', colocate_with => 'd_src');
+	CREATE TABLE d_other (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_other', 'id', colocate_with => 'none',
+		shard_count => 5);
+	CREATE TABLE d_workers (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_workers', 'id', colocate_with => 'd_src');
+});
+
+# an oracle through Citus: rows missing from the target, rows extra in it
+sub oracle
+{
+	my ($src, $dst) = @_;
+	return $coord->safe_psql(
+		'postgres', qq{
+		SELECT (SELECT count(*) FROM (SELECT * FROM $src EXCEPT ALL SELECT * FROM $dst) x),
+			   (SELECT count(*) FROM (SELECT * FROM $dst EXCEPT ALL SELECT * FROM $src) x),
+			   (SELECT count(*) FROM $dst)});
+}
+
+# the job, its oracle, its reconciliation, and an empty shell
+sub check_job
+{
+	my ($job, $src, $dst, $what) = @_;
+	is(oracle($src, $dst), "0|0|$nrows",
+		"$what: EXCEPT ALL through Citus finds the target equal to the source");
+	is( $coord->safe_psql(
+			'postgres', qq{
+		SELECT j.state, j.rows_copied, r.equal, r.source_rows, r.target_rows,
+			   r.missing, r.extra, r.changed
+		  FROM acme_migrate.jobs j, acme_migrate_reconcile('$job') r
+		 WHERE j.job_name = '$job'}),
+		"done|$nrows|t|$nrows|$nrows|0|0|0",
+		"$what: job done, acme_migrate_reconcile equal");
+	is($coord->safe_psql('postgres', "SELECT pg_relation_size('$dst')"),
+		'0', "$what: nothing written into the coordinator's shell table");
+}
+
+sub run_job
+{
+	my ($job, $src, $dst) = @_;
+	$coord->safe_psql(
+		'postgres', qq{
+		SELECT acme_migrate_create(job => '$job', source => '$src',
+			target => '$dst', batch_size => 3000);
+		CALL acme_migrate_run('$job');
+	});
+}
+
+run_job('from_local', 'src_local', 'd_from_local');
+check_job('from_local', 'src_local', 'd_from_local',
+	'local -> distributed');
+# co-located: rows already in the target (stale values) are overwritten
+$coord->safe_psql('postgres',
+	"INSERT INTO d_coloc SELECT id, -1, 0, 'stale' FROM src_local WHERE id % 500 = 3");
+run_job('coloc', 'd_src', 'd_coloc');
+check_job('coloc', 'd_src', 'd_coloc',
+	'distributed -> co-located, some keys already there');
+run_job('other', 'd_src', 'd_other');
+check_job('other', 'd_src', 'd_other', 'distributed -> not co-located');
+
+# which path each took: pushed down only between co-located tables
+sub path_of
+{
+	my ($job, $src, $dst) = @_;
+	my ($ret, $out, $err) = $coord->psql(
+		'postgres', qq{
+		TRUNCATE $dst;
+		SELECT acme_migrate_create(job => '$job', source => '$src', target => '$dst');
+		SET client_min_messages = debug1;
+		SELECT acme_migrate_batch('$job');});
+	return $err =~ /copies key ranges by INSERT ... SELECT pushed down to (\d+) shard pairs/
+	  ? "pushdown $1" : 'keyset';
+}
+is(path_of('coloc_p', 'd_src', 'd_coloc'), 'pushdown 8',
+	'co-located job: batches pushed down to the 8 shard pairs');
+is(path_of('other_p', 'd_src', 'd_other'), 'keyset',
+	'not co-located job: keyset batches through Citus');
+is(path_of('local_p', 'src_local', 'd_from_local'), 'keyset',
+	'local -> distributed job: keyset batches through Citus');
+
+# a mapping with a filter and transformed columns is pushed down as well,
+# a transformed distribution column is not
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE d_map (id bigint PRIMARY KEY, a2 integer, total_cents bigint, note text);
+	SELECT create_distributed_table('d_map', 'id', colocate_with => 'd_src');
+});
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SELECT acme_migrate_create(job => 'mapped', source => 'd_src', target => 'd_map',
+		columns => '{"a2": "a * 2", "total_cents": "(amount * 100)::bigint"}',
+		filter => 'a % 3 <> 0', batch_size => 500);
+	SET client_min_messages = debug1;
+	CALL acme_migrate_run('mapped');});
+like($err, qr/pushed down to 8 shard pairs/, 'a job with a filter and transforms is pushed down');
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT (SELECT count(*) FROM (SELECT id, a * 2, (amount * 100)::bigint, note FROM d_src WHERE a % 3 <> 0
+								  EXCEPT ALL SELECT * FROM d_map) x),
+		   (SELECT count(*) FROM (SELECT * FROM d_map EXCEPT ALL
+								  SELECT id, a * 2, (amount * 100)::bigint, note FROM d_src WHERE a % 3 <> 0) x),
+		   (SELECT count(*) FROM d_map) > 0}),
+	'0|0|t',
+	'pushed-down job with a filter and transforms: the target equals the mapped source');
+is( $coord->safe_psql('postgres',
+		"SELECT equal FROM acme_migrate_reconcile('mapped')"),
+	't', 'and acme_migrate_reconcile says equal');
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	CREATE TABLE d_moved (id bigint NOT NULL, a2 integer, total_cents bigint, note text);
+	SELECT create_distributed_table('d_moved', 'total_cents', colocate_with => 'd_src');
+	SELECT acme_migrate_create(job => 'moved', source => 'd_src', target => 'd_moved',
+		columns => '{"a2": "a", "total_cents": "(amount * 100)::bigint"}',
+		on_conflict => 'error');
+	SET client_min_messages = debug1;
+	CALL acme_migrate_run('moved');});
+like($err, qr/distribution column "total_cents" is not the source's "id" unchanged/,
+	'a target distributed on a computed column is copied through Citus, not pushed down');
+is(oracle(q{(SELECT id, a, (amount * 100)::bigint, note FROM d_src) s}, 'd_moved'),
+	"0|0|$nrows", 'and its target equals the mapped source');
+
+$coord->safe_psql('postgres', q{
+	SELECT acme_migrate_drop(j) FROM unnest(ARRAY['coloc_p', 'other_p', 'local_p']) j;
+	TRUNCATE d_coloc; INSERT INTO d_coloc SELECT * FROM d_src;
+	TRUNCATE d_other; INSERT INTO d_other SELECT * FROM d_src;
+	TRUNCATE d_from_local; INSERT INTO d_from_local SELECT * FROM src_local;
+});
+
+# exactly once on the pushdown path: a range that fails leaves the ranges
+# committed before it, with their checkpoint, and nothing of itself
+$coord->safe_psql(
+	'postgres', qq{
+	CREATE TABLE d_fail (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_fail', 'id', colocate_with => 'd_src');
+	ALTER TABLE d_fail ADD CONSTRAINT not_yet CHECK (id <> ${\ int($nrows * 0.7)});
+	SELECT acme_migrate_create(job => 'fail', source => 'd_src', target => 'd_fail',
+		batch_size => 300);
+});
+($ret, $out, $err) = $coord->psql('postgres', "CALL acme_migrate_run('fail')");
+like($err, qr/violates check constraint "not_yet/, 'a range fails on a CHECK constraint');
+my ($state, $last, $copied) = split /\|/, $coord->safe_psql('postgres',
+	"SELECT state, last_key[1], rows_copied FROM acme_migrate.jobs WHERE job_name = 'fail'");
+is( $coord->safe_psql(
+		'postgres', qq{
+	SELECT '$state', (SELECT count(*) FROM d_fail) = (SELECT count(*) FROM d_src WHERE id <= $last),
+		   (SELECT count(*) FROM (SELECT * FROM d_fail EXCEPT ALL SELECT * FROM d_src WHERE id <= $last) x),
+		   (SELECT count(*) FROM d_fail) > 0,
+		   (SELECT count(*) FROM d_fail) < (SELECT count(*) FROM d_src),
+		   (SELECT count(*) FROM d_fail) = $copied}),
+	'running|t|0|t|t|t',
+	'after the failure: the target holds exactly the source rows up to the checkpoint');
+$coord->safe_psql('postgres', q{
+	ALTER TABLE d_fail DROP CONSTRAINT not_yet;
+	CALL acme_migrate_run('fail');
+});
+check_job('fail', 'd_src', 'd_fail', 'distributed -> co-located, resumed after a failure');
+
+# exactly once across a crash of the coordinator in the middle of a
+# pushed-down job: after the restart and Citus's recovery of the prepared
+# transactions (recover_prepared_transactions), the target holds exactly the
+# source rows up to the checkpoint; the job then resumes to an equal target
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE d_crash (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_crash', 'id', colocate_with => 'd_src');
+	SELECT acme_migrate_create(job => 'crash', source => 'd_src', target => 'd_crash',
+		batch_size => 10);
+});
+my ($run_out, $run_err) = ('', '');
+my $run = IPC::Run::start(
+	[ 'psql', '-X', '-d', $coord->connstr('postgres'), '-c', "CALL acme_migrate_run('crash')" ],
+	'<', \undef, '>', \$run_out, '2>', \$run_err);
+my $t0 = time();
+while (time() - $t0 < 60)
+{
+	last if $coord->safe_psql('postgres',
+		"SELECT rows_copied > 2000 FROM acme_migrate.jobs WHERE job_name = 'crash'") eq 't';
+	usleep(20_000);
+}
+$coord->stop('immediate');
+eval { $run->finish; };
+$coord->start;
+$coord->safe_psql('postgres', 'SELECT recover_prepared_transactions()');
+my ($cstate, $clast, $ccopied) = split /\|/, $coord->safe_psql('postgres',
+	"SELECT state, last_key[1], rows_copied FROM acme_migrate.jobs WHERE job_name = 'crash'");
+is( $coord->safe_psql(
+		'postgres', qq{
+	SELECT '$cstate', (SELECT count(*) FROM d_crash) = $ccopied,
+		   (SELECT count(*) FROM (SELECT * FROM d_src WHERE id <= $clast EXCEPT ALL SELECT * FROM d_crash) x),
+		   (SELECT count(*) FROM (SELECT * FROM d_crash EXCEPT ALL SELECT * FROM d_src WHERE id <= $clast) x),
+		   $ccopied > 0 AND $ccopied < $nrows}),
+	'running|t|0|0|t',
+	"after a crash mid-job: the target is the source up to the checkpoint ($ccopied rows, key $clast)");
+$coord->safe_psql('postgres', "CALL acme_migrate_run('crash')");
+check_job('crash', 'd_src', 'd_crash', 'distributed -> co-located, resumed after a crash');
+
+# background workers on a distributed -> distributed job
+$coord->safe_psql(
+	'postgres', q{
+	SELECT acme_migrate_create(job => 'bg', source => 'd_src',
+		target => 'd_workers', batch_size => 2000);
+});
+is($coord->safe_psql('postgres', "SELECT acme_migrate_start('bg', workers => 2)"),
+	'2', 'two background workers on a distributed job');
+is($coord->safe_psql('postgres', "SELECT acme_migrate_wait('bg', timeout => '3 min')"),
+	'done', 'background workers finish the distributed job');
+check_job('bg', 'd_src', 'd_workers', 'distributed -> co-located, workers');
+
+# a difference is seen: remove and change rows behind the job's back
+$coord->safe_psql(
+	'postgres', q{
+	DELETE FROM d_coloc WHERE id % 1000 = 7;
+	UPDATE d_coloc SET note = 'changed' WHERE id % 1000 = 8;
+});
+is( $coord->safe_psql(
+		'postgres', q{
+		SELECT r.equal, r.missing, r.changed,
+			   r.missing = (SELECT count(*) FROM (SELECT id FROM d_src EXCEPT SELECT id FROM d_coloc) x)
+		  FROM acme_migrate_reconcile('coloc') r}),
+	'f|' . ($nrows / 1000) . '|' . ($nrows / 1000) . '|t',
+	'reconcile of a distributed target finds the rows removed and changed');
+
+# table_hash: summed on the workers, equal to the local table's
+my $local_hash =
+  $coord->safe_psql('postgres', "SELECT row_count, hash FROM acme_migrate_table_hash('src_local')");
+is( $coord->safe_psql('postgres',
+		"SELECT row_count, hash FROM acme_migrate_table_hash('d_src')"),
+	$local_hash,
+	'table_hash of a distributed table equals the hash of the same rows stored locally');
+is( $coord->safe_psql('postgres',
+		"SELECT row_count FROM acme_migrate_table_hash('d_src')"),
+	$coord->safe_psql('postgres', 'SELECT count(*) FROM d_src'),
+	'table_hash row count equals count(*) through Citus');
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SET citus.log_remote_commands = on;
+	SELECT row_count FROM acme_migrate_table_hash('d_src')});
+is( scalar(() = $err =~ /acme_migrate_table_hash\('(?:public\.)?d_src_\d+'/g),
+	8, 'table_hash of a distributed table hashes each of its 8 shards on a worker');
+is( $coord->safe_psql(
+		'postgres', q{
+		SELECT sum(split_part(result, ',', 1)::bigint)
+		  FROM run_command_on_shards('d_src',
+			$$SELECT row_count || ',' || hash FROM acme_migrate_table_hash(%L::regclass)$$)}),
+	$nrows,
+	'the shards hash on the workers');
+
+# range_hashes of a distributed table reads it through Citus: the ranges
+# hold every row once, and hash as the same ranges of the local table
+is( $coord->safe_psql(
+		'postgres', q{
+	CREATE TEMP TABLE rd AS SELECT lo, hi, rows, hash FROM acme_migrate_range_hashes('d_src',
+		bounds => '[{"id": 5000}, {"id": 10000}, {"id": 15000}]');
+	CREATE TEMP TABLE rl AS SELECT lo, hi, rows, hash FROM acme_migrate_range_hashes('src_local',
+		bounds => '[{"id": 5000}, {"id": 10000}, {"id": 15000}]');
+	SELECT (SELECT sum(rows) FROM acme_migrate_range_hashes('d_src', chunks => 4)),
+		   (SELECT count(*) FROM (TABLE rd EXCEPT ALL TABLE rl) x),
+		   (SELECT count(*) FROM (TABLE rl EXCEPT ALL TABLE rd) x),
+		   (SELECT count(*) FROM rd)}),
+	"$nrows|0|0|4",
+	'range_hashes of a distributed table equal those of the local copy, every row once');
+
+# a reference table goes through Citus too
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE r_copy (LIKE src_local INCLUDING ALL);
+	SELECT create_reference_table('r_copy');
+	INSERT INTO r_copy SELECT * FROM src_local;
+});
+is( $coord->safe_psql('postgres',
+		"SELECT row_count, hash FROM acme_migrate_table_hash('r_copy')"),
+	$local_hash,
+	'table_hash of a reference table equals the local hash');
+
+# capture cannot see writes routed to shards: refused
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SELECT acme_migrate_create(job => 'cap', source => 'd_src',
+		target => 'd_from_local', capture_changes => true)},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  0A000: cannot capture the changes of "d_src"/,
+	'capture of a distributed table is refused with SQLSTATE 0A000');
+
+# without acme_migrate on the workers the hash reads the rows through Citus
+$_->safe_psql('postgres',
+	'SET citus.enable_ddl_propagation = off; DROP EXTENSION acme_migrate')
+  for ($w1, $w2);
+is( $coord->safe_psql('postgres',
+		"SELECT row_count, hash FROM acme_migrate_table_hash('d_src')"),
+	$local_hash,
+	'without acme_migrate on the workers, table_hash reads through Citus, same hash');
+
+$_->stop for @nodes;
+done_testing();
