@@ -71,3 +71,4 @@ SET client_min_messages = debug1;
 SELECT (SELECT hash FROM acme_migrate_table_hash('tt')) = (SELECT hash FROM serial) AS same_hash;
 RESET client_min_messages;
 DROP SCHEMA hp CASCADE;
+DROP EXTENSION acme_migrate;
