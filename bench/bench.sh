@@ -642,7 +642,8 @@ for sub in hash reconcile workers fk online remote citus; do
 	if [ "${!flag:-1}" = 1 ] && [ -x "$HERE/${sub}_bench.sh" ]; then
 		echo
 		log "running bench/${sub}_bench.sh on the same cluster"
-		env -u KEEP PGHOST="$SOCK" PGPORT="$PORT" PGDATABASE="$DB" PGUSER=postgres ROWS="$ROWS" \
+		# CONTENDERS is this script's: each sub-bench has its own (X_CONTENDERS)
+		env -u KEEP -u CONTENDERS PGHOST="$SOCK" PGPORT="$PORT" PGDATABASE="$DB" PGUSER=postgres ROWS="$ROWS" \
 			PG_CONFIG="$PG_CONFIG" \
 			"$HERE/${sub}_bench.sh" \
 			|| { log "ERROR: bench/${sub}_bench.sh failed"; FAILED=1; }

@@ -25,7 +25,7 @@
 # EXCEPT ALL against the source is not empty is one).
 #
 # Environment: CITUS_ROWS, REPS, BATCH, SHARDS, PG_CONFIG, KEEP=1 (leave the
-# clusters running and print how to reach them), CONTENDERS ("job w2 sql").
+# clusters running and print how to reach them), CITUS_CONTENDERS ("job w2 sql").
 
 set -euo pipefail
 
@@ -34,7 +34,7 @@ REPS=${REPS:-3}
 BATCH=${BATCH:-10000}
 SHARDS=${SHARDS:-32}
 KEEP=${KEEP:-0}
-CONTENDERS=${CONTENDERS:-"job w2 sql"}
+CONTENDERS=${CITUS_CONTENDERS:-"job w2 sql"}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PORTS=${CITUS_BENCH_PORTS:-5850-5899}
 BINDIR=$("$PG_CONFIG" --bindir)
@@ -138,6 +138,7 @@ run_one() {
 	w2) q coord -c "SELECT acme_migrate_start('cb', workers => 2)" \
 		-c "SELECT acme_migrate_wait('cb', timeout => '30 min')" >/dev/null 2>&1 ;;
 	sql) q coord -c 'INSERT INTO cb_dst SELECT * FROM cb_src' >/dev/null ;;
+	*) die "unknown contender $c (job, w2 or sql)" ;;
 	esac
 	t1=$(now_ms)
 	[ "$(q coord -Atc 'SELECT (SELECT count(*) FROM (SELECT * FROM cb_src EXCEPT ALL SELECT * FROM cb_dst) x) + (SELECT count(*) FROM (SELECT * FROM cb_dst EXCEPT ALL SELECT * FROM cb_src) x)')" = 0 ] ||

@@ -36,14 +36,15 @@
 # Never asserts a time; exits non-zero only on errors.
 #
 # Environment: ROWS, REPS, BATCH, KEEP=1 (reuse an existing wb_orders of
-# ROWS rows), CONTENDERS ("w1 w2 run plain" by default).
+# ROWS rows), WORKERS_CONTENDERS ("w1 w2 run plain" by default; not CONTENDERS,
+# which make bench sets for its own contenders).
 
 set -euo pipefail
 
 ROWS=${ROWS:-5000000}
 REPS=${REPS:-3}
 BATCH=${BATCH:-10000}
-CONTENDERS=${CONTENDERS:-"w1 w2 run plain"}
+CONTENDERS=${WORKERS_CONTENDERS:-"w1 w2 run plain"}
 BINDIR=$(pg_config --bindir)
 SRC=wb_orders
 DST=wb_orders_v2
@@ -230,6 +231,10 @@ copy_once() {
 		;;
 	plain)
 		PGAPPNAME=workers_bench psql_q -c "CALL wb_plain_copy($BATCH)" >/dev/null
+		;;
+	*)
+		echo "ERROR: unknown contender $what (w1, w2, run or plain)" >&2
+		exit 1
 		;;
 	esac
 	t1=$(now_ms)

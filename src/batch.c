@@ -760,9 +760,9 @@ batch_unlock_job(int64 job_id, LOCKMODE mode, bool session)
 static bool
 batch_job_ready(AmJob *job)
 {
+	const AmJobState *st = am_job_state(job->state);
 
-	if (strcmp(job->state, "copied") == 0 || strcmp(job->state, "done") == 0 ||
-		strcmp(job->state, "cut_over") == 0)
+	if (st->copy_complete)
 	{
 		ereport(NOTICE,
 				(errmsg("job \"%s\" is already %s", job->job_name,
@@ -775,9 +775,8 @@ batch_job_ready(AmJob *job)
 				(errmsg("job \"%s\" is paused", job->job_name)));
 		return false;
 	}
-	if (strcmp(job->state, "failed") == 0 ||
-		strcmp(job->state, "cancelled") == 0 ||
-		strcmp(job->state, "rolled_back") == 0)
+	/* failed, or ended without its copy (catalog.c's list) */
+	if (strcmp(job->state, "failed") == 0 || st->final)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 strcmp(job->state, "failed") == 0 ?

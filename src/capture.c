@@ -540,6 +540,18 @@ capture_find_triggers(AmJob *job, char direction, Oid relid)
 }
 
 /*
+ * Does the job's source capture in this state?  From creation to copied:
+ * not once the job is cut over (the target captures then, the other way)
+ * or in a final state (catalog.c's list).
+ */
+static bool
+capture_state_captures(AmJob *job)
+{
+	return !am_job_state(job->state)->final &&
+		strcmp(job->state, "cut_over") != 0;
+}
+
+/*
  * Does the job still capture its source?  Its triggers are internal, and
  * pg_dump leaves internal triggers out: a job restored from a dump has
  * none, and every write made to its source since went uncaptured.  Only a
@@ -549,9 +561,7 @@ bool
 capture_is_installed(AmJob *job)
 {
 	if (!job->capture_changes ||
-		strcmp(job->state, "cut_over") == 0 || strcmp(job->state, "done") == 0 ||
-		strcmp(job->state, "rolled_back") == 0 ||
-		strcmp(job->state, "cancelled") == 0)
+		!capture_state_captures(job))
 		return true;
 	return capture_find_triggers(job, 'f', job->source_relid) != NIL;
 }
@@ -1099,9 +1109,7 @@ capture_check_state(AmJob *job, const char *what)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("job \"%s\" does not capture changes", job->job_name),
 				 errhint("Create the job with capture_changes => true to %s it.", what)));
-	if (strcmp(job->state, "cut_over") == 0 || strcmp(job->state, "done") == 0 ||
-		strcmp(job->state, "rolled_back") == 0 ||
-		strcmp(job->state, "cancelled") == 0)
+	if (!capture_state_captures(job))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot %s job \"%s\", which is %s", what, job->job_name,

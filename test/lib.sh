@@ -14,8 +14,13 @@
 ACME_TOP="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_MAJOR="${PG_MAJOR:-15}"
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config}"
-# pg_config lives in the server's bindir (PG_CONFIG may name a relocated copy)
-PG_BINDIR="$(dirname "$PG_CONFIG")"
+# the server's bindir: where PG_CONFIG lives when it is a path (it may name a
+# relocated copy; it may not exist yet on a fresh machine); a bare "pg_config"
+# (Debian's /usr/bin wrapper, as make bench passes it) is asked
+case "$PG_CONFIG" in
+*/*) PG_BINDIR="$(dirname "$PG_CONFIG")" ;;
+*) PG_BINDIR="$("$PG_CONFIG" --bindir 2>/dev/null || echo "/usr/lib/postgresql/${PG_MAJOR}/bin")" ;;
+esac
 export PG_CONFIG
 
 ACME_PACKAGES=(
