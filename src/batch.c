@@ -343,7 +343,8 @@ batch_params(AmMapping *map, BatchRange *r)
  * the planner keeps to the key index.  It is made again when the batch size
  * changes (batch_time_target adapts it).  The pieces that on_error =
  * 'reject' cuts a batch into are bounded by keys, and take the custom plans
- * of batch_prepare_plans.
+ * of batch_prepare_plans; so do the batches of a job between tables that
+ * live elsewhere (Citus).
  */
 static SPIPlanPtr
 batch_range_plan(AmMapping *map, BatchRange *r, bool direct)
@@ -362,9 +363,15 @@ batch_range_plan(AmMapping *map, BatchRange *r, bool direct)
 	{
 		sql = mapping_batch_sql(map, lo, hi, ins,
 								psprintf(INT64_FORMAT, r->limit));
-		map->batch_plan[ins][lo][hi] = batch_prepare(sql, 2 * map->nkeys + 1,
-													 batch_argtypes(map),
-													 CURSOR_OPT_GENERIC_PLAN);
+		/*
+		 * Citus cannot plan a distributed INSERT ... SELECT with parameters
+		 * left in it: a job whose tables live elsewhere keeps custom plans.
+		 */
+		map->batch_plan[ins][lo][hi] =
+			batch_prepare(sql, 2 * map->nkeys + 1, batch_argtypes(map),
+						  locality_is_local(map->source_relid) &&
+						  locality_is_local(map->target_relid) ?
+						  CURSOR_OPT_GENERIC_PLAN : 0);
 	}
 	return map->batch_plan[ins][lo][hi];
 }
