@@ -18,7 +18,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS acme_migrate;
 
-SELECT plan(71);
+SELECT plan(73);
 
 CREATE ROLE sec_alice LOGIN;
 CREATE ROLE sec_mallory LOGIN;
@@ -137,6 +137,29 @@ SELECT acme_migrate_create('sec_m3', 'sec_mallory.src', 'sec_mallory.dst', batch
 CALL acme_migrate_run('sec_m3', max_batches => 2);
 SELECT acme_migrate_start('sec_m3', workers => 2);
 SELECT acme_migrate_wait('sec_m3', timeout => '60 s');
+-- online migration under the same traps: capture, catch-up (rows replaced,
+-- and upserted into a target with a trigger), cut-over, rollback
+CREATE TABLE sec_mallory.osrc (id bigint PRIMARY KEY, v pg_catalog.text NOT NULL);
+INSERT INTO sec_mallory.osrc SELECT g, 'o' OPERATOR(pg_catalog.||) g FROM pg_catalog.generate_series(1, 300) g;
+CREATE TABLE sec_mallory.odst (id bigint PRIMARY KEY, v pg_catalog.text NOT NULL);
+CREATE TABLE sec_mallory.odst2 (id bigint PRIMARY KEY, v pg_catalog.text NOT NULL);
+CREATE FUNCTION sec_mallory.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER noop AFTER UPDATE ON sec_mallory.odst2 FOR EACH ROW EXECUTE FUNCTION sec_mallory.noop();
+SELECT acme_migrate_create('sec_online', 'sec_mallory.osrc', 'sec_mallory.odst', batch_size => 100,
+	on_conflict => 'update', capture_changes => true);
+SELECT acme_migrate_create('sec_online_rb', 'sec_mallory.osrc', 'sec_mallory.odst2', batch_size => 100,
+	on_conflict => 'update', capture_changes => true);
+SELECT acme_migrate_batch('sec_online');
+UPDATE sec_mallory.osrc SET v = 'changed' WHERE id OPERATOR(pg_catalog.<=) 10;
+DELETE FROM sec_mallory.osrc WHERE id OPERATOR(pg_catalog.=) 11;
+INSERT INTO sec_mallory.osrc VALUES (1000, 'new');
+CALL acme_migrate_run('sec_online');
+CALL acme_migrate_run('sec_online_rb');
+UPDATE sec_mallory.osrc SET v = 'again' WHERE id OPERATOR(pg_catalog.<=) 5;
+SELECT acme_migrate_catch_up('sec_online');
+SELECT acme_migrate_catch_up('sec_online_rb');
+SELECT pg_catalog.count(*) FROM acme_migrate_cutover('sec_online');
+SELECT pg_catalog.count(*) FROM acme_migrate_rollback('sec_online_rb');
 RESET search_path;
 DROP DOMAIN pg_temp.text, pg_temp.int8, pg_temp.int4, pg_temp.bool, pg_temp.float8;
 RESET ROLE;
@@ -163,6 +186,13 @@ SELECT is((SELECT search_path FROM acme_migrate.jobs WHERE job_name = 'sec_m3'),
 	'a job keeps the search_path it was created under, for its own SQL only');
 SELECT is((SELECT rows_copied FROM acme_migrate.jobs WHERE job_name = 'sec_mallory_job'), 100::bigint,
 	'the batch under the hostile search_path copied its rows');
+SELECT is((SELECT pg_catalog.string_agg(job_name OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) state, ', ' ORDER BY job_name)
+			FROM acme_migrate.jobs WHERE job_name IN ('sec_online', 'sec_online_rb')),
+	'sec_online cut_over, sec_online_rb rolled_back',
+	'capture, catch-up, cut-over and rollback ran under the hostile search_path');
+SELECT is((SELECT count(*)::integer FROM (
+			SELECT * FROM sec_mallory.osrc EXCEPT ALL SELECT * FROM sec_mallory.odst) x),
+	0, 'and the cut-over target holds the source with the writes made behind the copy');
 
 -- a role's search_path set with ALTER ROLE reaches workers: the same traps
 TRUNCATE public.sec_log;
