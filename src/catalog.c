@@ -31,6 +31,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/inval.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "funcapi.h"
@@ -603,6 +604,17 @@ cat_exec(CatStmt stmt, Datum *values, const char *nulls, long count)
 	return rc;
 }
 
+/* One statement that returns nothing the caller reads, in a context of its own. */
+static void
+cat_run(CatStmt stmt, Datum *values, const char *nulls)
+{
+	CatContext	cxt;
+
+	cat_enter(&cxt);
+	cat_exec(stmt, values, nulls, 0);
+	cat_leave(&cxt);
+}
+
 /* text[] <-> List of char * */
 static Datum
 text_list_to_array(List *list)
@@ -1097,21 +1109,17 @@ catalog_job_insert(AmJob *job)
 void
 catalog_job_delete(AmJob *job)
 {
-	CatContext	cxt;
 	Datum		arg = Int64GetDatum(job->job_id);
 
 	catalog_check_owner(job);
 	catalog_job_check_dependents(job);
-	cat_enter(&cxt);
-	cat_exec(CAT_JOB_DELETE, &arg, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_JOB_DELETE, &arg, NULL);
 }
 
 /* Change a job's state, with an optional reason (failure_reason). */
 void
 catalog_job_set_state(AmJob *job, const char *state, const char *reason)
 {
-	CatContext	cxt;
 	const AmJobState *st = am_job_state(state);
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
@@ -1124,9 +1132,7 @@ catalog_job_set_state(AmJob *job, const char *state, const char *reason)
 		nulls[2] = 'n';
 	values[3] = BoolGetDatum(st->finished == AM_FINISHED_SET);
 	values[4] = BoolGetDatum(st->finished == AM_FINISHED_KEEP);
-	cat_enter(&cxt);
-	cat_exec(CAT_JOB_STATE, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_JOB_STATE, values, nulls);
 	job->state = pstrdup(state);
 }
 
@@ -1186,7 +1192,6 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 void
 catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row, ErrorData *edata)
 {
-	CatContext	cxt;
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
@@ -1201,16 +1206,13 @@ catalog_reject_insert(AmJob *job, Jsonb *key, Jsonb *row, ErrorData *edata)
 	values[4] = CStringGetTextDatum(edata->message ? edata->message : "");
 	values[5] = edata->detail ? CStringGetTextDatum(edata->detail) : 0;
 	nulls[5] = edata->detail ? ' ' : 'n';
-	cat_enter(&cxt);
-	cat_exec(CAT_REJECT_INSERT, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_REJECT_INSERT, values, nulls);
 }
 
 /* Record an error that stopped a batch (the caller has a fresh transaction). */
 void
 catalog_error_insert(AmJob *job, ErrorData *edata, bool transient)
 {
-	CatContext	cxt;
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
@@ -1224,9 +1226,7 @@ catalog_error_insert(AmJob *job, ErrorData *edata, bool transient)
 	OPT(5, edata->context);
 #undef OPT
 	values[6] = BoolGetDatum(transient);
-	cat_enter(&cxt);
-	cat_exec(CAT_ERROR_INSERT, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_ERROR_INSERT, values, nulls);
 }
 
 /*
@@ -1274,7 +1274,6 @@ catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
 					const char *side, Jsonb *key, Jsonb *source_row,
 					Jsonb *target_row, List *changed_columns)
 {
-	CatContext	cxt;
 	Datum		values[8];
 	char		nulls[8];
 
@@ -1294,9 +1293,7 @@ catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
 	nulls[6] = target_row ? ' ' : 'n';
 	values[7] = changed_columns ? text_list_to_array(changed_columns) : 0;
 	nulls[7] = changed_columns ? ' ' : 'n';
-	cat_enter(&cxt);
-	cat_exec(CAT_DIFF_INSERT, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_DIFF_INSERT, values, nulls);
 }
 
 /* Record the counts of a finished run. */
@@ -1304,7 +1301,6 @@ void
 catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 					  bool estimated)
 {
-	CatContext	cxt;
 	Datum		values[18];
 	char		nulls[19] = "                  ";
 
@@ -1334,9 +1330,7 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	nulls[16] = c->remote_mode && c->remote_rows >= 0 ? ' ' : 'n';
 	values[17] = c->remote_note ? CStringGetTextDatum(c->remote_note) : (Datum) 0;
 	nulls[17] = c->remote_note ? ' ' : 'n';
-	cat_enter(&cxt);
-	cat_exec(CAT_RUN_FINISH, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_RUN_FINISH, values, nulls);
 }
 
 /*
@@ -1490,7 +1484,6 @@ void
 catalog_range_checkpoint(AmJob *job, AmRange *range, List *last_key,
 						 int64 rows_read, bool done)
 {
-	CatContext	cxt;
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
@@ -1500,24 +1493,19 @@ catalog_range_checkpoint(AmJob *job, AmRange *range, List *last_key,
 	nulls[2] = last_key ? ' ' : 'n';
 	values[3] = Int64GetDatum(rows_read);
 	values[4] = CStringGetTextDatum(done ? "done" : "pending");
-	cat_enter(&cxt);
-	cat_exec(CAT_RANGE_CHECKPOINT, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_RANGE_CHECKPOINT, values, nulls);
 }
 
 /* Set the number of workers and the state of a job (start, resume). */
 void
 catalog_job_set_workers(AmJob *job, int workers, const char *state)
 {
-	CatContext	cxt;
 	Datum		values[3];
 
 	values[0] = Int64GetDatum(job->job_id);
 	values[1] = Int32GetDatum(workers);
 	values[2] = CStringGetTextDatum(state);
-	cat_enter(&cxt);
-	cat_exec(CAT_JOB_WORKERS, values, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_JOB_WORKERS, values, NULL);
 	job->workers = workers;
 	job->state = pstrdup(state);
 }
@@ -1534,7 +1522,6 @@ catalog_job_alter(AmJob *job, int32 batch_size, double max_rows_per_second,
 				  int64 lock_timeout_ms, double max_error_rate,
 				  const char *health_check, const char *on_breach)
 {
-	CatContext	cxt;
 	Datum		values[9];
 	char		nulls[9];
 
@@ -1556,9 +1543,7 @@ catalog_job_alter(AmJob *job, int32 batch_size, double max_rows_per_second,
 	nulls[7] = health_check ? ' ' : 'n';
 	values[8] = on_breach ? CStringGetTextDatum(on_breach) : 0;
 	nulls[8] = on_breach ? ' ' : 'n';
-	cat_enter(&cxt);
-	cat_exec(CAT_JOB_ALTER, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_JOB_ALTER, values, nulls);
 }
 
 /*
@@ -1568,15 +1553,28 @@ catalog_job_alter(AmJob *job, int32 batch_size, double max_rows_per_second,
 void
 catalog_job_set_shape(AmJob *job, const char *shape)
 {
-	CatContext	cxt;
 	Datum		values[2];
 
 	values[0] = Int64GetDatum(job->job_id);
 	values[1] = CStringGetTextDatum(shape);
-	cat_enter(&cxt);
-	cat_exec(CAT_JOB_SHAPE, values, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_JOB_SHAPE, values, NULL);
 	job->shape = pstrdup(shape);
+}
+
+/*
+ * The capture log's OID, kept while it lives: catalog_capture_log runs for
+ * every row the application writes, so its name is not looked up each time.
+ * Any invalidation of the table (dropped with the extension, altered by an
+ * update) makes the next call look it up again.
+ */
+static Oid	cat_log_relid = InvalidOid;
+static bool cat_log_callback = false;
+
+static void
+cat_log_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == cat_log_relid)
+		cat_log_relid = InvalidOid;
 }
 
 /*
@@ -1593,10 +1591,8 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 	/* the log's columns, and its sequence, looked up once per creation */
 	static const char *const cols[] = {"job_id", "direction", "seq", "key",
 	"logged_at"};
-	static Oid	log_relid = InvalidOid;
 	static Oid	seq_relid = InvalidOid;
 	static AttrNumber attnums[lengthof(cols)];
-	Oid			relid;
 	Relation	rel;
 	TupleDesc	desc;
 	Datum	   *values;
@@ -1604,18 +1600,24 @@ catalog_capture_log(int64 job_id, char direction, List *key)
 	HeapTuple	tup;
 
 	am_check_catalog_version();
-	relid = get_relname_relid("capture_log",
-							  get_namespace_oid("acme_migrate", false));
-	if (!OidIsValid(relid))
-		elog(ERROR, "table acme_migrate.capture_log is missing");
-	if (relid != log_relid)
+	if (!OidIsValid(cat_log_relid))
 	{
+		Oid			relid = get_relname_relid("capture_log",
+											  get_namespace_oid("acme_migrate", false));
+
+		if (!OidIsValid(relid))
+			elog(ERROR, "table acme_migrate.capture_log is missing");
 		for (int i = 0; i < lengthof(cols); i++)
 			attnums[i] = get_attnum(relid, cols[i]);
 		seq_relid = getIdentitySequence(relid, attnums[2], false);
-		log_relid = relid;
+		if (!cat_log_callback)
+		{
+			CacheRegisterRelcacheCallback(cat_log_invalidate, (Datum) 0);
+			cat_log_callback = true;
+		}
+		cat_log_relid = relid;
 	}
-	rel = table_open(relid, RowExclusiveLock);
+	rel = table_open(cat_log_relid, RowExclusiveLock);
 	desc = RelationGetDescr(rel);
 	values = palloc0(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
@@ -1710,14 +1712,11 @@ catalog_capture_backlog(int64 job_id, char direction, double *age)
 void
 catalog_capture_clear(int64 job_id, char direction)
 {
-	CatContext	cxt;
 	Datum		values[2];
 
 	values[0] = Int64GetDatum(job_id);
 	values[1] = CharGetDatum(direction);
-	cat_enter(&cxt);
-	cat_exec(CAT_CAPTURE_CLEAR, values, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_CAPTURE_CLEAR, values, NULL);
 }
 
 /* One attempt of a cut-over or rollback (lock_held_ms < 0: not taken). */
@@ -1726,7 +1725,6 @@ catalog_cutover_attempt(int64 job_id, const char *operation, int attempt,
 						TimestampTz started, int64 lock_wait_ms,
 						int64 lock_held_ms, int64 drained, const char *outcome)
 {
-	CatContext	cxt;
 	Datum		values[8];
 	char		nulls[8] = "        ";
 
@@ -1740,63 +1738,49 @@ catalog_cutover_attempt(int64 job_id, const char *operation, int attempt,
 		nulls[5] = 'n';
 	values[6] = Int64GetDatum(drained);
 	values[7] = CStringGetTextDatum(outcome);
-	cat_enter(&cxt);
-	cat_exec(CAT_CUTOVER_INSERT, values, nulls, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_CUTOVER_INSERT, values, nulls);
 }
 
 /* The target's row count and table hash (a uuid's text) before the job. */
 void
 catalog_job_set_pre(AmJob *job, int64 rows, const char *hash)
 {
-	CatContext	cxt;
 	Datum		values[3];
 
 	values[0] = Int64GetDatum(job->job_id);
 	values[1] = Int64GetDatum(rows);
 	values[2] = CStringGetTextDatum(hash);
-	cat_enter(&cxt);
-	cat_exec(CAT_JOB_PRE, values, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_JOB_PRE, values, NULL);
 }
 
 /* Rows the target held before the job (rollback puts them back). */
 void
 catalog_preimage_insert(int64 job_id, Datum *rows, int n)
 {
-	CatContext	cxt;
 	Datum		values[2];
 
 	values[0] = Int64GetDatum(job_id);
 	values[1] = PointerGetDatum(construct_array(rows, n, JSONBOID, -1, false,
 												TYPALIGN_INT));
-	cat_enter(&cxt);
-	cat_exec(CAT_PREIMAGE_INSERT, values, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_PREIMAGE_INSERT, values, NULL);
 }
 
 /* Forget them: the job was cut over, or they are back in the target. */
 void
 catalog_preimage_clear(int64 job_id)
 {
-	CatContext	cxt;
 	Datum		arg = Int64GetDatum(job_id);
 
-	cat_enter(&cxt);
-	cat_exec(CAT_PREIMAGE_CLEAR, &arg, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_PREIMAGE_CLEAR, &arg, NULL);
 }
 
 /* Note when the job was cut over. */
 void
 catalog_job_cut_over_at(AmJob *job)
 {
-	CatContext	cxt;
 	Datum		arg = Int64GetDatum(job->job_id);
 
-	cat_enter(&cxt);
-	cat_exec(CAT_JOB_CUT_OVER_AT, &arg, NULL, 0);
-	cat_leave(&cxt);
+	cat_run(CAT_JOB_CUT_OVER_AT, &arg, NULL);
 }
 
 /*
