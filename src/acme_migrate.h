@@ -462,6 +462,7 @@ extern AmFkBatch *fk_batch_begin(AmMapping *map, Relation rel,
 extern void fk_batch_add(AmFkBatch *fb, struct TupleTableSlot *slot);
 extern void fk_batch_check(AmFkBatch *fb);
 extern void fk_free_plans(AmMapping *map);
+extern void fk_set_immediate(Oid relid);
 
 /* hash.c */
 extern void hash_relation(Oid relid, int64 *row_count, uint8 *result);
