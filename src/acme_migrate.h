@@ -310,6 +310,7 @@ typedef struct AmReconcileCounts
 	const char *remote_note;	/* why no remote mode applied, or NULL */
 	int64		remote_rows;	/* rows fetched from the source's server;
 								 * -1: not counted (full_fetch) */
+	int			parallel_workers;	/* that read a side of the hash pass */
 } AmReconcileCounts;
 
 /* reconcile.c */
