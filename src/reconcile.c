@@ -190,6 +190,18 @@ rc_prepare(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
+static SPIPlanPtr
+rc_prepare_generic(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types,
+										  CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
 static int
 rc_find_mapped(AmMapping *map, const char *name)
 {
@@ -1718,8 +1730,9 @@ rc_bucket_side(RcBuckets *bk, const char *sql, ArrayType *tids)
 		rc_param_set(params, 0, PointerGetDatum(tids));
 	}
 	memset(&side, 0, sizeof(side));
-	rc_side_open(&side, rc_prepare(sql, tids ? 1 : 0, &type), params,
-				 &bk->pub);
+	/* by ctids: a generic plan (a TID scan), not one planned per array */
+	rc_side_open(&side, tids ? rc_prepare_generic(sql, 1, &type) :
+				 rc_prepare(sql, 0, &type), params, &bk->pub);
 	ExecutorRun(side.qd, ForwardScanDirection, 0, true);
 	rc_side_close(&side);
 	rc_bucket_add(bk, NULL, bk->pending_hash);	/* the last row */
