@@ -531,15 +531,20 @@ acme_migrate_batch(PG_FUNCTION_ARGS)
 void
 am_sleep(int64 ms)
 {
-	while (ms > 0)
-	{
-		int64		chunk = Min(ms, 1000);
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	long		left;
 
+	/*
+	 * Until the end, by the clock: a latch set meanwhile (or before) ends a
+	 * wait early, and must not shorten the sleep.
+	 */
+	while ((left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+												   end)) > 0)
+	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 chunk, PG_WAIT_EXTENSION);
+						 Min(left, 1000), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		ms -= chunk;
 	}
 }
 

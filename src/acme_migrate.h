@@ -389,13 +389,14 @@ extern void batch_commit_async(void);
  * to the caller of driver_run.  Allocations of a turn are in d->stepcxt,
  * reset every turn, so a driver running for days does not grow.
  *
- * Catch-up (capture.c) can drive a copied job the same way: a turn of a
- * copied job with capture applies one chunk of its log
- * (capture_catch_up_step).  acme_migrate_catch_up, a function that stays in
- * its caller's transaction, would give begin and commit that do nothing and
- * no abort, leave workers_rules unset (the driver stops at the first round
- * that applies nothing) and set max_time_ms; the job's throttles then apply
- * to catch-up as they do to the copy.
+ * Catch-up (capture.c) drives a job the same way: a turn of a copied job
+ * with capture applies one chunk of its log (capture_catch_up_step).
+ * acme_migrate_catch_up, a function that stays in its caller's transaction,
+ * gives begin and commit that do nothing and no abort, sets catch_up_only
+ * (a job still copying is caught up, not copied), caller_xact and
+ * max_time_ms, and leaves workers_rules unset: the driver stops at the
+ * first turn that applies nothing, and the job's throttles apply to
+ * catch-up as they do to the copy.
  */
 typedef struct AmDriver AmDriver;
 
@@ -425,6 +426,10 @@ struct AmDriver
 								 * shared by the job's workers; a job with
 								 * capture goes on once copied */
 	bool		catch_up;		/* with workers_rules: catch a copied job up */
+	bool		catch_up_only;	/* every turn applies captured changes, none
+								 * copies (acme_migrate_catch_up) */
+	bool		caller_xact;	/* turns run in the caller's transaction:
+								 * begin and commit do nothing */
 	MemoryContext stepcxt;		/* reset at every turn */
 	MemoryContext mapcxt;		/* the mapping's */
 	AmMapping  *map;

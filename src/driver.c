@@ -181,7 +181,8 @@ driver_step(void *arg)
 	/* a mapping that cannot be built fails the batch, not the driver */
 	st->map = driver_mapping(st->d, st->job);
 	st->batch_size = st->d->batch_size;
-	if (st->job->capture_changes && strcmp(st->job->state, "copied") == 0)
+	if (st->d->catch_up_only ||
+		(st->job->capture_changes && strcmp(st->job->state, "copied") == 0))
 	{
 		st->rows = capture_catch_up_step(st->job, st->map);
 		st->more = st->rows > 0;
@@ -284,7 +285,8 @@ driver_turn(AmDriver *d, ErrorData **edata)
 		d->ops->commit(d, true);
 		return wait != NULL ? DRIVER_WAIT : DRIVER_STOP;
 	}
-	catching_up = job->capture_changes && strcmp(job->state, "copied") == 0;
+	catching_up = d->catch_up_only ||
+		(job->capture_changes && strcmp(job->state, "copied") == 0);
 	d->ops->report(d, true, catching_up ? "catching up" : NULL);
 	memset(&st, 0, sizeof(st));
 	st.d = d;
@@ -311,8 +313,11 @@ driver_turn(AmDriver *d, ErrorData **edata)
 	if (catching_up && d->rows == 0)
 		d->pause_ms = DRIVER_IDLE_MS;
 	d->version = job->definition_version;
-	/* all but the last batch may skip the wait for their WAL flush */
-	if (!last)
+	/*
+	 * all but the last batch may skip the wait for their WAL flush; not the
+	 * caller's transaction, which is not the driver's to weaken
+	 */
+	if (!last && !d->caller_xact)
 		batch_commit_async();
 	d->ops->commit(d, last);
 	return last ? DRIVER_STOP : DRIVER_NEXT;
