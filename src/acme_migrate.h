@@ -403,15 +403,20 @@ typedef struct AmDriver AmDriver;
 typedef struct AmDriverOps
 {
 	void		(*poll) (AmDriver *d);	/* before a turn; may be NULL */
-	void		(*begin) (AmDriver *d); /* start the turn's transaction */
+	/* start and end the turn's transaction; NULL: the caller's goes on */
+	void		(*begin) (AmDriver *d);
+	void		(*commit) (AmDriver *d, bool last);
 	AmJob	   *(*load) (AmDriver *d);	/* the job, NULL when it is gone */
 	bool		(*lock) (AmDriver *d, AmJob *job);	/* may be NULL */
-	void		(*commit) (AmDriver *d, bool last);
 	void		(*abort) (AmDriver *d); /* NULL: errors go to the caller */
 	bool		(*failed) (AmDriver *d, ErrorData *edata);	/* true: go on */
 	bool		(*after) (AmDriver *d); /* after a turn; NULL, or false: stop */
-	bool		(*nap) (AmDriver *d, int64 ms, bool throttled); /* false: stop */
-	/* what the driver does now: busy (NULL: a batch), or waiting for what */
+	/* false: stop; NULL: am_sleep */
+	bool		(*nap) (AmDriver *d, int64 ms, bool throttled);
+	/*
+	 * what the driver does now: busy (NULL: a batch), or waiting for what;
+	 * NULL: a wait is a NOTICE
+	 */
 	void		(*report) (AmDriver *d, bool busy, const char *what);
 } AmDriverOps;
 

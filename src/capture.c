@@ -1048,21 +1048,10 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 
 /* ---- acme_migrate_catch_up: a driver (driver.c) in the caller's transaction ---- */
 
-/* The caller's transaction: nothing to begin or commit. */
-static void
-catch_up_begin(AmDriver *d)
-{
-}
-
 static AmJob *
 catch_up_load(AmDriver *d)
 {
 	return catalog_job_get((const char *) d->arg, false);
-}
-
-static void
-catch_up_commit(AmDriver *d, bool last)
-{
 }
 
 /* A failed chunk fails the call, and its transaction with it. */
@@ -1073,29 +1062,13 @@ catch_up_failed(AmDriver *d, ErrorData *edata)
 	return false;
 }
 
-static bool
-catch_up_nap(AmDriver *d, int64 ms, bool throttled)
-{
-	am_sleep(ms);
-	return true;
-}
-
-static void
-catch_up_report(AmDriver *d, bool busy, const char *what)
-{
-	if (!busy)
-		ereport(NOTICE,
-				(errmsg("job \"%s\" waits for %s", (const char *) d->arg,
-						what)));
-}
-
+/*
+ * The caller's transaction goes on (no begin, commit); sleeps and waits are
+ * the driver's own.
+ */
 static const AmDriverOps catch_up_ops = {
-	.begin = catch_up_begin,
 	.load = catch_up_load,
-	.commit = catch_up_commit,
 	.failed = catch_up_failed,
-	.nap = catch_up_nap,
-	.report = catch_up_report,
 };
 
 /*
