@@ -138,14 +138,18 @@ typedef struct AmJobState
 extern const AmJobState *am_job_state(const char *name);
 
 /*
- * Key ranges.  One convention for the ranges of workers (acme_migrate.ranges,
- * AmRange) and the batches of a walk: (lo, hi], the lower bound exclusive
- * (the checkpoint: the last key done), the upper bound inclusive; NIL for
- * an open end.  A batch reads keys > last_key ORDER BY key LIMIT n, and a
- * range's rows are those with lo < key <= hi.
- * The exception is hash.c's ranges (acme_migrate_range_hashes, and the
- * hash_ranges method of reconciliation built on it): lo <= key < hi, as
- * the SQL interface documents for acme_migrate_range_hashes.
+ * Key ranges.  One convention for every range the code cuts or walks:
+ * (lo, hi], the lower bound exclusive (the checkpoint: the last key done),
+ * the upper bound inclusive; NIL (or NULL) for an open end.  So the ranges
+ * of workers (acme_migrate.ranges, AmRange), the batches of a walk (keys >
+ * last_key ORDER BY key LIMIT n), reconciliation's merges and its
+ * hash_ranges buckets (reconcile.c), the ranges of a remote reconciliation
+ * (remote.c) and the batches pushed down to Citus (locality.c): a range's
+ * rows are those with lo < key <= hi.
+ * The one exception is the output of the SQL function
+ * acme_migrate_range_hashes (hash.c), lo <= key < hi, as version 1.0's
+ * interface documents it (quantile boundaries start a range); it is not
+ * used by the code to cut ranges of its own.
  */
 
 /* a key range of a job run in parallel (acme_migrate.ranges) */
