@@ -89,6 +89,22 @@ SELECT (SELECT count(*) FROM (SELECT * FROM ok.c_src EXCEPT ALL SELECT * FROM ok
 SELECT rows_deleted, rows_restored, target_hash_equal FROM acme_migrate_rollback('keys_comp');
 SELECT ok.differ('ok.c_dst', 'ok.c_before') AS after_rollback;
 
+-- the same key captured by statement triggers (one insert of a
+-- statement's keys, one array per key column)
+CREATE TABLE ok.c_dst2 (LIKE ok.c_src INCLUDING ALL);
+SELECT acme_migrate_create('keys_comp_stmt', 'ok.c_src', 'ok.c_dst2', batch_size => 100,
+	capture_changes => true, capture_method => 'statement') > 0 AS created;
+SELECT acme_migrate_batch('keys_comp_stmt');
+UPDATE ok.c_src SET v = v + 1 WHERE a IN (1, 2);
+UPDATE ok.c_src SET b = b || '!' WHERE a = 3;
+DELETE FROM ok.c_src WHERE a = 4;
+SELECT count(*) AS logged FROM acme_migrate.capture_log;
+CALL acme_migrate_run('keys_comp_stmt');
+SELECT acme_migrate_catch_up('keys_comp_stmt') >= 0 AS caught_up;
+SELECT ok.differ('ok.c_src', 'ok.c_dst2') AS differ;
+SELECT verified FROM acme_migrate_cutover('keys_comp_stmt');
+SELECT ok.differ('ok.c_src', 'ok.c_dst2') AS after_cutover;
+
 -- 4. timestamptz key: the capture logs keys as text; DateStyle and TimeZone
 -- differ between the writers and the catch-up
 CREATE TABLE ok.ts_src (at timestamptz PRIMARY KEY, v int NOT NULL);
