@@ -149,6 +149,31 @@ SELECT (SELECT count(*) FROM (SELECT n::text, v FROM ok.n_src EXCEPT ALL SELECT 
 SELECT verified FROM acme_migrate_cutover('keys_num');
 SELECT ok.differ('ok.n_src', 'ok.n_dst') AS after_cutover;
 
+-- 6. names that need quoting: schema, tables and columns with spaces,
+-- capitals, quotes and reserved words, a composite key of them
+CREATE SCHEMA "Odd ""Schema""";
+CREATE TABLE "Odd ""Schema"""."Order Items" ("Key" int, "select" text, "user name" text,
+	"a""b" numeric, PRIMARY KEY ("Key", "select"));
+INSERT INTO "Odd ""Schema"""."Order Items"
+SELECT g % 50, 'sel ' || g, 'User ' || g, g FROM generate_series(1, 300) g;
+CREATE TABLE "Odd ""Schema"""."New Items" (LIKE "Odd ""Schema"""."Order Items" INCLUDING ALL);
+SELECT acme_migrate_create('keys_names', '"Odd ""Schema"""."Order Items"',
+	'"Odd ""Schema"""."New Items"', batch_size => 100, capture_changes => true,
+	columns => '{"user name": "upper(\"user name\")"}') > 0 AS created;
+SELECT acme_migrate_batch('keys_names');
+UPDATE "Odd ""Schema"""."Order Items" SET "a""b" = -"a""b" WHERE "Key" < 5;
+UPDATE "Odd ""Schema"""."Order Items" SET "select" = "select" || '''' WHERE "Key" = 7;
+DELETE FROM "Odd ""Schema"""."Order Items" WHERE "Key" = 9;
+CALL acme_migrate_run('keys_names');
+SELECT acme_migrate_catch_up('keys_names') >= 0 AS caught_up;
+SELECT verified FROM acme_migrate_cutover('keys_names');
+SELECT (SELECT count(*) FROM (SELECT "Key", "select", upper("user name"), "a""b"
+		FROM "Odd ""Schema"""."Order Items" EXCEPT ALL TABLE "Odd ""Schema"""."New Items") a)
+	 + (SELECT count(*) FROM (TABLE "Odd ""Schema"""."New Items" EXCEPT ALL
+		SELECT "Key", "select", upper("user name"), "a""b" FROM "Odd ""Schema"""."Order Items") b)
+	AS after_cutover;
+DROP SCHEMA "Odd ""Schema""" CASCADE;
+
 SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'acme\_migrate\_%') AS triggers_left,
 	(SELECT count(*) FROM acme_migrate.capture_log) AS log_rows_left;
 SELECT count(*) FROM acme_migrate.jobs WHERE acme_migrate_drop(job_name);
