@@ -246,5 +246,61 @@ SELECT kind, key->>'k' AS k, changed_columns FROM acme_migrate.diffs
 WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs) ORDER BY diff_no;
 SELECT acme_migrate_drop('rk_job');
 
+--
+-- the target's first read in a parallel worker while the leader reads the
+-- source (any table of min_parallel_table_scan_size here): the same checks
+-- against the oracle, for each key type and for integer ranges, and
+-- reconcile_runs.parallel_workers says a worker read the target; then
+-- where no worker may
+--
+CREATE TABLE rk.bs8 (id bigint PRIMARY KEY, v text);
+INSERT INTO rk.bs8 SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+CREATE TABLE rk.bt8 (LIKE rk.bs8 INCLUDING ALL);
+INSERT INTO rk.bt8 SELECT * FROM rk.bs8 WHERE id % 1000 <> 7;
+UPDATE rk.bt8 SET v = 'x' WHERE id % 1500 = 8;
+INSERT INTO rk.bt8 VALUES (0, 'extra'), (30000, 'extra');
+-- a target whose row count the catalog underestimates: more rows than the
+-- worker has room to remember, so they are read again
+CREATE TABLE rk.lt (LIKE rk.ts INCLUDING ALL) WITH (autovacuum_enabled = false);
+INSERT INTO rk.lt SELECT * FROM rk.tt ORDER BY a LIMIT 10;
+ANALYZE rk.lt;
+INSERT INTO rk.lt SELECT * FROM rk.tt ORDER BY a OFFSET 10;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+CREATE FUNCTION rk.workers() RETURNS integer LANGUAGE sql AS
+$$SELECT parallel_workers FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1$$;
+SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.tt', '{k}', 's.k = t.k', 'key->>''k''');
+SELECT *, rk.workers() FROM rk.check('rk.us', 'rk.ut', '{id}', 's.id = t.id', '(key->>''id'')::uuid');
+SELECT *, rk.workers() FROM rk.check('rk.cs', 'rk.ct', '{a,b}', 's.a = t.a AND s.b = t.b',
+	'(key->>''a'')::int, key->>''b''');
+SELECT *, rk.workers() FROM rk.check('rk.bs8', 'rk.bt8', '{id}', 's.id = t.id', '(key->>''id'')::bigint');
+SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.lt', '{k}', 's.k = t.k', 'key->>''k''');
+SELECT * FROM rk.same_as_merge('rk.ts', 'rk.tt', '{k}', 'a');
+-- no difference
+SELECT source_rows, target_rows, missing, extra, changed, equal, rk.workers()
+FROM acme_migrate_reconcile(source => 'rk.ts', target => 'rk.tt0');
+-- through a job (its mapping and filter read by the session, as its owner)
+CREATE TABLE rk.jt2 (LIKE rk.jt INCLUDING ALL);
+SELECT acme_migrate_create('rk_job2', 'rk.js', 'rk.jt2',
+	columns => '{"x2": "x * 2"}', filter => 'x OPERATOR(pg_catalog.<>) 13') > 0 AS created;
+CALL acme_migrate_run('rk_job2');
+UPDATE rk.jt2 SET x2 = 0 WHERE k IN ('j5', 'j2999');
+DELETE FROM rk.jt2 WHERE k = 'j100';
+SELECT source_rows, target_rows, missing, extra, changed, equal, rk.workers()
+FROM acme_migrate_reconcile('rk_job2');
+SELECT kind, key->>'k' AS k, changed_columns FROM acme_migrate.diffs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs) ORDER BY diff_no;
+SELECT acme_migrate_drop('rk_job2');
+-- no worker: a temporary target, or none allowed
+CREATE TEMP TABLE rk_tmp AS SELECT * FROM rk.tt;
+ALTER TABLE rk_tmp ADD PRIMARY KEY (k);
+SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk_tmp', '{k}', 's.k = t.k', 'key->>''k''');
+SET max_parallel_workers_per_gather = 0;
+SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.tt', '{k}', 's.k = t.k', 'key->>''k''');
+SELECT *, rk.workers() FROM rk.check('rk.bs8', 'rk.bt8', '{id}', 's.id = t.id', '(key->>''id'')::bigint');
+RESET max_parallel_workers_per_gather;
+RESET min_parallel_table_scan_size;
+DROP TABLE rk_tmp;
+
 RESET client_min_messages;
 DROP SCHEMA rk CASCADE;

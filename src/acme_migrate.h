@@ -314,6 +314,7 @@ typedef struct AmReconcileCounts
 	const char *remote_note;	/* why no remote mode applied, or NULL */
 	int64		remote_rows;	/* rows fetched from the source's server;
 								 * -1: not counted (full_fetch) */
+	int			parallel_workers;	/* that read a side of the hash pass */
 } AmReconcileCounts;
 
 /* reconcile.c */
@@ -476,6 +477,7 @@ extern AmFkBatch *fk_batch_begin(AmMapping *map, Relation rel,
 extern void fk_batch_add(AmFkBatch *fb, struct TupleTableSlot *slot);
 extern void fk_batch_check(AmFkBatch *fb);
 extern void fk_free_plans(AmMapping *map);
+extern void fk_set_immediate(Oid relid);
 
 /* hash.c */
 extern void hash_relation(Oid relid, int64 *row_count, uint8 *result);

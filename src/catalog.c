@@ -282,11 +282,11 @@ static const struct
 		"duplicates = $7, null_keys = $8, equal = $9, truncated = $10, "
 		"estimated = $11, method = $12, ranges_hashed = $13, "
 		"ranges_merged = $14, mapped_rows = $15, remote_mode = $16, "
-		"remote_rows = $17, remote_note = $18 "
+		"remote_rows = $17, remote_note = $18, parallel_workers = $19 "
 		"WHERE run_id OPERATOR(pg_catalog.=) $1",
-		18, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		19, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID, INT8OID,
-		TEXTOID, INT8OID, TEXTOID}
+		TEXTOID, INT8OID, TEXTOID, INT4OID}
 	},
 	[CAT_JOB_GET_BY_ID] = {
 		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
@@ -1312,8 +1312,8 @@ void
 catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 					  bool estimated)
 {
-	Datum		values[18];
-	char		nulls[19] = "                  ";
+	Datum		values[19];
+	char		nulls[20] = "                   ";
 
 	values[0] = Int64GetDatum(run_id);
 	values[1] = Int64GetDatum(c->source_rows);
@@ -1341,6 +1341,7 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	nulls[16] = c->remote_mode && c->remote_rows >= 0 ? ' ' : 'n';
 	values[17] = c->remote_note ? CStringGetTextDatum(c->remote_note) : (Datum) 0;
 	nulls[17] = c->remote_note ? ' ' : 'n';
+	values[18] = Int32GetDatum(c->parallel_workers);
 	cat_run(CAT_RUN_FINISH, values, nulls);
 }
 

@@ -46,9 +46,7 @@
  * partly NULL one.  Rows of the same batch count as parents (a
  * self-referencing table), since the query sees the batch's rows.
  *
- * A foreign key left to the per-row triggers: a DEFERRABLE one (whether it
- * is deferred now is the trigger queue's business; its events are queued
- * as usual and checked when the constraint says), MATCH PARTIAL, a key
+ * A foreign key left to the per-row triggers: a DEFERRABLE one, MATCH PARTIAL, a key
  * column type without an array type, and a trigger that would not fire now
  * (disabled, or session_replication_role), which is left exactly as
  * PostgreSQL would leave it.  The constraints themselves are never touched.
@@ -56,15 +54,33 @@
  * One difference of order remains: the check runs after the batch's other
  * AFTER ROW triggers, where the RI triggers run among them in name order.
  *
+ * Deferred foreign keys.  A batch writes as the job's owner in a
+ * security-restricted operation (security.c), and PostgreSQL refuses to
+ * queue a deferred trigger from one ("cannot fire deferred trigger within
+ * security-restricted operation", 42501): no batch could write into a
+ * target with a deferred foreign key.  So before a batch becomes restricted
+ * fk_set_immediate() makes the target's deferrable foreign keys IMMEDIATE
+ * for the rest of the transaction, as SET CONSTRAINTS ... IMMEDIATE does
+ * (which first checks what earlier statements of the transaction left
+ * pending for them): their per-row triggers check the batch's rows at the
+ * end of its statement instead of at commit.  Where a batch is its own
+ * transaction (acme_migrate_run, workers) that is the same; a caller of
+ * acme_migrate_batch inside a transaction of its own sees those checks
+ * happen at the batch.  (SET CONSTRAINTS names constraints by schema and
+ * name, so a deferrable constraint of another table in the target's schema
+ * with the same name becomes IMMEDIATE too.)
+ *
  *-------------------------------------------------------------------------
  */
 #include "acme_migrate.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_trigger.h"
 #include "commands/defrem.h"
@@ -72,6 +88,7 @@
 #include "executor/tuptable.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -624,4 +641,67 @@ fk_batch_check(AmFkBatch *fb)
 	if (worst != NULL)
 		fk_report(fb, worst, worst_idx);
 	MemoryContextDelete(fb->cxt);
+}
+
+/* the deferrable foreign keys of one relation, appended as RangeVars */
+static List *
+fk_deferrable_names(Oid relid, List *names)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	ListCell   *lc;
+
+	foreach(lc, RelationGetFKeyList(rel))
+	{
+		ForeignKeyCacheInfo *fk = lfirst_node(ForeignKeyCacheInfo, lc);
+		HeapTuple	tup = SearchSysCache1(CONSTROID,
+										  ObjectIdGetDatum(fk->conoid));
+		Form_pg_constraint con;
+		bool		seen = false;
+		ListCell   *ln;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for constraint %u", fk->conoid);
+		con = (Form_pg_constraint) GETSTRUCT(tup);
+		foreach(ln, names)
+		{
+			RangeVar   *rv = lfirst_node(RangeVar, ln);
+
+			seen |= strcmp(rv->relname, NameStr(con->conname)) == 0 &&
+				strcmp(rv->schemaname,
+					   get_namespace_name(con->connamespace)) == 0;
+		}
+		if (con->condeferrable && !seen)
+			names = lappend(names,
+							makeRangeVar(get_namespace_name(con->connamespace),
+										 pstrdup(NameStr(con->conname)), -1));
+		ReleaseSysCache(tup);
+	}
+	table_close(rel, AccessShareLock);
+	return names;
+}
+
+/*
+ * SET CONSTRAINTS ... IMMEDIATE for the deferrable foreign keys of relid
+ * and of its partitions (file header: deferred foreign keys).  Must run
+ * before the batch becomes restricted.
+ */
+void
+fk_set_immediate(Oid relid)
+{
+	List	   *rels = list_make1_oid(relid);
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+		rels = find_all_inheritors(relid, AccessShareLock, NULL);
+	foreach(lc, rels)
+		names = fk_deferrable_names(lfirst_oid(lc), names);
+	if (names != NIL)
+	{
+		ConstraintsSetStmt *stmt = makeNode(ConstraintsSetStmt);
+
+		stmt->constraints = names;
+		stmt->deferred = false;
+		AfterTriggerSetState(stmt);
+	}
 }

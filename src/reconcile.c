@@ -41,9 +41,11 @@
 #include <xxhash.h>
 
 #include "access/htup_details.h"
+#include "access/parallel.h"
 #include "access/relation.h"
 #include "access/stratnum.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/executor.h"
@@ -51,15 +53,20 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "optimizer/clauses.h"
+#include "optimizer/cost.h"
+#include "optimizer/paths.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "storage/bufmgr.h"
+#include "storage/shm_toc.h"
 #include "utils/plancache.h"
 #include "utils/snapmgr.h"
 #include "utils/sortsupport.h"
@@ -176,6 +183,18 @@ static SPIPlanPtr
 rc_prepare(const char *sql, int nargs, Oid *types)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+static SPIPlanPtr
+rc_prepare_generic(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types,
+										  CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
@@ -1356,6 +1375,7 @@ typedef struct RcPlaces
 	RcPlace    *rows;			/* NULL: not remembered */
 	int64		n;
 	int64		cap;
+	bool		fixed;			/* in shared memory: cannot grow */
 } RcPlaces;
 
 typedef struct RcBuckets
@@ -1403,20 +1423,10 @@ rc_by_ranges(RcState *st)
 		(type == INT2OID || type == INT4OID || type == INT8OID);
 }
 
-/*
- * Hash functions of the target key columns, or false when a column has no
- * hash opclass or a nondeterministic collation, or when the source is a
- * view or foreign table: it would be read twice when buckets differ (the
- * merge reads it once).
- */
+/* the hash functions of the target key columns, if each has one */
 static bool
-rc_key_hash_setup(RcState *st, RcBuckets *bk)
+rc_key_hash_funcs(RcState *st, RcBuckets *bk)
 {
-	char		kind = get_rel_relkind(st->map->source_relid);
-
-	if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE &&
-		kind != RELKIND_MATVIEW)
-		return false;
 	bk->key_hash = palloc0(sizeof(FmgrInfo) * st->ntkeys);
 	for (int i = 0; i < st->ntkeys; i++)
 	{
@@ -1432,6 +1442,23 @@ rc_key_hash_setup(RcState *st, RcBuckets *bk)
 					   CurrentMemoryContext);
 	}
 	return true;
+}
+
+/*
+ * Hash functions of the target key columns, or false when a column has no
+ * hash opclass or a nondeterministic collation, or when the source is a
+ * view or foreign table: it would be read twice when buckets differ (the
+ * merge reads it once).
+ */
+static bool
+rc_key_hash_setup(RcState *st, RcBuckets *bk)
+{
+	char		kind = get_rel_relkind(st->map->source_relid);
+
+	if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE &&
+		kind != RELKIND_MATVIEW)
+		return false;
+	return rc_key_hash_funcs(st, bk);
 }
 
 static int64
@@ -1601,10 +1628,11 @@ rc_place_add(RcBuckets *bk, int b, TupleTableSlot *slot)
 		return;
 	if (pl->n == pl->cap)
 	{
-		if ((Size) pl->cap * 2 * sizeof(RcPlace) >
+		if (pl->fixed || (Size) pl->cap * 2 * sizeof(RcPlace) >
 			Max(RC_MAX_PLACES_MEM, (Size) work_mem * 1024))
 		{
-			pfree(pl->rows);
+			if (!pl->fixed)
+				pfree(pl->rows);
 			pl->rows = NULL;
 			return;
 		}
@@ -1702,8 +1730,9 @@ rc_bucket_side(RcBuckets *bk, const char *sql, ArrayType *tids)
 		rc_param_set(params, 0, PointerGetDatum(tids));
 	}
 	memset(&side, 0, sizeof(side));
-	rc_side_open(&side, rc_prepare(sql, tids ? 1 : 0, &type), params,
-				 &bk->pub);
+	/* by ctids: a generic plan (a TID scan), not one planned per array */
+	rc_side_open(&side, tids ? rc_prepare_generic(sql, 1, &type) :
+				 rc_prepare(sql, 0, &type), params, &bk->pub);
 	ExecutorRun(side.qd, ForwardScanDirection, 0, true);
 	rc_side_close(&side);
 	rc_bucket_add(bk, NULL, bk->pending_hash);	/* the last row */
@@ -1870,6 +1899,20 @@ rc_merge_kept(RcState *st, RcBuckets *bk, bool *differs)
 	ExecDropSingleTupleTableSlot(t.slot);
 }
 
+/* The receiver of one side's rows, for st. */
+static void
+rc_buckets_init(RcBuckets *bk, RcState *st)
+{
+	memset(bk, 0, sizeof(*bk));
+	bk->pub.receiveSlot = rc_bucket_receive;
+	bk->pub.rStartup = rc_bucket_startup;
+	bk->pub.rShutdown = rc_bucket_shutdown;
+	bk->pub.rDestroy = rc_bucket_shutdown;
+	bk->pub.mydest = DestNone;
+	bk->st = st;
+	bk->cxt = CurrentMemoryContext;
+}
+
 /* Read one side into buckets, remembering where its rows are if it can. */
 static void
 rc_first_read(RcBuckets *bk, int target)
@@ -1892,6 +1935,259 @@ rc_first_read(RcBuckets *bk, int target)
 	bk->places = NULL;
 }
 
+/*
+ * Both sides at once.  The first read of the target runs in a parallel
+ * worker (a ParallelContext: the leader's transaction, snapshot, user,
+ * security context and settings, so it reads the rows the leader would)
+ * while the leader reads the source: the worker sums the target's rows
+ * into buckets in shared memory and remembers where they are, exactly as
+ * rc_first_read does (the same code, the same function of the same rows),
+ * so the exactness argument above holds unchanged; the leader takes its
+ * buckets and places when both are done.  Only when the target is a table
+ * the planner would scan in parallel (at least min_parallel_table_scan_size,
+ * not temporary, no row-level security, max_parallel_workers_per_gather >
+ * 0), its query and key hash functions are parallel safe, and the source's
+ * query is not parallel unsafe (the leader reads it in parallel mode, where
+ * nothing may be written); else, or when no worker could be started, the
+ * leader reads the target after the source, as before.
+ */
+#define RC_PARALLEL_KEY_SHARED	UINT64CONST(0xACE0000000000011)
+
+typedef struct RcParallelShared
+{
+	/* from the leader */
+	bool		by_hash;
+	Oid			type;
+	int64		min;
+	uint64		width;
+	int			n;
+	int			ntkeys;
+	int			tkey_idx[INDEX_MAX_KEYS];
+	Oid			tkey_types[INDEX_MAX_KEYS];
+	Oid			tkey_colls[INDEX_MAX_KEYS];
+	int			nhash;
+	int			place_att;		/* the ctid's column, or -1: no places */
+	int64		places_cap;
+	Size		hash_off;		/* nhash ints, int16s, bools */
+	Size		sql_off;
+	Size		buckets_off;
+	Size		places_off;
+	/* from the worker */
+	bool		null_key;
+	int64		nplaces;		/* -1: too many to remember */
+} RcParallelShared;
+
+PGDLLEXPORT void rc_parallel_main(dsm_segment *seg, shm_toc *toc);
+
+/* can the target be read by a worker, and the source in parallel mode? */
+static bool
+rc_parallel_ok(RcState *st, RcBuckets *bk, const char *tsql)
+{
+	Oid			relid = st->map->target_relid;
+	List	   *q;
+
+	Relation	rel;
+	BlockNumber pages;
+
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
+		!IsUnderPostmaster || !ActiveSnapshotSet() ||
+		get_rel_persistence(relid) == RELPERSISTENCE_TEMP ||
+		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
+		return false;
+	/* as the planner: a worker for a table of min_parallel_table_scan_size */
+	rel = relation_open(relid, AccessShareLock);
+	pages = RELKIND_HAS_STORAGE(rel->rd_rel->relkind) ?
+		RelationGetNumberOfBlocks(rel) : 0;
+	relation_close(rel, AccessShareLock);
+	if (pages < (BlockNumber) Max(min_parallel_table_scan_size, 1))
+		return false;
+	for (int i = 0; bk->by_hash && i < st->ntkeys; i++)
+		if (func_parallel(bk->key_hash[i].fn_oid) != PROPARALLEL_SAFE)
+			return false;
+	q = ((CachedPlanSource *) linitial(SPI_plan_get_plan_sources(rc_prepare(tsql, 0, NULL))))->query_list;
+	if (list_length(q) != 1 || max_parallel_hazard(linitial_node(Query, q)) != PROPARALLEL_SAFE)
+		return false;
+	q = ((CachedPlanSource *) linitial(SPI_plan_get_plan_sources(rc_prepare(st->source_all_sql, 0, NULL))))->query_list;
+	return list_length(q) == 1 &&
+		max_parallel_hazard(linitial_node(Query, q)) != PROPARALLEL_UNSAFE;
+}
+
+/* the shared state's layout: what the leader fills in */
+static RcParallelShared *
+rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
+				   RcParallelShared *sh, Size *size)
+{
+	RcParallelShared l;
+	Relation	rel;
+	double		est;
+
+	memset(&l, 0, sizeof(l));
+	l.by_hash = bk->by_hash;
+	l.type = bk->type;
+	l.min = bk->min;
+	l.width = bk->width;
+	l.n = bk->n;
+	l.ntkeys = st->ntkeys;
+	for (int i = 0; i < st->ntkeys; i++)
+	{
+		l.tkey_idx[i] = st->tkey_idx[i];
+		l.tkey_types[i] = st->tkey_types[i];
+		l.tkey_colls[i] = st->tkey_sort[i].ssup_collation;
+	}
+	l.nhash = st->nhash;
+	l.place_att = places ? st->map->nmapped : -1;
+	if (places)
+	{
+		/*
+		 * Room for the rows the target is thought to have, and more: its
+		 * pages times the rows per page last counted (as the planner
+		 * estimates), or as many as a page can hold when never counted.
+		 */
+		rel = relation_open(st->map->target_relid, AccessShareLock);
+		est = (double) RelationGetNumberOfBlocks(rel) *
+			(rel->rd_rel->reltuples >= 0 && rel->rd_rel->relpages > 0 ?
+			 rel->rd_rel->reltuples / rel->rd_rel->relpages :
+			 MaxHeapTuplesPerPage);
+		relation_close(rel, AccessShareLock);
+		l.places_cap = (int64) Min(est * 1.25 + 1024,
+								   (double) Max(RC_MAX_PLACES_MEM, (Size) work_mem * 1024) / sizeof(RcPlace));
+	}
+	l.hash_off = MAXALIGN(sizeof(RcParallelShared));
+	l.sql_off = MAXALIGN(l.hash_off + st->nhash * (sizeof(int) + sizeof(int16) + sizeof(bool)));
+	l.buckets_off = MAXALIGN(l.sql_off + strlen(tsql) + 1);
+	l.places_off = MAXALIGN(l.buckets_off + sizeof(RcBucket) * bk->n);
+	*size = l.places_off + sizeof(RcPlace) * l.places_cap;
+	if (sh == NULL)
+		return NULL;
+	memcpy(sh, &l, sizeof(l));
+	memcpy((char *) sh + sh->hash_off, st->hash_idx, sizeof(int) * st->nhash);
+	memcpy((char *) sh + sh->hash_off + sizeof(int) * st->nhash, st->hash_len,
+		   sizeof(int16) * st->nhash);
+	memcpy((char *) sh + sh->hash_off + (sizeof(int) + sizeof(int16)) * st->nhash,
+		   st->hash_byval, sizeof(bool) * st->nhash);
+	strcpy((char *) sh + sh->sql_off, tsql);
+	memset((char *) sh + sh->buckets_off, 0, sizeof(RcBucket) * bk->n);
+	return sh;
+}
+
+/*
+ * Start a worker reading the target into buckets; NULL when the leader is
+ * to read it itself.
+ */
+static ParallelContext *
+rc_parallel_begin(RcState *st, RcBuckets *bk)
+{
+	bool		places = bk->by_hash && st->place_sql[1][0] != NULL;
+	const char *tsql = places ? st->place_sql[1][0] : st->target_all_sql;
+	ParallelContext *pcxt;
+	Size		size;
+
+	if (!rc_parallel_ok(st, bk, tsql))
+		return NULL;
+	EnterParallelMode();
+	pcxt = CreateParallelContext("acme_migrate", "rc_parallel_main", 1);
+	rc_parallel_layout(st, bk, tsql, places, NULL, &size);
+	shm_toc_estimate_chunk(&pcxt->estimator, size);
+	shm_toc_estimate_keys(&pcxt->estimator, 1);
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg != NULL)
+	{
+		shm_toc_insert(pcxt->toc, RC_PARALLEL_KEY_SHARED,
+					   rc_parallel_layout(st, bk, tsql, places,
+										  shm_toc_allocate(pcxt->toc, size),
+										  &size));
+		LaunchParallelWorkers(pcxt);
+	}
+	if (pcxt->seg == NULL || pcxt->nworkers_launched == 0)
+	{
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		return NULL;
+	}
+	st->counts.parallel_workers = pcxt->nworkers_launched;
+	return pcxt;
+}
+
+/* Wait for the worker; its buckets into tb, its places into the target's. */
+static void
+rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, RcBucket *tb)
+{
+	RcParallelShared *sh;
+	RcPlaces   *pl = &bk->side_places[1];
+
+	WaitForParallelWorkersToFinish(pcxt);
+	sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
+	memcpy(tb, (char *) sh + sh->buckets_off, sizeof(RcBucket) * bk->n);
+	bk->null_key |= sh->null_key;
+	pl->rows = NULL;
+	if (sh->place_att >= 0 && sh->nplaces >= 0)
+	{
+		pl->n = pl->cap = sh->nplaces;
+		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * Max(pl->n, 1));
+		memcpy(pl->rows, (char *) sh + sh->places_off, sizeof(RcPlace) * pl->n);
+	}
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+}
+
+/* the worker's state: what rc_bucket_receive reads of the leader's */
+static void
+rc_parallel_state(RcParallelShared *sh, RcState *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->ntkeys = sh->ntkeys;
+	st->tkey_idx = sh->tkey_idx;
+	st->tkey_types = sh->tkey_types;
+	st->tkey_sort = palloc0(sizeof(SortSupportData) * Max(sh->ntkeys, 1));
+	for (int i = 0; i < sh->ntkeys; i++)
+		st->tkey_sort[i].ssup_collation = sh->tkey_colls[i];
+	st->nhash = sh->nhash;
+	st->hash_idx = (int *) ((char *) sh + sh->hash_off);
+	st->hash_len = (int16 *) ((char *) sh + sh->hash_off + sizeof(int) * sh->nhash);
+	st->hash_byval = (bool *) ((char *) sh + sh->hash_off +
+							   (sizeof(int) + sizeof(int16)) * sh->nhash);
+	st->dcap = 1024;
+	st->dbuf = palloc(st->dcap);
+	st->rowcxt = AllocSetContextCreate(CurrentMemoryContext,
+									   "acme_migrate reconcile row",
+									   ALLOCSET_DEFAULT_SIZES);
+}
+
+/* a parallel worker's entry point: the target's first read */
+void
+rc_parallel_main(dsm_segment *seg, shm_toc *toc)
+{
+	RcParallelShared *sh = shm_toc_lookup(toc, RC_PARALLEL_KEY_SHARED, false);
+	RcState		st;
+	RcBuckets	bk;
+	RcPlaces   *pl = &bk.side_places[1];
+
+	rc_parallel_state(sh, &st);
+	rc_buckets_init(&bk, &st);
+	bk.by_hash = sh->by_hash;
+	bk.type = sh->type;
+	bk.min = sh->min;
+	bk.width = sh->width;
+	bk.n = sh->n;
+	if (bk.by_hash && !rc_key_hash_funcs(&st, &bk))
+		elog(ERROR, "reconcile worker: no hash function for the key");
+	bk.side = (RcBucket *) ((char *) sh + sh->buckets_off);
+	if (sh->place_att >= 0)
+	{
+		pl->rows = (RcPlace *) ((char *) sh + sh->places_off);
+		pl->cap = sh->places_cap;
+		pl->fixed = true;
+		bk.places = pl;
+		bk.place_att = sh->place_att;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc_bucket_side(&bk, (char *) sh + sh->sql_off, NULL);
+	SPI_finish();
+	sh->null_key = bk.null_key;
+	sh->nplaces = pl->rows != NULL ? pl->n : -1;
+}
+
 /* Sum both sides into buckets; returns the buckets that differ. */
 static bool *
 rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
@@ -1900,12 +2196,21 @@ rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 	RcBucket   *tb;
 	bool	   *differs = palloc(sizeof(bool) * bk->n);
 
+	ParallelContext *pcxt;
+
 	rc_digest_setup(st);
-	sb = bk->side = palloc0(sizeof(RcBucket) * bk->n);
+	sb = palloc0(sizeof(RcBucket) * bk->n);
+	tb = palloc0(sizeof(RcBucket) * bk->n);
+	pcxt = rc_parallel_begin(st, bk);
+	bk->side = sb;
 	rc_first_read(bk, 0);
-	tb = bk->side = palloc0(sizeof(RcBucket) * bk->n);
-	if (!bk->null_key)
+	if (pcxt != NULL)
+		rc_parallel_end(pcxt, bk, tb);
+	else if (!bk->null_key)
+	{
+		bk->side = tb;
 		rc_first_read(bk, 1);
+	}
 	*ndiffer = 0;
 	*kept = 0;
 	for (int b = 0; b < bk->n; b++)
@@ -1937,14 +2242,7 @@ rc_hash_first(RcState *st)
 	int64		source_rows;
 	int64		target_rows;
 
-	memset(&bk, 0, sizeof(bk));
-	bk.pub.receiveSlot = rc_bucket_receive;
-	bk.pub.rStartup = rc_bucket_startup;
-	bk.pub.rShutdown = rc_bucket_shutdown;
-	bk.pub.rDestroy = rc_bucket_shutdown;
-	bk.pub.mydest = DestNone;
-	bk.st = st;
-	bk.cxt = CurrentMemoryContext;
+	rc_buckets_init(&bk, st);
 	bk.by_hash = !rc_by_ranges(st);
 	if (bk.by_hash && !rc_key_hash_setup(st, &bk))
 		return false;
