@@ -195,6 +195,21 @@ TPS_CAPTURE=$(printf '%s\n' ${TPS[capture]} | median)
 ######################################################################
 # 2. catch-up rate against the copy rate
 ######################################################################
+# seconds the statements $1 take on the backlog's keys (temp table ob_keys),
+# in a transaction rolled back
+rewrite_by_hand() {
+	psql_q -At <<SQL
+SET client_min_messages = warning;
+CREATE TEMP TABLE ob_keys AS SELECT id FROM ob_orders ORDER BY id LIMIT $ONLINE_BACKLOG;
+ANALYZE ob_keys;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+BEGIN;
+$1
+SELECT extract(epoch FROM clock_timestamp()) - :t0;
+ROLLBACK;
+SQL
+}
+
 echo
 echo "==== 2. catch-up of a backlog of $ONLINE_BACKLOG changes vs batch copy of ob_orders, $REPS reps"
 COPY_RATES=""
@@ -231,35 +246,16 @@ SELECT extract(epoch FROM clock_timestamp()) - :t0, :n;
 SQL
 	)
 	left_=$(q "SELECT capture_backlog FROM acme_migrate.progress WHERE job = 'ob_rate'")
-	# the floor PostgreSQL itself sets: the same keys written again by hand in
-	# one transaction (delete the target's rows, insert the source's), rolled back
-	sql_s=$(psql_q -At <<SQL
-SET client_min_messages = warning;
-CREATE TEMP TABLE ob_keys AS SELECT id FROM ob_orders ORDER BY id LIMIT $ONLINE_BACKLOG;
-ANALYZE ob_keys;
-SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-BEGIN;
-DELETE FROM ob_orders_v2 t USING ob_keys k WHERE t.id = k.id;
-INSERT INTO ob_orders_v2 SELECT s.* FROM ob_orders s JOIN ob_keys k USING (id);
-SELECT extract(epoch FROM clock_timestamp()) - :t0;
-ROLLBACK;
-SQL
-	)
-	# PostgreSQL's cheapest way to change existing rows: one UPDATE ... FROM
-	# the source (no delete pass, no second probe), rolled back
-	upd_s=$(psql_q -At <<SQL
-SET client_min_messages = warning;
-CREATE TEMP TABLE ob_keys AS SELECT id FROM ob_orders ORDER BY id LIMIT $ONLINE_BACKLOG;
-ANALYZE ob_keys;
-SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-BEGIN;
-UPDATE ob_orders_v2 t SET customer_id = s.customer_id, amount = s.amount, status = s.status,
-	created_at = s.created_at, note = s.note
-  FROM ob_orders s JOIN ob_keys k USING (id) WHERE t.id = k.id;
-SELECT extract(epoch FROM clock_timestamp()) - :t0;
-ROLLBACK;
-SQL
-	)
+	# the floor PostgreSQL itself sets: the same keys written again by hand
+	# in one transaction, rolled back, as catch-up does (delete the target's
+	# rows, insert the source's) and in PostgreSQL's cheapest way to change
+	# existing rows (one UPDATE ... FROM the source: no delete pass, no second
+	# probe)
+	sql_s=$(rewrite_by_hand "DELETE FROM ob_orders_v2 t USING ob_keys k WHERE t.id = k.id;
+INSERT INTO ob_orders_v2 SELECT s.* FROM ob_orders s JOIN ob_keys k USING (id);")
+	upd_s=$(rewrite_by_hand "UPDATE ob_orders_v2 t SET customer_id = s.customer_id, amount = s.amount,
+	status = s.status, created_at = s.created_at, note = s.note
+  FROM ob_orders s JOIN ob_keys k USING (id) WHERE t.id = k.id;")
 	copy_rate=$(awk -v n="$copied" -v s="$copy_s" 'BEGIN { printf "%.0f", n / s }')
 	catch_rate=$(awk -v n="$applied" -v s="$catch_s" 'BEGIN { printf "%.0f", n / s }')
 	sql_rate=$(awk -v n="$ONLINE_BACKLOG" -v s="$sql_s" 'BEGIN { printf "%.0f", n / s }')
