@@ -122,10 +122,54 @@ SELECT acme_migrate_alter('apply_slow', max_rows_per_second => 0);
 CALL acme_migrate_run('apply_slow');
 SELECT acme_migrate_catch_up('apply_slow') AS applied, same('t_slow');
 
+-- 7. a filter and a mapping: rows updated into the filter appear in the
+-- target, rows updated out of it (or deleted) leave it, each mapped; both
+-- catch-up writers (a plain target: replaced; one with a trigger: upserted)
+CREATE TABLE f_src (id int PRIMARY KEY, status text NOT NULL, amount numeric NOT NULL);
+INSERT INTO f_src SELECT g, CASE WHEN g % 3 = 0 THEN 'cancelled' ELSE 'open' END, g / 10.0
+FROM generate_series(1, 600) g;
+CREATE TABLE f_plain (id int PRIMARY KEY, status text NOT NULL, cents bigint NOT NULL);
+CREATE TABLE f_trig (LIKE f_plain INCLUDING ALL);
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON f_trig
+	FOR EACH ROW EXECUTE FUNCTION audit();
+CREATE VIEW f_expected AS
+	SELECT id, upper(status) AS status, (amount * 100)::bigint AS cents
+	FROM f_src WHERE status <> 'cancelled';
+SELECT count(*) AS created FROM unnest(ARRAY['f_plain', 'f_trig']) t
+WHERE acme_migrate_create('filter_' || t, 'f_src', t::regclass, batch_size => 200,
+	columns => '{"status": "upper(status)", "cents": "(amount * 100)::bigint"}',
+	filter => $$status <> 'cancelled'$$, capture_changes => true) > 0;
+SELECT acme_migrate_batch('filter_f_plain'), acme_migrate_batch('filter_f_trig');
+UPDATE f_src SET status = 'open' WHERE id IN (3, 6, 300, 303);
+UPDATE f_src SET status = 'cancelled' WHERE id IN (1, 2, 301, 302);
+UPDATE f_src SET amount = amount + 1 WHERE id IN (4, 5, 9, 400);
+UPDATE f_src SET id = id + 1000, status = 'open' WHERE id IN (12, 13);
+DELETE FROM f_src WHERE id IN (7, 8, 500);
+INSERT INTO f_src VALUES (2000, 'open', 1), (2001, 'cancelled', 2);
+CALL acme_migrate_run('filter_f_plain');
+CALL acme_migrate_run('filter_f_trig');
+SELECT acme_migrate_catch_up('filter_f_plain') > 0 AS applied,
+	acme_migrate_catch_up('filter_f_trig') > 0 AS applied_trig;
+SELECT (SELECT count(*) FROM (TABLE f_expected EXCEPT ALL TABLE f_plain) a)
+	 + (SELECT count(*) FROM (TABLE f_plain EXCEPT ALL TABLE f_expected) b) AS plain_differ,
+	   (SELECT count(*) FROM (TABLE f_expected EXCEPT ALL TABLE f_trig) a)
+	 + (SELECT count(*) FROM (TABLE f_trig EXCEPT ALL TABLE f_expected) b) AS trig_differ,
+	   (SELECT count(*) FROM f_plain WHERE id IN (1, 2, 301, 302, 7, 8, 500, 12, 13, 2001)) AS plain_gone;
+UPDATE f_src SET status = 'cancelled' WHERE id IN (4, 5);
+UPDATE f_src SET status = 'open' WHERE id IN (9, 600);
+SELECT verified FROM acme_migrate_cutover('filter_f_plain');
+SELECT verified FROM acme_migrate_cutover('filter_f_trig');
+SELECT (SELECT count(*) FROM (TABLE f_expected EXCEPT ALL TABLE f_plain) a)
+	 + (SELECT count(*) FROM (TABLE f_plain EXCEPT ALL TABLE f_expected) b) AS plain_after_cutover,
+	   (SELECT count(*) FROM (TABLE f_expected EXCEPT ALL TABLE f_trig) a)
+	 + (SELECT count(*) FROM (TABLE f_trig EXCEPT ALL TABLE f_expected) b) AS trig_after_cutover;
+
 SELECT count(*) FROM acme_migrate.jobs WHERE acme_migrate_drop(job_name);
 SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'acme\_migrate\_%') AS triggers_left,
 	(SELECT count(*) FROM acme_migrate.capture_log) AS log_rows_left;
 
+DROP VIEW f_expected;
+DROP TABLE f_src, f_plain, f_trig;
 DROP TABLE src, t_plain, t_slow, t_parent, t_child, t_restrict, t_restrict_child, t_audited,
 	audit, t_child_of, ref;
 DROP FUNCTION same(regclass), write_behind(), audit();

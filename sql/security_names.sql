@@ -133,6 +133,25 @@ UPDATE acme_migrate.jobs SET depends_on_ids = '{NULL}' WHERE job_name = 'sn_orph
 SELECT sn_try($$SELECT acme_migrate_batch('sn_orphan')$$) AS orphan_batch;
 SELECT acme_migrate_drop('sn_orphan');
 
+-- a job whose owner was dropped (DROP ROLE cannot see it) runs as nobody:
+-- batch, run, start and reconcile say so, and the job can be dropped
+CREATE ROLE regress_sn_gone LOGIN;
+GRANT SELECT ON sn.src TO regress_sn_gone;
+CREATE TABLE sn.dst_gone (id int PRIMARY KEY, v text);
+GRANT SELECT, INSERT, UPDATE ON sn.dst_gone TO regress_sn_gone;
+SET ROLE regress_sn_gone;
+SELECT acme_migrate_create('sn_gone', 'sn.src', 'sn.dst_gone') > 0 AS created;
+RESET ROLE;
+REVOKE ALL ON sn.src, sn.dst_gone FROM regress_sn_gone;
+DROP ROLE regress_sn_gone;
+SELECT regexp_replace(sn_try($$SELECT acme_migrate_batch('sn_gone')$$), 'OID [0-9]+', 'OID n') AS batch_of_gone;
+\set VERBOSITY terse
+CALL acme_migrate_run('sn_gone');
+\set VERBOSITY default
+SELECT regexp_replace(sn_try($$SELECT acme_migrate_start('sn_gone', workers => 1)$$), 'OID [0-9]+', 'OID n') AS start_of_gone;
+SELECT regexp_replace(sn_try($$SELECT * FROM acme_migrate_reconcile('sn_gone')$$), 'OID [0-9]+', 'OID n') AS reconcile_of_gone;
+SELECT (SELECT count(*) FROM sn.dst_gone) AS rows_written, acme_migrate_drop('sn_gone') AS dropped;
+
 SELECT job_name, owner, state FROM acme_migrate.jobs
 WHERE job_name LIKE 'sn%' ORDER BY job_id;
 SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs WHERE job_name LIKE 'sn%';

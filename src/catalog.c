@@ -1825,9 +1825,11 @@ catalog_capture_log_many(int64 job_id, char direction, int nkeys, List *keys)
 							   "SELECT $1, $2, ARRAY[");
 		for (int k = 0; k < nkeys; k++)
 			appendStringInfo(&q, "%su.k%d", k > 0 ? ", " : "", k + 1);
-		appendStringInfoString(&q, "] FROM pg_catalog.unnest(");
+		/* ROWS FROM: unnest($3, $4) expands only unqualified (mapping.c) */
+		appendStringInfoString(&q, "] FROM ROWS FROM (");
 		for (int k = 0; k < nkeys; k++)
-			appendStringInfo(&q, "%s$%d", k > 0 ? ", " : "", k + 3);
+			appendStringInfo(&q, "%spg_catalog.unnest($%d)", k > 0 ? ", " : "",
+							 k + 3);
 		appendStringInfoString(&q, ") AS u(");
 		for (int k = 0; k < nkeys; k++)
 			appendStringInfo(&q, "%sk%d", k > 0 ? ", " : "", k + 1);

@@ -698,36 +698,46 @@ map_eq_operator(Oid type)
 }
 
 /*
- * "WITH am_keys AS (SELECT * FROM unnest($1, ...) AS am_keys(am_k1, ...)":
+ * "WITH am_keys AS (SELECT * FROM ROWS FROM (unnest($1), ...) AS
+ * am_keys(am_k1, ...)":
  * the keys to apply or verify, one array parameter per key column (the
  * caller closes the CTE).
  */
 static void
 map_append_key_set(StringInfo q, AmMapping *map)
 {
-	appendStringInfoString(q, "WITH am_keys AS (SELECT * FROM pg_catalog.unnest(");
+	/*
+	 * ROWS FROM, not unnest($1, $2): the parser expands the many-argument
+	 * unnest only when its name is not qualified.
+	 */
+	appendStringInfoString(q, "WITH am_keys AS (SELECT * FROM ROWS FROM (");
 	for (int i = 0; i < map->nkeys; i++)
-		appendStringInfo(q, "%s$%d", i > 0 ? ", " : "", i + 1);
+		appendStringInfo(q, "%spg_catalog.unnest($%d)", i > 0 ? ", " : "", i + 1);
 	appendStringInfoString(q, ") AS am_keys(");
 	for (int i = 0; i < map->nkeys; i++)
 		appendStringInfo(q, "%sam_k%d", i > 0 ? ", " : "", i + 1);
 }
 
 /*
- * " FROM source AS s, am_keys WHERE (filter) AND s.k1 = am_k1 ...": the
- * source rows of the keys in am_keys (see map_append_key_set).
+ * " FROM source AS s WHERE (filter) AND EXISTS (SELECT 1 FROM am_keys
+ * WHERE s.k1 = am_k1 ...)": the source rows of the keys in am_keys (see
+ * map_append_key_set), each once.  A semi-join, not a join: the log holds
+ * keys by their text, and two texts may be one key to the key's equality
+ * (numeric 1.0 and 1.00, float -0 and 0, a case-insensitive collation), so
+ * a join would write one row twice.
  */
 static void
 map_append_source_of_keys(StringInfo q, AmJob *job, AmMapping *map,
 						  const char *srcname)
 {
-	appendStringInfo(q, " FROM %s AS s, am_keys WHERE %s%s%s", srcname,
-					 job->filter ? "(" : "true",
+	appendStringInfo(q, " FROM %s AS s WHERE %s%s%s AND EXISTS (SELECT 1 FROM am_keys WHERE true",
+					 srcname, job->filter ? "(" : "true",
 					 job->filter ? job->filter : "", job->filter ? ")" : "");
 	for (int i = 0; i < map->nkeys; i++)
 		appendStringInfo(q, " AND s.%s %s am_keys.am_k%d",
 						 quote_identifier(map->key_names[i]),
 						 map_eq_operator(map->key_types[i]), i + 1);
+	appendStringInfoChar(q, ')');
 }
 
 /* " AND t.tk1 = CAST(am_keys.am_k1 AS type) ...": a target row of a key */
@@ -776,9 +786,11 @@ map_append_keyed_write(StringInfo q, AmJob *job, AmMapping *map,
  * key, or delete the target's row when the source has none (or the filter
  * now leaves it out):
  *
- *	 WITH am_keys AS (SELECT * FROM unnest($1, ...) AS am_keys(am_k1, ...)),
- *		  b AS MATERIALIZED (SELECT <keys, mapped columns> FROM source AS s,
- *							 am_keys WHERE (filter) AND s.k1 = am_k1 ...),
+ *	 WITH am_keys AS (SELECT * FROM ROWS FROM (unnest($1), ...)
+ *						  AS am_keys(am_k1, ...)),
+ *		  b AS MATERIALIZED (SELECT <keys, mapped columns> FROM source AS s
+ *							 WHERE (filter) AND EXISTS (SELECT 1 FROM am_keys
+ *							 WHERE s.k1 = am_k1 ...)),
  *		  w AS (INSERT ... SELECT ... FROM b ON CONFLICT ... DO UPDATE ...),
  *		  d AS (DELETE FROM target AS t USING am_keys WHERE t.tk1 = am_k1 ...
  *				AND NOT EXISTS (SELECT 1 FROM b WHERE b.k1 = am_k1 ...))
@@ -869,10 +881,11 @@ map_verify_sql(AmJob *job, AmMapping *map, Relation tgt, const char *srcname,
 	appendStringInfo(&q, ")), b AS (SELECT %s(ROW(%s)) AS h FROM (SELECT %s",
 					 hashfn, brow.data, cols);
 	map_append_source_of_keys(&q, job, map, srcname);
-	appendStringInfo(&q, ") x), t AS (SELECT %s(ROW(%s)) AS h FROM %s AS t, am_keys WHERE true",
+	/* each target row once, as each source row (a semi-join) */
+	appendStringInfo(&q, ") x), t AS (SELECT %s(ROW(%s)) AS h FROM %s AS t WHERE EXISTS (SELECT 1 FROM am_keys WHERE true",
 					 hashfn, trow.data, tgtname);
 	map_append_target_key_match(&q, job, tgt);
-	appendStringInfoString(&q, ") SELECT (SELECT pg_catalog.count(*) FROM "
+	appendStringInfoString(&q, ")) SELECT (SELECT pg_catalog.count(*) FROM "
 						   "(SELECT h FROM b EXCEPT ALL SELECT h FROM t) x) "
 						   "OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM "
 						   "(SELECT h FROM t EXCEPT ALL SELECT h FROM b) y)");

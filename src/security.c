@@ -44,6 +44,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 /* what catalog statements and our own fixed SQL resolve names with */
 #define AM_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
@@ -73,6 +74,23 @@ am_unpin_search_path(int nest)
 }
 
 /*
+ * The job's owner must still exist: a role dropped after it created a job
+ * has no privileges left to run it with, and its OID may one day name
+ * another role.  (DROP ROLE cannot see the jobs a role owns.)
+ */
+void
+am_check_owner_exists(AmJob *job)
+{
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the owner of job \"%s\" no longer exists", job->job_name),
+				 errdetail("The role with OID %u that created the job was dropped; a job runs only as its owner.",
+						   job->owner),
+				 errhint("Drop the job with acme_migrate_drop() and create it again as another role.")));
+}
+
+/*
  * Become the job's owner, restricted, with the job's search_path, until
  * am_end_as_owner().  The caller has checked that it may manage the job.
  */
@@ -81,6 +99,7 @@ am_begin_as_owner(AmJob *job, AmOwnerContext *cxt)
 {
 	const char *path;
 
+	am_check_owner_exists(job);
 	GetUserIdAndSecContext(&cxt->save_userid, &cxt->save_sec_context);
 	SetUserIdAndSecContext(job->owner,
 						   cxt->save_sec_context |

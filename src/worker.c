@@ -292,6 +292,8 @@ acme_migrate_start(PG_FUNCTION_ARGS)
 				 errmsg("workers must be between 1 and %d", acme_migrate_max_workers),
 				 errhint("The limit is acme_migrate.max_workers.")));
 	job = catalog_job_get(name, true);
+	/* a worker connects as the owner: it must exist */
+	am_check_owner_exists(job);
 	if (job->capture_changes && worker_state_is(job, "copied", NULL))
 	{
 		/* copied: one worker keeps the target caught up */

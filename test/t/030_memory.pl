@@ -101,13 +101,14 @@ is( $node->safe_psql(
 						  FROM dst EXCEPT SELECT * FROM src) x}),
 	'0', 'the last copy is exact');
 
-# a worker, every batch of 10 rows throttled to 2,000 rows/s (5 ms a batch)
+# a worker, every batch of 10 rows throttled to 1,500 rows/s (about 7 ms a
+# batch), sampled over two minutes
 $node->safe_psql(
 	'postgres', q{
 	TRUNCATE dst;
 	SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs;
 	SELECT acme_migrate_create(job => 'memw', source => 'src', target => 'dst',
-		batch_size => 10, max_rows_per_second => 2000);
+		batch_size => 10, max_rows_per_second => 1500);
 	SELECT acme_migrate_start('memw');
 });
 my $wpid;
@@ -125,24 +126,28 @@ my $rss_early = rss_anon_kb($wpid);
 my $batches_early = $node->safe_psql('postgres',
 	"SELECT batches_done FROM acme_migrate.jobs WHERE job_name = 'memw'");
 sleep(60);
+my $top_middle = top_context_bytes($node, $wpid);
+sleep(60);
 my $top_late = top_context_bytes($node, $wpid);
 my $rss_late = rss_anon_kb($wpid);
 my $batches = $node->safe_psql('postgres',
 	"SELECT batches_done FROM acme_migrate.jobs WHERE job_name = 'memw'")
   - $batches_early;
 diag(sprintf(
-	"worker: TopMemoryContext %d -> %d bytes, RssAnon %d kB -> %d kB over %d batches",
-	$top_early // -1, $top_late // -1, $rss_early // -1, $rss_late // -1,
-	$batches));
-ok(defined $top_early && defined $top_late,
-	'worker: TopMemoryContext logged twice');
+	"worker: TopMemoryContext %d -> %d -> %d bytes, RssAnon %d kB -> %d kB over %d batches in two minutes",
+	$top_early // -1, $top_middle // -1, $top_late // -1, $rss_early // -1,
+	$rss_late // -1, $batches));
+ok(defined $top_early && defined $top_middle && defined $top_late,
+	'worker: TopMemoryContext logged three times');
 is( $node->safe_psql(
 		'postgres', qq{SELECT count(*) FROM pg_stat_activity
 		  WHERE pid = $wpid AND backend_type = 'acme_migrate worker'}),
 	'1', 'worker: the same worker ran all along');
-cmp_ok($batches, '>=', 1000, 'worker: at least 1,000 throttled batches between the samples');
+cmp_ok($batches, '>=', 2000, 'worker: at least 2,000 throttled batches between the samples');
 cmp_ok(($top_late // 1e9) - ($top_early // 0), '<', 16384,
-	'worker: TopMemoryContext grows by less than 16 kB');
+	'worker: TopMemoryContext grows by less than 16 kB in two minutes');
+cmp_ok(($top_late // 1e9) - ($top_middle // 0), '<', 8192,
+	'worker: and by less than 8 kB in the second minute');
 cmp_ok(($rss_late // 0) - ($rss_early // 0), '<', 4096,
 	'worker: private memory grows by less than 4 MB');
 
