@@ -1363,6 +1363,7 @@ typedef struct RcBuckets
 	DestReceiver pub;			/* receives the rows of one side */
 	RcState    *st;
 	bool		by_hash;		/* buckets by key hash, else by key range */
+	bool		citus;			/* ranges summed by SQL, on Citus's shards */
 	Oid			type;			/* ranges: of the key, int2, int4 or int8 */
 	int64		min;			/* ranges: the target's key span */
 	uint64		width;			/* ranges: key values per bucket */
@@ -1745,7 +1746,7 @@ rc_digest_setup(RcState *st)
  * the target is empty (every source row is missing: merge).
  */
 static bool
-rc_ranges_setup(RcState *st, RcBuckets *bk)
+rc_ranges_setup(RcState *st, RcBuckets *bk, int max_buckets)
 {
 	const char *k = quote_identifier(st->tkey_names[0]);
 	bool		isnull;
@@ -1763,7 +1764,7 @@ rc_ranges_setup(RcState *st, RcBuckets *bk)
 	bk->min = rc_int_key(bk->type, d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	span = (uint64) rc_int_key(bk->type, d) - (uint64) bk->min;
-	bk->n = (int) Min(span / RC_BUCKET_KEYS + 1, RC_MAX_BUCKETS);
+	bk->n = (int) Min(span / RC_BUCKET_KEYS + 1, max_buckets);
 	bk->width = span / bk->n + 1;
 	return true;
 }
@@ -1870,6 +1871,85 @@ rc_merge_kept(RcState *st, RcBuckets *bk, bool *differs)
 	ExecDropSingleTupleTableSlot(t.slot);
 }
 
+/*
+ * Citus.  When a side is a hash-distributed table whose nodes have
+ * acme_migrate, the range buckets of both sides are summed by SQL instead
+ * of reading their rows here: per bucket the row count and the sums of the
+ * halves of each row's acme_migrate_row_hash (of the target key and the
+ * compared columns, the source's cast to the target's types), grouped by
+ * the bucket of the key as rc_bucket_of computes it.  Citus runs that
+ * aggregate on every shard, on the worker that holds it, and adds up the
+ * shards' partial sums here: per shard a row per bucket travels, not its
+ * rows.  A side stored here runs the same SQL, so that both sides hash
+ * alike.  Equal buckets hold the same multiset of row encodings, which
+ * acme_migrate_row_hash makes from the values' stored representations (up
+ * to a collision of the sums), so the argument of rc_hash_first holds.
+ * Fewer buckets than otherwise: their partial sums are what travels.
+ */
+#define RC_CITUS_MAX_BUCKETS	4096
+
+static bool
+rc_citus_applies(RcState *st)
+{
+	return acme_migrate_remote_hashes &&
+		(locality_citus_has_us(st->map->target_relid) ||
+		 locality_citus_has_us(st->map->source_relid));
+}
+
+/* the SQL summing a side's query (sql) into range buckets */
+static char *
+rc_citus_sql(RcBuckets *bk, const char *sql)
+{
+	RcState    *st = bk->st;
+	StringInfoData row;
+	const char *two64 = "18446744073709551616::pg_catalog.numeric";
+	const char *half = "pg_catalog.sum(acme_migrate.row_hash_half(y.h, %d))";
+	char	   *sums[2];
+
+	initStringInfo(&row);
+	for (int i = 0; i < st->nhash; i++)
+		appendStringInfo(&row, "%sx.%s", i > 0 ? ", " : "",
+						 quote_identifier(st->map->mapped_names[st->hash_idx[i]]));
+	/* each sum modulo 2^64, as an unsigned number */
+	for (int i = 0; i < 2; i++)
+		sums[i] = psprintf("((%s OPERATOR(pg_catalog.%%) %s) OPERATOR(pg_catalog.+) %s) OPERATOR(pg_catalog.%%) %s",
+						   psprintf(half, i), two64, two64, two64);
+	return psprintf("SELECT y.b, pg_catalog.count(*), (%s)::pg_catalog.text, (%s)::pg_catalog.text "
+					"FROM (SELECT (LEAST(pg_catalog.div(GREATEST(x.%s::pg_catalog.numeric OPERATOR(pg_catalog.-) " INT64_FORMAT "::pg_catalog.numeric, 0::pg_catalog.numeric), "
+					UINT64_FORMAT "::pg_catalog.numeric), %d::pg_catalog.numeric))::pg_catalog.int4 AS b, "
+					"%s.acme_migrate_row_hash(ROW(%s)) AS h FROM (%s) AS x) AS y GROUP BY y.b",
+					sums[1], sums[0], quote_identifier(st->tkey_names[0]),
+					bk->min, bk->width, bk->n - 1,
+					quote_identifier(am_extension_schema()), row.data, sql);
+}
+
+/* Sum one side into the range buckets by SQL (Citus: on the shards). */
+static void
+rc_citus_side(RcBuckets *bk, const char *sql)
+{
+	if (SPI_execute(rc_citus_sql(bk, sql), true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not sum the rows of a side into key ranges");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		b = SPI_getbinval(tup, desc, 1, &isnull);
+		RcBucket   *bucket;
+
+		if (isnull)
+		{
+			bk->null_key = true;
+			continue;
+		}
+		bucket = &bk->side[DatumGetInt32(b)];
+		bucket->rows = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		bucket->lo = strtou64(SPI_getvalue(tup, desc, 3), NULL, 10);
+		bucket->hi = strtou64(SPI_getvalue(tup, desc, 4), NULL, 10);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
 /* Read one side into buckets, remembering where its rows are if it can. */
 static void
 rc_first_read(RcBuckets *bk, int target)
@@ -1878,7 +1958,9 @@ rc_first_read(RcBuckets *bk, int target)
 	RcPlaces   *pl = &bk->side_places[target];
 
 	bk->places = NULL;
-	if (bk->by_hash && st->place_sql[target][0] != NULL)
+	if (bk->citus)
+		rc_citus_side(bk, target ? st->target_all_sql : st->source_all_sql);
+	else if (bk->by_hash && st->place_sql[target][0] != NULL)
 	{
 		pl->cap = 1024;
 		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * pl->cap);
@@ -1946,11 +2028,13 @@ rc_hash_first(RcState *st)
 	bk.st = st;
 	bk.cxt = CurrentMemoryContext;
 	bk.by_hash = !rc_by_ranges(st);
+	bk.citus = !bk.by_hash && rc_citus_applies(st);
 	if (bk.by_hash && !rc_key_hash_setup(st, &bk))
 		return false;
 	if (bk.by_hash)
 		rc_hashes_setup(st, &bk);
-	else if (!rc_ranges_setup(st, &bk))
+	else if (!rc_ranges_setup(st, &bk, bk.citus ? RC_CITUS_MAX_BUCKETS :
+							  RC_MAX_BUCKETS))
 		return false;
 
 	differs = rc_compare_buckets(st, &bk, &ndiffer, &kept);
@@ -1971,6 +2055,8 @@ rc_hash_first(RcState *st)
 		return false;
 	}
 	st->counts.method = bk.by_hash ? "hash_buckets" : "hash_ranges";
+	if (bk.citus)
+		st->counts.remote_mode = "citus_shards";
 	st->counts.ranges_hashed = bk.n;
 	if (!bk.by_hash)
 		rc_merge_ranges(st, &bk, differs);
