@@ -34,9 +34,14 @@ SELECT acme_migrate_row_hash(ROW('a|b', 'c')) <> acme_migrate_row_hash(ROW('a', 
        acme_migrate_row_hash(ROW(ARRAY['a', 'b'])) <> acme_migrate_row_hash(ROW(ARRAY['a,b'])) AS array_elements,
        acme_migrate_row_hash(ROW(ARRAY[ARRAY[1, 2], ARRAY[3, 4]])) <> acme_migrate_row_hash(ROW(ARRAY[1, 2, 3, 4])) AS array_dims;
 
--- same value in the same representation: numeric scale and float sign count
+-- same value in the same representation: numeric scale and float sign count;
+-- a value read from a table (short varlena header) hashes as one computed
+CREATE TABLE hash_test.stored (n numeric);
+INSERT INTO hash_test.stored VALUES (12345.678);
 SELECT acme_migrate_row_hash(ROW(1.0::numeric)) <> acme_migrate_row_hash(ROW(1.00::numeric)) AS numeric_scale,
        acme_migrate_row_hash(ROW(1.0::numeric)) = acme_migrate_row_hash(ROW(0.4::numeric + 0.6)) AS numeric_same,
+       acme_migrate_row_hash(ROW(12345.678::numeric)) =
+	(SELECT acme_migrate_row_hash(ROW(s.n)) FROM hash_test.stored s) AS numeric_stored_same,
        acme_migrate_row_hash(ROW('-0'::float8)) <> acme_migrate_row_hash(ROW('0'::float8)) AS float8_zero,
        acme_migrate_row_hash(ROW('-0'::float4)) <> acme_migrate_row_hash(ROW('0'::float4)) AS float4_zero,
        acme_migrate_row_hash(ROW('NaN'::float8)) = acme_migrate_row_hash(ROW('-NaN'::float8)) AS float8_nan,

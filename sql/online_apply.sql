@@ -100,11 +100,33 @@ SELECT acme_migrate_catch_up('apply_fk');
 \set VERBOSITY default
 SELECT capture_backlog FROM acme_migrate.progress WHERE job = 'apply_fk';
 
+-- 6. acme_migrate_catch_up runs the driver's turns, as workers' catch-up
+-- does: on a job still copying it applies the log (the 11 keys logged
+-- beyond the checkpoint are read from the source too) and copies no batch,
+-- and the job's max_rows_per_second holds it back (2,546 entries at
+-- 1,000/s: a pause of 2 s after the first chunk of 2,000)
+CREATE TABLE t_slow (id int PRIMARY KEY, v text NOT NULL, n int);
+SELECT acme_migrate_create('apply_slow', 'src', 't_slow', batch_size => 200,
+	capture_changes => true, max_rows_per_second => 1000) > 0 AS created;
+SELECT acme_migrate_batch('apply_slow');
+SELECT max(id) AS copied_up_to FROM t_slow \gset
+DO $$ BEGIN FOR i IN 1..13 LOOP UPDATE src SET n = n + 1 WHERE id <= 200; END LOOP; END $$;
+UPDATE src SET v = v || '>' WHERE id BETWEEN 300 AND 310;
+SELECT clock_timestamp() AS t0 \gset
+SELECT acme_migrate_catch_up('apply_slow') AS applied;
+SELECT clock_timestamp() - :'t0' >= interval '2 s' AS throttled,
+	(SELECT count(*) FROM t_slow WHERE id > :copied_up_to) AS beyond_checkpoint,
+	(SELECT count(*) FROM (SELECT id, v, n FROM src WHERE id <= :copied_up_to
+		EXCEPT ALL SELECT id, v, n FROM t_slow) d) AS behind;
+SELECT acme_migrate_alter('apply_slow', max_rows_per_second => 0);
+CALL acme_migrate_run('apply_slow');
+SELECT acme_migrate_catch_up('apply_slow') AS applied, same('t_slow');
+
 SELECT count(*) FROM acme_migrate.jobs WHERE acme_migrate_drop(job_name);
 SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'acme\_migrate\_%') AS triggers_left,
 	(SELECT count(*) FROM acme_migrate.capture_log) AS log_rows_left;
 
-DROP TABLE src, t_plain, t_parent, t_child, t_restrict, t_restrict_child, t_audited,
+DROP TABLE src, t_plain, t_slow, t_parent, t_child, t_restrict, t_restrict_child, t_audited,
 	audit, t_child_of, ref;
 DROP FUNCTION same(regclass), write_behind(), audit();
 DROP EXTENSION acme_migrate;

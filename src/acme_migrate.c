@@ -532,15 +532,20 @@ acme_migrate_batch(PG_FUNCTION_ARGS)
 void
 am_sleep(int64 ms)
 {
-	while (ms > 0)
-	{
-		int64		chunk = Min(ms, 1000);
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	long		left;
 
+	/*
+	 * Until the end, by the clock: a latch set meanwhile (or before) ends a
+	 * wait early, and must not shorten the sleep.
+	 */
+	while ((left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+												   end)) > 0)
+	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 chunk, PG_WAIT_EXTENSION);
+						 Min(left, 1000), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		ms -= chunk;
 	}
 }
 
@@ -574,12 +579,6 @@ typedef struct RunState
 	const char *name;
 } RunState;
 
-/* The procedure's transaction is already there, and SPI_commit opens the next. */
-static void
-run_begin(AmDriver *d)
-{
-}
-
 static AmJob *
 run_load(AmDriver *d)
 {
@@ -603,29 +602,14 @@ run_failed(AmDriver *d, ErrorData *edata)
 	return false;
 }
 
-static bool
-run_nap(AmDriver *d, int64 ms, bool throttled)
-{
-	am_sleep(ms);
-	return true;
-}
-
-static void
-run_report(AmDriver *d, bool busy, const char *what)
-{
-	if (!busy)
-		ereport(NOTICE,
-				(errmsg("job \"%s\" waits for %s",
-						((RunState *) d->arg)->name, what)));
-}
-
+/*
+ * The procedure's transaction is already there, and SPI_commit opens the
+ * next (no begin); sleeps and waits are the driver's own (no nap, report).
+ */
 static const AmDriverOps run_ops = {
-	.begin = run_begin,
 	.load = run_load,
 	.commit = run_commit,
 	.failed = run_failed,
-	.nap = run_nap,
-	.report = run_report,
 };
 
 /*

@@ -138,14 +138,18 @@ typedef struct AmJobState
 extern const AmJobState *am_job_state(const char *name);
 
 /*
- * Key ranges.  One convention for the ranges of workers (acme_migrate.ranges,
- * AmRange) and the batches of a walk: (lo, hi], the lower bound exclusive
- * (the checkpoint: the last key done), the upper bound inclusive; NIL for
- * an open end.  A batch reads keys > last_key ORDER BY key LIMIT n, and a
- * range's rows are those with lo < key <= hi.
- * The exception is hash.c's ranges (acme_migrate_range_hashes, and the
- * hash_ranges method of reconciliation built on it): lo <= key < hi, as
- * the SQL interface documents for acme_migrate_range_hashes.
+ * Key ranges.  One convention for every range the code cuts or walks:
+ * (lo, hi], the lower bound exclusive (the checkpoint: the last key done),
+ * the upper bound inclusive; NIL (or NULL) for an open end.  So the ranges
+ * of workers (acme_migrate.ranges, AmRange), the batches of a walk (keys >
+ * last_key ORDER BY key LIMIT n), reconciliation's merges and its
+ * hash_ranges buckets (reconcile.c), the ranges of a remote reconciliation
+ * (remote.c) and the batches pushed down to Citus (locality.c): a range's
+ * rows are those with lo < key <= hi.
+ * The one exception is the output of the SQL function
+ * acme_migrate_range_hashes (hash.c), lo <= key < hi, as version 1.0's
+ * interface documents it (quantile boundaries start a range); it is not
+ * used by the code to cut ranges of its own.
  */
 
 /* a key range of a job run in parallel (acme_migrate.ranges) */
@@ -389,28 +393,34 @@ extern void batch_commit_async(void);
  * to the caller of driver_run.  Allocations of a turn are in d->stepcxt,
  * reset every turn, so a driver running for days does not grow.
  *
- * Catch-up (capture.c) can drive a copied job the same way: a turn of a
- * copied job with capture applies one chunk of its log
- * (capture_catch_up_step).  acme_migrate_catch_up, a function that stays in
- * its caller's transaction, would give begin and commit that do nothing and
- * no abort, leave workers_rules unset (the driver stops at the first round
- * that applies nothing) and set max_time_ms; the job's throttles then apply
- * to catch-up as they do to the copy.
+ * Catch-up (capture.c) drives a job the same way: a turn of a copied job
+ * with capture applies one chunk of its log (capture_catch_up_step).
+ * acme_migrate_catch_up, a function that stays in its caller's transaction,
+ * gives begin and commit that do nothing and no abort, sets catch_up_only
+ * (a job still copying is caught up, not copied), caller_xact and
+ * max_time_ms, and leaves workers_rules unset: the driver stops at the
+ * first turn that applies nothing, and the job's throttles apply to
+ * catch-up as they do to the copy.
  */
 typedef struct AmDriver AmDriver;
 
 typedef struct AmDriverOps
 {
 	void		(*poll) (AmDriver *d);	/* before a turn; may be NULL */
-	void		(*begin) (AmDriver *d); /* start the turn's transaction */
+	/* start and end the turn's transaction; NULL: the caller's goes on */
+	void		(*begin) (AmDriver *d);
+	void		(*commit) (AmDriver *d, bool last);
 	AmJob	   *(*load) (AmDriver *d);	/* the job, NULL when it is gone */
 	bool		(*lock) (AmDriver *d, AmJob *job);	/* may be NULL */
-	void		(*commit) (AmDriver *d, bool last);
 	void		(*abort) (AmDriver *d); /* NULL: errors go to the caller */
 	bool		(*failed) (AmDriver *d, ErrorData *edata);	/* true: go on */
 	bool		(*after) (AmDriver *d); /* after a turn; NULL, or false: stop */
-	bool		(*nap) (AmDriver *d, int64 ms, bool throttled); /* false: stop */
-	/* what the driver does now: busy (NULL: a batch), or waiting for what */
+	/* false: stop; NULL: am_sleep */
+	bool		(*nap) (AmDriver *d, int64 ms, bool throttled);
+	/*
+	 * what the driver does now: busy (NULL: a batch), or waiting for what;
+	 * NULL: a wait is a NOTICE
+	 */
 	void		(*report) (AmDriver *d, bool busy, const char *what);
 } AmDriverOps;
 
@@ -425,6 +435,10 @@ struct AmDriver
 								 * shared by the job's workers; a job with
 								 * capture goes on once copied */
 	bool		catch_up;		/* with workers_rules: catch a copied job up */
+	bool		catch_up_only;	/* every turn applies captured changes, none
+								 * copies (acme_migrate_catch_up) */
+	bool		caller_xact;	/* turns run in the caller's transaction:
+								 * begin and commit do nothing */
 	MemoryContext stepcxt;		/* reset at every turn */
 	MemoryContext mapcxt;		/* the mapping's */
 	AmMapping  *map;

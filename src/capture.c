@@ -1046,23 +1046,46 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 	return n;
 }
 
+/* ---- acme_migrate_catch_up: a driver (driver.c) in the caller's transaction ---- */
+
+static AmJob *
+catch_up_load(AmDriver *d)
+{
+	return catalog_job_get((const char *) d->arg, false);
+}
+
+/* A failed chunk fails the call, and its transaction with it. */
+static bool
+catch_up_failed(AmDriver *d, ErrorData *edata)
+{
+	ReThrowError(edata);
+	return false;
+}
+
+/*
+ * The caller's transaction goes on (no begin, commit); sleeps and waits are
+ * the driver's own.
+ */
+static const AmDriverOps catch_up_ops = {
+	.load = catch_up_load,
+	.failed = catch_up_failed,
+};
+
 /*
  * acme_migrate_catch_up(job, max_time) returns bigint
  *
  * Apply captured changes in the caller's transaction until none is left
- * or max_time has passed; returns the log entries applied.
+ * or max_time has passed; returns the log entries applied.  The turns are
+ * the driver's, as for workers: one chunk of the log each, in a
+ * subtransaction, under the job's lock_timeout, max_rows_per_second and
+ * max_replication_lag.
  */
 Datum
 acme_migrate_catch_up(PG_FUNCTION_ARGS)
 {
 	AmJob	   *job;
-	AmMapping  *map;
-	AmOwnerContext owner_cxt;
+	AmDriver	d;
 	int64		max_ms = -1;
-	int64		total = 0;
-	int64		n;
-	int64		after = 0;
-	TimestampTz start = GetCurrentTimestamp();
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -1079,22 +1102,14 @@ acme_migrate_catch_up(PG_FUNCTION_ARGS)
 				 errdetail("Its workers or another session catch it up; nothing was applied here.")));
 		PG_RETURN_INT64(0);
 	}
-	map = mapping_build(job, false);
-	(void) capture_sync_members(job, 'f');
-	am_begin_as_owner(job, &owner_cxt);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	do
-	{
-		CHECK_FOR_INTERRUPTS();
-		n = capture_apply(job, map, 'f', AM_CAPTURE_CHUNK, &after, NULL);
-		total += n;
-	} while (n > 0 &&
-			 (max_ms < 0 ||
-			  TimestampDifferenceMilliseconds(start, GetCurrentTimestamp()) < max_ms));
-	SPI_finish();
-	am_end_as_owner(&owner_cxt);
-	PG_RETURN_INT64(total);
+	driver_init(&d, &catch_up_ops, job->job_name, job->job_id,
+				CurrentMemoryContext);
+	d.max_time_ms = max_ms;
+	d.catch_up_only = true;
+	d.caller_xact = true;
+	driver_run(&d);
+	driver_end(&d);
+	PG_RETURN_INT64(d.rows_total);
 }
 
 /*

@@ -615,6 +615,33 @@ cat_run(CatStmt stmt, Datum *values, const char *nulls)
 	cat_leave(&cxt);
 }
 
+/* Column col of the first row the last statement returned (isnull may be NULL). */
+static Datum
+cat_value(int col, bool *isnull)
+{
+	bool		null;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								  col, &null);
+
+	if (isnull != NULL)
+		*isnull = null;
+	return d;
+}
+
+/* One statement whose first row's first column, a bigint, is the result. */
+static int64
+cat_run_int64(CatStmt stmt, Datum *values, const char *nulls)
+{
+	CatContext	cxt;
+	int64		result;
+
+	cat_enter(&cxt);
+	cat_exec(stmt, values, nulls, 1);
+	result = DatumGetInt64(cat_value(1, NULL));
+	cat_leave(&cxt);
+	return result;
+}
+
 /* text[] <-> List of char * */
 static Datum
 text_list_to_array(List *list)
@@ -875,10 +902,8 @@ catalog_job_parent(const char *job_name)
 	{
 		bool		isnull;
 
-		job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 2, &isnull));
+		job_id = DatumGetInt64(cat_value(1, &isnull));
+		owner = DatumGetObjectId(cat_value(2, &isnull));
 	}
 	cat_leave(&cxt);
 	if (job_id == 0 || !catalog_job_visible(owner))
@@ -996,12 +1021,8 @@ catalog_workers_in_use(AmJob *job, int *role_workers, int *all_workers)
 	values[2] = ObjectIdGetDatum(MyDatabaseId);
 	cat_enter(&cxt);
 	cat_exec(CAT_WORKERS_IN_USE, values, NULL, 1);
-	*role_workers = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-													  SPI_tuptable->tupdesc,
-													  1, &isnull));
-	*all_workers = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc,
-													 2, &isnull));
+	*role_workers = (int) DatumGetInt64(cat_value(1, &isnull));
+	*all_workers = (int) DatumGetInt64(cat_value(2, &isnull));
 	cat_leave(&cxt);
 }
 
@@ -1094,9 +1115,7 @@ catalog_job_insert(AmJob *job)
 				 errmsg("job \"%s\" already exists", job->job_name),
 				 errhint("Drop it first with acme_migrate_drop(), or choose another name.")));
 	cat_exec(CAT_JOB_INSERT, values, nulls, 1);
-	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1,
-										 &(bool){false}));
+	job_id = DatumGetInt64(cat_value(1, NULL));
 	cat_leave(&cxt);
 	return job_id;
 }
@@ -1237,10 +1256,8 @@ catalog_reconcile_begin(int64 job_id, Oid source_relid, Oid target_relid,
 						List *keys, List *columns, Jsonb *options,
 						double sample, int64 max_diffs)
 {
-	CatContext	cxt;
 	Datum		values[9];
 	char		nulls[9];
-	int64		run_id;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(job_id);
@@ -1256,13 +1273,7 @@ catalog_reconcile_begin(int64 job_id, Oid source_relid, Oid target_relid,
 	nulls[7] = sample > 0 ? ' ' : 'n';
 	values[8] = Int64GetDatum(max_diffs);
 	nulls[8] = max_diffs >= 0 ? ' ' : 'n';
-	cat_enter(&cxt);
-	cat_exec(CAT_RUN_INSERT, values, nulls, 1);
-	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1,
-										 &(bool){false}));
-	cat_leave(&cxt);
-	return run_id;
+	return cat_run_int64(CAT_RUN_INSERT, values, nulls);
 }
 
 /*
@@ -1346,23 +1357,15 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 int64
 catalog_purge(TimestampTz cutoff, int64 job_id)
 {
-	CatContext	cxt;
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	bool		isnull;
-	int64		deleted;
 
 	values[0] = TimestampTzGetDatum(cutoff);
 	values[1] = BoolGetDatum(cat_is_admin());
 	values[2] = ObjectIdGetDatum(GetUserId());
 	values[3] = Int64GetDatum(job_id);
 	nulls[3] = job_id > 0 ? ' ' : 'n';
-	cat_enter(&cxt);
-	cat_exec(CAT_PURGE, values, nulls, 1);
-	deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull));
-	cat_leave(&cxt);
-	return deleted;
+	return cat_run_int64(CAT_PURGE, values, nulls);
 }
 
 /*
@@ -1397,10 +1400,8 @@ catalog_ranges_count(AmJob *job, int *pending)
 
 	cat_enter(&cxt);
 	cat_exec(CAT_RANGES_COUNT, &arg, NULL, 1);
-	*pending = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1, &isnull));
-	total = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 2, &isnull));
+	*pending = (int) DatumGetInt64(cat_value(1, &isnull));
+	total = (int) DatumGetInt64(cat_value(2, &isnull));
 	cat_leave(&cxt);
 	return total;
 }
@@ -1699,11 +1700,9 @@ catalog_capture_backlog(int64 job_id, char direction, double *age)
 	values[1] = CharGetDatum(direction);
 	cat_enter(&cxt);
 	cat_exec(CAT_CAPTURE_BACKLOG, values, NULL, 1);
-	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									1, &isnull));
+	n = DatumGetInt64(cat_value(1, &isnull));
 	if (age)
-		*age = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
-											SPI_tuptable->tupdesc, 2, &isnull));
+		*age = DatumGetFloat8(cat_value(2, &isnull));
 	cat_leave(&cxt);
 	return n;
 }

@@ -103,6 +103,31 @@ typedef struct LockRound
 	List	   *drained_keys;
 } LockRound;
 
+/*
+ * Under the lock: the keys drained (cut-over) or replayed (rollback) are
+ * verified, or the whole call fails and nothing is switched.
+ */
+static void
+cut_verify_drained(LockRound *lr)
+{
+	int64		differ = cut_verify(lr->map, lr->drained_keys);
+	bool		forward = lr->direction == 'f';
+
+	if (differ > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 forward ?
+				 errmsg("cut-over of job \"%s\" found %lld drained rows that differ",
+						lr->job->job_name, (long long) differ) :
+				 errmsg("rollback of job \"%s\" found %lld replayed rows that differ",
+						lr->job->job_name, (long long) differ),
+				 forward ?
+				 errdetail("The drained keys' mapped source rows and target rows do not have the same row hashes.") : 0,
+				 forward ?
+				 errhint("Nothing was switched over; reconcile the job to see the rows.") :
+				 errhint("Nothing was switched back.")));
+}
+
 /* Catch up outside the lock for at most ms milliseconds. */
 static void
 cut_catch_up_for(LockRound *lr, int64 ms)
@@ -330,29 +355,56 @@ cut_interval_arg(FunctionCallInfo fcinfo, int n, const char *name,
 }
 
 /*
- * What acme_migrate_cutover and acme_migrate_rollback share: the result
- * type checked, the job's name (argument 0), lock_timeout and max_attempts
- * (at the positions given).
+ * A call of acme_migrate_cutover or acme_migrate_rollback: its arguments,
+ * its lock round and its result row (four columns for both).
  */
-static char *
-cut_args(FunctionCallInfo fcinfo, int lock_timeout_arg, int max_attempts_arg,
-		 TupleDesc *tupdesc, int64 *lock_timeout_ms, int *max_attempts)
+typedef struct CutCall
 {
-	if (get_call_result_type(fcinfo, NULL, tupdesc) != TYPEFUNC_COMPOSITE)
+	char	   *name;			/* the job's, argument 0 */
+	char	   *then_sql;		/* NULL: none */
+	LockRound	lr;
+	AmOwnerContext owner_cxt;
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4];
+} CutCall;
+
+/*
+ * What acme_migrate_cutover and acme_migrate_rollback share: the result
+ * type checked, the job's name (argument 0), then_sql, lock_timeout and
+ * max_attempts (at the positions given), the lock round's defaults.
+ */
+static void
+cut_args(FunctionCallInfo fcinfo, CutCall *c, const char *operation,
+		 int then_sql_arg, int lock_timeout_arg, int max_attempts_arg)
+{
+	memset(c, 0, sizeof(*c));
+	if (get_call_result_type(fcinfo, NULL, &c->tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job must not be null")));
-	*lock_timeout_ms = Min(cut_interval_arg(fcinfo, lock_timeout_arg,
-											"lock_timeout", 200), INT_MAX);
-	*max_attempts = PG_ARGISNULL(max_attempts_arg) ? 50 :
+	c->lr.operation = operation;
+	c->lr.lock_timeout_ms = Min(cut_interval_arg(fcinfo, lock_timeout_arg,
+												 "lock_timeout", 200), INT_MAX);
+	c->lr.max_lock_ms = 1000;
+	c->lr.max_attempts = PG_ARGISNULL(max_attempts_arg) ? 50 :
 		PG_GETARG_INT32(max_attempts_arg);
-	if (*max_attempts < 1)
+	if (c->lr.max_attempts < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_attempts must be greater than zero")));
-	return text_to_cstring(PG_GETARG_TEXT_PP(0));
+	c->then_sql = PG_ARGISNULL(then_sql_arg) ? NULL :
+		text_to_cstring(PG_GETARG_TEXT_PP(then_sql_arg));
+	c->name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+}
+
+/* The call's result row. */
+static Datum
+cut_result(CutCall *c)
+{
+	return HeapTupleGetDatum(heap_form_tuple(c->tupdesc, c->values, c->nulls));
 }
 
 /*
@@ -363,26 +415,16 @@ cut_args(FunctionCallInfo fcinfo, int lock_timeout_arg, int max_attempts_arg,
 Datum
 acme_migrate_cutover(PG_FUNCTION_ARGS)
 {
-	LockRound	lr;
+	CutCall		c;
+	LockRound  *lr = &c.lr;
 	AmJob	   *job;
-	AmOwnerContext owner_cxt;
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false};
-	char	   *name;
-	char	   *then_sql;
-	int64		differ = 0;
 
-	memset(&lr, 0, sizeof(lr));
-	name = cut_args(fcinfo, 1, 4, &tupdesc, &lr.lock_timeout_ms,
-					&lr.max_attempts);
-	lr.operation = "cutover";
-	lr.direction = 'f';
-	lr.max_lock_ms = cut_interval_arg(fcinfo, 2, "max_lock_time", 1000);
-	then_sql = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	lr.started = GetCurrentTimestamp();
+	cut_args(fcinfo, &c, "cutover", 3, 1, 4);
+	lr->direction = 'f';
+	lr->max_lock_ms = cut_interval_arg(fcinfo, 2, "max_lock_time", 1000);
+	lr->started = GetCurrentTimestamp();
 
-	job = catalog_job_get(name, true);
+	job = catalog_job_get(c.name, true);
 	capture_check_state(job, "cut over");
 	if (strcmp(job->state, "copied") != 0)
 		ereport(ERROR,
@@ -391,45 +433,38 @@ acme_migrate_cutover(PG_FUNCTION_ARGS)
 				 errdetail("The job is %s.", job->state),
 				 errhint("Finish the copy with acme_migrate_run or acme_migrate_start; the job is then \"copied\".")));
 	cut_own_job(job, "cut over");
-	if (!cut_begin_round(&lr, job, job, job->source_relid, &owner_cxt))
+	if (!cut_begin_round(lr, job, job, job->source_relid, &c.owner_cxt))
 	{
 		SPI_finish();
-		am_end_as_owner(&owner_cxt);
+		am_end_as_owner(&c.owner_cxt);
 		ereport(WARNING,
 				(errmsg("job \"%s\" was not cut over: the lock was not had in %d attempts",
-						job->job_name, lr.attempts),
+						job->job_name, lr->attempts),
 				 errhint("Try again later, or with a longer lock_timeout or max_lock_time; the attempts are in acme_migrate.cutovers.")));
-		values[0] = Int32GetDatum(lr.attempts);
-		nulls[1] = true;
-		values[2] = Int64GetDatum(0);
-		values[3] = BoolGetDatum(false);
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+		c.values[0] = Int32GetDatum(lr->attempts);
+		c.nulls[1] = true;
+		c.values[2] = Int64GetDatum(0);
+		c.values[3] = BoolGetDatum(false);
+		PG_RETURN_DATUM(cut_result(&c));
 	}
 
 	/* under the lock: verify, sequences, then_sql, capture off */
-	differ = cut_verify(lr.map, lr.drained_keys);
-	if (differ > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("cut-over of job \"%s\" found %lld drained rows that differ",
-						job->job_name, (long long) differ),
-				 errdetail("The drained keys' mapped source rows and target rows do not have the same row hashes."),
-				 errhint("Nothing was switched over; reconcile the job to see the rows.")));
+	cut_verify_drained(lr);
 	am_advance_sequences(job, true);
-	cut_then_sql(job, then_sql);
+	cut_then_sql(job, c.then_sql);
 	(void) capture_remove(job, 'f', true);
 	catalog_capture_clear(job->job_id, 'f');
 	catalog_preimage_clear(job->job_id);
 	if (job->reverse_columns)
 		capture_install(job, 'r');
 	catalog_job_cut_over_at(job);
-	cut_end_round(&lr, "cut_over", &owner_cxt);
+	cut_end_round(lr, "cut_over", &c.owner_cxt);
 
-	values[0] = Int32GetDatum(lr.attempts);
-	values[1] = PointerGetDatum(am_ms_interval(cut_held_ms(&lr)));
-	values[2] = Int64GetDatum(lr.drained);
-	values[3] = BoolGetDatum(differ == 0);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	c.values[0] = Int32GetDatum(lr->attempts);
+	c.values[1] = PointerGetDatum(am_ms_interval(cut_held_ms(lr)));
+	c.values[2] = Int64GetDatum(lr->drained);
+	c.values[3] = BoolGetDatum(true);	/* else cut_verify_drained failed */
+	PG_RETURN_DATUM(cut_result(&c));
 }
 
 /* ---- rollback ---- */
@@ -608,6 +643,42 @@ capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 }
 
 /*
+ * Rollback after the cut-over: the writes made to the target since,
+ * captured by the reverse capture, replayed into the source under a lock
+ * round on the target.
+ */
+static void
+rollback_after_cutover(CutCall *c, AmJob *job)
+{
+	LockRound  *lr = &c->lr;
+
+	if (job->reverse_columns == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot roll back job \"%s\" after its cut-over", job->job_name),
+				 errdetail("It was created without reverse_columns, so the writes made to the target since were not captured."),
+				 errhint("Swap the tables back by hand; the writes made to the target since the cut-over are not in the source.")));
+	lr->direction = 'r';
+	lr->started = GetCurrentTimestamp();
+	if (!cut_begin_round(lr, job, capture_reverse_job(job), job->target_relid,
+						 &c->owner_cxt))
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("could not lock the target of job \"%s\" in %d attempts",
+						job->job_name, lr->attempts),
+				 errhint("Try again later, or with a longer lock_timeout.")));
+	cut_verify_drained(lr);
+	cut_then_sql(job, c->then_sql);
+	(void) capture_remove(job, 'r', true);
+	catalog_capture_clear(job->job_id, 'r');
+	cut_end_round(lr, "rolled_back", &c->owner_cxt);
+	c->values[0] = Int64GetDatum(0);
+	c->values[1] = Int64GetDatum(0);
+	c->values[2] = Int64GetDatum(lr->applied);
+	c->values[3] = BoolGetDatum(true);
+}
+
+/*
  * acme_migrate_rollback(job, then_sql, lock_timeout, max_attempts)
  *		returns (rows_deleted, rows_restored, changes_returned,
  *				 target_hash_equal)
@@ -615,19 +686,11 @@ capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 Datum
 acme_migrate_rollback(PG_FUNCTION_ARGS)
 {
+	CutCall		c;
 	AmJob	   *job;
-	AmOwnerContext owner_cxt;
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false};
-	char	   *name;
-	char	   *then_sql;
-	int64		lock_timeout_ms;
-	int			max_attempts;
 
-	name = cut_args(fcinfo, 2, 3, &tupdesc, &lock_timeout_ms, &max_attempts);
-	then_sql = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	job = catalog_job_get(name, false);
+	cut_args(fcinfo, &c, "rollback", 1, 2, 3);
+	job = catalog_job_get(c.name, false);
 	if (strcmp(job->state, "rolled_back") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -643,54 +706,14 @@ acme_migrate_rollback(PG_FUNCTION_ARGS)
 		int64		restored;
 		bool		equal;
 
-		capture_rollback_before_cutover(job, then_sql, NULL, &deleted,
+		capture_rollback_before_cutover(job, c.then_sql, NULL, &deleted,
 										&restored, &equal);
-		values[0] = Int64GetDatum(deleted);
-		values[1] = Int64GetDatum(restored);
-		values[2] = Int64GetDatum(0);
-		values[3] = BoolGetDatum(equal);
+		c.values[0] = Int64GetDatum(deleted);
+		c.values[1] = Int64GetDatum(restored);
+		c.values[2] = Int64GetDatum(0);
+		c.values[3] = BoolGetDatum(equal);
 	}
 	else
-	{
-		LockRound	lr;
-		AmJob	   *rev;
-		int64		differ;
-
-		if (job->reverse_columns == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot roll back job \"%s\" after its cut-over", job->job_name),
-					 errdetail("It was created without reverse_columns, so the writes made to the target since were not captured."),
-					 errhint("Swap the tables back by hand; the writes made to the target since the cut-over are not in the source.")));
-		memset(&lr, 0, sizeof(lr));
-		lr.operation = "rollback";
-		lr.direction = 'r';
-		lr.lock_timeout_ms = lock_timeout_ms;
-		lr.max_lock_ms = 1000;
-		lr.max_attempts = max_attempts;
-		lr.started = GetCurrentTimestamp();
-		rev = capture_reverse_job(job);
-		if (!cut_begin_round(&lr, job, rev, job->target_relid, &owner_cxt))
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("could not lock the target of job \"%s\" in %d attempts",
-							job->job_name, lr.attempts),
-					 errhint("Try again later, or with a longer lock_timeout.")));
-		differ = cut_verify(lr.map, lr.drained_keys);
-		if (differ > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("rollback of job \"%s\" found %lld replayed rows that differ",
-							job->job_name, (long long) differ),
-					 errhint("Nothing was switched back.")));
-		cut_then_sql(job, then_sql);
-		(void) capture_remove(job, 'r', true);
-		catalog_capture_clear(job->job_id, 'r');
-		cut_end_round(&lr, "rolled_back", &owner_cxt);
-		values[0] = Int64GetDatum(0);
-		values[1] = Int64GetDatum(0);
-		values[2] = Int64GetDatum(lr.applied);
-		values[3] = BoolGetDatum(differ == 0);
-	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+		rollback_after_cutover(&c, job);
+	PG_RETURN_DATUM(cut_result(&c));
 }

@@ -157,6 +157,35 @@ am_subxact(void (*fn) (void *arg), void *arg)
 }
 
 /* a step's arguments and results, through am_subxact */
+/* The ops' commit; without one, the turn's transaction is the caller's. */
+static void
+driver_commit(AmDriver *d, bool last)
+{
+	if (d->ops->commit != NULL)
+		d->ops->commit(d, last);
+}
+
+/* The ops' report; without one, a wait is told to the client. */
+static void
+driver_report(AmDriver *d, bool busy, const char *what)
+{
+	if (d->ops->report != NULL)
+		d->ops->report(d, busy, what);
+	else if (!busy)
+		ereport(NOTICE,
+				(errmsg("job \"%s\" waits for %s", d->job->job_name, what)));
+}
+
+/* The ops' nap; without one, a plain sleep.  False: stop. */
+static bool
+driver_nap(AmDriver *d, int64 ms, bool throttled)
+{
+	if (d->ops->nap != NULL)
+		return d->ops->nap(d, ms, throttled);
+	am_sleep(ms);
+	return true;
+}
+
 typedef struct DriverStep
 {
 	AmDriver   *d;
@@ -181,7 +210,8 @@ driver_step(void *arg)
 	/* a mapping that cannot be built fails the batch, not the driver */
 	st->map = driver_mapping(st->d, st->job);
 	st->batch_size = st->d->batch_size;
-	if (st->job->capture_changes && strcmp(st->job->state, "copied") == 0)
+	if (st->d->catch_up_only ||
+		(st->job->capture_changes && strcmp(st->job->state, "copied") == 0))
 	{
 		st->rows = capture_catch_up_step(st->job, st->map);
 		st->more = st->rows > 0;
@@ -280,12 +310,13 @@ driver_turn(AmDriver *d, ErrorData **edata)
 	if (job == NULL || stop || wait != NULL)
 	{
 		if (wait != NULL)
-			d->ops->report(d, false, wait);
-		d->ops->commit(d, true);
+			driver_report(d, false, wait);
+		driver_commit(d, true);
 		return wait != NULL ? DRIVER_WAIT : DRIVER_STOP;
 	}
-	catching_up = job->capture_changes && strcmp(job->state, "copied") == 0;
-	d->ops->report(d, true, catching_up ? "catching up" : NULL);
+	catching_up = d->catch_up_only ||
+		(job->capture_changes && strcmp(job->state, "copied") == 0);
+	driver_report(d, true, catching_up ? "catching up" : NULL);
 	memset(&st, 0, sizeof(st));
 	st.d = d;
 	st.job = job;
@@ -298,7 +329,7 @@ driver_turn(AmDriver *d, ErrorData **edata)
 													 GetCurrentTimestamp()), 1);
 	if (*edata != NULL)
 	{
-		d->ops->commit(d, true);
+		driver_commit(d, true);
 		return DRIVER_FAILED;
 	}
 
@@ -311,10 +342,13 @@ driver_turn(AmDriver *d, ErrorData **edata)
 	if (catching_up && d->rows == 0)
 		d->pause_ms = DRIVER_IDLE_MS;
 	d->version = job->definition_version;
-	/* all but the last batch may skip the wait for their WAL flush */
-	if (!last)
+	/*
+	 * all but the last batch may skip the wait for their WAL flush; not the
+	 * caller's transaction, which is not the driver's to weaken
+	 */
+	if (!last && !d->caller_xact)
 		batch_commit_async();
-	d->ops->commit(d, last);
+	driver_commit(d, last);
 	return last ? DRIVER_STOP : DRIVER_NEXT;
 }
 
@@ -325,7 +359,8 @@ driver_turn_guarded(AmDriver *d, ErrorData **edata)
 	volatile DriverOutcome out = DRIVER_STOP;
 
 	*edata = NULL;
-	d->ops->begin(d);
+	if (d->ops->begin != NULL)
+		d->ops->begin(d);
 	/* what the turn allocates, its error included, outlives its commit */
 	MemoryContextSwitchTo(d->stepcxt);
 	PG_TRY();
@@ -416,7 +451,7 @@ driver_run(AmDriver *d)
 			nap_ms -= TimestampDifferenceMilliseconds(flush_start,
 													  GetCurrentTimestamp());
 			if (nap_ms > 0 &&
-				!d->ops->nap(d, nap_ms, out == DRIVER_NEXT && d->rows > 0))
+				!driver_nap(d, nap_ms, out == DRIVER_NEXT && d->rows > 0))
 				break;
 		}
 	}

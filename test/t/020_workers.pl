@@ -336,8 +336,13 @@ is( $node->safe_psql(
 create_job('term', 1000, 40);
 $node->safe_psql('postgres',
 	"SET ROLE tap_owner; SELECT acme_migrate_start('term', workers => 2)");
+# both workers up (under load the second may start a while after the first)
 ok( wait_for($node, 
-		q{SELECT rows_read > 20000 FROM acme_migrate.jobs WHERE job_name = 'term'},
+		q{SELECT j.rows_read > 20000 AND
+				 (SELECT count(*) FROM pg_stat_activity
+				   WHERE backend_type = 'acme_migrate worker'
+					 AND application_name = 'acme_migrate job ' || j.job_id) = 2
+			FROM acme_migrate.jobs j WHERE j.job_name = 'term'},
 		60),
 	'term: the job is copying');
 my @term = worker_pids('term');

@@ -42,6 +42,22 @@ $node->safe_psql(
 		copied_at timestamptz NOT NULL DEFAULT now());
 });
 
+# RssAnon of pid once the job 'mem' has read at least rows rows, and the
+# rows read then
+sub sample_at
+{
+	my ($pid, $rows) = @_;
+	my $read = 0;
+	for (my $i = 0; $i < 6000; $i++)
+	{
+		$read = $node->safe_psql('postgres',
+			"SELECT rows_read FROM acme_migrate.jobs WHERE job_name = 'mem'");
+		last if $read >= $rows;
+		usleep(10_000);
+	}
+	return (rss_anon_kb($pid), $read);
+}
+
 foreach my $direct ('on', 'off')
 {
 	$node->safe_psql(
@@ -60,15 +76,10 @@ foreach my $direct ('on', 'off')
 		\\echo finished
 	});
 
-	# samples at about a quarter and at about nine tenths of the run (3 s)
-	usleep(700_000);
-	my $early = rss_anon_kb($pid);
-	my $early_rows = $node->safe_psql('postgres',
-		"SELECT rows_read FROM acme_migrate.jobs WHERE job_name = 'mem'");
-	usleep(1_900_000);
-	my $late = rss_anon_kb($pid);
-	my $late_rows = $node->safe_psql('postgres',
-		"SELECT rows_read FROM acme_migrate.jobs WHERE job_name = 'mem'");
+	# samples once a quarter and once nine tenths of the rows are read (by
+	# progress, not by time: a loaded machine only makes the run longer)
+	my ($early, $early_rows) = sample_at($pid, 75_000);
+	my ($late, $late_rows) = sample_at($pid, 270_000);
 	$bg->quit;
 
 	ok(defined $early && defined $late,
