@@ -46,6 +46,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "common/int.h"
 #include "executor/executor.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -1366,6 +1367,7 @@ typedef struct RcBuckets
 	bool		citus;			/* ranges summed by SQL, on Citus's shards */
 	Oid			type;			/* ranges: of the key, int2, int4 or int8 */
 	int64		min;			/* ranges: the target's key span */
+	uint64		span;			/* ... from min, up to min + span */
 	uint64		width;			/* ranges: key values per bucket */
 	FmgrInfo   *key_hash;		/* hashes: per key column */
 	int			n;
@@ -1764,6 +1766,7 @@ rc_ranges_setup(RcState *st, RcBuckets *bk, int max_buckets)
 	bk->min = rc_int_key(bk->type, d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	span = (uint64) rc_int_key(bk->type, d) - (uint64) bk->min;
+	bk->span = span;
 	bk->n = (int) Min(span / RC_BUCKET_KEYS + 1, max_buckets);
 	bk->width = span / bk->n + 1;
 	return true;
@@ -1874,8 +1877,8 @@ rc_merge_kept(RcState *st, RcBuckets *bk, bool *differs)
 /*
  * Citus.  When a side is a hash-distributed table whose nodes have
  * acme_migrate, the range buckets of both sides are summed by SQL instead
- * of reading their rows here: per bucket the row count and the sums of the
- * halves of each row's acme_migrate_row_hash (of the target key and the
+ * of reading their rows here: per bucket the row count and the sum of the
+ * first half of each row's acme_migrate_row_hash (of the target key and the
  * compared columns, the source's cast to the target's types), grouped by
  * the bucket of the key as rc_bucket_of computes it.  Citus runs that
  * aggregate on every shard, on the worker that holds it, and adds up the
@@ -1883,7 +1886,8 @@ rc_merge_kept(RcState *st, RcBuckets *bk, bool *differs)
  * rows.  A side stored here runs the same SQL, so that both sides hash
  * alike.  Equal buckets hold the same multiset of row encodings, which
  * acme_migrate_row_hash makes from the values' stored representations (up
- * to a collision of the sums), so the argument of rc_hash_first holds.
+ * to a collision of the 64-bit sums), so the argument of rc_hash_first
+ * holds.
  * Fewer buckets than otherwise: their partial sums are what travels.
  */
 #define RC_CITUS_MAX_BUCKETS	4096
@@ -1896,30 +1900,46 @@ rc_citus_applies(RcState *st)
 		 locality_citus_has_us(st->map->source_relid));
 }
 
-/* the SQL summing a side's query (sql) into range buckets */
+/*
+ * The SQL summing a side's query (sql) into range buckets: its rows' count
+ * and the sum modulo 2^64 of the first half of their row hashes (one half:
+ * the hash is computed once per row, and a 64-bit sum guards against
+ * accidents as well).  A row's bucket is rc_bucket_of's, so that the merge
+ * of a differing bucket's key range (rc_bucket_end) holds its rows: the key
+ * clamped between min and the last bucket's start, minus min, divided by
+ * width, in bigint (numeric where that could overflow).
+ */
 static char *
 rc_citus_sql(RcBuckets *bk, const char *sql)
 {
 	RcState    *st = bk->st;
 	StringInfoData row;
 	const char *two64 = "18446744073709551616::pg_catalog.numeric";
-	const char *half = "pg_catalog.sum(acme_migrate.row_hash_half(y.h, %d))";
-	char	   *sums[2];
+	const char *k = quote_identifier(st->tkey_names[0]);
+	char	   *bucket;
+	uint64		last;
+	int64		top;
 
 	initStringInfo(&row);
 	for (int i = 0; i < st->nhash; i++)
 		appendStringInfo(&row, "%sx.%s", i > 0 ? ", " : "",
 						 quote_identifier(st->map->mapped_names[st->hash_idx[i]]));
-	/* each sum modulo 2^64, as an unsigned number */
-	for (int i = 0; i < 2; i++)
-		sums[i] = psprintf("((%s OPERATOR(pg_catalog.%%) %s) OPERATOR(pg_catalog.+) %s) OPERATOR(pg_catalog.%%) %s",
-						   psprintf(half, i), two64, two64, two64);
-	return psprintf("SELECT y.b, pg_catalog.count(*), (%s)::pg_catalog.text, (%s)::pg_catalog.text "
-					"FROM (SELECT (LEAST(pg_catalog.div(GREATEST(x.%s::pg_catalog.numeric OPERATOR(pg_catalog.-) " INT64_FORMAT "::pg_catalog.numeric, 0::pg_catalog.numeric), "
-					UINT64_FORMAT "::pg_catalog.numeric), %d::pg_catalog.numeric))::pg_catalog.int4 AS b, "
+	/* keys from the last bucket's start on are clamped to it */
+	last = (uint64) (bk->n - 1) * bk->width;
+	if ((uint64) (bk->n - 1) <= (uint64) PG_INT64_MAX / bk->width &&
+		!pg_add_s64_overflow(bk->min, (int64) last, &top))
+		bucket = psprintf("(LEAST(GREATEST(x.%s::pg_catalog.int8, " INT64_FORMAT "::pg_catalog.int8), " INT64_FORMAT "::pg_catalog.int8) "
+						  "OPERATOR(pg_catalog.-) " INT64_FORMAT "::pg_catalog.int8) OPERATOR(pg_catalog./) " UINT64_FORMAT "::pg_catalog.int8",
+						  k, bk->min, top, bk->min, bk->width);
+	else
+		bucket = psprintf("pg_catalog.div(GREATEST(x.%s::pg_catalog.numeric OPERATOR(pg_catalog.-) " INT64_FORMAT "::pg_catalog.numeric, 0::pg_catalog.numeric), "
+						  UINT64_FORMAT "::pg_catalog.numeric)",
+						  k, bk->min, bk->width);
+	return psprintf("SELECT y.b, pg_catalog.count(*), "
+					"(((pg_catalog.sum(acme_migrate.row_hash_half(y.h, 0)) OPERATOR(pg_catalog.%%) %s) OPERATOR(pg_catalog.+) %s) OPERATOR(pg_catalog.%%) %s)::pg_catalog.text "
+					"FROM (SELECT (LEAST(%s, %d))::pg_catalog.int4 AS b, "
 					"%s.acme_migrate_row_hash(ROW(%s)) AS h FROM (%s) AS x) AS y GROUP BY y.b",
-					sums[1], sums[0], quote_identifier(st->tkey_names[0]),
-					bk->min, bk->width, bk->n - 1,
+					two64, two64, two64, bucket, bk->n - 1,
 					quote_identifier(am_extension_schema()), row.data, sql);
 }
 
@@ -1944,8 +1964,8 @@ rc_citus_side(RcBuckets *bk, const char *sql)
 		}
 		bucket = &bk->side[DatumGetInt32(b)];
 		bucket->rows = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		bucket->lo = strtou64(SPI_getvalue(tup, desc, 3), NULL, 10);
-		bucket->hi = strtou64(SPI_getvalue(tup, desc, 4), NULL, 10);
+		bucket->hi = strtou64(SPI_getvalue(tup, desc, 3), NULL, 10);
+		bucket->lo = 0;
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
