@@ -304,6 +304,17 @@ is($coord->safe_psql('postgres', "SELECT acme_migrate_wait('bg', timeout => '3 m
 	'done', 'background workers finish the distributed job');
 check_job('bg', 'd_src', 'd_workers', 'distributed -> co-located, workers');
 
+# a few rows changed, none added or removed: only the hash sums of their
+# key ranges tell, and only those ranges are merged
+is( $coord->safe_psql(
+		'postgres', q{
+	UPDATE d_coloc SET amount = amount + 0.01 WHERE id IN (4321, 9876, 15001);
+	SELECT changed, missing, extra FROM acme_migrate_reconcile('coloc');
+	SELECT method, remote_mode, ranges_merged FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1;
+	UPDATE d_coloc c SET amount = s.amount FROM d_src s WHERE s.id = c.id AND c.id IN (4321, 9876, 15001);}),
+	"3|0|0\nhash_ranges|citus_shards|3",
+	'three rows changed in place: found by the ranges\' hash sums on the shards, three ranges merged');
+
 # a difference is seen: remove and change rows behind the job's back
 $coord->safe_psql(
 	'postgres', q{
