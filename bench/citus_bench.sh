@@ -21,11 +21,16 @@
 #          down by Citus to every shard pair, one distributed commit)
 #
 # Prints the median times, the ratios job/sql and w2/sql, and the load.
+# Then (CITUS_RECONCILE=1, the default) times acme_migrate_reconcile of a
+# job between the two, equal, REPS times each way: hash sums per key range
+# computed on the shards (remote_mode citus_shards) and every row read
+# through Citus to the coordinator (acme_migrate.remote_hashes = off).
 # Never asserts a time; exits non-zero only on errors (a target whose
 # EXCEPT ALL against the source is not empty is one).
 #
 # Environment: CITUS_ROWS, REPS, BATCH, SHARDS, PG_CONFIG, KEEP=1 (leave the
-# clusters running and print how to reach them), CITUS_CONTENDERS ("job w2 sql").
+# clusters running and print how to reach them), CITUS_CONTENDERS ("job w2 sql"),
+# CITUS_RECONCILE (1).
 
 set -euo pipefail
 
@@ -35,6 +40,7 @@ BATCH=${BATCH:-10000}
 SHARDS=${SHARDS:-32}
 KEEP=${KEEP:-0}
 CONTENDERS=${CITUS_CONTENDERS:-"job w2 sql"}
+RECONCILE=${CITUS_RECONCILE:-1}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PORTS=${CITUS_BENCH_PORTS:-5850-5899}
 BINDIR=$("$PG_CONFIG" --bindir)
@@ -155,7 +161,7 @@ done
 
 echo
 echo "Citus: distributed -> co-located distributed copy, $ROWS rows, $SHARDS shards on 2 workers, batch_size $BATCH, $REPS reps (load1 before: $LOAD, $(nproc) CPUs)"
-declare -A MED
+declare -A MED RMED
 for c in $CONTENDERS; do
 	MED[$c]=$(echo "${TIMES[$c]}" | median)
 	printf '  %-4s median %8.2f s   (%s ms)\n' "$c" "$(echo "${MED[$c]} / 1000" | bc -l)" "${TIMES[$c]# }"
@@ -167,3 +173,34 @@ if [ -n "${MED[sql]:-}" ]; then
 		fi
 	done
 fi
+
+# reconcile of the copied job, equal tables: hash sums per key range
+# computed on the shards (citus_shards) against every row read through
+# Citus to the coordinator (acme_migrate.remote_hashes = off)
+[ "$RECONCILE" = 1 ] || exit 0
+q coord -c 'TRUNCATE cb_dst' -c 'INSERT INTO cb_dst SELECT * FROM cb_src' \
+	-c "SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs" \
+	-c "SELECT acme_migrate_create(job => 'rc', source => 'cb_src', target => 'cb_dst')" >/dev/null
+declare -A RTIMES
+for rep in $(seq 1 "$REPS"); do
+	for mode in on off; do
+		t0=$(now_ms)
+		res=$(q coord -Atc "SET acme_migrate.remote_hashes = $mode" \
+			-c "SELECT equal, source_rows FROM acme_migrate_reconcile('rc')" \
+			-c "SELECT remote_mode FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1" | tr '\n' '|')
+		t1=$(now_ms)
+		case "$mode:$res" in
+		"on:t|$ROWS|citus_shards|" | "off:t|$ROWS||") ;;
+		*) die "reconcile with remote_hashes $mode: $res" ;;
+		esac
+		RTIMES[$mode]="${RTIMES[$mode]:-} $((t1 - t0))"
+		log "rep $rep reconcile remote_hashes=$mode: $((t1 - t0)) ms"
+	done
+done
+echo "Citus: acme_migrate_reconcile of the $ROWS-row job, equal tables, $REPS reps"
+for mode in on off; do
+	RMED[$mode]=$(echo "${RTIMES[$mode]}" | median)
+done
+printf '  on the shards (citus_shards)      median %8.2f s   (%s ms)\n' "$(echo "${RMED[on]} / 1000" | bc -l)" "${RTIMES[on]# }"
+printf '  rows read through the coordinator median %8.2f s   (%s ms)\n' "$(echo "${RMED[off]} / 1000" | bc -l)" "${RTIMES[off]# }"
+printf '  coordinator/shards: %.2fx\n' "$(echo "${RMED[off]} / ${RMED[on]}" | bc -l)"

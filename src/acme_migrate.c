@@ -124,11 +124,12 @@ _PG_init(void)
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
 	DefineCustomBoolVariable("acme_migrate.remote_hashes",
-							 "Compares range hashes on the server of a foreign source before fetching its rows.",
+							 "Compares range hashes on the server of a foreign source, or on the shards of a Citus table, before fetching rows.",
 							 "When a reconcile's source is a postgres_fdw foreign table, row counts and hash sums "
 							 "per key range are computed on its server and only the ranges that differ are "
-							 "fetched.  When off, every row is fetched (remote_mode full_fetch), as for a "
-							 "comparison with a full fetch.",
+							 "fetched.  When a side is a Citus distributed table, they are computed on its "
+							 "shards (remote_mode citus_shards).  When off, every row is fetched (remote_mode "
+							 "full_fetch for a foreign source), as for a comparison with a full fetch.",
 							 &acme_migrate_remote_hashes,
 							 true,
 							 PGC_USERSET,

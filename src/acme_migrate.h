@@ -569,6 +569,9 @@ extern void locality_note_write(Oid relid);
 extern bool locality_wrote_elsewhere(void);
 extern bool locality_citus_table_hash(Oid relid, int64 *row_count,
 									  uint8 *result);
+extern bool locality_citus_has_us(Oid relid);
+extern bool locality_citus_range_hashes(Oid relid, const char *bounds_json,
+										int nranges, int64 *rows, uint8 *sums);
 extern bool locality_copy_range(AmJob *job, AmMapping *map, List *lo,
 								List *hi, int32 batch_size, int64 *rows,
 								Datum **last_key, bool *at_end);

@@ -2029,6 +2029,41 @@ rh_hash_parallel(Relation rel, RhState *hs, RhRow *row, RhRanges *hr,
  *							 OUT lo jsonb, OUT hi jsonb, OUT rows bigint,
  *							 OUT hash uuid)
  */
+/*
+ * A Citus distributed table's range hashes, summed from its shards' range
+ * hashes at the same bounds, computed on the workers (locality.c); false
+ * when that does not apply, and the caller reads the rows.
+ */
+static bool
+rh_ranges_on_shards(Relation rel, RhRanges *hr)
+{
+	StringInfoData bounds;
+	int64	   *rows = palloc(sizeof(int64) * (hr->nbounds + 1));
+	uint8	   *sums = palloc((Size) UUID_LEN * (hr->nbounds + 1));
+
+	initStringInfo(&bounds);
+	appendStringInfoChar(&bounds, '[');
+	for (int b = 0; b < hr->nbounds; b++)
+		appendStringInfo(&bounds, "%s%s", b > 0 ? ", " : "",
+						 JsonbToCString(NULL, &hr->bounds[b].json->root,
+										VARSIZE(hr->bounds[b].json)));
+	appendStringInfoChar(&bounds, ']');
+	if (!locality_citus_range_hashes(RelationGetRelid(rel), bounds.data,
+									 hr->nbounds + 1, rows, sums))
+		return false;
+	for (int r = 0; r <= hr->nbounds; r++)
+	{
+		hr->sums[r].rows = rows[r];
+		hr->sums[r].high = hr->sums[r].low = 0;
+		for (int i = 0; i < 8; i++)
+		{
+			hr->sums[r].high = (hr->sums[r].high << 8) | sums[UUID_LEN * r + i];
+			hr->sums[r].low = (hr->sums[r].low << 8) | sums[UUID_LEN * r + 8 + i];
+		}
+	}
+	return true;
+}
+
 Datum
 acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 {
@@ -2092,7 +2127,8 @@ acme_migrate_range_hashes(PG_FUNCTION_ARGS)
 
 	hs = rh_state_create(CurrentMemoryContext);
 	row = rh_row_build(hs, RelationGetDescr(rel));
-	if (!rh_hash_parallel(rel, hs, row, &hr, hr.sums))
+	if (!rh_ranges_on_shards(rel, &hr) &&
+		!rh_hash_parallel(rel, hs, row, &hr, hr.sums))
 		rh_scan(rel, hs, row, rh_ranges_cb, &hr);
 	relation_close(rel, AccessShareLock);
 

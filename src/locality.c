@@ -44,6 +44,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -204,6 +205,29 @@ locality_shards_have_us(Oid relid)
 		!isnull;
 }
 
+/*
+ * Is relid a Citus hash-distributed table whose shards' nodes all have
+ * acme_migrate (in our version and schema), so that SQL run on the
+ * distributed table can call our functions on the shards?
+ */
+bool
+locality_citus_has_us(Oid relid)
+{
+	bool		yes;
+	int			nest;
+
+	if (locality_citus_method(relid) != 'h' ||
+		!OidIsValid(get_extension_oid("citus", true)))
+		return false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = am_pin_search_path();
+	yes = locality_shards_have_us(relid);
+	am_unpin_search_path(nest);
+	SPI_finish();
+	return yes;
+}
+
 /* add a big-endian 128-bit number (uuid bytes) to another */
 static void
 locality_add128(uint8 *sum, const uint8 *add)
@@ -220,6 +244,82 @@ locality_add128(uint8 *sum, const uint8 *add)
 }
 
 /*
+ * Run cmd (a run_command_on_shards command: %L is the shard's name, any
+ * other % doubled) on every shard of relid, when it is a Citus
+ * hash-distributed table and acme_migrate is installed, in the same
+ * version and schema, on every node holding one of its shards.  Returns
+ * the shards' results (in the caller's memory), or NIL, having run
+ * nothing, when that is not so.  A shard that fails is an ERROR.
+ */
+static List *
+loc_on_shards(Oid relid, const char *cmd)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		args[2];
+	Oid			argtypes[2] = {REGCLASSOID, TEXTOID};
+	List	   *results = NIL;
+	int			rc;
+	int			nest;
+
+	if (!locality_citus_has_us(relid))
+		return NIL;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = am_pin_search_path();
+	args[0] = ObjectIdGetDatum(relid);
+	args[1] = CStringGetTextDatum(cmd);
+	rc = SPI_execute_with_args("SELECT success, result FROM pg_catalog.run_command_on_shards($1, $2)",
+							   2, argtypes, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "run_command_on_shards failed: %s",
+			 SPI_result_code_string(rc));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		bool		ok = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+													1, &isnull));
+		char	   *res = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+
+		if (!ok || res == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_EXCEPTION),
+					 errmsg("could not hash a shard of \"%s\"", get_rel_name(relid)),
+					 errdetail_internal("%s", res ? res : "no result")));
+		results = lappend(results, MemoryContextStrdup(cxt, res));
+	}
+	am_unpin_search_path(nest);
+	SPI_finish();
+	return results;
+}
+
+/*
+ * Add a shard's "rows,hash" to a row count and a hash sum; false when the
+ * text is not of that form.
+ */
+static bool
+loc_add_figures(char *text, int64 *rows, uint8 *sum)
+{
+	char	   *comma = strchr(text, ',');
+	pg_uuid_t  *u;
+
+	if (comma == NULL)
+		return false;
+	*comma = '\0';
+	*rows += pg_strtoint64(text);
+	u = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(comma + 1)));
+	locality_add128(sum, u->data);
+	return true;
+}
+
+/* acme_migrate's function fn, as the workers name it: our schema */
+static char *
+loc_our_function(const char *fn)
+{
+	return quote_qualified_identifier(am_extension_schema(), fn);
+}
+
+/*
  * The table hash of a Citus hash-distributed table as the sum of its
  * shards' table hashes, computed on the workers; false (nothing done) when
  * relid is not such a table or acme_migrate is missing on a worker, and
@@ -230,60 +330,84 @@ locality_add128(uint8 *sum, const uint8 *add)
 bool
 locality_citus_table_hash(Oid relid, int64 *row_count, uint8 *result)
 {
-	char	   *fn;
-	Datum		args[2];
-	Oid			argtypes[2] = {REGCLASSOID, TEXTOID};
-	int			rc;
-	int			nest;
+	/* %L is the shard's name, filled in by run_command_on_shards */
+	char	   *cmd = psprintf("SELECT h.row_count OPERATOR(pg_catalog.||) ',' OPERATOR(pg_catalog.||) h.hash FROM %s(%%L::pg_catalog.regclass) AS h",
+							   loc_our_function("acme_migrate_table_hash"));
+	List	   *results = loc_on_shards(relid, cmd);
+	ListCell   *lc;
 
-	if (locality_citus_method(relid) != 'h' ||
-		!OidIsValid(get_extension_oid("citus", true)))
+	if (results == NIL)
 		return false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	nest = am_pin_search_path();
-	if (!locality_shards_have_us(relid))
-	{
-		am_unpin_search_path(nest);
-		SPI_finish();
-		return false;
-	}
-
-	/* %s is the shard's name, filled in by run_command_on_shards */
-	fn = quote_qualified_identifier(am_extension_schema(), "acme_migrate_table_hash");
-	args[0] = ObjectIdGetDatum(relid);
-	args[1] = CStringGetTextDatum(psprintf("SELECT h.row_count OPERATOR(pg_catalog.||) ',' OPERATOR(pg_catalog.||) h.hash FROM %s(%%L::pg_catalog.regclass) AS h",
-										   fn));
-	rc = SPI_execute_with_args("SELECT success, result FROM pg_catalog.run_command_on_shards($1, $2)",
-							   2, argtypes, args, NULL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "run_command_on_shards failed: %s",
-			 SPI_result_code_string(rc));
-
 	*row_count = 0;
 	memset(result, 0, UUID_LEN);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		bool		isnull;
-		bool		ok = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-													1, &isnull));
-		char	   *res = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
-		char	   *comma = res ? strchr(res, ',') : NULL;
-		pg_uuid_t  *u;
+	foreach(lc, results)
+		if (!loc_add_figures(lfirst(lc), row_count, result))
+			elog(ERROR, "unexpected table hash of a shard of \"%s\": %s",
+				 get_rel_name(relid), (char *) lfirst(lc));
+	return true;
+}
 
-		if (!ok || comma == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_EXCEPTION),
-					 errmsg("could not hash a shard of \"%s\"", get_rel_name(relid)),
-					 errdetail_internal("%s", res ? res : "no result")));
-		*comma = '\0';
-		*row_count += pg_strtoint64(res);
-		u = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(comma + 1)));
-		locality_add128(result, u->data);
+/* text with every % doubled, for a format() string */
+static char *
+loc_escape_percent(const char *text)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (const char *p = text; *p; p++)
+	{
+		if (*p == '%')
+			appendStringInfoChar(&buf, '%');
+		appendStringInfoChar(&buf, *p);
 	}
-	am_unpin_search_path(nest);
-	SPI_finish();
+	return buf.data;
+}
+
+/*
+ * The range hashes of a Citus hash-distributed table, cut at the bounds
+ * (bounds_json: their jsonb array, as acme_migrate_range_hashes takes it;
+ * nranges = their number + 1), as the sums per range of its shards' range
+ * hashes at the same bounds, computed on the workers.  rows[r] and
+ * sums[16 * r] are range r's.  False, nothing done, when relid is not such
+ * a table or acme_migrate is missing on a worker.  Each shard in its own
+ * snapshot, as for the table hash.
+ */
+bool
+locality_citus_range_hashes(Oid relid, const char *bounds_json, int nranges,
+							int64 *rows, uint8 *sums)
+{
+	char	   *cmd = psprintf("SELECT pg_catalog.string_agg(h.rows OPERATOR(pg_catalog.||) ',' OPERATOR(pg_catalog.||) h.hash, ';' ORDER BY h.n) "
+							   "FROM %s(%%L::pg_catalog.regclass, bounds => %s::pg_catalog.jsonb) "
+							   "WITH ORDINALITY AS h(lo, hi, rows, hash, n)",
+							   loc_our_function("acme_migrate_range_hashes"),
+							   loc_escape_percent(quote_literal_cstr(bounds_json)));
+	List	   *results = loc_on_shards(relid, cmd);
+	ListCell   *lc;
+
+	if (results == NIL)
+		return false;
+	memset(rows, 0, sizeof(int64) * nranges);
+	memset(sums, 0, (Size) UUID_LEN * nranges);
+	foreach(lc, results)
+	{
+		char	   *res = lfirst(lc);
+		char	   *next = res;
+		int			r;
+
+		for (r = 0; r < nranges && next != NULL; r++)
+		{
+			char	   *part = next;
+
+			next = strchr(part, ';');
+			if (next != NULL)
+				*next++ = '\0';
+			if (!loc_add_figures(part, &rows[r], &sums[UUID_LEN * r]))
+				break;
+		}
+		if (r < nranges || next != NULL)
+			elog(ERROR, "unexpected range hashes of a shard of \"%s\"",
+				 get_rel_name(relid));
+	}
 	return true;
 }
 
@@ -390,6 +514,32 @@ loc_positions(int n)
 }
 
 /*
+ * The sample of the source's keys after $1... from the keyset query sql
+ * ("SELECT <keys> FROM <source> AS s WHERE ... ORDER BY ... LIMIT $n"),
+ * fraction $n+1 of the source's pages (TABLESAMPLE SYSTEM, which Citus
+ * pushes down to every shard): a page read at random instead of the whole
+ * source, which costs as much as a tenth of the copy.  The keys are split
+ * points only, so any sample makes ranges that cover every key.  NULL when
+ * sql is not of that form.
+ */
+static char *
+loc_sample_sql(AmMapping *map, const char *sql)
+{
+	char	   *body = loc_strip_order_limit(map, sql);
+	char	   *from = psprintf(" FROM %s AS s WHERE ",
+								quote_qualified_identifier(get_namespace_name(get_rel_namespace(map->source_relid)),
+														   get_rel_name(map->source_relid)));
+	char	   *at = body ? strstr(body, from) : NULL;
+
+	if (at == NULL)
+		return NULL;
+	at += strlen(from) - strlen("WHERE ");
+	return psprintf("SELECT * FROM (%.*sTABLESAMPLE SYSTEM ((($%d) OPERATOR(pg_catalog.*) 100)::pg_catalog.float4) %s) AS x ORDER BY %s",
+					(int) (at - body), body, 2 * map->nkeys + 2, at,
+					loc_positions(map->nkeys));
+}
+
+/*
  * Does the Citus pushdown apply to the job?  NULL if so, else why not.
  * Needs: both tables hash-distributed and co-located, the target's
  * distribution column filled from the source's unchanged, a unique key,
@@ -452,12 +602,9 @@ loc_pushdown_check(AmJob *job, AmMapping *map, LocPushdown *pd)
 			if ((pd->insert_sql[lo][hi] =
 				 loc_pushdown_insert(map, lo, hi, &pd->plain_sql[lo][hi])) == NULL)
 				return "the batch SQL is not of the expected form";
-		pd->sample_sql[lo] = loc_strip_order_limit(map, map->keys_sql[lo][0]);
+		pd->sample_sql[lo] = loc_sample_sql(map, map->keys_sql[lo][0]);
 		if (pd->sample_sql[lo] == NULL)
 			return "the batch SQL is not of the expected form";
-		pd->sample_sql[lo] = psprintf("SELECT * FROM (%s) AS x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d ORDER BY %s",
-									  pd->sample_sql[lo], 2 * map->nkeys + 2,
-									  loc_positions(map->nkeys));
 	}
 	return NULL;
 }
@@ -525,15 +672,20 @@ loc_params(AmMapping *map, Datum *lo, Datum *hi, double fraction,
 
 /*
  * Sample the keys after lo and keep every step-th as a range bound, so
- * that a range holds about batch_size rows in each shard.
+ * that a range holds about batch_size rows in each shard.  The sample
+ * takes whole pages: enough of them that a bound falls about where it
+ * should even when keys come in runs on a page (a range of fewer rows
+ * than that reads every page).
  */
+#define LOC_SAMPLE_PER_RANGE	1600.0
+
 static void
 loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
 				  int32 batch_size)
 {
 	int			n = 2 * map->nkeys + 2;
 	double		per_range = (double) batch_size * Max(pd->nshards, 1);
-	double		fraction = Min(1.0, 32.0 / per_range);
+	double		fraction = Min(1.0, LOC_SAMPLE_PER_RANGE / per_range);
 	uint64		step = (uint64) Max(1.0, rint(per_range * fraction));
 	Oid		   *types = palloc(sizeof(Oid) * n);
 	Datum	   *values = palloc(sizeof(Datum) * n);
@@ -635,6 +787,47 @@ loc_insert(AmJob *job, LocPushdown *pd, int lo, int hi, int n, Oid *types,
 }
 
 /*
+ * The connections of a range.  Citus runs a pushed-down INSERT ... SELECT
+ * over up to citus.max_adaptive_executor_pool_size connections per worker
+ * node.  The background workers of a job (acme_migrate_start) share that
+ * pool: each takes its part of it, so that k of them keep the worker nodes
+ * as busy as one statement does, not k times busier.  And at the end of
+ * the transaction Citus closes all but citus.max_cached_conns_per_worker
+ * (1) of them: every range would connect again, and meet cold caches in
+ * the new backends on the worker nodes (measured: a range of 300,000 rows
+ * took 1.35-1.55 s so, 0.6-0.8 s with the connections kept).  So they are
+ * kept, but for the job's last range (keep false): a session does not
+ * hold them after the job.  Set for this transaction only; Citus looks at
+ * them when it commits, before the settings are undone.
+ */
+static void
+loc_connections(AmJob *job, bool keep)
+{
+	const char *pool = GetConfigOption("citus.max_adaptive_executor_pool_size",
+									   true, false);
+	const char *cached = GetConfigOption("citus.max_cached_conns_per_worker",
+										 true, false);
+	int			mine;
+
+	if (pool == NULL || cached == NULL)
+		return;
+	mine = atoi(pool);
+	if (IsBackgroundWorker && job->workers > 1 && mine > 1)
+	{
+		mine = Max(mine / job->workers, 1);
+		(void) set_config_option("citus.max_adaptive_executor_pool_size",
+								 psprintf("%d", mine), PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+								 false);
+	}
+	if (keep && atoi(cached) < mine)
+		(void) set_config_option("citus.max_cached_conns_per_worker",
+								 psprintf("%d", mine), PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+								 false);
+}
+
+/*
  * One batch of a job on the Citus pushdown path, if it applies (else false
  * and nothing done): the rows after lo up to the next sampled bound (or up
  * to hi, a range's end, whichever comes first) copied by one INSERT ...
@@ -676,6 +869,7 @@ locality_copy_range(AmJob *job, AmMapping *map, List *lo, List *hi,
 		*at_end = false;
 	}
 
+	loc_connections(job, !*at_end || hi != NULL);
 	types = palloc(sizeof(Oid) * n);
 	values = palloc(sizeof(Datum) * n);
 	nulls = palloc(n);

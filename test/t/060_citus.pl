@@ -124,6 +124,13 @@ sub check_job
 		"$what: job done, acme_migrate_reconcile equal");
 	is($coord->safe_psql('postgres', "SELECT pg_relation_size('$dst')"),
 		'0', "$what: nothing written into the coordinator's shell table");
+	is( $coord->safe_psql(
+			'postgres', qq{
+		SELECT r.method, r.remote_mode FROM acme_migrate.reconcile_runs r
+		  JOIN acme_migrate.jobs j USING (job_id)
+		 WHERE j.job_name = '$job' ORDER BY r.run_id DESC LIMIT 1}),
+		'hash_ranges|citus_shards',
+		"$what: reconcile summed the key ranges' hashes on the shards");
 }
 
 sub run_job
@@ -297,19 +304,72 @@ is($coord->safe_psql('postgres', "SELECT acme_migrate_wait('bg', timeout => '3 m
 	'done', 'background workers finish the distributed job');
 check_job('bg', 'd_src', 'd_workers', 'distributed -> co-located, workers');
 
+# a few rows changed, none added or removed: only the hash sums of their
+# key ranges tell, and only those ranges are merged
+is( $coord->safe_psql(
+		'postgres', q{
+	UPDATE d_coloc SET amount = amount + 0.01 WHERE id IN (4321, 9876, 15001);
+	SELECT changed, missing, extra FROM acme_migrate_reconcile('coloc');
+	SELECT method, remote_mode, ranges_merged FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1;
+	UPDATE d_coloc c SET amount = s.amount FROM d_src s WHERE s.id = c.id AND c.id IN (4321, 9876, 15001);}),
+	"3|0|0\nhash_ranges|citus_shards|3",
+	'three rows changed in place: found by the ranges\' hash sums on the shards, three ranges merged');
+
 # a difference is seen: remove and change rows behind the job's back
 $coord->safe_psql(
 	'postgres', q{
 	DELETE FROM d_coloc WHERE id % 1000 = 7;
 	UPDATE d_coloc SET note = 'changed' WHERE id % 1000 = 8;
 });
+# extra rows below the source's keys, source keys above the target's
+$coord->safe_psql('postgres', qq{
+	INSERT INTO d_coloc SELECT id - $nrows - 1, a, amount, note FROM d_src WHERE id % 2000 = 5;
+	DELETE FROM d_coloc WHERE id > $nrows - 3;
+});
+# the oracles, through Citus: keys only in the source, only in the target,
+# rows on both sides that differ
+my $diff_oracle = q{
+	SELECT (SELECT count(*) FROM (SELECT id FROM d_src EXCEPT ALL SELECT id FROM d_coloc) x),
+		   (SELECT count(*) FROM (SELECT id FROM d_coloc EXCEPT ALL SELECT id FROM d_src) x),
+		   (SELECT count(*) FROM (SELECT * FROM d_src WHERE id IN (SELECT id FROM d_coloc)
+								  EXCEPT ALL SELECT * FROM d_coloc) x)};
+my $expect_diff = $coord->safe_psql('postgres', $diff_oracle);
+is($expect_diff, ($nrows / 1000 + 3) . '|' . ($nrows / 2000) . '|' . ($nrows / 1000),
+	'rows removed, added and changed behind the job');
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SET citus.log_remote_commands = on;
+	SELECT r.missing || '|' || r.extra || '|' || r.changed FROM acme_migrate_reconcile('coloc') r});
+is($out, $expect_diff,
+	'reconcile of a distributed target counts them as the EXCEPT ALL oracles do');
+is( scalar(grep { /issuing .*acme_migrate_row_hash\(ROW\(/ } split /\n/, $err),
+	16, 'the row hashes of both sides are summed on each of their 8 shards');
 is( $coord->safe_psql(
 		'postgres', q{
-		SELECT r.equal, r.missing, r.changed,
-			   r.missing = (SELECT count(*) FROM (SELECT id FROM d_src EXCEPT SELECT id FROM d_coloc) x)
-		  FROM acme_migrate_reconcile('coloc') r}),
-	'f|' . ($nrows / 1000) . '|' . ($nrows / 1000) . '|t',
-	'reconcile of a distributed target finds the rows removed and changed');
+	WITH run AS (SELECT max(run_id) AS id FROM acme_migrate.reconcile_runs),
+	listed AS (SELECT kind, (key->>'id')::bigint AS id FROM acme_migrate.diffs
+				WHERE run_id = (SELECT id FROM run)),
+	oracle AS (
+		SELECT 'missing' AS kind, id FROM (SELECT id FROM d_src EXCEPT SELECT id FROM d_coloc) x
+		UNION ALL SELECT 'extra', id FROM (SELECT id FROM d_coloc EXCEPT SELECT id FROM d_src) x
+		UNION ALL SELECT 'changed', id FROM (SELECT * FROM d_src WHERE id IN (SELECT id FROM d_coloc)
+											 EXCEPT SELECT * FROM d_coloc) x)
+	SELECT (SELECT count(*) FROM (TABLE listed EXCEPT ALL TABLE oracle) x),
+		   (SELECT count(*) FROM (TABLE oracle EXCEPT ALL TABLE listed) x),
+		   (SELECT remote_mode FROM acme_migrate.reconcile_runs WHERE run_id = (SELECT id FROM run)),
+		   (SELECT ranges_merged > 0 FROM acme_migrate.reconcile_runs WHERE run_id = (SELECT id FROM run))}),
+	'0|0|citus_shards|t',
+	'the differences it lists are exactly those the oracles find, merged from the differing ranges only');
+is( $coord->safe_psql(
+		'postgres', q{
+	SET acme_migrate.remote_hashes = off;
+	SELECT r.missing || '|' || r.extra || '|' || r.changed FROM acme_migrate_reconcile('coloc') r}),
+	$expect_diff,
+	'with acme_migrate.remote_hashes off the rows are read through Citus: the same counts');
+is( $coord->safe_psql('postgres',
+		"SELECT remote_mode IS NULL FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1"),
+	't', 'and that run does not say citus_shards');
+$coord->safe_psql('postgres', "DELETE FROM d_coloc WHERE id < 0");
 
 # table_hash: summed on the workers, equal to the local table's
 my $local_hash =
@@ -338,18 +398,32 @@ is( $coord->safe_psql(
 
 # range_hashes of a distributed table reads it through Citus: the ranges
 # hold every row once, and hash as the same ranges of the local table
-is( $coord->safe_psql(
+# range hashes of d_src at three bounds that differ from the local copy's
+# (both ways), and the ranges
+sub range_hashes_vs_local
+{
+	return $coord->safe_psql(
 		'postgres', q{
 	CREATE TEMP TABLE rd AS SELECT lo, hi, rows, hash FROM acme_migrate_range_hashes('d_src',
 		bounds => '[{"id": 5000}, {"id": 10000}, {"id": 15000}]');
 	CREATE TEMP TABLE rl AS SELECT lo, hi, rows, hash FROM acme_migrate_range_hashes('src_local',
 		bounds => '[{"id": 5000}, {"id": 10000}, {"id": 15000}]');
-	SELECT (SELECT sum(rows) FROM acme_migrate_range_hashes('d_src', chunks => 4)),
-		   (SELECT count(*) FROM (TABLE rd EXCEPT ALL TABLE rl) x),
+	SELECT (SELECT count(*) FROM (TABLE rd EXCEPT ALL TABLE rl) x),
 		   (SELECT count(*) FROM (TABLE rl EXCEPT ALL TABLE rd) x),
-		   (SELECT count(*) FROM rd)}),
-	"$nrows|0|0|4",
-	'range_hashes of a distributed table equal those of the local copy, every row once');
+		   (SELECT count(*) FROM rd)});
+}
+is(range_hashes_vs_local(), '0|0|4',
+	'range_hashes of a distributed table equal those of the local copy');
+is( $coord->safe_psql('postgres',
+		"SELECT sum(rows) FROM acme_migrate_range_hashes('d_src', chunks => 4)"),
+	$nrows, 'range_hashes of a distributed table: every row once');
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SET citus.log_remote_commands = on;
+	SELECT count(*) FROM acme_migrate_range_hashes('d_src',
+		bounds => '[{"id": 5000}, {"id": 10000}, {"id": 15000}]')});
+is( scalar(() = $err =~ /acme_migrate_range_hashes\('(?:public\.)?d_src_\d+'/g),
+	8, 'range_hashes of a distributed table hashes each of its 8 shards on a worker');
 
 # a reference table goes through Citus too
 $coord->safe_psql(
@@ -380,6 +454,13 @@ is( $coord->safe_psql('postgres',
 		"SELECT row_count, hash FROM acme_migrate_table_hash('d_src')"),
 	$local_hash,
 	'without acme_migrate on the workers, table_hash reads through Citus, same hash');
+is(range_hashes_vs_local(), '0|0|4',
+	'and so does range_hashes, with the same hashes');
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT equal FROM acme_migrate_reconcile('from_local');
+	SELECT remote_mode IS NULL FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1}),
+	"t\nt", 'and reconcile reads the rows through Citus, still equal');
 
 $_->stop for @nodes;
 done_testing();
