@@ -18,7 +18,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS acme_migrate;
 
-SELECT plan(73);
+SELECT plan(74);
 
 CREATE ROLE sec_alice LOGIN;
 CREATE ROLE sec_mallory LOGIN;
@@ -126,8 +126,13 @@ SELECT acme_migrate_cancel('sec_m2');
 SELECT acme_migrate_wait('sec_m2', timeout => '5 s');
 SELECT pg_catalog.count(*) FROM acme_migrate.progress;
 SELECT pg_catalog.count(*) FROM acme_migrate_reconcile('sec_mallory_job');
+-- the ad hoc reconcile reads its target in a parallel worker (any table size)
+SET min_parallel_table_scan_size = 0;
+SET parallel_setup_cost = 0;
 SELECT pg_catalog.count(*) FROM acme_migrate_reconcile(source => 'sec_mallory.src',
 	target => 'sec_mallory.dst', max_diffs => 5);
+RESET min_parallel_table_scan_size;
+RESET parallel_setup_cost;
 SELECT pg_catalog.count(*) FROM acme_migrate_table_hash('sec_mallory.src');
 SELECT pg_catalog.count(*) FROM acme_migrate_range_hashes('sec_mallory.src', chunks => 4);
 SELECT pg_catalog.count(acme_migrate_row_hash(s)) FROM sec_mallory.src s;
@@ -177,6 +182,9 @@ SELECT is((SELECT count(*)::integer FROM acme_migrate.jobs WHERE job_name = 'sec
 SELECT is((SELECT count(*)::integer FROM acme_migrate.reconcile_runs r
 			WHERE r.owner = 'sec_mallory'::regrole), 2,
 	'both reconciliations under the hostile search_path were recorded');
+SELECT is((SELECT pg_catalog.max(r.parallel_workers) FROM acme_migrate.reconcile_runs r
+			WHERE r.owner = 'sec_mallory'::regrole), 1,
+	'the ad hoc one read its target in a parallel worker, and no trap fired there either');
 SELECT is((SELECT state FROM acme_migrate.jobs WHERE job_name = 'sec_m3'), 'done',
 	'the job run and started under a hostile search_path finished');
 SELECT is((SELECT count(*)::integer FROM sec_mallory.dst), 300,

@@ -387,14 +387,16 @@ crash_and_resume(
 # A target without any unique index, where a key copied twice would stay
 # visible, written by INSERT statements (direct_write off); a filter, and a
 # throttle so that the run waits between batches
-# (10,000 rows/s: 100 ms a batch, most of it waiting).
-my $nokey_rows = 40_000;
+# (5,000 rows/s: 200 ms a batch, most of it waiting; 60,000 rows, so that a
+# loaded machine, slow to reach each crash point while the run goes on, does
+# not run out of rows before the last one: 40,000 at 10,000 rows/s did once).
+my $nokey_rows = 60_000;
 $node->safe_psql(
 	'postgres', qq{
 	SELECT acme_migrate_create(job => 'crash_nokey', source => 'src',
 		target => 'dst_nokey', key => '{id}', columns => '$columns',
 		filter => 'id <= $nokey_rows', batch_size => $batch,
-		on_conflict => 'error', max_rows_per_second => 10000)});
+		on_conflict => 'error', max_rows_per_second => 5000)});
 crash_and_resume(
 	'crash_nokey', 'dst_nokey', "id <= $nokey_rows", $nokey_rows, 'sql',
 	'between', 'last_row', 'random', 'between', 'first_row',
