@@ -494,6 +494,8 @@ extern int	am_pin_search_path(void);
 extern void am_unpin_search_path(int nest);
 extern void am_check_owner_exists(AmJob *job);
 extern void am_begin_as_owner(AmJob *job, AmOwnerContext *cxt);
+extern void am_begin_writing_as_owner(AmJob *job, Oid relid,
+									  AmOwnerContext *cxt);
 extern void am_end_as_owner(AmOwnerContext *cxt);
 extern const char *am_extension_schema(void);
 extern void am_check_catalog_version(void);

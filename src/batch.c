@@ -926,10 +926,8 @@ batch_step(AmJob *job, AmMapping *map, int32 batch_size, bool *more)
 	if (!am_health_check_ok(job))
 		return 0;
 
-	/* deferred foreign keys cannot be queued once restricted (fk.c) */
-	fk_set_immediate(job->target_relid);
 	/* the job's SQL runs as its owner, whoever calls (security.c) */
-	am_begin_as_owner(job, &owner_cxt);
+	am_begin_writing_as_owner(job, job->target_relid, &owner_cxt);
 
 	/* a batch never queues long behind a lock if the job says so */
 	nest = am_job_lock_timeout(job);

@@ -1037,8 +1037,7 @@ capture_catch_up_step(AmJob *job, AmMapping *map)
 	if (!capture_is_installed(job))
 		capture_missing_error(job, ERROR);
 	(void) capture_sync_members(job, 'f');
-	fk_set_immediate(job->target_relid);	/* see fk.c */
-	am_begin_as_owner(job, &owner_cxt);
+	am_begin_writing_as_owner(job, job->target_relid, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	n = capture_apply(job, map, 'f', AM_CAPTURE_CHUNK, &map->catchup_after, NULL);

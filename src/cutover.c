@@ -289,7 +289,8 @@ cut_begin_round(LockRound *lr, AmJob *job, AmJob *mapped, Oid relid,
 	lr->job = job;
 	lr->map = mapping_build(mapped, false);
 	lr->relid = relid;
-	am_begin_as_owner(job, owner_cxt);
+	/* the drain writes into the mapping's target (the source, going back) */
+	am_begin_writing_as_owner(job, lr->map->target_relid, owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	return cut_lock_round(lr);
@@ -624,7 +625,7 @@ capture_rollback_before_cutover(AmJob *job, const char *then_sql,
 	if (job->capture_changes)
 		(void) capture_remove(job, 'f', false);
 	catalog_capture_clear(job->job_id, 'f');
-	am_begin_as_owner(job, &owner_cxt);
+	am_begin_writing_as_owner(job, job->target_relid, &owner_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	cut_restore_target(job, deleted, restored, equal);

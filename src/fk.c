@@ -58,8 +58,9 @@
  * security-restricted operation (security.c), and PostgreSQL refuses to
  * queue a deferred trigger from one ("cannot fire deferred trigger within
  * security-restricted operation", 42501): no batch could write into a
- * target with a deferred foreign key.  So before a batch becomes restricted
- * fk_set_immediate() makes the target's deferrable foreign keys IMMEDIATE
+ * target with a deferred foreign key.  So before any writer of a job's rows
+ * becomes restricted (am_begin_writing_as_owner: batches, catch-up, cut-over,
+ * rollback) fk_set_immediate() makes the target's deferrable foreign keys IMMEDIATE
  * for the rest of the transaction, as SET CONSTRAINTS ... IMMEDIATE does
  * (which first checks what earlier statements of the transaction left
  * pending for them): their per-row triggers check the batch's rows at the

@@ -120,6 +120,19 @@ am_begin_as_owner(AmJob *job, AmOwnerContext *cxt)
 							 true, 0, false);
 }
 
+/*
+ * am_begin_as_owner() to write into relid: first its deferrable foreign
+ * keys are made IMMEDIATE (fk.c), since a deferred trigger cannot be
+ * queued inside the security-restricted operation that follows.  Every
+ * writer of a job's rows (batch, catch-up, cut-over, rollback) starts so.
+ */
+void
+am_begin_writing_as_owner(AmJob *job, Oid relid, AmOwnerContext *cxt)
+{
+	fk_set_immediate(relid);
+	am_begin_as_owner(job, cxt);
+}
+
 void
 am_end_as_owner(AmOwnerContext *cxt)
 {
