@@ -180,10 +180,11 @@ rc_relname(Oid relid)
 									  get_rel_name(relid));
 }
 
+/* SPI_prepare_cursor with the given cursor options, or an error */
 static SPIPlanPtr
-rc_prepare(const char *sql, int nargs, Oid *types)
+rc_prepare_opts(const char *sql, int nargs, Oid *types, int options)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types, options);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
@@ -192,15 +193,16 @@ rc_prepare(const char *sql, int nargs, Oid *types)
 }
 
 static SPIPlanPtr
+rc_prepare(const char *sql, int nargs, Oid *types)
+{
+	return rc_prepare_opts(sql, nargs, types, 0);
+}
+
+/* a plan that stays generic: the same for every value of its parameters */
+static SPIPlanPtr
 rc_prepare_generic(const char *sql, int nargs, Oid *types)
 {
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types,
-										  CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	return plan;
+	return rc_prepare_opts(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 }
 
 static int
