@@ -1348,8 +1348,9 @@ rc_sample(RcState *st, double fraction)
  * foreign table (read once by a merge, twice here), or differing buckets
  * holding more than a quarter of the rows, where one merge costs less.
  */
-#define RC_BUCKET_KEYS	256		/* key values per range bucket, at least */
-#define RC_MAX_BUCKETS	65536
+#define RC_BUCKET_KEYS	16		/* key values per range bucket, at least */
+#define RC_BUCKET_ROWS	4		/* rows per hash bucket, about */
+#define RC_MAX_BUCKETS	(1 << 19)
 
 typedef struct RcBucket
 {
@@ -1651,6 +1652,36 @@ rc_place_add(RcBuckets *bk, int b, TupleTableSlot *slot)
 }
 
 /*
+ * The rows a relation is thought to have: its pages times the rows per page
+ * last counted (as the planner estimates), or as many as a page can hold
+ * when never counted; a non-table's, nrows.
+ */
+static double
+rc_rows_estimate(Oid relid, double nrows)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+
+	if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
+		nrows = (double) RelationGetNumberOfBlocks(rel) *
+			(rel->rd_rel->reltuples >= 0 && rel->rd_rel->relpages > 0 ?
+			 rel->rd_rel->reltuples / rel->rd_rel->relpages :
+			 MaxHeapTuplesPerPage);
+	relation_close(rel, AccessShareLock);
+	return nrows;
+}
+
+/*
+ * Room for the places of the rows a table is thought to have, and more, up
+ * to the limit: allocated once, not grown by copying.
+ */
+static int64
+rc_places_cap(Oid relid)
+{
+	return (int64) Min(rc_rows_estimate(relid, 0) * 1.25 + 1024,
+					   (double) Max(RC_MAX_PLACES_MEM, (Size) work_mem * 1024) / sizeof(RcPlace));
+}
+
+/*
  * A row of one side: summed into its bucket (first read), or kept when
  * its bucket differs (second read).  A NULL key stops the read.
  */
@@ -1804,22 +1835,24 @@ rc_ranges_setup(RcState *st, RcBuckets *bk, int max_buckets)
 }
 
 /*
- * Hash buckets: a power of two, about one per 32 rows of the target
- * (estimated from its size), at least 1024: few enough to stay in the
- * processor's caches (they are met in random order), small enough that a
- * differing bucket sends few rows to the second read.
+ * Hash buckets: a power of two, about one per RC_BUCKET_ROWS rows of the
+ * target, at least 1024.  Each differing bucket sends its rows to the
+ * second read, which fetches them one by one (and in a backend that has not
+ * touched their pages yet, maps each page): with ~500 differences in 1M
+ * rows, buckets of 32 rows sent 16,000 rows per side to it (20% of the
+ * leader's time, 1M text keys), buckets of 4 rows 2,000 (5%).  The buckets
+ * are met in random order, so their memory is fetched ahead (rc_bucket_add).
+ * Range buckets are small for the same reason: each run of differing ones
+ * is merged by index range scans of both sides.
  */
 static void
 rc_hashes_setup(RcState *st, RcBuckets *bk)
 {
-	Relation	rel = relation_open(st->map->target_relid, AccessShareLock);
-	double		rows = RC_MAX_BUCKETS * 32.0;
+	double		rows = rc_rows_estimate(st->map->target_relid,
+										RC_MAX_BUCKETS * (double) RC_BUCKET_ROWS);
 
-	if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
-		rows = (double) RelationGetNumberOfBlocks(rel) * 64;
-	relation_close(rel, AccessShareLock);
 	bk->n = 1024;
-	while (bk->n < RC_MAX_BUCKETS && bk->n * 32.0 < rows)
+	while (bk->n < RC_MAX_BUCKETS && bk->n * (double) RC_BUCKET_ROWS < rows)
 		bk->n *= 2;
 }
 
@@ -2035,7 +2068,8 @@ rc_first_read(RcBuckets *bk, int target)
 		rc_citus_side(bk, target ? st->target_all_sql : st->source_all_sql);
 	else if (bk->by_hash && st->place_sql[target][0] != NULL)
 	{
-		pl->cap = 1024;
+		pl->cap = rc_places_cap(target ? st->map->target_relid :
+								st->map->source_relid);
 		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * pl->cap);
 		bk->places = pl;
 		bk->place_att = st->map->nmapped;
@@ -2130,8 +2164,6 @@ rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 				   RcParallelShared *sh, Size *size)
 {
 	RcParallelShared l;
-	Relation	rel;
-	double		est;
 
 	memset(&l, 0, sizeof(l));
 	l.by_hash = bk->by_hash;
@@ -2149,21 +2181,7 @@ rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 	l.nhash = st->nhash;
 	l.place_att = places ? st->map->nmapped : -1;
 	if (places)
-	{
-		/*
-		 * Room for the rows the target is thought to have, and more: its
-		 * pages times the rows per page last counted (as the planner
-		 * estimates), or as many as a page can hold when never counted.
-		 */
-		rel = relation_open(st->map->target_relid, AccessShareLock);
-		est = (double) RelationGetNumberOfBlocks(rel) *
-			(rel->rd_rel->reltuples >= 0 && rel->rd_rel->relpages > 0 ?
-			 rel->rd_rel->reltuples / rel->rd_rel->relpages :
-			 MaxHeapTuplesPerPage);
-		relation_close(rel, AccessShareLock);
-		l.places_cap = (int64) Min(est * 1.25 + 1024,
-								   (double) Max(RC_MAX_PLACES_MEM, (Size) work_mem * 1024) / sizeof(RcPlace));
-	}
+		l.places_cap = rc_places_cap(st->map->target_relid);
 	l.hash_off = MAXALIGN(sizeof(RcParallelShared));
 	l.sql_off = MAXALIGN(l.hash_off + st->nhash * (sizeof(int) + sizeof(int16) + sizeof(bool)));
 	l.buckets_off = MAXALIGN(l.sql_off + strlen(tsql) + 1);
@@ -2220,23 +2238,42 @@ rc_parallel_begin(RcState *st, RcBuckets *bk)
 	return pcxt;
 }
 
-/* Wait for the worker; its buckets into tb, its places into the target's. */
-static void
-rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, RcBucket *tb)
+/* Wait for the worker; returns its buckets, in shared memory. */
+static RcBucket *
+rc_parallel_wait(ParallelContext *pcxt, RcBuckets *bk)
 {
 	RcParallelShared *sh;
-	RcPlaces   *pl = &bk->side_places[1];
 
 	WaitForParallelWorkersToFinish(pcxt);
 	sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
-	memcpy(tb, (char *) sh + sh->buckets_off, sizeof(RcBucket) * bk->n);
 	bk->null_key |= sh->null_key;
+	return (RcBucket *) ((char *) sh + sh->buckets_off);
+}
+
+/*
+ * Take the places the worker remembered of the target's rows in differing
+ * buckets (all the second read needs of them), and end the parallel mode.
+ */
+static void
+rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
+{
+	RcParallelShared *sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
+	RcPlaces   *pl = &bk->side_places[1];
+
 	pl->rows = NULL;
-	if (sh->place_att >= 0 && sh->nplaces >= 0)
+	if (differs != NULL && sh->place_att >= 0 && sh->nplaces >= 0)
 	{
-		pl->n = pl->cap = sh->nplaces;
+		RcPlace    *all = (RcPlace *) ((char *) sh + sh->places_off);
+
+		pl->n = 0;
+		for (int64 i = 0; i < sh->nplaces; i++)
+			pl->n += differs[all[i].bucket];
+		pl->cap = pl->n;
 		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * Max(pl->n, 1));
-		memcpy(pl->rows, (char *) sh + sh->places_off, sizeof(RcPlace) * pl->n);
+		pl->n = 0;
+		for (int64 i = 0; i < sh->nplaces; i++)
+			if (differs[all[i].bucket])
+				pl->rows[pl->n++] = all[i];
 	}
 	DestroyParallelContext(pcxt);
 	ExitParallelMode();
@@ -2307,21 +2344,23 @@ rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 	RcBucket   *sb;
 	RcBucket   *tb;
 	bool	   *differs = palloc(sizeof(bool) * bk->n);
-
 	ParallelContext *pcxt;
 
 	rc_digest_setup(st);
 	sb = palloc0(sizeof(RcBucket) * bk->n);
-	tb = palloc0(sizeof(RcBucket) * bk->n);
 	pcxt = rc_parallel_begin(st, bk);
 	bk->side = sb;
 	rc_first_read(bk, 0);
 	if (pcxt != NULL)
-		rc_parallel_end(pcxt, bk, tb);
-	else if (!bk->null_key)
+		tb = rc_parallel_wait(pcxt, bk);
+	else
 	{
-		bk->side = tb;
-		rc_first_read(bk, 1);
+		tb = palloc0(sizeof(RcBucket) * bk->n);
+		if (!bk->null_key)
+		{
+			bk->side = tb;
+			rc_first_read(bk, 1);
+		}
 	}
 	*ndiffer = 0;
 	*kept = 0;
@@ -2337,6 +2376,8 @@ rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 			*kept += sb[b].rows + tb[b].rows;
 		}
 	}
+	if (pcxt != NULL)
+		rc_parallel_end(pcxt, bk, differs);
 	return differs;
 }
 
