@@ -28,6 +28,8 @@
 #                           extension is not installed; 1: always; 0: never
 #   PG_CONFIG=pg_config     which PostgreSQL
 #   SHARED_BUFFERS=4GB      (other settings: see SETTINGS below; all printed)
+#   HUGE_PAGES=auto         auto: shared memory in huge pages, reserved for the run when
+#                           run as root (bench/huge_pages.sh says why); off: never
 #   SYNCHRONOUS_COMMIT=on   off: for information only (every commit then skips its WAL flush
 #                           wait, INSERT ... SELECT's and pgcopydb's included)
 #   ASYNC_COMMIT=on         acme_migrate.async_commit (its default, on: a and c commit every
@@ -59,6 +61,7 @@ set -eEuo pipefail
 trap 'echo "$(date +%H:%M:%S) bench: ERROR: status $? at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/huge_pages.sh"
 REPO=$(cd "$HERE/.." && pwd)
 ROWS=${ROWS:-5000000}
 REPS=${REPS:-3}
@@ -149,6 +152,7 @@ cleanup() {
 			as_pg "$BINDIR/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1
 		fi
 	fi
+	if [ "$KEEP" != 1 ] || [ "$STARTED" != 1 ]; then huge_pages_release; fi
 	if [ "$KEEP" != 1 ]; then
 		rm -rf "$WORK"
 	fi
@@ -196,6 +200,10 @@ SETTINGS=(
 )
 if [ "$PROFILE" = 1 ]; then SETTINGS+=("pg_stat_statements.track = 'all'" "pg_stat_statements.max = 1000"); fi
 printf '%s\n' "${SETTINGS[@]}" >>"$PGDATA_DIR/postgresql.conf"
+# shared memory in huge pages when this may reserve them (bench/huge_pages.sh)
+huge_pages_reserve "$BINDIR" "$PGDATA_DIR" as_pg
+SETTINGS+=("$HUGE_PAGES_SETTING")
+echo "$HUGE_PAGES_SETTING" >>"$PGDATA_DIR/postgresql.conf"
 
 log "starting the cluster"
 as_pg "$BINDIR/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/server.log" -w -t 120 start >/dev/null \
@@ -226,6 +234,7 @@ PGVERSION=$(QDB=postgres q "SELECT version()")
 	echo "rows=$ROWS reps=$REPS contenders: $CONTENDERS"
 	echo "settings (postgresql.conf, the same for every contender):"
 	printf '           %s\n' "${SETTINGS[@]}"
+	echo "           ($HUGE_PAGES_NOTE)"
 	echo "================================================================================"
 } 
 

@@ -52,7 +52,9 @@
 # "reconcile full_join pg_comparator"), PROFILE=1 (one extra reconcile run of
 # the copy with differences under perf record --call-graph dwarf on its
 # backend; the report
-# goes to $PROFILE_OUT, default /tmp/reconcile_bench.perf.txt).
+# goes to $PROFILE_OUT, default /tmp/reconcile_bench.perf.txt), HUGE_PAGES
+# (auto: the throwaway cluster's shared memory in huge pages when run as
+# root; off: never; bench/huge_pages.sh says why).
 
 set -euo pipefail
 
@@ -63,6 +65,7 @@ CONTENDERS=${RECONCILE_CONTENDERS:-"reconcile full_join pg_comparator"}
 PROFILE_OUT=${PROFILE_OUT:-/tmp/reconcile_bench.perf.txt}
 BINDIR=$(pg_config --bindir)
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/huge_pages.sh"
 OWN_CLUSTER=
 RUNAS=()
 WORK=$(mktemp -d /tmp/reconcile_bench_out.XXXXXX)
@@ -99,6 +102,7 @@ cleanup() {
 				"stop it with: ${RUNAS[*]} $BINDIR/pg_ctl -D $OWN_CLUSTER/data stop"
 		else
 			"${RUNAS[@]}" "$BINDIR/pg_ctl" -D "$OWN_CLUSTER/data" -m fast stop >/dev/null 2>&1 || true
+			huge_pages_release
 			rm -rf "$OWN_CLUSTER"
 		fi
 	fi
@@ -132,6 +136,8 @@ if [ -z "${PGHOST:-}${PGPORT:-}${PGDATABASE:-}" ]; then
 		echo "shared_preload_libraries = 'acme_migrate'"
 		for s in "${SETTINGS[@]}"; do echo "$s"; done
 	} | "${RUNAS[@]}" tee -a "$OWN_CLUSTER/data/postgresql.conf" >/dev/null
+	huge_pages_reserve "$BINDIR" "$OWN_CLUSTER/data" "${RUNAS[@]}"
+	echo "$HUGE_PAGES_SETTING" | "${RUNAS[@]}" tee -a "$OWN_CLUSTER/data/postgresql.conf" >/dev/null
 	"${RUNAS[@]}" "$BINDIR/pg_ctl" -D "$OWN_CLUSTER/data" -l "$OWN_CLUSTER/log" -w start >/dev/null
 	export PGHOST=$OWN_CLUSTER PGPORT=$PORT PGDATABASE=postgres PGUSER=postgres
 	echo "throwaway cluster on port $PORT ($OWN_CLUSTER)"
@@ -180,8 +186,9 @@ psql_q -At -F' = ' -c "SELECT name, current_setting(name) FROM pg_settings
 	WHERE name IN ('shared_buffers', 'work_mem', 'maintenance_work_mem', 'effective_cache_size',
 		'random_page_cost', 'max_wal_size', 'fsync', 'synchronous_commit', 'full_page_writes',
 		'jit', 'max_parallel_workers_per_gather', 'max_parallel_workers', 'autovacuum',
-		'shared_preload_libraries', 'enable_hashjoin', 'enable_mergejoin')
+		'shared_preload_libraries', 'enable_hashjoin', 'enable_mergejoin', 'huge_pages')
 	ORDER BY name" | sed 's/^/  /'
+[ -z "$OWN_CLUSTER" ] || echo "  ($HUGE_PAGES_NOTE)"
 so=$(pg_config --pkglibdir)/acme_migrate.so
 echo "  acme_migrate: repository at $(git -C "$HERE/.." log -1 --format='%h %cI' 2>/dev/null || echo '?'), $so built $(date -d "@$(stat -c %Y "$so")" -Iseconds), server started $(psql_q -At -c "SELECT date_trunc('second', pg_postmaster_start_time())")"
 if [ "$(stat -c %Y "$so")" -gt "$(psql_q -At -c "SELECT extract(epoch FROM pg_postmaster_start_time())::bigint")" ]; then
