@@ -38,6 +38,7 @@
 #include "acme_migrate.h"
 
 #include <math.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include "access/htup_details.h"
@@ -1652,6 +1653,32 @@ rc_place_add(RcBuckets *bk, int b, TupleTableSlot *slot)
 }
 
 /*
+ * A large array of the first read (buckets, places), in transparent huge
+ * pages where the kernel gives them on request (Linux's THP "madvise"
+ * mode): each of its 4 kB pages would otherwise be mapped by a page fault
+ * of its own, which on a virtual machine is a trap to the hypervisor
+ * (measured: page faults were 14% of the leader's time for 1M text keys).
+ */
+#define RC_HUGE_PAGE	((uintptr_t) 2 * 1024 * 1024)
+
+static void *
+rc_alloc_big(MemoryContext cxt, Size size, bool zero)
+{
+	char	   *p = MemoryContextAllocHuge(cxt, size);
+
+#ifdef MADV_HUGEPAGE
+	uintptr_t	lo = TYPEALIGN(RC_HUGE_PAGE, (uintptr_t) p);
+	uintptr_t	hi = TYPEALIGN_DOWN(RC_HUGE_PAGE, (uintptr_t) p + size);
+
+	if (hi > lo)
+		(void) madvise((void *) lo, hi - lo, MADV_HUGEPAGE);
+#endif
+	if (zero)
+		memset(p, 0, size);
+	return p;
+}
+
+/*
  * The rows a relation is thought to have: its pages times the rows per page
  * last counted (as the planner estimates), or as many as a page can hold
  * when never counted; a non-table's, nrows.
@@ -2070,7 +2097,7 @@ rc_first_read(RcBuckets *bk, int target)
 	{
 		pl->cap = rc_places_cap(target ? st->map->target_relid :
 								st->map->source_relid);
-		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * pl->cap);
+		pl->rows = rc_alloc_big(bk->cxt, sizeof(RcPlace) * pl->cap, false);
 		bk->places = pl;
 		bk->place_att = st->map->nmapped;
 		rc_bucket_side(bk, st->place_sql[target][0], NULL);
@@ -2347,7 +2374,7 @@ rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 	ParallelContext *pcxt;
 
 	rc_digest_setup(st);
-	sb = palloc0(sizeof(RcBucket) * bk->n);
+	sb = rc_alloc_big(CurrentMemoryContext, sizeof(RcBucket) * bk->n, true);
 	pcxt = rc_parallel_begin(st, bk);
 	bk->side = sb;
 	rc_first_read(bk, 0);
@@ -2355,7 +2382,7 @@ rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 		tb = rc_parallel_wait(pcxt, bk);
 	else
 	{
-		tb = palloc0(sizeof(RcBucket) * bk->n);
+		tb = rc_alloc_big(CurrentMemoryContext, sizeof(RcBucket) * bk->n, true);
 		if (!bk->null_key)
 		{
 			bk->side = tb;
