@@ -1323,8 +1323,10 @@ rc_sample(RcState *st, double fraction)
  * sides:
  *
  *	- "hash_ranges": a single integer key of the same type on both sides;
- *	  buckets are ranges of consecutive key values, and the key ranges of
- *	  differing buckets are merged with index range scans on both sides;
+ *	  buckets are ranges of consecutive key values.  When both sides are
+ *	  tables, the rows of differing buckets are read again by place, as
+ *	  below; otherwise the key ranges of differing buckets are merged with
+ *	  index range scans on both sides;
  *	- "hash_buckets": any other key whose types have hash opclasses;
  *	  buckets are the key's hash, computed with the target's hash functions
  *	  and collations on the values cast to the target's types, so keys the
@@ -1388,6 +1390,7 @@ typedef struct RcBuckets
 	DestReceiver pub;			/* receives the rows of one side */
 	RcState    *st;
 	bool		by_hash;		/* buckets by key hash, else by key range */
+	bool		remember;		/* remember where the rows of tables are */
 	bool		citus;			/* ranges summed by SQL, on Citus's shards */
 	Oid			type;			/* ranges: of the key, int2, int4 or int8 */
 	int64		min;			/* ranges: the target's key span */
@@ -2093,7 +2096,7 @@ rc_first_read(RcBuckets *bk, int target)
 	bk->places = NULL;
 	if (bk->citus)
 		rc_citus_side(bk, target ? st->target_all_sql : st->source_all_sql);
-	else if (bk->by_hash && st->place_sql[target][0] != NULL)
+	else if (bk->remember && st->place_sql[target][0] != NULL)
 	{
 		pl->cap = rc_places_cap(target ? st->map->target_relid :
 								st->map->source_relid);
@@ -2234,7 +2237,7 @@ rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 static ParallelContext *
 rc_parallel_begin(RcState *st, RcBuckets *bk)
 {
-	bool		places = bk->by_hash && st->place_sql[1][0] != NULL;
+	bool		places = bk->remember && st->place_sql[1][0] != NULL;
 	const char *tsql = places ? st->place_sql[1][0] : st->target_all_sql;
 	ParallelContext *pcxt;
 	Size		size;
@@ -2432,6 +2435,9 @@ rc_hash_first(RcState *st)
 	else if (!rc_ranges_setup(st, &bk, bk.citus ? RC_CITUS_MAX_BUCKETS :
 							  RC_MAX_BUCKETS))
 		return false;
+	/* ranges: only when both sides' rows can be fetched again by place */
+	bk.remember = bk.by_hash ||
+		(!bk.citus && st->place_sql[0][0] != NULL && st->place_sql[1][0] != NULL);
 
 	differs = rc_compare_buckets(st, &bk, &ndiffer, &kept);
 	source_rows = st->counts.source_rows;
@@ -2454,7 +2460,8 @@ rc_hash_first(RcState *st)
 	if (bk.citus)
 		st->counts.remote_mode = "citus_shards";
 	st->counts.ranges_hashed = bk.n;
-	if (!bk.by_hash)
+	if (!bk.by_hash && (bk.side_places[0].rows == NULL ||
+						bk.side_places[1].rows == NULL))
 		rc_merge_ranges(st, &bk, differs);
 	else
 	{
