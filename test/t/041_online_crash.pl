@@ -132,12 +132,25 @@ ok( wait_for($node,
 		qq{SELECT count(*) < $backlog0 - 2000 FROM acme_migrate.capture_log},
 		60),
 	'the worker has applied part of the backlog');
+# the target held, so that no chunk of the worker commits between the count
+# and the crash (one did, at a load of 9, and the count went down by it): the
+# worker waits for the target's lock inside its catch-up, and the count is exact
+my $hold = $node->background_psql('postgres');
+$hold->query_safe("BEGIN");
+$hold->query_safe("LOCK TABLE dst IN SHARE MODE");
+ok( wait_for($node,
+		q{SELECT count(*) = 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		  WHERE a.backend_type = 'acme_migrate worker' AND NOT l.granted
+		    AND l.relation = 'dst'::regclass},
+		60),
+	'the worker waits for the held target inside its catch-up');
 my $before = backlog();
 ok( q1(q{SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE backend_type = 'acme_migrate worker' AND query LIKE '%catching up%'}) eq 't'
 	  && $before > 0,
 	"the worker is catching up when the server goes down ($before entries left)");
 crash_restart();
+eval { $hold->quit; };
 my $after = backlog();
 diag("catch-up crash: backlog $backlog0 -> $before before the crash, $after after it");
 cmp_ok($after, '>=', $before, 'no entry vanished in the crash without its change');
