@@ -1872,8 +1872,7 @@ rc_ranges_setup(RcState *st, RcBuckets *bk, int max_buckets)
  * rows, buckets of 32 rows sent 16,000 rows per side to it (20% of the
  * leader's time, 1M text keys), buckets of 4 rows 2,000 (5%).  The buckets
  * are met in random order, so their memory is fetched ahead (rc_bucket_add).
- * Range buckets are small for the same reason: each run of differing ones
- * is merged by index range scans of both sides.
+ * Range buckets are small for the same reason.
  */
 static void
 rc_hashes_setup(RcState *st, RcBuckets *bk)
@@ -2291,7 +2290,7 @@ rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
 	RcPlaces   *pl = &bk->side_places[1];
 
 	pl->rows = NULL;
-	if (differs != NULL && sh->place_att >= 0 && sh->nplaces >= 0)
+	if (sh->place_att >= 0 && sh->nplaces >= 0)
 	{
 		RcPlace    *all = (RcPlace *) ((char *) sh + sh->places_off);
 
