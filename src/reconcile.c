@@ -519,13 +519,20 @@ rc_setup_keys(RcState *st)
 	}
 }
 
-/* Can rows of the relation be read again by ctid (a table, no children)? */
+/*
+ * Can rows of the relation be read again by ctid: a table or materialized
+ * view stored here (a Citus table's ctids are its shards', and a ctid
+ * parameter cannot go through Citus's planner)?  Inheritance children's
+ * rows are read again by the ctids of their own tables, with a parent's
+ * rows at the same ctids, which their buckets then set apart.
+ */
 static bool
 rc_has_places(Oid relid)
 {
 	char		kind = get_rel_relkind(relid);
 
-	return kind == RELKIND_RELATION || kind == RELKIND_MATVIEW;
+	return (kind == RELKIND_RELATION || kind == RELKIND_MATVIEW) &&
+		locality_is_local(relid);
 }
 
 /*

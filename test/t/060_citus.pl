@@ -437,6 +437,87 @@ is( $coord->safe_psql('postgres',
 	$local_hash,
 	'table_hash of a reference table equals the local hash');
 
+# search_path attacks on the Citus paths: a plain role's distributed tables,
+# copied by pushed-down ranges, reconciled on the shards and hashed there,
+# with her traps first in her search_path (pg_temp, her schema, public, then
+# pg_catalog): =, > and <= on bigint, count(), sum() and domains named int8,
+# int4, text and numeric.  Her functions log the role that runs them on the
+# coordinator (on a worker they would fail: the log is not there).  A trap
+# sprung by plain SQL shows they are armed; none may be sprung by ours.
+$coord->safe_psql(
+	'postgres', q{
+	CREATE ROLE cit_mallory LOGIN;
+	GRANT CREATE ON SCHEMA public TO cit_mallory;
+	GRANT CREATE ON DATABASE postgres TO cit_mallory;
+	CREATE TABLE cit_log (trap text, ran_as name DEFAULT current_user);
+	GRANT INSERT, SELECT, DELETE ON cit_log TO PUBLIC;
+	SET ROLE cit_mallory;
+	CREATE SCHEMA cit_m;
+	CREATE FUNCTION cit_m.trap(what text) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO public.cit_log (trap) VALUES (what);
+		RETURN true;
+	END $$;
+	CREATE FUNCTION cit_m.eq8(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN PERFORM cit_m.trap('= (bigint, bigint)'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+	CREATE OPERATOR cit_m.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = cit_m.eq8);
+	CREATE FUNCTION cit_m.gt8(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN PERFORM cit_m.trap('> (bigint, bigint)'); RETURN $1 OPERATOR(pg_catalog.>) $2; END $$;
+	CREATE OPERATOR public.> (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = cit_m.gt8);
+	CREATE FUNCTION cit_m.le8(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN PERFORM cit_m.trap('<= (bigint, bigint)'); RETURN $1 OPERATOR(pg_catalog.<=) $2; END $$;
+	CREATE OPERATOR cit_m.<= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = cit_m.le8);
+	CREATE FUNCTION public.count(anyelement) RETURNS bigint LANGUAGE plpgsql AS $$
+	BEGIN PERFORM cit_m.trap('count()'); RETURN 0; END $$;
+	CREATE FUNCTION cit_m.sum(numeric) RETURNS numeric LANGUAGE plpgsql AS $$
+	BEGIN PERFORM cit_m.trap('sum()'); RETURN 0; END $$;
+	CREATE DOMAIN cit_m.text AS pg_catalog.text CHECK (cit_m.trap('domain text'));
+	CREATE DOMAIN cit_m.numeric AS pg_catalog.numeric CHECK (cit_m.trap('domain numeric'));
+	CREATE TABLE cit_m.s (id bigint PRIMARY KEY, a integer NOT NULL, note text);
+	SELECT create_distributed_table('cit_m.s', 'id');
+	INSERT INTO cit_m.s SELECT g, g % 7, md5(g::text) FROM generate_series(1, 6000) g;
+	CREATE TABLE cit_m.d (LIKE cit_m.s INCLUDING ALL);
+	SELECT create_distributed_table('cit_m.d', 'id', colocate_with => 'cit_m.s');
+	SELECT acme_migrate_create(job => 'cit_hostile', source => 'cit_m.s',
+		target => 'cit_m.d', batch_size => 500);
+});
+my $hostile = q{SET ROLE cit_mallory;
+	CREATE DOMAIN pg_temp.int8 AS pg_catalog.int8 CHECK (cit_m.trap('domain pg_temp.int8'));
+	CREATE DOMAIN pg_temp.int4 AS pg_catalog.int4 CHECK (cit_m.trap('domain pg_temp.int4'));
+	SET search_path = pg_temp, cit_m, public, pg_catalog;
+};
+is( $coord->safe_psql(
+		'postgres', $hostile . q{
+	SELECT 1::bigint = 2::bigint, 3::bigint > 2::bigint;
+	RESET ROLE; RESET search_path;
+	SELECT pg_catalog.string_agg(trap, ', ' ORDER BY trap) FROM public.cit_log;
+	DELETE FROM public.cit_log;}),
+	"f|t\n= (bigint, bigint), > (bigint, bigint)",
+	'hostile search_path on Citus: the traps spring on plain SQL');
+$coord->safe_psql(
+	'postgres', $hostile . q{
+	CALL acme_migrate_run('cit_hostile');
+	SELECT pg_catalog.count(*) FROM acme_migrate_reconcile('cit_hostile');
+	SELECT pg_catalog.count(*) FROM acme_migrate_table_hash('cit_m.s');
+	SELECT pg_catalog.count(*) FROM acme_migrate_range_hashes('cit_m.s', chunks => 3);
+	UPDATE cit_m.d SET note = 'changed' WHERE id OPERATOR(pg_catalog.<) 4;
+	SELECT pg_catalog.count(*) FROM acme_migrate_reconcile(source => 'cit_m.s', target => 'cit_m.d');
+	SELECT pg_catalog.count(*) FROM acme_migrate_reconcile('cit_hostile');
+});
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT r.method, r.remote_mode, r.changed FROM acme_migrate.reconcile_runs r
+	  JOIN acme_migrate.jobs j USING (job_id)
+	 WHERE j.job_name = 'cit_hostile' ORDER BY r.run_id DESC LIMIT 1}),
+	'hash_ranges|citus_shards|3',
+	'hostile search_path on Citus: the job copied by pushdown, reconcile on the shards found the 3 changed rows');
+is(oracle('cit_m.s', 'cit_m.d'), '3|3|6000',
+	'hostile search_path on Citus: EXCEPT ALL finds only the 3 changed rows');
+is($coord->safe_psql('postgres',
+		q{SELECT coalesce(string_agg(trap || ' as ' || ran_as, ', '), 'none') FROM cit_log}),
+	'none',
+	'hostile search_path on Citus: no trap sprung by copy, reconcile (of the job and of the tables), table_hash or range_hashes');
+
 # capture cannot see writes routed to shards: refused
 ($ret, $out, $err) = $coord->psql(
 	'postgres', q{
