@@ -67,13 +67,17 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "port/atomics.h"
+#include "postmaster/bgworker.h"
 #include "storage/bufmgr.h"
+#include "storage/condition_variable.h"
 #include "storage/shm_toc.h"
 #include "utils/plancache.h"
 #include "utils/snapmgr.h"
 #include "utils/sortsupport.h"
 #include "utils/tuplesort.h"
 #include "utils/typcache.h"
+#include "utils/wait_event.h"
 
 PG_FUNCTION_INFO_V1(acme_migrate_reconcile_job);
 PG_FUNCTION_INFO_V1(acme_migrate_reconcile_tables);
@@ -1359,8 +1363,9 @@ rc_sample(RcState *st, double fraction)
  * holding more than a quarter of the rows, where one merge costs less.
  */
 #define RC_BUCKET_KEYS	16		/* key values per range bucket, at least */
-#define RC_BUCKET_ROWS	4		/* rows per hash bucket, about */
 #define RC_MAX_BUCKETS	(1 << 19)
+#define RC_BUCKET_ROWS	32		/* rows per hash bucket, about */
+#define RC_MAX_HASH_BUCKETS	65536
 
 typedef struct RcBucket
 {
@@ -1873,22 +1878,22 @@ rc_ranges_setup(RcState *st, RcBuckets *bk, int max_buckets)
 
 /*
  * Hash buckets: a power of two, about one per RC_BUCKET_ROWS rows of the
- * target, at least 1024.  Each differing bucket sends its rows to the
- * second read, which fetches them one by one (and in a backend that has not
- * touched their pages yet, maps each page): with ~500 differences in 1M
- * rows, buckets of 32 rows sent 16,000 rows per side to it (20% of the
- * leader's time, 1M text keys), buckets of 4 rows 2,000 (5%).  The buckets
- * are met in random order, so their memory is fetched ahead (rc_bucket_add).
- * Range buckets are small for the same reason.
+ * target, at least 1024, at most RC_MAX_HASH_BUCKETS: they are met in
+ * random order, so they must stay in the processor's cache (1.5 MB at
+ * most; their memory is also fetched ahead, rc_bucket_add).  Measured on 1M
+ * uuid keys: with buckets of 4 rows (6 MB of them) the bucket updates took
+ * most of the read's time in rc_bucket_receive, more than the smaller
+ * second read (the rows of differing buckets) saved.  Range buckets are
+ * met in key order and can be small: 16 keys at least.
  */
 static void
 rc_hashes_setup(RcState *st, RcBuckets *bk)
 {
 	double		rows = rc_rows_estimate(st->map->target_relid,
-										RC_MAX_BUCKETS * (double) RC_BUCKET_ROWS);
+										RC_MAX_HASH_BUCKETS * (double) RC_BUCKET_ROWS);
 
 	bk->n = 1024;
-	while (bk->n < RC_MAX_BUCKETS && bk->n * (double) RC_BUCKET_ROWS < rows)
+	while (bk->n < RC_MAX_HASH_BUCKETS && bk->n * (double) RC_BUCKET_ROWS < rows)
 		bk->n *= 2;
 }
 
@@ -2149,15 +2154,32 @@ typedef struct RcParallelShared
 	Oid			tkey_colls[INDEX_MAX_KEYS];
 	int			nhash;
 	int			place_att;		/* the ctid's column, or -1: no places */
-	int64		places_cap;
+	int64		places_cap;		/* rows whose places the worker remembers */
+	int64		kept_cap;		/* ... of which it may hand back */
 	Size		hash_off;		/* nhash ints, int16s, bools */
 	Size		sql_off;
 	Size		buckets_off;
-	Size		places_off;
+	Size		differs_off;	/* n bools, from the leader */
+	Size		places_off;		/* kept_cap places, from the worker */
+	ConditionVariable cv;		/* signals a change of phase */
+	pg_atomic_uint32 phase;		/* RC_PHASE_* */
 	/* from the worker */
 	bool		null_key;
-	int64		nplaces;		/* -1: too many to remember */
+	int64		nplaces;		/* places handed back; -1: not all known */
 } RcParallelShared;
+
+/*
+ * The worker keeps the places of the target's rows in its own memory and
+ * hands back only those of differing buckets: it sums its buckets
+ * (RC_PHASE_BUCKETS), waits for the leader to say which differ
+ * (RC_PHASE_DIFFERS), and copies their places into shared memory.  (Handing
+ * back every place made the worker and the leader each map 15 MB of shared
+ * memory page by page for 1M rows: on a virtual machine, a worker cost more
+ * than the half of the read it saved.)
+ */
+#define RC_PHASE_READING	0
+#define RC_PHASE_BUCKETS	1
+#define RC_PHASE_DIFFERS	2
 
 PGDLLEXPORT void rc_parallel_main(dsm_segment *seg, shm_toc *toc);
 
@@ -2217,15 +2239,22 @@ rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 	l.nhash = st->nhash;
 	l.place_att = places ? st->map->nmapped : -1;
 	if (places)
+	{
+		/* past an eighth of the rows, the leader reads the target again */
 		l.places_cap = rc_places_cap(st->map->target_relid);
+		l.kept_cap = l.places_cap / 8 + 1024;
+	}
 	l.hash_off = MAXALIGN(sizeof(RcParallelShared));
 	l.sql_off = MAXALIGN(l.hash_off + st->nhash * (sizeof(int) + sizeof(int16) + sizeof(bool)));
 	l.buckets_off = MAXALIGN(l.sql_off + strlen(tsql) + 1);
-	l.places_off = MAXALIGN(l.buckets_off + sizeof(RcBucket) * bk->n);
-	*size = l.places_off + sizeof(RcPlace) * l.places_cap;
+	l.differs_off = MAXALIGN(l.buckets_off + sizeof(RcBucket) * bk->n);
+	l.places_off = MAXALIGN(l.differs_off + sizeof(bool) * bk->n);
+	*size = l.places_off + sizeof(RcPlace) * l.kept_cap;
 	if (sh == NULL)
 		return NULL;
 	memcpy(sh, &l, sizeof(l));
+	ConditionVariableInit(&sh->cv);
+	pg_atomic_init_u32(&sh->phase, RC_PHASE_READING);
 	memcpy((char *) sh + sh->hash_off, st->hash_idx, sizeof(int) * st->nhash);
 	memcpy((char *) sh + sh->hash_off + sizeof(int) * st->nhash, st->hash_len,
 		   sizeof(int16) * st->nhash);
@@ -2274,21 +2303,39 @@ rc_parallel_begin(RcState *st, RcBuckets *bk)
 	return pcxt;
 }
 
-/* Wait for the worker; returns its buckets, in shared memory. */
+/*
+ * Wait for the worker's buckets; returns them, in shared memory.  A worker
+ * that fails has its error raised here; one that ends without them (it
+ * could not start) is an error too.
+ */
 static RcBucket *
 rc_parallel_wait(ParallelContext *pcxt, RcBuckets *bk)
 {
-	RcParallelShared *sh;
+	RcParallelShared *sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
+	pid_t		pid;
 
-	WaitForParallelWorkersToFinish(pcxt);
-	sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
+	ConditionVariablePrepareToSleep(&sh->cv);
+	while (pg_atomic_read_u32(&sh->phase) < RC_PHASE_BUCKETS)
+	{
+		if (GetBackgroundWorkerPid(pcxt->worker[0].bgwhandle, &pid) == BGWH_STOPPED)
+		{
+			ConditionVariableCancelSleep();
+			WaitForParallelWorkersToFinish(pcxt);
+			elog(ERROR, "the reconcile worker ended without reading the target");
+		}
+		(void) ConditionVariableTimedSleep(&sh->cv, 100L,
+										   WAIT_EVENT_PARALLEL_FINISH);
+	}
+	ConditionVariableCancelSleep();
+	pg_read_barrier();
 	bk->null_key |= sh->null_key;
 	return (RcBucket *) ((char *) sh + sh->buckets_off);
 }
 
 /*
- * Take the places the worker remembered of the target's rows in differing
- * buckets (all the second read needs of them), and end the parallel mode.
+ * Tell the worker which buckets differ, take the places of the target's
+ * rows in them that it hands back (all the second read needs of the
+ * target), and end the parallel mode.
  */
 static void
 rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
@@ -2296,23 +2343,54 @@ rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
 	RcParallelShared *sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
 	RcPlaces   *pl = &bk->side_places[1];
 
+	memcpy((char *) sh + sh->differs_off, differs, sizeof(bool) * bk->n);
+	pg_write_barrier();
+	pg_atomic_write_u32(&sh->phase, RC_PHASE_DIFFERS);
+	ConditionVariableBroadcast(&sh->cv);
+	WaitForParallelWorkersToFinish(pcxt);
+
 	pl->rows = NULL;
 	if (sh->place_att >= 0 && sh->nplaces >= 0)
 	{
-		RcPlace    *all = (RcPlace *) ((char *) sh + sh->places_off);
-
-		pl->n = 0;
-		for (int64 i = 0; i < sh->nplaces; i++)
-			pl->n += differs[all[i].bucket];
-		pl->cap = pl->n;
+		pl->n = pl->cap = sh->nplaces;
 		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * Max(pl->n, 1));
-		pl->n = 0;
-		for (int64 i = 0; i < sh->nplaces; i++)
-			if (differs[all[i].bucket])
-				pl->rows[pl->n++] = all[i];
+		memcpy(pl->rows, (char *) sh + sh->places_off, sizeof(RcPlace) * pl->n);
 	}
 	DestroyParallelContext(pcxt);
 	ExitParallelMode();
+}
+
+/*
+ * The worker's side of it: say the buckets are summed, wait to be told
+ * which differ, and hand back the places of the rows in them (-1: too
+ * many, or not all of them were remembered).
+ */
+static void
+rc_parallel_hand_back(RcParallelShared *sh, RcPlaces *pl)
+{
+	RcPlace    *out = (RcPlace *) ((char *) sh + sh->places_off);
+	bool	   *differs = (bool *) ((char *) sh + sh->differs_off);
+	int64		n = 0;
+
+	pg_write_barrier();
+	pg_atomic_write_u32(&sh->phase, RC_PHASE_BUCKETS);
+	ConditionVariableBroadcast(&sh->cv);
+	ConditionVariablePrepareToSleep(&sh->cv);
+	while (pg_atomic_read_u32(&sh->phase) < RC_PHASE_DIFFERS)
+		ConditionVariableSleep(&sh->cv, WAIT_EVENT_PARALLEL_FINISH);
+	ConditionVariableCancelSleep();
+	pg_read_barrier();
+
+	for (int64 i = 0; pl->rows != NULL && i < pl->n && n >= 0; i++)
+	{
+		if (!differs[pl->rows[i].bucket])
+			continue;
+		if (n == sh->kept_cap)
+			n = -1;
+		else
+			out[n++] = pl->rows[i];
+	}
+	sh->nplaces = pl->rows != NULL ? n : -1;
 }
 
 /* the worker's state: what rc_bucket_receive reads of the leader's */
@@ -2359,8 +2437,9 @@ rc_parallel_main(dsm_segment *seg, shm_toc *toc)
 	bk.side = (RcBucket *) ((char *) sh + sh->buckets_off);
 	if (sh->place_att >= 0)
 	{
-		pl->rows = (RcPlace *) ((char *) sh + sh->places_off);
 		pl->cap = sh->places_cap;
+		pl->rows = rc_alloc_big(CurrentMemoryContext,
+								sizeof(RcPlace) * pl->cap, false);
 		pl->fixed = true;
 		bk.places = pl;
 		bk.place_att = sh->place_att;
@@ -2370,7 +2449,7 @@ rc_parallel_main(dsm_segment *seg, shm_toc *toc)
 	rc_bucket_side(&bk, (char *) sh + sh->sql_off, NULL);
 	SPI_finish();
 	sh->null_key = bk.null_key;
-	sh->nplaces = pl->rows != NULL ? pl->n : -1;
+	rc_parallel_hand_back(sh, pl);
 }
 
 /* Sum both sides into buckets; returns the buckets that differ. */
