@@ -434,8 +434,9 @@ typedef struct LocPushdown
 	int			upsert_left;	/* batches to run with ON CONFLICT */
 	char	   *sample_sql[2];	/* [lower bound] */
 	int			nshards;
-	int			nbounds;		/* -1: not sampled yet */
-	Datum	  **bounds;			/* ascending */
+	int			nsamples;		/* -1: not sampled yet */
+	Datum	  **samples;		/* sampled keys, ascending */
+	double		fraction;		/* of the source's pages they come from */
 } LocPushdown;
 
 /*
@@ -620,7 +621,7 @@ loc_pushdown(AmJob *job, AmMapping *map)
 		return pd;
 	old = CurrentMemoryContext;
 	pd = MemoryContextAllocZero(GetMemoryChunkContext(map), sizeof(LocPushdown));
-	pd->nbounds = -1;
+	pd->nsamples = -1;
 	pd->why_not = loc_pushdown_check(job, map, pd);
 	MemoryContextSwitchTo(old);
 	if (pd->why_not == NULL)
@@ -671,29 +672,27 @@ loc_params(AmMapping *map, Datum *lo, Datum *hi, double fraction,
 }
 
 /*
- * Sample the keys after lo and keep every step-th as a range bound, so
- * that a range holds about batch_size rows in each shard.  The sample
- * takes whole pages: enough of them that a bound falls about where it
- * should even when keys come in runs on a page (a range of fewer rows
- * than that reads every page).
+ * Sample the keys after lo, once per mapping: the split points of its
+ * ranges.  The sample takes whole pages: enough of them that a range's
+ * bound falls about where it should even when keys come in runs on a page
+ * (a range of fewer rows than that reads every page).  Each sampled key
+ * stands for 1 / fraction rows.
  */
 #define LOC_SAMPLE_PER_RANGE	1600.0
 
 static void
-loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
-				  int32 batch_size)
+loc_sample(AmMapping *map, LocPushdown *pd, Datum *lo, int32 batch_size)
 {
 	int			n = 2 * map->nkeys + 2;
 	double		per_range = (double) batch_size * Max(pd->nshards, 1);
-	double		fraction = Min(1.0, LOC_SAMPLE_PER_RANGE / per_range);
-	uint64		step = (uint64) Max(1.0, rint(per_range * fraction));
 	Oid		   *types = palloc(sizeof(Oid) * n);
 	Datum	   *values = palloc(sizeof(Datum) * n);
 	char	   *nulls = palloc(n);
 	MemoryContext old;
 	int			rc;
 
-	loc_params(map, lo, NULL, fraction, types, values, nulls);
+	pd->fraction = Min(1.0, LOC_SAMPLE_PER_RANGE / Max(per_range, 1.0));
+	loc_params(map, lo, NULL, pd->fraction, types, values, nulls);
 	rc = SPI_execute_with_args(pd->sample_sql[lo != NULL], n, types, values,
 							   nulls, true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -701,9 +700,9 @@ loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
 			 SPI_result_code_string(rc));
 
 	old = MemoryContextSwitchTo(GetMemoryChunkContext(map));
-	pd->bounds = palloc(sizeof(Datum *) * (SPI_processed / step + 1));
-	pd->nbounds = 0;
-	for (uint64 r = step - 1; r < SPI_processed; r += step)
+	pd->samples = palloc(sizeof(Datum *) * Max(SPI_processed, 1));
+	pd->nsamples = 0;
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		Datum	   *key = palloc(sizeof(Datum) * map->nkeys);
 
@@ -717,10 +716,54 @@ loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
 				elog(ERROR, "sampled key is null");
 			key[k] = datumCopy(d, map->key_byval[k], map->key_typlen[k]);
 		}
-		pd->bounds[pd->nbounds++] = key;
+		pd->samples[pd->nsamples++] = key;
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
+}
+
+/* the index of the first sampled key above key (nsamples if none; 0 for NULL) */
+static int
+loc_sample_after(AmMapping *map, LocPushdown *pd, Datum *key)
+{
+	int			lo = 0;
+	int			hi = pd->nsamples;
+
+	if (key == NULL)
+		return 0;
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (batch_key_compare(map, pd->samples[mid], key) > 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+/*
+ * The upper bound of the range after lo (up to hi, NULL: the end): the
+ * sampled key that leaves about batch_size rows per shard in the range
+ * (batch_size as the driver has it now: adapted to batch_time_target, if
+ * the job has one), or hi (NULL: the end) when fewer than half as many
+ * would be left after it: a range's fixed costs (a distributed two-phase
+ * commit, a task per shard pair) are not paid again for a short tail.
+ */
+static Datum *
+loc_range_upper(AmMapping *map, LocPushdown *pd, Datum *lo, Datum *hi,
+				int32 batch_size)
+{
+	double		per_range = (double) batch_size * Max(pd->nshards, 1);
+	int			step = (int) Max(1.0, rint(per_range * pd->fraction));
+	int			first = loc_sample_after(map, pd, lo);
+	int			end = hi ? loc_sample_after(map, pd, hi) : pd->nsamples;
+	int			at = first + step - 1;
+
+	if (at >= end || end - at - 1 < (step + 1) / 2)
+		return hi;
+	return pd->samples[at];
 }
 
 /* run one of the pushdown statements; returns the rows it wrote */
@@ -898,26 +941,17 @@ locality_copy_range(AmJob *job, AmMapping *map, List *lo, List *hi,
 	Oid		   *types;
 	Datum	   *values;
 	char	   *nulls;
-	int			b;
+	Datum	   *next;
 
 	if (pd->why_not != NULL)
 		return false;
 	lod = lo ? mapping_key_from_text(map, lo) : NULL;
 	upper = hi ? mapping_key_from_text(map, hi) : NULL;
-	if (pd->nbounds < 0)
-		loc_sample_bounds(map, pd, lod, batch_size);
-
-	/* the first bound after lo, if it comes before hi */
-	for (b = 0; b < pd->nbounds; b++)
-		if (lod == NULL || batch_key_compare(map, pd->bounds[b], lod) > 0)
-			break;
-	*at_end = true;
-	if (b < pd->nbounds &&
-		(upper == NULL || batch_key_compare(map, pd->bounds[b], upper) < 0))
-	{
-		upper = pd->bounds[b];
-		*at_end = false;
-	}
+	if (pd->nsamples < 0)
+		loc_sample(map, pd, lod, batch_size);
+	next = loc_range_upper(map, pd, lod, upper, batch_size);
+	*at_end = next == upper;
+	upper = next;
 
 	loc_connections(job);
 	types = palloc(sizeof(Oid) * n);
