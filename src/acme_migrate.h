@@ -577,7 +577,9 @@ extern bool locality_citus_range_hashes(Oid relid, const char *bounds_json,
 extern bool locality_copy_range(AmJob *job, AmMapping *map, List *lo,
 								List *hi, int32 batch_size, int64 *rows,
 								Datum **last_key, bool *at_end);
-extern char *locality_sample_sql(AmJob *job, AmMapping *map, bool lo);
+extern char *locality_sample_sql(AmJob *job, AmMapping *map, bool lo,
+								 double *fraction);
+extern void locality_release_connections(void);
 
 /* worker.c */
 extern void worker_register_launcher(void);

@@ -1049,7 +1049,8 @@ batch_split_ranges(AmJob *job, AmMapping *map, int n)
 	appendStringInfo(&q, "SELECT * FROM (%s) x WHERE pg_catalog.random() OPERATOR(pg_catalog.<) $%d",
 					 map->keys_sql[job->last_key != NIL][0], nparams);
 	/* on Citus, a sample the shards take themselves (locality.c) */
-	sample_sql = locality_sample_sql(job, map, job->last_key != NIL);
+	sample_sql = locality_sample_sql(job, map, job->last_key != NIL,
+									 &fraction);
 	argtypes = palloc(sizeof(Oid) * nparams);
 	values = palloc0(sizeof(Datum) * nparams);
 	nulls = palloc(nparams);

@@ -156,11 +156,16 @@ am_subxact(void (*fn) (void *arg), void *arg)
 	return edata;
 }
 
-/* a step's arguments and results, through am_subxact */
-/* The ops' commit; without one, the turn's transaction is the caller's. */
+/*
+ * The ops' commit; without one, the turn's transaction is the caller's.
+ * With the last one, the Citus connections kept from range to range are
+ * let go (locality.c).
+ */
 static void
 driver_commit(AmDriver *d, bool last)
 {
+	if (last)
+		locality_release_connections();
 	if (d->ops->commit != NULL)
 		d->ops->commit(d, last);
 }
@@ -186,6 +191,7 @@ driver_nap(AmDriver *d, int64 ms, bool throttled)
 	return true;
 }
 
+/* a step's arguments and results, through am_subxact */
 typedef struct DriverStep
 {
 	AmDriver   *d;

@@ -434,8 +434,9 @@ typedef struct LocPushdown
 	int			upsert_left;	/* batches to run with ON CONFLICT */
 	char	   *sample_sql[2];	/* [lower bound] */
 	int			nshards;
-	int			nbounds;		/* -1: not sampled yet */
-	Datum	  **bounds;			/* ascending */
+	int			nsamples;		/* -1: not sampled yet */
+	Datum	  **samples;		/* sampled keys, ascending */
+	double		fraction;		/* of the source's pages they come from */
 } LocPushdown;
 
 /*
@@ -620,7 +621,7 @@ loc_pushdown(AmJob *job, AmMapping *map)
 		return pd;
 	old = CurrentMemoryContext;
 	pd = MemoryContextAllocZero(GetMemoryChunkContext(map), sizeof(LocPushdown));
-	pd->nbounds = -1;
+	pd->nsamples = -1;
 	pd->why_not = loc_pushdown_check(job, map, pd);
 	MemoryContextSwitchTo(old);
 	if (pd->why_not == NULL)
@@ -637,14 +638,26 @@ loc_pushdown(AmJob *job, AmMapping *map)
  * The SQL sampling the job's keys after $1... ($lo..., $hi..., $limit,
  * $fraction: the hi and limit unused) in key order, for splitting a job
  * into ranges, when the Citus pushdown applies: each shard samples its own
- * rows instead of sending every key to this node.  NULL otherwise.
+ * rows instead of sending every key to this node.  NULL otherwise.  Then
+ * *fraction, the share of the source's pages to sample, is at most what a
+ * batch's range samples (LOC_SAMPLE_PER_RANGE keys per batch_size rows in
+ * each shard): the caller's fraction comes from the job's row estimate,
+ * which for a Citus table is Citus's placeholder of 100,000 rows (measured:
+ * 16% of the pages of a 2M-row table, half a second of
+ * acme_migrate_start).
  */
+#define LOC_SAMPLE_PER_RANGE	1600.0
+
 char *
-locality_sample_sql(AmJob *job, AmMapping *map, bool lo)
+locality_sample_sql(AmJob *job, AmMapping *map, bool lo, double *fraction)
 {
 	LocPushdown *pd = loc_pushdown(job, map);
+	double		per_range = (double) job->batch_size * Max(pd->nshards, 1);
 
-	return pd->why_not ? NULL : pd->sample_sql[lo];
+	if (pd->why_not)
+		return NULL;
+	*fraction = Min(*fraction, Min(1.0, LOC_SAMPLE_PER_RANGE / Max(per_range, 1.0)));
+	return pd->sample_sql[lo];
 }
 
 /* parameters of the keyset SQL: $lo..., $hi..., $limit, $fraction */
@@ -671,29 +684,25 @@ loc_params(AmMapping *map, Datum *lo, Datum *hi, double fraction,
 }
 
 /*
- * Sample the keys after lo and keep every step-th as a range bound, so
- * that a range holds about batch_size rows in each shard.  The sample
- * takes whole pages: enough of them that a bound falls about where it
- * should even when keys come in runs on a page (a range of fewer rows
- * than that reads every page).
+ * Sample the keys after lo, once per mapping: the split points of its
+ * ranges.  The sample takes whole pages: enough of them that a range's
+ * bound falls about where it should even when keys come in runs on a page
+ * (a range of fewer rows than that reads every page).  Each sampled key
+ * stands for 1 / fraction rows.
  */
-#define LOC_SAMPLE_PER_RANGE	1600.0
-
 static void
-loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
-				  int32 batch_size)
+loc_sample(AmMapping *map, LocPushdown *pd, Datum *lo, int32 batch_size)
 {
 	int			n = 2 * map->nkeys + 2;
 	double		per_range = (double) batch_size * Max(pd->nshards, 1);
-	double		fraction = Min(1.0, LOC_SAMPLE_PER_RANGE / per_range);
-	uint64		step = (uint64) Max(1.0, rint(per_range * fraction));
 	Oid		   *types = palloc(sizeof(Oid) * n);
 	Datum	   *values = palloc(sizeof(Datum) * n);
 	char	   *nulls = palloc(n);
 	MemoryContext old;
 	int			rc;
 
-	loc_params(map, lo, NULL, fraction, types, values, nulls);
+	pd->fraction = Min(1.0, LOC_SAMPLE_PER_RANGE / Max(per_range, 1.0));
+	loc_params(map, lo, NULL, pd->fraction, types, values, nulls);
 	rc = SPI_execute_with_args(pd->sample_sql[lo != NULL], n, types, values,
 							   nulls, true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -701,9 +710,9 @@ loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
 			 SPI_result_code_string(rc));
 
 	old = MemoryContextSwitchTo(GetMemoryChunkContext(map));
-	pd->bounds = palloc(sizeof(Datum *) * (SPI_processed / step + 1));
-	pd->nbounds = 0;
-	for (uint64 r = step - 1; r < SPI_processed; r += step)
+	pd->samples = palloc(sizeof(Datum *) * Max(SPI_processed, 1));
+	pd->nsamples = 0;
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		Datum	   *key = palloc(sizeof(Datum) * map->nkeys);
 
@@ -717,10 +726,54 @@ loc_sample_bounds(AmMapping *map, LocPushdown *pd, Datum *lo,
 				elog(ERROR, "sampled key is null");
 			key[k] = datumCopy(d, map->key_byval[k], map->key_typlen[k]);
 		}
-		pd->bounds[pd->nbounds++] = key;
+		pd->samples[pd->nsamples++] = key;
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
+}
+
+/* the index of the first sampled key above key (nsamples if none; 0 for NULL) */
+static int
+loc_sample_after(AmMapping *map, LocPushdown *pd, Datum *key)
+{
+	int			lo = 0;
+	int			hi = pd->nsamples;
+
+	if (key == NULL)
+		return 0;
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (batch_key_compare(map, pd->samples[mid], key) > 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+/*
+ * The upper bound of the range after lo (up to hi, NULL: the end): the
+ * sampled key that leaves about batch_size rows per shard in the range
+ * (batch_size as the driver has it now: adapted to batch_time_target, if
+ * the job has one), or hi (NULL: the end) when fewer than half as many
+ * would be left after it: a range's fixed costs (a distributed two-phase
+ * commit, a task per shard pair) are not paid again for a short tail.
+ */
+static Datum *
+loc_range_upper(AmMapping *map, LocPushdown *pd, Datum *lo, Datum *hi,
+				int32 batch_size)
+{
+	double		per_range = (double) batch_size * Max(pd->nshards, 1);
+	int			step = (int) Max(1.0, rint(per_range * pd->fraction));
+	int			first = loc_sample_after(map, pd, lo);
+	int			end = hi ? loc_sample_after(map, pd, hi) : pd->nsamples;
+	int			at = first + step - 1;
+
+	if (at >= end || end - at - 1 < (step + 1) / 2)
+		return hi;
+	return pd->samples[at];
 }
 
 /* run one of the pushdown statements; returns the rows it wrote */
@@ -787,44 +840,94 @@ loc_insert(AmJob *job, LocPushdown *pd, int lo, int hi, int n, Oid *types,
 }
 
 /*
+ * citus.max_cached_conns_per_worker as it was before a job raised it for
+ * this session (malloc'd), or NULL when it is not raised.
+ */
+static char *loc_cached_saved = NULL;
+
+/* set a Citus setting for the session (action SET) or this transaction */
+static void
+loc_set_citus(const char *name, const char *value, GucAction action)
+{
+	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
+}
+
+/*
  * The connections of a range.  Citus runs a pushed-down INSERT ... SELECT
  * over up to citus.max_adaptive_executor_pool_size connections per worker
  * node.  The background workers of a job (acme_migrate_start) share that
  * pool: each takes its part of it, so that k of them keep the worker nodes
- * as busy as one statement does, not k times busier.  And at the end of
- * the transaction Citus closes all but citus.max_cached_conns_per_worker
+ * as busy as one statement does, not k times busier (for this
+ * transaction: Citus reads it as it runs the statement).  And at the end
+ * of the transaction Citus closes all but citus.max_cached_conns_per_worker
  * (1) of them: every range would connect again, and meet cold caches in
- * the new backends on the worker nodes (measured: a range of 300,000 rows
- * took 1.35-1.55 s so, 0.6-0.8 s with the connections kept).  So they are
- * kept, but for the job's last range (keep false): a session does not
- * hold them after the job.  Set for this transaction only; Citus looks at
- * them when it commits, before the settings are undone.
+ * the new backends on the worker nodes (measured: 15 new backends per
+ * worker node and range, a job 1.3-1.5 times as long as with them kept).
+ * So the cache is raised to the pool for the session, from the job's
+ * first range until locality_release_connections (the driver's last
+ * commit: the end of the job, or of the call or worker turn that runs
+ * it): not for the transaction only, since a SET LOCAL is undone before
+ * Citus looks at it at commit (tried in psql: SET LOCAL kept one
+ * connection, SET all of them).  If the transaction aborts, PostgreSQL
+ * undoes the raise itself; if it commits, the session keeps it until
+ * released.
  */
 static void
-loc_connections(AmJob *job, bool keep)
+loc_connections(AmJob *job)
 {
-	const char *pool = GetConfigOption("citus.max_adaptive_executor_pool_size",
-									   true, false);
-	const char *cached = GetConfigOption("citus.max_cached_conns_per_worker",
-										 true, false);
+	const char *value;
 	int			mine;
+	char	   *cached;
 
-	if (pool == NULL || cached == NULL)
+	/* GetConfigOption returns an integer's text in a static buffer */
+	value = GetConfigOption("citus.max_adaptive_executor_pool_size", true,
+							false);
+	if (value == NULL)
 		return;
-	mine = atoi(pool);
+	mine = atoi(value);
+	value = GetConfigOption("citus.max_cached_conns_per_worker", true, false);
+	if (value == NULL)
+		return;
+	cached = pstrdup(value);
 	if (IsBackgroundWorker && job->workers > 1 && mine > 1)
 	{
 		mine = Max(mine / job->workers, 1);
-		(void) set_config_option("citus.max_adaptive_executor_pool_size",
-								 psprintf("%d", mine), PGC_USERSET,
-								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
-								 false);
+		loc_set_citus("citus.max_adaptive_executor_pool_size",
+					  psprintf("%d", mine), GUC_ACTION_LOCAL);
 	}
-	if (keep && atoi(cached) < mine)
-		(void) set_config_option("citus.max_cached_conns_per_worker",
-								 psprintf("%d", mine), PGC_USERSET,
-								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
-								 false);
+	if (atoi(cached) >= mine)
+		return;
+	if (loc_cached_saved == NULL)
+		loc_cached_saved = strdup(cached);
+	if (loc_cached_saved == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+						errmsg("out of memory")));
+	loc_set_citus("citus.max_cached_conns_per_worker", psprintf("%d", mine),
+				  GUC_ACTION_SET);
+}
+
+/*
+ * Give citus.max_cached_conns_per_worker back its value from before the
+ * job's ranges raised it (its default again if it had its default), in the
+ * transaction that ends the job's run in this session: at its commit Citus
+ * closes the connections the job kept.  Called by the driver with its last
+ * commit; a no-op when nothing was raised.
+ */
+void
+locality_release_connections(void)
+{
+	char	   *saved = loc_cached_saved;
+	const char *reset;
+
+	if (saved == NULL)
+		return;
+	loc_cached_saved = NULL;
+	reset = GetConfigOptionResetString("citus.max_cached_conns_per_worker");
+	loc_set_citus("citus.max_cached_conns_per_worker",
+				  reset && strcmp(reset, saved) == 0 ? NULL : saved,
+				  GUC_ACTION_SET);
+	free(saved);
 }
 
 /*
@@ -848,28 +951,19 @@ locality_copy_range(AmJob *job, AmMapping *map, List *lo, List *hi,
 	Oid		   *types;
 	Datum	   *values;
 	char	   *nulls;
-	int			b;
+	Datum	   *next;
 
 	if (pd->why_not != NULL)
 		return false;
 	lod = lo ? mapping_key_from_text(map, lo) : NULL;
 	upper = hi ? mapping_key_from_text(map, hi) : NULL;
-	if (pd->nbounds < 0)
-		loc_sample_bounds(map, pd, lod, batch_size);
+	if (pd->nsamples < 0)
+		loc_sample(map, pd, lod, batch_size);
+	next = loc_range_upper(map, pd, lod, upper, batch_size);
+	*at_end = next == upper;
+	upper = next;
 
-	/* the first bound after lo, if it comes before hi */
-	for (b = 0; b < pd->nbounds; b++)
-		if (lod == NULL || batch_key_compare(map, pd->bounds[b], lod) > 0)
-			break;
-	*at_end = true;
-	if (b < pd->nbounds &&
-		(upper == NULL || batch_key_compare(map, pd->bounds[b], upper) < 0))
-	{
-		upper = pd->bounds[b];
-		*at_end = false;
-	}
-
-	loc_connections(job, !*at_end || hi != NULL);
+	loc_connections(job);
 	types = palloc(sizeof(Oid) * n);
 	values = palloc(sizeof(Datum) * n);
 	nulls = palloc(n);

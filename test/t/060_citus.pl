@@ -292,14 +292,122 @@ is( $coord->safe_psql(
 $coord->safe_psql('postgres', "CALL acme_migrate_run('crash')");
 check_job('crash', 'd_src', 'd_crash', 'distributed -> co-located, resumed after a crash');
 
+# The pushdown path keeps its connections to the workers from range to
+# range (else every range opens new backends on the workers), and gives
+# the session's citus.max_cached_conns_per_worker back when the job ends,
+# also when it fails.  Sessions opened on worker1 (pg_stat_database) during
+# a job of 10 ranges with a pool of 4 connections per worker, opened at once
+# (slow start 0): each range would open 3 new ones if they were not kept.
+sub sessions_on_w1
+{
+	return $w1->safe_psql('postgres',
+		"SELECT sessions FROM pg_stat_database WHERE datname = 'postgres'");
+}
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE d_keep (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_keep', 'id', colocate_with => 'd_src');
+	CREATE TABLE d_tail (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_tail', 'id', colocate_with => 'd_src');
+	CREATE TABLE d_timed (LIKE src_local INCLUDING ALL);
+	SELECT create_distributed_table('d_timed', 'id', colocate_with => 'd_src');
+	SELECT acme_migrate_create(job => 'keep', source => 'd_src', target => 'd_keep',
+		batch_size => 250);
+});
+my $sessions0 = sessions_on_w1();
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SET citus.max_adaptive_executor_pool_size = 4;
+	SET citus.executor_slow_start_interval = 0;
+	CALL acme_migrate_run('keep');
+	SELECT 'cached ' || current_setting('citus.max_cached_conns_per_worker');});
+my $opened = sessions_on_w1() - $sessions0;
+ok($opened <= 8,
+	"a job of about 10 pushed-down ranges opened $opened sessions on worker1 (its pool of 4 and the query counting them), not 3 more per range");
+check_job('keep', 'd_src', 'd_keep', 'distributed -> co-located, connections kept');
+$coord->safe_psql('postgres', q{
+	TRUNCATE d_keep;
+	SELECT acme_migrate_drop('keep');
+	SELECT acme_migrate_create(job => 'keep', source => 'd_src', target => 'd_keep',
+		batch_size => 250);
+});
+my $first = $ret . ':' . join(',', $out =~ /^cached (\d+)$/mg);
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SET citus.max_cached_conns_per_worker = 2;
+	CALL acme_migrate_run('keep');
+	SELECT 'cached ' || current_setting('citus.max_cached_conns_per_worker');});
+is($first . ',' . $ret . ':' . join(',', $out =~ /^cached (\d+)$/mg), '0:1,0:2',
+	'after a pushed-down job the session has its citus.max_cached_conns_per_worker again (default 1; 2 when set)');
+
+($ret, $out, $err) = $coord->psql(
+	'postgres', qq{
+	ALTER TABLE d_tail ADD CONSTRAINT not_yet CHECK (id <> ${\ int($nrows * 0.7)});
+	SELECT acme_migrate_create(job => 'tail', source => 'd_src', target => 'd_tail',
+		batch_size => 245);
+	CALL acme_migrate_run('tail');
+	SELECT 'cached ' || current_setting('citus.max_cached_conns_per_worker');},
+	on_error_stop => 0);
+like($err, qr/violates check constraint "not_yet/, 'a pushed-down job fails mid-way');
+is(join(',', $out =~ /^cached (\d+)$/mg), '1', 'and the session has its citus.max_cached_conns_per_worker again');
+
+# A range holds about batch_size rows per shard; the tail after the last
+# such range goes into it when it holds less than half as many.  With
+# batch_size 190 (1520 rows a range on 8 shards) the sample takes every
+# page, so the ranges are exact: 13 of 1520 rows, and a tail of 240 that
+# joins the 13th.
+$coord->safe_psql('postgres', q{
+	ALTER TABLE d_tail DROP CONSTRAINT not_yet;
+	TRUNCATE d_tail;
+	SELECT acme_migrate_drop('tail');
+	SELECT acme_migrate_create(job => 'tail', source => 'd_src', target => 'd_tail',
+		batch_size => 190);
+	CALL acme_migrate_run('tail');
+});
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT count(*), min(b.rows_read), max(b.rows_read), sum(b.rows_read)
+	  FROM acme_migrate.batches b JOIN acme_migrate.jobs j USING (job_id)
+	 WHERE j.job_name = 'tail'}),
+	"13|1520|1760|$nrows",
+	'pushed-down job: 13 ranges of 1520 rows, the last with the short tail');
+check_job('tail', 'd_src', 'd_tail', 'distributed -> co-located, tail joined');
+
+# batch_time_target sizes the pushed-down ranges too: a target of 1 ms,
+# which no range meets, halves them down to a tenth of batch_size (20,000
+# rows in ranges of 4000 without it)
+$coord->safe_psql('postgres', q{
+	SELECT acme_migrate_create(job => 'timed', source => 'd_src', target => 'd_timed',
+		batch_size => 500, batch_time_target => '1 ms');
+	CALL acme_migrate_run('timed');
+});
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT count(*) > 20, min(b.rows_read) < 500 * 8 / 4, sum(b.rows_read)
+	  FROM acme_migrate.batches b JOIN acme_migrate.jobs j USING (job_id)
+	 WHERE j.job_name = 'timed'}),
+	"t|t|$nrows",
+	'pushed-down job under batch_time_target: ranges made smaller as batches run over it');
+check_job('timed', 'd_src', 'd_timed', 'distributed -> co-located, batch_time_target');
+
 # background workers on a distributed -> distributed job
 $coord->safe_psql(
 	'postgres', q{
 	SELECT acme_migrate_create(job => 'bg', source => 'd_src',
 		target => 'd_workers', batch_size => 2000);
 });
-is($coord->safe_psql('postgres', "SELECT acme_migrate_start('bg', workers => 2)"),
-	'2', 'two background workers on a distributed job');
+# the split into the workers' ranges samples at most the pages a batch's
+# range would (1600 keys per 2000 rows a shard on 8 shards: 10%), not as
+# many as the job's row estimate asks, which on Citus is its placeholder
+# of 100,000 rows (16% for 8 ranges)
+($ret, $out, $err) = $coord->psql(
+	'postgres', q{
+	SET citus.log_remote_commands = on;
+	SELECT acme_migrate_start('bg', workers => 2);});
+is($out, '2', 'two background workers on a distributed job');
+my @pct = $err =~ /TABLESAMPLE system \('([0-9.]+)'::real\)/g;
+ok(@pct == 8 && !grep({ $_ > 10 } @pct),
+	'the split sampled each shard at 10% of its pages or less: ' . join(',', @pct));
 is($coord->safe_psql('postgres', "SELECT acme_migrate_wait('bg', timeout => '3 min')"),
 	'done', 'background workers finish the distributed job');
 check_job('bg', 'd_src', 'd_workers', 'distributed -> co-located, workers');
