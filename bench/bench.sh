@@ -148,6 +148,7 @@ cleanup() {
 	if [ "$STARTED" = 1 ]; then
 		if [ "$KEEP" = 1 ]; then
 			log "KEEP=1: cluster left running: PGDATA=$PGDATA_DIR host=$SOCK port=$PORT (stop: runuser -u $PGOSUSER -- $BINDIR/pg_ctl -D $PGDATA_DIR stop)"
+			huge_pages_kept_note >&2
 		else
 			as_pg "$BINDIR/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1
 		fi

@@ -60,3 +60,9 @@ huge_pages_release() {
 	echo $((cur > HUGE_PAGES_RESERVED ? cur - HUGE_PAGES_RESERVED : 0)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
 	HUGE_PAGES_RESERVED=0
 }
+
+# for a cluster kept running (KEEP=1): what to do once it is stopped
+huge_pages_kept_note() {
+	[ "$HUGE_PAGES_RESERVED" -gt 0 ] || return 0
+	echo "its $HUGE_PAGES_RESERVED huge pages stay reserved: once it is stopped, lower vm.nr_hugepages by $HUGE_PAGES_RESERVED"
+}

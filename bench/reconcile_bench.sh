@@ -100,6 +100,7 @@ cleanup() {
 			echo "KEEP=1: cluster kept in $OWN_CLUSTER/data; reach it with" \
 				"PGHOST=$OWN_CLUSTER PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres;" \
 				"stop it with: ${RUNAS[*]} $BINDIR/pg_ctl -D $OWN_CLUSTER/data stop"
+			huge_pages_kept_note
 		else
 			"${RUNAS[@]}" "$BINDIR/pg_ctl" -D "$OWN_CLUSTER/data" -m fast stop >/dev/null 2>&1 || true
 			huge_pages_release
