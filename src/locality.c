@@ -841,7 +841,7 @@ loc_insert(AmJob *job, LocPushdown *pd, int lo, int hi, int n, Oid *types,
 
 /*
  * citus.max_cached_conns_per_worker as it was before a job raised it for
- * this session (malloc'd), or NULL when it is not raised.
+ * this session (in TopMemoryContext), or NULL when it is not raised.
  */
 static char *loc_cached_saved = NULL;
 
@@ -899,10 +899,7 @@ loc_connections(AmJob *job)
 	if (atoi(cached) >= mine)
 		return;
 	if (loc_cached_saved == NULL)
-		loc_cached_saved = strdup(cached);
-	if (loc_cached_saved == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
-						errmsg("out of memory")));
+		loc_cached_saved = MemoryContextStrdup(TopMemoryContext, cached);
 	loc_set_citus("citus.max_cached_conns_per_worker", psprintf("%d", mine),
 				  GUC_ACTION_SET);
 }
@@ -927,7 +924,7 @@ locality_release_connections(void)
 	loc_set_citus("citus.max_cached_conns_per_worker",
 				  reset && strcmp(reset, saved) == 0 ? NULL : saved,
 				  GUC_ACTION_SET);
-	free(saved);
+	pfree(saved);
 }
 
 /*
