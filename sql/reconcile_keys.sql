@@ -291,6 +291,20 @@ FROM acme_migrate_reconcile('rk_job2');
 SELECT kind, key->>'k' AS k, changed_columns FROM acme_migrate.diffs
 WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs) ORDER BY diff_no;
 SELECT acme_migrate_drop('rk_job2');
+-- with direct reads of two tables, the leader and the worker share the
+-- blocks of both; without the leader's participation the worker reads
+-- them all (its buckets and places of both sides are what is compared)
+SET parallel_leader_participation = off;
+SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.tt', '{k}', 's.k = t.k', 'key->>''k''');
+SELECT *, rk.workers() FROM rk.check('rk.us', 'rk.ut', '{id}', 's.id = t.id', '(key->>''id'')::uuid');
+SELECT *, rk.workers() FROM rk.check('rk.cs', 'rk.ct', '{a,b}', 's.a = t.a AND s.b = t.b',
+	'(key->>''a'')::int, key->>''b''');
+SELECT *, rk.workers() FROM rk.check('rk.bs8', 'rk.bt8', '{id}', 's.id = t.id', '(key->>''id'')::bigint');
+SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.lt', '{k}', 's.k = t.k', 'key->>''k''');
+SELECT * FROM rk.same_as_merge('rk.ts', 'rk.tt', '{k}', 'a');
+SELECT source_rows, target_rows, missing, extra, changed, equal, rk.workers()
+FROM acme_migrate_reconcile(source => 'rk.ts', target => 'rk.tt0');
+RESET parallel_leader_participation;
 -- no worker: a temporary target, or none allowed
 CREATE TEMP TABLE rk_tmp AS SELECT * FROM rk.tt;
 ALTER TABLE rk_tmp ADD PRIMARY KEY (k);

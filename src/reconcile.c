@@ -45,7 +45,10 @@
 #include "access/parallel.h"
 #include "access/relation.h"
 #include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -57,7 +60,9 @@
 #include "nodes/makefuncs.h"
 #include "optimizer/clauses.h"
 #include "optimizer/cost.h"
+#include "optimizer/optimizer.h"
 #include "optimizer/paths.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -1420,6 +1425,11 @@ typedef struct RcBuckets
 	RcPlaces   *places;			/* first read: remember rows here (or NULL) */
 	int			place_att;		/* ... the ctid's column */
 	RcPlaces	side_places[2]; /* [target] */
+	bool		direct;			/* first read: scan the heaps (rc_direct_scan) */
+	Oid			direct_relid[2];
+	AttrNumber *direct_att[2];	/* the attribute of each first-read column */
+	AttrNumber	direct_maxatt[2];
+	int			direct_nvals;	/* columns of a first-read query */
 	RcBucket   *pending;		/* first read: the last row's bucket ... */
 	XXH128_hash_t pending_hash; /* ... and hash, not added yet */
 } RcBuckets;
@@ -1511,19 +1521,22 @@ rc_bucket_end(RcBuckets *bk, int b)
 						(int64) ((uint64) bk->min + (uint64) (b + 1) * bk->width - 1));
 }
 
-/* The bucket of a row (in st->rowcxt), or -1 for a NULL key. */
+/*
+ * The bucket of a row (in st->rowcxt), or -1 for a NULL key.  values and
+ * isnull are the row's columns as a side's first-read query returns them.
+ */
 static int
-rc_bucket_of(RcBuckets *bk, TupleTableSlot *slot)
+rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull)
 {
 	RcState    *st = bk->st;
 	uint32		h = 0;
 
 	for (int i = 0; i < st->ntkeys; i++)
-		if (slot->tts_isnull[st->tkey_idx[i]])
+		if (isnull[st->tkey_idx[i]])
 			return -1;
 	if (!bk->by_hash)
 	{
-		int64		key = rc_int_key(bk->type, slot->tts_values[st->tkey_idx[0]]);
+		int64		key = rc_int_key(bk->type, values[st->tkey_idx[0]]);
 		uint64		b;
 
 		b = key <= bk->min ? 0 : ((uint64) key - (uint64) bk->min) / bk->width;
@@ -1533,7 +1546,7 @@ rc_bucket_of(RcBuckets *bk, TupleTableSlot *slot)
 	{
 		Datum		d = FunctionCall1Coll(&bk->key_hash[i],
 										  st->tkey_sort[i].ssup_collation,
-										  slot->tts_values[st->tkey_idx[i]]);
+										  values[st->tkey_idx[i]]);
 
 		h = hash_combine(h, DatumGetUInt32(d));
 	}
@@ -1607,14 +1620,14 @@ rc_digest_value(RcState *st, Datum d, bool isnull, bool byval, int16 len)
 
 /* The row's hash: of its key's and compared columns' bytes. */
 static XXH128_hash_t
-rc_row_digest(RcState *st, TupleTableSlot *slot)
+rc_row_digest(RcState *st, Datum *values, bool *isnull)
 {
 	st->dlen = 0;
 	for (int i = 0; i < st->nhash; i++)
 	{
 		int			c = st->hash_idx[i];
 
-		rc_digest_value(st, slot->tts_values[c], slot->tts_isnull[c],
+		rc_digest_value(st, values[c], isnull[c],
 						st->hash_byval[i], st->hash_len[i]);
 	}
 	return XXH3_128bits(st->dbuf, st->dlen);
@@ -1642,7 +1655,7 @@ rc_bucket_add(RcBuckets *bk, RcBucket *bucket, XXH128_hash_t h)
 
 /* remember a row's bucket and ctid; forget them all past the limit */
 static void
-rc_place_add(RcBuckets *bk, int b, TupleTableSlot *slot)
+rc_place_add(RcBuckets *bk, int b, ItemPointer tid)
 {
 	RcPlaces   *pl = bk->places;
 
@@ -1662,8 +1675,7 @@ rc_place_add(RcBuckets *bk, int b, TupleTableSlot *slot)
 		pl->rows = repalloc_huge(pl->rows, sizeof(RcPlace) * pl->cap);
 	}
 	pl->rows[pl->n].bucket = (uint32) b;
-	ItemPointerCopy((ItemPointer) DatumGetPointer(slot->tts_values[bk->place_att]),
-					&pl->rows[pl->n].tid);
+	ItemPointerCopy(tid, &pl->rows[pl->n].tid);
 	pl->n++;
 }
 
@@ -1724,6 +1736,30 @@ rc_places_cap(Oid relid)
 }
 
 /*
+ * The first read of a row (in st->rowcxt): summed into its bucket, its
+ * place remembered (tid: where it is, when places are).  Returns its
+ * bucket, -1 for a NULL key.
+ */
+static inline int
+rc_bucket_row(RcBuckets *bk, Datum *values, bool *isnull, ItemPointer tid)
+{
+	int			b = rc_bucket_of(bk, values, isnull);
+
+	if (b < 0)
+	{
+		bk->null_key = true;
+		return b;
+	}
+#if defined(__GNUC__) || defined(__clang__)
+	__builtin_prefetch(&bk->side[b], 1);
+#endif
+	rc_bucket_add(bk, &bk->side[b], rc_row_digest(bk->st, values, isnull));
+	if (bk->places != NULL)
+		rc_place_add(bk, b, tid);
+	return b;
+}
+
+/*
  * A row of one side: summed into its bucket (first read), or kept when
  * its bucket differs (second read).  A NULL key stops the read.
  */
@@ -1735,18 +1771,12 @@ rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
 	int			b;
 
 	slot_getallattrs(slot);
-	b = rc_bucket_of(bk, slot);
-	if (b < 0)
+	if (bk->keep == NULL)
+		(void) rc_bucket_row(bk, slot->tts_values, slot->tts_isnull,
+							 bk->places == NULL ? NULL :
+							 (ItemPointer) DatumGetPointer(slot->tts_values[bk->place_att]));
+	else if ((b = rc_bucket_of(bk, slot->tts_values, slot->tts_isnull)) < 0)
 		bk->null_key = true;
-	else if (bk->keep == NULL)
-	{
-#if defined(__GNUC__) || defined(__clang__)
-		__builtin_prefetch(&bk->side[b], 1);
-#endif
-		rc_bucket_add(bk, &bk->side[b], rc_row_digest(bk->st, slot));
-		if (bk->places != NULL)
-			rc_place_add(bk, b, slot);
-	}
 	else if (bk->keep[b])
 	{
 		tuplesort_puttupleslot(bk->sort, slot);
@@ -2097,9 +2127,136 @@ rc_citus_side(RcBuckets *bk, const char *sql)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Read one side into buckets, remembering where its rows are if it can. */
+/*
+ * Direct first reads.  When both sides are heap tables stored here that
+ * the reader (the job's owner, or the caller) may SELECT as a whole,
+ * without row-level security and without inheritance children, and every
+ * column the first read hashes is a column of the table just as the side's
+ * query would return it (the source's: a plain column of the target
+ * column's type, and typmod unless the target's is unconstrained, and the
+ * job has no filter), the first read scans the heap itself instead of
+ * running the side's query: the same values of the same rows in the same
+ * snapshot, hence the same buckets and hashes, without an executor and a
+ * projection per row.  Its places are the scanned tuples' ctids, which
+ * the second read's query fetches as before.  Anything else reads the
+ * side's query.
+ */
+/* the source column a mapping expression is, of the target column's type */
+static AttrNumber
+rc_direct_column(TupleDesc sdesc, const char *expr, Form_pg_attribute tatt)
+{
+	for (int a = 0; a < sdesc->natts; a++)
+	{
+		Form_pg_attribute satt = TupleDescAttr(sdesc, a);
+
+		if (!satt->attisdropped &&
+			mapping_expr_is_column(expr, NameStr(satt->attname)))
+			return satt->atttypid == tatt->atttypid &&
+				(tatt->atttypmod == -1 || satt->atttypmod == tatt->atttypmod) ?
+				satt->attnum : InvalidAttrNumber;
+	}
+	return InvalidAttrNumber;
+}
+
+static bool
+rc_direct_side(RcState *st, int target, AttrNumber *att, AttrNumber *maxatt)
+{
+	AmMapping  *map = st->map;
+	Oid			relid = target ? map->target_relid : map->source_relid;
+	Relation	rel;
+	Relation	trel;
+	bool		ok = true;
+
+	if (get_rel_relkind(relid) != RELKIND_RELATION ||
+		!locality_is_local(relid) || has_subclass(relid) ||
+		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK ||
+		(!target && st->job->filter != NULL))
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	trel = table_open(map->target_relid, AccessShareLock);
+	*maxatt = 0;
+	for (int i = 0; ok && i < st->nhash; i++)
+	{
+		int			p = st->hash_idx[i];
+
+		att[p] = target ? map->mapped_attnums[p] :
+			rc_direct_column(RelationGetDescr(rel), list_nth(st->job->map_exprs, p),
+							 TupleDescAttr(RelationGetDescr(trel),
+										   map->mapped_attnums[p] - 1));
+		ok = att[p] > 0;
+		*maxatt = Max(*maxatt, att[p]);
+	}
+	table_close(trel, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return ok;
+}
+
+static bool
+rc_direct_setup(RcState *st, RcBuckets *bk)
+{
+	for (int target = 0; target < 2; target++)
+	{
+		bk->direct_att[target] = palloc0(sizeof(AttrNumber) * st->map->nmapped);
+		if (!rc_direct_side(st, target, bk->direct_att[target],
+							&bk->direct_maxatt[target]))
+			return false;
+	}
+	bk->direct_relid[0] = st->map->source_relid;
+	bk->direct_relid[1] = st->map->target_relid;
+	bk->direct_nvals = st->map->nmapped;
+	return true;
+}
+
+/*
+ * Scan a side's heap (or, pscan given, the blocks of it that a parallel
+ * scan hands this process) into bk->side, as rc_bucket_receive would its
+ * query's rows.  A NULL key stops the scan.
+ */
 static void
-rc_first_read(RcBuckets *bk, int target)
+rc_direct_scan(RcBuckets *bk, int target, ParallelTableScanDesc pscan)
+{
+	RcState    *st = bk->st;
+	AttrNumber *att = bk->direct_att[target];
+	Relation	rel = table_open(bk->direct_relid[target], AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TableScanDesc scan;
+	Datum	   *values = palloc0(sizeof(Datum) * bk->direct_nvals);
+	bool	   *isnull = palloc0(sizeof(bool) * bk->direct_nvals);
+
+	scan = pscan != NULL ? table_beginscan_parallel(rel, pscan) :
+		table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	while (!bk->null_key &&
+		   table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		slot_getsomeattrs(slot, bk->direct_maxatt[target]);
+		for (int i = 0; i < st->nhash; i++)
+		{
+			int			p = st->hash_idx[i];
+
+			values[p] = slot->tts_values[att[p] - 1];
+			isnull[p] = slot->tts_isnull[att[p] - 1];
+		}
+		old = MemoryContextSwitchTo(st->rowcxt);
+		(void) rc_bucket_row(bk, values, isnull, &slot->tts_tid);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(st->rowcxt);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, AccessShareLock);
+	rc_bucket_add(bk, NULL, bk->pending_hash);	/* the last row */
+}
+
+/*
+ * Read one side into buckets, remembering where its rows are if it can
+ * (direct reads: the blocks pscan hands out, when given).
+ */
+static void
+rc_first_read(RcBuckets *bk, int target, ParallelTableScanDesc pscan)
 {
 	RcState    *st = bk->st;
 	RcPlaces   *pl = &bk->side_places[target];
@@ -2114,7 +2271,10 @@ rc_first_read(RcBuckets *bk, int target)
 		pl->rows = rc_alloc_big(bk->cxt, sizeof(RcPlace) * pl->cap, false);
 		bk->places = pl;
 		bk->place_att = st->map->nmapped;
-		rc_bucket_side(bk, st->place_sql[target][0], NULL);
+		if (bk->direct)
+			rc_direct_scan(bk, target, pscan);
+		else
+			rc_bucket_side(bk, st->place_sql[target][0], NULL);
 	}
 	else
 		rc_bucket_side(bk, target ? st->target_all_sql : st->source_all_sql,
@@ -2123,20 +2283,30 @@ rc_first_read(RcBuckets *bk, int target)
 }
 
 /*
- * Both sides at once.  The first read of the target runs in a parallel
- * worker (a ParallelContext: the leader's transaction, snapshot, user,
- * security context and settings, so it reads the rows the leader would)
- * while the leader reads the source: the worker sums the target's rows
- * into buckets in shared memory and remembers where they are, exactly as
- * rc_first_read does (the same code, the same function of the same rows),
- * so the exactness argument above holds unchanged; the leader takes its
- * buckets and places when both are done.  Only when the target is a table
- * the planner would scan in parallel (at least min_parallel_table_scan_size,
- * not temporary, no row-level security, max_parallel_workers_per_gather >
- * 0), its query and key hash functions are parallel safe, and the source's
- * query is not parallel unsafe (the leader reads it in parallel mode, where
- * nothing may be written); else, or when no worker could be started, the
- * leader reads the target after the source, as before.
+ * Both sides at once, with a parallel worker (a ParallelContext: the
+ * leader's transaction, snapshot, user, security context and settings, so
+ * it reads the rows the leader would).
+ *
+ * With direct reads, both heaps are scanned by parallel scans, which hand
+ * their blocks to whichever process asks first: the leader takes the
+ * source's then the target's, the worker the target's then the source's,
+ * so that neither waits for the other while blocks are left (the worker
+ * starts tens of milliseconds after the leader).  Each process sums its
+ * rows into buckets of its own (the worker's in shared memory) and
+ * remembers their places.  Bucket sums add up (row counts, and 128-bit
+ * sums modulo 2^128, in any order), so the leader's plus the worker's are
+ * exactly what one process reading every block would have summed.
+ * Otherwise the worker reads the target's query while the leader reads
+ * the source's.  Either way each row goes through rc_bucket_row, as in
+ * rc_first_read, so the exactness argument above holds unchanged.
+ *
+ * Only when the target is a table the planner would scan in parallel (at
+ * least min_parallel_table_scan_size, not temporary, no row-level
+ * security, max_parallel_workers_per_gather > 0), the key hash functions
+ * are parallel safe and, without direct reads, the target's query is
+ * parallel safe and the source's not parallel unsafe (the leader reads it
+ * in parallel mode, where nothing may be written); else, or when no worker
+ * could be started, the leader reads both sides, one after the other.
  */
 #define RC_PARALLEL_KEY_SHARED	UINT64CONST(0xACE0000000000011)
 
@@ -2153,29 +2323,37 @@ typedef struct RcParallelShared
 	Oid			tkey_types[INDEX_MAX_KEYS];
 	Oid			tkey_colls[INDEX_MAX_KEYS];
 	int			nhash;
-	int			place_att;		/* the ctid's column, or -1: no places */
-	int64		places_cap;		/* rows whose places the worker remembers */
-	int64		kept_cap;		/* ... of which it may hand back */
+	bool		direct;			/* both heaps, by parallel scans */
+	Oid			relid[2];		/* direct: the tables, [target] */
+	AttrNumber	maxatt[2];
+	int			nvals;
+	int			place_att;		/* query: the ctid's column, or -1 */
+	int64		places_cap[2];	/* rows whose places the worker remembers
+								 * (0: none), [target] */
+	int64		kept_cap[2];	/* ... of which it may hand back */
 	Size		hash_off;		/* nhash ints, int16s, bools */
-	Size		sql_off;
-	Size		buckets_off;
+	Size		sql_off;		/* query: the target's */
+	Size		buckets_off;	/* the worker's: the target's, then (direct)
+								 * the source's */
 	Size		differs_off;	/* n bools, from the leader */
-	Size		places_off;		/* kept_cap places, from the worker */
+	Size		places_off[2];	/* kept_cap places, from the worker */
+	Size		att_off;		/* direct: nvals attributes per side */
+	Size		scan_off[2];	/* direct: the parallel scans */
 	ConditionVariable cv;		/* signals a change of phase */
 	pg_atomic_uint32 phase;		/* RC_PHASE_* */
 	/* from the worker */
 	bool		null_key;
-	int64		nplaces;		/* places handed back; -1: not all known */
+	int64		nplaces[2];		/* places handed back; -1: not all known */
 } RcParallelShared;
 
 /*
- * The worker keeps the places of the target's rows in its own memory and
- * hands back only those of differing buckets: it sums its buckets
- * (RC_PHASE_BUCKETS), waits for the leader to say which differ
- * (RC_PHASE_DIFFERS), and copies their places into shared memory.  (Handing
- * back every place made the worker and the leader each map 15 MB of shared
- * memory page by page for 1M rows: on a virtual machine, a worker cost more
- * than the half of the read it saved.)
+ * The worker keeps the places of its rows in its own memory and hands back
+ * only those of differing buckets: it sums its buckets (RC_PHASE_BUCKETS),
+ * waits for the leader to say which differ (RC_PHASE_DIFFERS), and copies
+ * their places into shared memory.  (Handing back every place made the
+ * worker and the leader each map 15 MB of shared memory page by page for
+ * 1M rows: on a virtual machine, a worker cost more than the half of the
+ * read it saved.)
  */
 #define RC_PHASE_READING	0
 #define RC_PHASE_BUCKETS	1
@@ -2183,7 +2361,7 @@ typedef struct RcParallelShared
 
 PGDLLEXPORT void rc_parallel_main(dsm_segment *seg, shm_toc *toc);
 
-/* can the target be read by a worker, and the source in parallel mode? */
+/* can the worker read, and the leader read in parallel mode? */
 static bool
 rc_parallel_ok(RcState *st, RcBuckets *bk, const char *tsql)
 {
@@ -2196,6 +2374,7 @@ rc_parallel_ok(RcState *st, RcBuckets *bk, const char *tsql)
 	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
 		!IsUnderPostmaster || !ActiveSnapshotSet() ||
 		get_rel_persistence(relid) == RELPERSISTENCE_TEMP ||
+		get_rel_persistence(st->map->source_relid) == RELPERSISTENCE_TEMP ||
 		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		return false;
 	/* as the planner: a worker for a table of min_parallel_table_scan_size */
@@ -2208,6 +2387,8 @@ rc_parallel_ok(RcState *st, RcBuckets *bk, const char *tsql)
 	for (int i = 0; bk->by_hash && i < st->ntkeys; i++)
 		if (func_parallel(bk->key_hash[i].fn_oid) != PROPARALLEL_SAFE)
 			return false;
+	if (bk->direct)
+		return true;
 	q = ((CachedPlanSource *) linitial(SPI_plan_get_plan_sources(rc_prepare(tsql, 0, NULL))))->query_list;
 	if (list_length(q) != 1 || max_parallel_hazard(linitial_node(Query, q)) != PROPARALLEL_SAFE)
 		return false;
@@ -2216,12 +2397,44 @@ rc_parallel_ok(RcState *st, RcBuckets *bk, const char *tsql)
 		max_parallel_hazard(linitial_node(Query, q)) != PROPARALLEL_UNSAFE;
 }
 
+/*
+ * The direct reads' part of the shared state (sh NULL: its layout, from
+ * *off on): the tables, their attributes and parallel scans.
+ */
+static void
+rc_parallel_layout_direct(RcBuckets *bk, RcParallelShared *l, Size *off,
+						  RcParallelShared *sh)
+{
+	l->nvals = bk->direct_nvals;
+	l->att_off = MAXALIGN(*off);
+	*off = l->att_off + sizeof(AttrNumber) * 2 * l->nvals;
+	for (int s = 0; s < 2; s++)
+	{
+		Relation	rel = relation_open(bk->direct_relid[s], AccessShareLock);
+
+		l->relid[s] = bk->direct_relid[s];
+		l->maxatt[s] = bk->direct_maxatt[s];
+		l->scan_off[s] = BUFFERALIGN(*off);
+		*off = l->scan_off[s] + table_parallelscan_estimate(rel, GetActiveSnapshot());
+		if (sh != NULL)
+		{
+			memcpy((char *) sh + l->att_off + sizeof(AttrNumber) * s * l->nvals,
+				   bk->direct_att[s], sizeof(AttrNumber) * l->nvals);
+			table_parallelscan_initialize(rel, (ParallelTableScanDesc) ((char *) sh + l->scan_off[s]),
+										  GetActiveSnapshot());
+		}
+		relation_close(rel, AccessShareLock);
+	}
+}
+
 /* the shared state's layout: what the leader fills in */
 static RcParallelShared *
 rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 				   RcParallelShared *sh, Size *size)
 {
 	RcParallelShared l;
+	int			nsides = bk->direct ? 2 : 1;
+	Size		off;
 
 	memset(&l, 0, sizeof(l));
 	l.by_hash = bk->by_hash;
@@ -2237,22 +2450,31 @@ rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 		l.tkey_colls[i] = st->tkey_sort[i].ssup_collation;
 	}
 	l.nhash = st->nhash;
-	l.place_att = places ? st->map->nmapped : -1;
-	if (places)
+	l.direct = bk->direct;
+	l.place_att = places && !bk->direct ? st->map->nmapped : -1;
+	for (int s = 2 - nsides; s < 2 && places; s++)
 	{
-		/* past an eighth of the rows, the leader reads the target again */
-		l.places_cap = rc_places_cap(st->map->target_relid);
-		l.kept_cap = l.places_cap / 8 + 1024;
+		/* past an eighth of the rows, the leader reads the side again */
+		l.places_cap[s] = rc_places_cap(s ? st->map->target_relid :
+										st->map->source_relid);
+		l.kept_cap[s] = l.places_cap[s] / 8 + 1024;
 	}
 	l.hash_off = MAXALIGN(sizeof(RcParallelShared));
 	l.sql_off = MAXALIGN(l.hash_off + st->nhash * (sizeof(int) + sizeof(int16) + sizeof(bool)));
 	l.buckets_off = MAXALIGN(l.sql_off + strlen(tsql) + 1);
-	l.differs_off = MAXALIGN(l.buckets_off + sizeof(RcBucket) * bk->n);
-	l.places_off = MAXALIGN(l.differs_off + sizeof(bool) * bk->n);
-	*size = l.places_off + sizeof(RcPlace) * l.kept_cap;
+	l.differs_off = MAXALIGN(l.buckets_off + sizeof(RcBucket) * bk->n * nsides);
+	off = l.differs_off + sizeof(bool) * bk->n;
+	for (int s = 0; s < 2; s++)
+	{
+		l.places_off[s] = MAXALIGN(off);
+		off = l.places_off[s] + sizeof(RcPlace) * l.kept_cap[s];
+	}
+	if (bk->direct)
+		rc_parallel_layout_direct(bk, &l, &off, sh);
+	*size = off;
 	if (sh == NULL)
 		return NULL;
-	memcpy(sh, &l, sizeof(l));
+	memcpy(sh, &l, offsetof(RcParallelShared, cv));
 	ConditionVariableInit(&sh->cv);
 	pg_atomic_init_u32(&sh->phase, RC_PHASE_READING);
 	memcpy((char *) sh + sh->hash_off, st->hash_idx, sizeof(int) * st->nhash);
@@ -2261,19 +2483,21 @@ rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 	memcpy((char *) sh + sh->hash_off + (sizeof(int) + sizeof(int16)) * st->nhash,
 		   st->hash_byval, sizeof(bool) * st->nhash);
 	strcpy((char *) sh + sh->sql_off, tsql);
-	memset((char *) sh + sh->buckets_off, 0, sizeof(RcBucket) * bk->n);
+	memset((char *) sh + sh->buckets_off, 0, sizeof(RcBucket) * bk->n * nsides);
 	return sh;
 }
 
 /*
- * Start a worker reading the target into buckets; NULL when the leader is
- * to read it itself.
+ * Start a worker reading the target (direct reads: both sides) into
+ * buckets; NULL when the leader is to read both itself.
  */
 static ParallelContext *
 rc_parallel_begin(RcState *st, RcBuckets *bk)
 {
-	bool		places = bk->remember && st->place_sql[1][0] != NULL;
-	const char *tsql = places ? st->place_sql[1][0] : st->target_all_sql;
+	bool		places = bk->direct ||
+		(bk->remember && st->place_sql[1][0] != NULL);
+	const char *tsql = bk->direct ? "" :
+		places ? st->place_sql[1][0] : st->target_all_sql;
 	ParallelContext *pcxt;
 	Size		size;
 
@@ -2303,6 +2527,18 @@ rc_parallel_begin(RcState *st, RcBuckets *bk)
 	return pcxt;
 }
 
+/* a direct read's parallel scan of a side, or NULL: the leader's alone */
+static ParallelTableScanDesc
+rc_parallel_scan(ParallelContext *pcxt, int target)
+{
+	RcParallelShared *sh;
+
+	if (pcxt == NULL)
+		return NULL;
+	sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
+	return sh->direct ? (ParallelTableScanDesc) ((char *) sh + sh->scan_off[target]) : NULL;
+}
+
 /*
  * Wait for the worker's buckets; returns them, in shared memory.  A worker
  * that fails has its error raised here; one that ends without them (it
@@ -2321,7 +2557,7 @@ rc_parallel_wait(ParallelContext *pcxt, RcBuckets *bk)
 		{
 			ConditionVariableCancelSleep();
 			WaitForParallelWorkersToFinish(pcxt);
-			elog(ERROR, "the reconcile worker ended without reading the target");
+			elog(ERROR, "the reconcile worker ended without reading its rows");
 		}
 		(void) ConditionVariableTimedSleep(&sh->cv, 100L,
 										   WAIT_EVENT_PARALLEL_FINISH);
@@ -2332,16 +2568,64 @@ rc_parallel_wait(ParallelContext *pcxt, RcBuckets *bk)
 	return (RcBucket *) ((char *) sh + sh->buckets_off);
 }
 
+/* add buckets summed by another process: exactly, modulo 2^128 */
+static void
+rc_buckets_add(RcBucket *into, const RcBucket *from, int n)
+{
+	for (int b = 0; b < n; b++)
+	{
+		uint64		lo = into[b].lo + from[b].lo;
+
+		into[b].hi += from[b].hi + (lo < from[b].lo);
+		into[b].lo = lo;
+		into[b].rows += from[b].rows;
+	}
+}
+
 /*
- * Tell the worker which buckets differ, take the places of the target's
- * rows in them that it hands back (all the second read needs of the
- * target), and end the parallel mode.
+ * The places of a side's rows in differing buckets: the worker's (those it
+ * handed back), after the leader's own with direct reads; none (the side
+ * is read again in full) when either process did not keep them all.
+ */
+static void
+rc_parallel_take_places(RcBuckets *bk, RcParallelShared *sh, int s,
+						bool *differs)
+{
+	RcPlaces   *pl = &bk->side_places[s];
+	int64		theirs = sh->nplaces[s];
+	int64		n = 0;
+
+	if (theirs < 0 || (sh->direct && pl->rows == NULL))
+	{
+		pl->rows = NULL;
+		return;
+	}
+	if (!sh->direct)
+		pl->rows = NULL;
+	for (int64 i = 0; pl->rows != NULL && i < pl->n; i++)
+		if (differs[pl->rows[i].bucket])
+			pl->rows[n++] = pl->rows[i];
+	pl->n = n;
+	if (pl->rows == NULL || n + theirs > pl->cap)
+	{
+		pl->cap = n + Max(theirs, 1);
+		pl->rows = pl->rows == NULL ?
+			MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * pl->cap) :
+			repalloc_huge(pl->rows, sizeof(RcPlace) * pl->cap);
+	}
+	memcpy(pl->rows + n, (char *) sh + sh->places_off[s], sizeof(RcPlace) * theirs);
+	pl->n += theirs;
+}
+
+/*
+ * Tell the worker which buckets differ, take the places of its rows in
+ * them that it hands back (all the second read needs of them), and end the
+ * parallel mode.
  */
 static void
 rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
 {
 	RcParallelShared *sh = shm_toc_lookup(pcxt->toc, RC_PARALLEL_KEY_SHARED, false);
-	RcPlaces   *pl = &bk->side_places[1];
 
 	memcpy((char *) sh + sh->differs_off, differs, sizeof(bool) * bk->n);
 	pg_write_barrier();
@@ -2349,12 +2633,12 @@ rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
 	ConditionVariableBroadcast(&sh->cv);
 	WaitForParallelWorkersToFinish(pcxt);
 
-	pl->rows = NULL;
-	if (sh->place_att >= 0 && sh->nplaces >= 0)
+	for (int s = sh->direct ? 0 : 1; s < 2; s++)
 	{
-		pl->n = pl->cap = sh->nplaces;
-		pl->rows = MemoryContextAllocHuge(bk->cxt, sizeof(RcPlace) * Max(pl->n, 1));
-		memcpy(pl->rows, (char *) sh + sh->places_off, sizeof(RcPlace) * pl->n);
+		if (sh->places_cap[s] > 0)
+			rc_parallel_take_places(bk, sh, s, differs);
+		else
+			bk->side_places[s].rows = NULL;
 	}
 	DestroyParallelContext(pcxt);
 	ExitParallelMode();
@@ -2362,15 +2646,13 @@ rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
 
 /*
  * The worker's side of it: say the buckets are summed, wait to be told
- * which differ, and hand back the places of the rows in them (-1: too
+ * which differ, and hand back the places of its rows in them (-1: too
  * many, or not all of them were remembered).
  */
 static void
-rc_parallel_hand_back(RcParallelShared *sh, RcPlaces *pl)
+rc_parallel_hand_back(RcParallelShared *sh, RcBuckets *bk)
 {
-	RcPlace    *out = (RcPlace *) ((char *) sh + sh->places_off);
 	bool	   *differs = (bool *) ((char *) sh + sh->differs_off);
-	int64		n = 0;
 
 	pg_write_barrier();
 	pg_atomic_write_u32(&sh->phase, RC_PHASE_BUCKETS);
@@ -2381,21 +2663,28 @@ rc_parallel_hand_back(RcParallelShared *sh, RcPlaces *pl)
 	ConditionVariableCancelSleep();
 	pg_read_barrier();
 
-	for (int64 i = 0; pl->rows != NULL && i < pl->n && n >= 0; i++)
+	for (int s = sh->direct ? 0 : 1; s < 2; s++)
 	{
-		if (!differs[pl->rows[i].bucket])
-			continue;
-		if (n == sh->kept_cap)
-			n = -1;
-		else
-			out[n++] = pl->rows[i];
+		RcPlaces   *pl = &bk->side_places[s];
+		RcPlace    *out = (RcPlace *) ((char *) sh + sh->places_off[s]);
+		int64		n = 0;
+
+		for (int64 i = 0; pl->rows != NULL && i < pl->n && n >= 0; i++)
+		{
+			if (!differs[pl->rows[i].bucket])
+				continue;
+			if (n == sh->kept_cap[s])
+				n = -1;
+			else
+				out[n++] = pl->rows[i];
+		}
+		sh->nplaces[s] = pl->rows != NULL ? n : -1;
 	}
-	sh->nplaces = pl->rows != NULL ? n : -1;
 }
 
-/* the worker's state: what rc_bucket_receive reads of the leader's */
+/* the worker's state: what rc_bucket_row reads of the leader's */
 static void
-rc_parallel_state(RcParallelShared *sh, RcState *st)
+rc_parallel_state(RcParallelShared *sh, RcState *st, RcBuckets *bk)
 {
 	memset(st, 0, sizeof(*st));
 	st->ntkeys = sh->ntkeys;
@@ -2414,42 +2703,66 @@ rc_parallel_state(RcParallelShared *sh, RcState *st)
 	st->rowcxt = AllocSetContextCreate(CurrentMemoryContext,
 									   "acme_migrate reconcile row",
 									   ALLOCSET_DEFAULT_SIZES);
+
+	rc_buckets_init(bk, st);
+	bk->by_hash = sh->by_hash;
+	bk->type = sh->type;
+	bk->min = sh->min;
+	bk->width = sh->width;
+	bk->n = sh->n;
+	if (bk->by_hash && !rc_key_hash_funcs(st, bk))
+		elog(ERROR, "reconcile worker: no hash function for the key");
+	bk->direct = sh->direct;
+	bk->direct_nvals = sh->nvals;
+	for (int s = 0; sh->direct && s < 2; s++)
+	{
+		bk->direct_relid[s] = sh->relid[s];
+		bk->direct_maxatt[s] = sh->maxatt[s];
+		bk->direct_att[s] = (AttrNumber *) ((char *) sh + sh->att_off +
+											sizeof(AttrNumber) * s * sh->nvals);
+	}
 }
 
-/* a parallel worker's entry point: the target's first read */
+/*
+ * A parallel worker's entry point: the first read of the target, and with
+ * direct reads then of what is left of the source.
+ */
 void
 rc_parallel_main(dsm_segment *seg, shm_toc *toc)
 {
 	RcParallelShared *sh = shm_toc_lookup(toc, RC_PARALLEL_KEY_SHARED, false);
 	RcState		st;
 	RcBuckets	bk;
-	RcPlaces   *pl = &bk.side_places[1];
 
-	rc_parallel_state(sh, &st);
-	rc_buckets_init(&bk, &st);
-	bk.by_hash = sh->by_hash;
-	bk.type = sh->type;
-	bk.min = sh->min;
-	bk.width = sh->width;
-	bk.n = sh->n;
-	if (bk.by_hash && !rc_key_hash_funcs(&st, &bk))
-		elog(ERROR, "reconcile worker: no hash function for the key");
-	bk.side = (RcBucket *) ((char *) sh + sh->buckets_off);
-	if (sh->place_att >= 0)
+	rc_parallel_state(sh, &st, &bk);
+	for (int s = 1; s >= (sh->direct ? 0 : 1); s--)
 	{
-		pl->cap = sh->places_cap;
-		pl->rows = rc_alloc_big(CurrentMemoryContext,
-								sizeof(RcPlace) * pl->cap, false);
-		pl->fixed = true;
-		bk.places = pl;
-		bk.place_att = sh->place_att;
+		RcPlaces   *pl = &bk.side_places[s];
+
+		bk.side = (RcBucket *) ((char *) sh + sh->buckets_off) + (1 - s) * bk.n;
+		bk.places = NULL;
+		if (sh->places_cap[s] > 0)
+		{
+			pl->cap = sh->places_cap[s];
+			pl->rows = rc_alloc_big(CurrentMemoryContext,
+									sizeof(RcPlace) * pl->cap, false);
+			pl->fixed = true;
+			bk.places = pl;
+			bk.place_att = sh->place_att;
+		}
+		if (sh->direct)
+			rc_direct_scan(&bk, s, (ParallelTableScanDesc) ((char *) sh + sh->scan_off[s]));
+		else
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			rc_bucket_side(&bk, (char *) sh + sh->sql_off, NULL);
+			SPI_finish();
+		}
 	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc_bucket_side(&bk, (char *) sh + sh->sql_off, NULL);
-	SPI_finish();
+	bk.places = NULL;
 	sh->null_key = bk.null_key;
-	rc_parallel_hand_back(sh, pl);
+	rc_parallel_hand_back(sh, &bk);
 }
 
 /* Sum both sides into buckets; returns the buckets that differ. */
@@ -2457,24 +2770,43 @@ static bool *
 rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 {
 	RcBucket   *sb;
-	RcBucket   *tb;
+	RcBucket   *tb = NULL;
 	bool	   *differs = palloc(sizeof(bool) * bk->n);
 	ParallelContext *pcxt;
 
 	rc_digest_setup(st);
+	bk->direct = bk->remember && rc_direct_setup(st, bk);
 	sb = rc_alloc_big(CurrentMemoryContext, sizeof(RcBucket) * bk->n, true);
 	pcxt = rc_parallel_begin(st, bk);
-	bk->side = sb;
-	rc_first_read(bk, 0);
-	if (pcxt != NULL)
-		tb = rc_parallel_wait(pcxt, bk);
+	if (pcxt == NULL || bk->direct)
+		tb = rc_alloc_big(CurrentMemoryContext, sizeof(RcBucket) * bk->n, true);
+	if (pcxt != NULL && bk->direct && !parallel_leader_participation)
+	{
+		/* the worker reads every block, as a Gather without its leader */
+		for (int s = 0; s < 2; s++)
+		{
+			bk->side_places[s].rows = palloc(sizeof(RcPlace));
+			bk->side_places[s].cap = 1;
+		}
+	}
 	else
 	{
-		tb = rc_alloc_big(CurrentMemoryContext, sizeof(RcBucket) * bk->n, true);
-		if (!bk->null_key)
+		bk->side = sb;
+		rc_first_read(bk, 0, rc_parallel_scan(pcxt, 0));
+		bk->side = tb;
+		if (tb != NULL && !bk->null_key)
+			rc_first_read(bk, 1, rc_parallel_scan(pcxt, 1));
+	}
+	if (pcxt != NULL)
+	{
+		RcBucket   *theirs = rc_parallel_wait(pcxt, bk);
+
+		if (!bk->direct)
+			tb = theirs;
+		else
 		{
-			bk->side = tb;
-			rc_first_read(bk, 1);
+			rc_buckets_add(tb, theirs, bk->n);
+			rc_buckets_add(sb, theirs + bk->n, bk->n);
 		}
 	}
 	*ndiffer = 0;
