@@ -291,6 +291,24 @@ FROM acme_migrate_reconcile('rk_job2');
 SELECT kind, key->>'k' AS k, changed_columns FROM acme_migrate.diffs
 WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs) ORDER BY diff_no;
 SELECT acme_migrate_drop('rk_job2');
+-- direct reads only where the reader may read the whole tables as they are:
+-- row-level security on the target, and a column the reader may not read,
+-- are obeyed as the sides' queries obey them (the oracle runs as the same
+-- role, under the same policy)
+CREATE ROLE rk_reader;
+GRANT USAGE ON SCHEMA rk TO rk_reader;
+CREATE TABLE rk.us0 (LIKE rk.us INCLUDING ALL);
+INSERT INTO rk.us0 SELECT * FROM rk.us;
+GRANT SELECT ON rk.ts, rk.tt, rk.us0 TO rk_reader;
+GRANT SELECT (id, v) ON rk.us TO rk_reader;
+ALTER TABLE rk.tt ENABLE ROW LEVEL SECURITY;
+CREATE POLICY rk_some ON rk.tt TO rk_reader USING (a % 100 <> 0);
+SET ROLE rk_reader;
+SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.tt', '{k}', 's.k = t.k', 'key->>''k''');
+SELECT * FROM acme_migrate_reconcile(source => 'rk.us', target => 'rk.us0');
+RESET ROLE;
+DROP POLICY rk_some ON rk.tt;
+ALTER TABLE rk.tt DISABLE ROW LEVEL SECURITY;
 -- with direct reads of two tables, the leader and the worker share the
 -- blocks of both; without the leader's participation the worker reads
 -- them all (its buckets and places of both sides are what is compared)
@@ -318,3 +336,5 @@ DROP TABLE rk_tmp;
 
 RESET client_min_messages;
 DROP SCHEMA rk CASCADE;
+DROP OWNED BY rk_reader;
+DROP ROLE rk_reader;
