@@ -2127,20 +2127,6 @@ rc_citus_side(RcBuckets *bk, const char *sql)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/*
- * Direct first reads.  When both sides are heap tables stored here that
- * the reader (the job's owner, or the caller) may SELECT as a whole,
- * without row-level security and without inheritance children, and every
- * column the first read hashes is a column of the table just as the side's
- * query would return it (the source's: a plain column of the target
- * column's type, and typmod unless the target's is unconstrained, and the
- * job has no filter), the first read scans the heap itself instead of
- * running the side's query: the same values of the same rows in the same
- * snapshot, hence the same buckets and hashes, without an executor and a
- * projection per row.  Its places are the scanned tuples' ctids, which
- * the second read's query fetches as before.  Anything else reads the
- * side's query.
- */
 /* the source column a mapping expression is, of the target column's type */
 static AttrNumber
 rc_direct_column(TupleDesc sdesc, const char *expr, Form_pg_attribute tatt)
@@ -2158,6 +2144,20 @@ rc_direct_column(TupleDesc sdesc, const char *expr, Form_pg_attribute tatt)
 	return InvalidAttrNumber;
 }
 
+/*
+ * Direct first reads.  When both sides are heap tables stored here that
+ * the reader (the job's owner, or the caller) may SELECT as a whole,
+ * without row-level security and without inheritance children, and every
+ * column the first read hashes is a column of the table just as the side's
+ * query would return it (the source's: a plain column of the target
+ * column's type, and typmod unless the target's is unconstrained, and the
+ * job has no filter), the first read scans the heap itself instead of
+ * running the side's query: the same values of the same rows in the same
+ * snapshot, hence the same buckets and hashes, without an executor and a
+ * projection per row.  Its places are the scanned tuples' ctids, which
+ * the second read's query fetches as before.  Anything else reads the
+ * side's query.  Can a side be read so (att: its attributes)?
+ */
 static bool
 rc_direct_side(RcState *st, int target, AttrNumber *att, AttrNumber *maxatt)
 {
@@ -2192,6 +2192,7 @@ rc_direct_side(RcState *st, int target, AttrNumber *att, AttrNumber *maxatt)
 	return ok;
 }
 
+/* Read both sides directly, if both can be. */
 static bool
 rc_direct_setup(RcState *st, RcBuckets *bk)
 {
