@@ -2484,7 +2484,6 @@ rc_parallel_layout(RcState *st, RcBuckets *bk, const char *tsql, bool places,
 	memcpy((char *) sh + sh->hash_off + (sizeof(int) + sizeof(int16)) * st->nhash,
 		   st->hash_byval, sizeof(bool) * st->nhash);
 	strcpy((char *) sh + sh->sql_off, tsql);
-	memset((char *) sh + sh->buckets_off, 0, sizeof(RcBucket) * bk->n * nsides);
 	return sh;
 }
 
@@ -2736,6 +2735,9 @@ rc_parallel_main(dsm_segment *seg, shm_toc *toc)
 	RcBuckets	bk;
 
 	rc_parallel_state(sh, &st, &bk);
+	/* zeroed here, not by the leader: its pages are mapped by their user */
+	memset((char *) sh + sh->buckets_off, 0,
+		   sizeof(RcBucket) * bk.n * (sh->direct ? 2 : 1));
 	for (int s = 1; s >= (sh->direct ? 0 : 1); s--)
 	{
 		RcPlaces   *pl = &bk.side_places[s];
