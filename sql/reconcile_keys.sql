@@ -327,6 +327,8 @@ RESET parallel_leader_participation;
 CREATE TEMP TABLE rk_tmp AS SELECT * FROM rk.tt;
 ALTER TABLE rk_tmp ADD PRIMARY KEY (k);
 SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk_tmp', '{k}', 's.k = t.k', 'key->>''k''');
+-- a temporary source read directly: the worker could not read it
+SELECT *, rk.workers() FROM rk.check('rk_tmp', 'rk.ts', '{k}', 's.k = t.k', 'key->>''k''');
 SET max_parallel_workers_per_gather = 0;
 SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.tt', '{k}', 's.k = t.k', 'key->>''k''');
 SELECT *, rk.workers() FROM rk.check('rk.bs8', 'rk.bt8', '{id}', 's.id = t.id', '(key->>''id'')::bigint');

@@ -2375,7 +2375,8 @@ rc_parallel_ok(RcState *st, RcBuckets *bk, const char *tsql)
 	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
 		!IsUnderPostmaster || !ActiveSnapshotSet() ||
 		get_rel_persistence(relid) == RELPERSISTENCE_TEMP ||
-		get_rel_persistence(st->map->source_relid) == RELPERSISTENCE_TEMP ||
+		(bk->direct &&
+		 get_rel_persistence(st->map->source_relid) == RELPERSISTENCE_TEMP) ||
 		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		return false;
 	/* as the planner: a worker for a table of min_parallel_table_scan_size */
