@@ -35,7 +35,7 @@
 # whose counts or mode are not the expected ones).
 #
 # Environment: CITUS_ROWS, REPS, BATCH, SHARDS, PG_CONFIG, KEEP=1 (leave the
-# clusters running and print how to reach them), CITUS_CONTENDERS ("job w2 sql"),
+# clusters running and print how to reach them), CITUS_CONTENDERS ("job w2 sql"; empty: no copy),
 # CITUS_RECONCILE (1), CITUS_TEXT_RECONCILE (1).
 
 set -euo pipefail
@@ -45,7 +45,7 @@ REPS=${REPS:-3}
 BATCH=${BATCH:-10000}
 SHARDS=${SHARDS:-32}
 KEEP=${KEEP:-0}
-CONTENDERS=${CITUS_CONTENDERS:-"job w2 sql"}
+CONTENDERS=${CITUS_CONTENDERS-"job w2 sql"}
 RECONCILE=${CITUS_RECONCILE:-1}
 TEXT_RECONCILE=${CITUS_TEXT_RECONCILE:-1}
 PG_CONFIG=${PG_CONFIG:-pg_config}
