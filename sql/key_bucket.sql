@@ -6,8 +6,8 @@
 -- hash_combine over the key's values, then murmurhash32's finalizer, then
 -- the low bits.
 --
-CREATE EXTENSION IF NOT EXISTS acme_migrate;
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS acme_migrate;
 CREATE SCHEMA kb;
 
 -- uint32 arithmetic in bigint (products in numeric)
