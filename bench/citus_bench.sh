@@ -25,12 +25,18 @@
 # job between the two, equal, REPS times each way: hash sums per key range
 # computed on the shards (remote_mode citus_shards) and every row read
 # through Citus to the coordinator (acme_migrate.remote_hashes = off).
+# Then (CITUS_TEXT_RECONCILE=1, the default) the same for a text key: the
+# same rows keyed by text in two distributed tables that are not
+# co-located, equal and with 100 rows changed (hash sums per bucket of key
+# hashes on the shards, acme_migrate.key_bucket, against every row read
+# through the coordinator).
 # Never asserts a time; exits non-zero only on errors (a target whose
-# EXCEPT ALL against the source is not empty is one).
+# EXCEPT ALL against the source is not empty is one, so is a reconcile
+# whose counts or mode are not the expected ones).
 #
 # Environment: CITUS_ROWS, REPS, BATCH, SHARDS, PG_CONFIG, KEEP=1 (leave the
-# clusters running and print how to reach them), CITUS_CONTENDERS ("job w2 sql"),
-# CITUS_RECONCILE (1).
+# clusters running and print how to reach them), CITUS_CONTENDERS ("job w2 sql"; empty: no copy),
+# CITUS_RECONCILE (1), CITUS_TEXT_RECONCILE (1).
 
 set -euo pipefail
 
@@ -39,8 +45,9 @@ REPS=${REPS:-3}
 BATCH=${BATCH:-10000}
 SHARDS=${SHARDS:-32}
 KEEP=${KEEP:-0}
-CONTENDERS=${CITUS_CONTENDERS:-"job w2 sql"}
+CONTENDERS=${CITUS_CONTENDERS-"job w2 sql"}
 RECONCILE=${CITUS_RECONCILE:-1}
+TEXT_RECONCILE=${CITUS_TEXT_RECONCILE:-1}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 PORTS=${CITUS_BENCH_PORTS:-5850-5899}
 BINDIR=$("$PG_CONFIG" --bindir)
@@ -174,33 +181,69 @@ if [ -n "${MED[sql]:-}" ]; then
 	done
 fi
 
+# reconcile_bench LABEL CALL EXPECT: CALL (an acme_migrate_reconcile(...)
+# FROM item) timed REPS times with acme_migrate.remote_hashes on (sums
+# computed on the shards, remote_mode citus_shards) and off (every row read
+# through Citus to the coordinator), interleaved; EXPECT is the
+# "equal|source_rows|missing|extra|changed" both must give
+reconcile_bench() {
+	local label=$1 call=$2 expect=$3 mode res t0 t1
+	local -A RTIMES RMED
+	for rep in $(seq 1 "$REPS"); do
+		for mode in on off; do
+			t0=$(now_ms)
+			res=$(q coord -Atc "SET acme_migrate.remote_hashes = $mode" \
+				-c "SELECT equal, source_rows, missing, extra, changed FROM $call" \
+				-c "SELECT method, remote_mode FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1" | tr '\n' '|')
+			t1=$(now_ms)
+			case "$mode:$res" in
+			"on:$expect|"*"|citus_shards|" | "off:$expect|"*"||") ;;
+			*) die "$label, reconcile with remote_hashes $mode: $res (expected $expect)" ;;
+			esac
+			RTIMES[$mode]="${RTIMES[$mode]:-} $((t1 - t0))"
+			log "rep $rep $label remote_hashes=$mode: $((t1 - t0)) ms ($res)"
+		done
+	done
+	echo "Citus: acme_migrate_reconcile, $label, $REPS reps"
+	for mode in on off; do
+		RMED[$mode]=$(echo "${RTIMES[$mode]}" | median)
+	done
+	printf '  on the shards (citus_shards)      median %8.2f s   (%s ms)\n' "$(echo "${RMED[on]} / 1000" | bc -l)" "${RTIMES[on]# }"
+	printf '  rows read through the coordinator median %8.2f s   (%s ms)\n' "$(echo "${RMED[off]} / 1000" | bc -l)" "${RTIMES[off]# }"
+	printf '  coordinator/shards: %.2fx\n' "$(echo "${RMED[off]} / ${RMED[on]}" | bc -l)"
+}
+
 # reconcile of the copied job, equal tables: hash sums per key range
 # computed on the shards (citus_shards) against every row read through
 # Citus to the coordinator (acme_migrate.remote_hashes = off)
-[ "$RECONCILE" = 1 ] || exit 0
-q coord -c 'TRUNCATE cb_dst' -c 'INSERT INTO cb_dst SELECT * FROM cb_src' \
-	-c "SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs" \
-	-c "SELECT acme_migrate_create(job => 'rc', source => 'cb_src', target => 'cb_dst')" >/dev/null
-declare -A RTIMES
-for rep in $(seq 1 "$REPS"); do
-	for mode in on off; do
-		t0=$(now_ms)
-		res=$(q coord -Atc "SET acme_migrate.remote_hashes = $mode" \
-			-c "SELECT equal, source_rows FROM acme_migrate_reconcile('rc')" \
-			-c "SELECT remote_mode FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1" | tr '\n' '|')
-		t1=$(now_ms)
-		case "$mode:$res" in
-		"on:t|$ROWS|citus_shards|" | "off:t|$ROWS||") ;;
-		*) die "reconcile with remote_hashes $mode: $res" ;;
-		esac
-		RTIMES[$mode]="${RTIMES[$mode]:-} $((t1 - t0))"
-		log "rep $rep reconcile remote_hashes=$mode: $((t1 - t0)) ms"
-	done
-done
-echo "Citus: acme_migrate_reconcile of the $ROWS-row job, equal tables, $REPS reps"
-for mode in on off; do
-	RMED[$mode]=$(echo "${RTIMES[$mode]}" | median)
-done
-printf '  on the shards (citus_shards)      median %8.2f s   (%s ms)\n' "$(echo "${RMED[on]} / 1000" | bc -l)" "${RTIMES[on]# }"
-printf '  rows read through the coordinator median %8.2f s   (%s ms)\n' "$(echo "${RMED[off]} / 1000" | bc -l)" "${RTIMES[off]# }"
-printf '  coordinator/shards: %.2fx\n' "$(echo "${RMED[off]} / ${RMED[on]}" | bc -l)"
+if [ "$RECONCILE" = 1 ]; then
+	q coord -c 'TRUNCATE cb_dst' -c 'INSERT INTO cb_dst SELECT * FROM cb_src' \
+		-c "SELECT acme_migrate_drop(job_name) FROM acme_migrate.jobs" \
+		-c "SELECT acme_migrate_create(job => 'rc', source => 'cb_src', target => 'cb_dst')" >/dev/null
+	reconcile_bench "the $ROWS-row job (bigint key), equal tables" \
+		"acme_migrate_reconcile('rc')" "t|$ROWS|0|0|0"
+fi
+
+# a text key (CITUS_TEXT_RECONCILE=1, the default): cb_tsrc, the rows of
+# cb_src keyed by 'key-' || id, distributed on the key, and cb_tdst, a copy
+# distributed on its key in a colocation group of its own; reconciled equal,
+# then with 100 rows changed in cb_tdst (hash sums per bucket of key hashes
+# on the shards, then the rows of differing buckets only)
+if [ "$TEXT_RECONCILE" = 1 ]; then
+	q coord >/dev/null <<EOF
+CREATE TABLE cb_tsrc (k text PRIMARY KEY, a integer NOT NULL, amount numeric(12,2), note text);
+SELECT create_distributed_table('cb_tsrc', 'k');
+INSERT INTO cb_tsrc SELECT 'key-' || id, a, amount, note FROM cb_src;
+CREATE TABLE cb_tdst (LIKE cb_tsrc INCLUDING ALL);
+SELECT create_distributed_table('cb_tdst', 'k', colocate_with => 'none');
+INSERT INTO cb_tdst SELECT * FROM cb_tsrc;
+VACUUM ANALYZE cb_tsrc;
+VACUUM ANALYZE cb_tdst;
+EOF
+	log "cb_tsrc and cb_tdst: $ROWS rows each, text keys, $SHARDS shards each, $(q coord -Atc "SELECT pg_size_pretty(citus_table_size('cb_tsrc'))") each"
+	reconcile_bench "$ROWS rows, text key, equal tables" \
+		"acme_migrate_reconcile(source => 'cb_tsrc', target => 'cb_tdst')" "t|$ROWS|0|0|0"
+	q coord -c "UPDATE cb_tdst SET note = 'changed' WHERE k IN (SELECT 'key-' || (g * ($ROWS / 100)) FROM generate_series(1, 100) g)" >/dev/null
+	reconcile_bench "$ROWS rows, text key, 100 rows changed" \
+		"acme_migrate_reconcile(source => 'cb_tsrc', target => 'cb_tdst')" "f|$ROWS|0|0|100"
+fi

@@ -48,6 +48,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -86,6 +87,7 @@
 
 PG_FUNCTION_INFO_V1(acme_migrate_reconcile_job);
 PG_FUNCTION_INFO_V1(acme_migrate_reconcile_tables);
+PG_FUNCTION_INFO_V1(acme_migrate_key_bucket);
 
 typedef enum RcPolicy
 {
@@ -1414,9 +1416,11 @@ typedef struct RcBuckets
 	uint64		span;			/* ... from min, up to min + span */
 	uint64		width;			/* ranges: key values per bucket */
 	FmgrInfo   *key_hash;		/* hashes: per key column */
+	Oid		   *key_coll;		/* ... and the collation it hashes in */
 	int			n;
 	RcBucket   *side;			/* the buckets being filled */
 	bool	   *keep;			/* second read: keep rows of these buckets */
+	bool		keep_all;		/* ... or every row read (filtered by SQL) */
 	Tuplesortstate *sort;		/* ... sorted by key here */
 	TupleDesc	desc;			/* ... rows of this layout */
 	MemoryContext cxt;			/* where the sort lives (not the executor's) */
@@ -1455,20 +1459,74 @@ rc_by_ranges(RcState *st)
 		(type == INT2OID || type == INT4OID || type == INT8OID);
 }
 
+/*
+ * The collation a key column of this type and collation is hashed in, for
+ * its bucket: none for a type that is not collatable; "C" for a
+ * deterministic collation (or none given), where equal values are equal
+ * bytes and the text-like types' hash functions hash the bytes whatever the
+ * collation, so that a key lands in the same bucket on every node,
+ * whatever its locales; false for a nondeterministic collation, whose
+ * equal values may differ in bytes (hashed by a sort key that depends on
+ * the ICU library of the node).
+ */
+static bool
+rc_hash_collation(Oid type, Oid coll, Oid *result)
+{
+	*result = InvalidOid;
+	if (!type_is_collatable(type))
+		return true;
+	if (OidIsValid(coll) && !get_collation_isdeterministic(coll))
+		return false;
+	*result = C_COLLATION_OID;
+	return true;
+}
+
+/*
+ * The bucket, of nbuckets (a power of two), of a key of n non-NULL values:
+ * the hashes of the values by their types' hash functions, in the
+ * collations rc_hash_collation gives, combined in order.  Both the hash
+ * pass in memory (rc_bucket_of) and acme_migrate.key_bucket, which
+ * computes it by SQL on a Citus shard, come here.
+ */
+static inline uint32
+rc_key_hash_add(uint32 h, FmgrInfo *hash, Oid coll, Datum value)
+{
+	return hash_combine(h, DatumGetUInt32(FunctionCall1Coll(hash, coll, value)));
+}
+
+static inline int
+rc_key_hash_bucket(uint32 h, int nbuckets)
+{
+	return (int) (murmurhash32(h) & (uint32) (nbuckets - 1));
+}
+
+static int
+rc_key_bucket(FmgrInfo *hash, const Oid *colls, const Datum *values, int n,
+			  int nbuckets)
+{
+	uint32		h = 0;
+
+	for (int i = 0; i < n; i++)
+		h = rc_key_hash_add(h, &hash[i], colls[i], values[i]);
+	return rc_key_hash_bucket(h, nbuckets);
+}
+
 /* the hash functions of the target key columns, if each has one */
 static bool
 rc_key_hash_funcs(RcState *st, RcBuckets *bk)
 {
 	bk->key_hash = palloc0(sizeof(FmgrInfo) * st->ntkeys);
+	bk->key_coll = palloc0(sizeof(Oid) * st->ntkeys);
 	for (int i = 0; i < st->ntkeys; i++)
 	{
 		TypeCacheEntry *tc = lookup_type_cache(st->tkey_types[i],
 											   TYPECACHE_HASH_PROC_FINFO);
-		Oid			coll = st->tkey_sort[i].ssup_collation;
 
 		if (!OidIsValid(tc->hash_proc_finfo.fn_oid))
 			return false;
-		if (OidIsValid(coll) && !get_collation_isdeterministic(coll))
+		if (!rc_hash_collation(st->tkey_types[i],
+							   st->tkey_sort[i].ssup_collation,
+							   &bk->key_coll[i]))
 			return false;
 		fmgr_info_copy(&bk->key_hash[i], &tc->hash_proc_finfo,
 					   CurrentMemoryContext);
@@ -1529,7 +1587,7 @@ static int
 rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull)
 {
 	RcState    *st = bk->st;
-	uint32		h = 0;
+	Datum		keyvals[INDEX_MAX_KEYS];
 
 	for (int i = 0; i < st->ntkeys; i++)
 		if (isnull[st->tkey_idx[i]])
@@ -1543,14 +1601,8 @@ rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull)
 		return (int) Min(b, (uint64) bk->n - 1);
 	}
 	for (int i = 0; i < st->ntkeys; i++)
-	{
-		Datum		d = FunctionCall1Coll(&bk->key_hash[i],
-										  st->tkey_sort[i].ssup_collation,
-										  values[st->tkey_idx[i]]);
-
-		h = hash_combine(h, DatumGetUInt32(d));
-	}
-	return (int) (murmurhash32(h) & (uint32) (bk->n - 1));
+		keyvals[i] = values[st->tkey_idx[i]];
+	return rc_key_bucket(bk->key_hash, bk->key_coll, keyvals, st->ntkeys, bk->n);
 }
 
 /* Make room for n more bytes in the row's digest; returns where they go. */
@@ -1775,9 +1827,10 @@ rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
 		(void) rc_bucket_row(bk, slot->tts_values, slot->tts_isnull,
 							 bk->places == NULL ? NULL :
 							 (ItemPointer) DatumGetPointer(slot->tts_values[bk->place_att]));
-	else if ((b = rc_bucket_of(bk, slot->tts_values, slot->tts_isnull)) < 0)
+	else if ((b = bk->keep_all ? 0 :
+			  rc_bucket_of(bk, slot->tts_values, slot->tts_isnull)) < 0)
 		bk->null_key = true;
-	else if (bk->keep[b])
+	else if (bk->keep_all || bk->keep[b])
 	{
 		tuplesort_puttupleslot(bk->sort, slot);
 		bk->kept++;
@@ -1824,23 +1877,27 @@ rc_bucket_shutdown(DestReceiver *self)
 {
 }
 
-/* Read all of one side's query into buckets, or keep its differing rows. */
+/*
+ * Read all of one side's query into buckets, or keep its differing rows.
+ * The query's parameter $1, when arg is given, is an array of type: ctids
+ * (a generic plan, a TID scan, not one planned per array) or bucket
+ * numbers (Citus: planned for the array, sent to the shards).
+ */
 static void
-rc_bucket_side(RcBuckets *bk, const char *sql, ArrayType *tids)
+rc_bucket_side(RcBuckets *bk, const char *sql, Oid type, ArrayType *arg)
 {
 	RcSide		side;
-	Oid			type = TIDARRAYOID;
 	ParamListInfo params = NULL;
 
-	if (tids != NULL)
+	if (arg != NULL)
 	{
 		params = rc_params(1, &type);
-		rc_param_set(params, 0, PointerGetDatum(tids));
+		rc_param_set(params, 0, PointerGetDatum(arg));
 	}
 	memset(&side, 0, sizeof(side));
-	/* by ctids: a generic plan (a TID scan), not one planned per array */
-	rc_side_open(&side, tids ? rc_prepare_generic(sql, 1, &type) :
-				 rc_prepare(sql, 0, &type), params, &bk->pub);
+	rc_side_open(&side, arg && type == TIDARRAYOID ?
+				 rc_prepare_generic(sql, 1, &type) :
+				 rc_prepare(sql, arg ? 1 : 0, &type), params, &bk->pub);
 	ExecutorRun(side.qd, ForwardScanDirection, 0, true);
 	rc_side_close(&side);
 	rc_bucket_add(bk, NULL, bk->pending_hash);	/* the last row */
@@ -1965,9 +2022,12 @@ rc_place_tids(RcPlaces *pl, bool *differs)
 						   TYPALIGN_SHORT);
 }
 
+static void rc_citus_keep(RcBuckets *bk, bool *differs, int target);
+
 /*
  * Read a side again, keeping the rows of differing buckets, sorted: by
- * ctid when the first read remembered them, else all of it.
+ * ctid when the first read remembered them, by SQL that selects them when
+ * the buckets were summed by SQL (Citus), else all of it.
  */
 static Tuplesortstate *
 rc_keep_side(RcBuckets *bk, bool *differs, int target, TupleDesc *desc)
@@ -1977,11 +2037,14 @@ rc_keep_side(RcBuckets *bk, bool *differs, int target, TupleDesc *desc)
 
 	bk->keep = differs;
 	bk->sort = NULL;
-	if (pl->rows != NULL)
-		rc_bucket_side(bk, st->place_sql[target][1], rc_place_tids(pl, differs));
+	if (bk->citus)
+		rc_citus_keep(bk, differs, target);
+	else if (pl->rows != NULL)
+		rc_bucket_side(bk, st->place_sql[target][1], TIDARRAYOID,
+					   rc_place_tids(pl, differs));
 	else
 		rc_bucket_side(bk, target ? st->target_rows_sql : st->source_all_sql,
-					   NULL);
+					   InvalidOid, NULL);
 	tuplesort_performsort(bk->sort);
 	*desc = bk->desc;
 	return bk->sort;
@@ -2025,23 +2088,35 @@ rc_buckets_init(RcBuckets *bk, RcState *st)
 
 /*
  * Citus.  When a side is a hash-distributed table whose nodes have
- * acme_migrate, the range buckets of both sides are summed by SQL instead
- * of reading their rows here: per bucket the row count and the sum of the
+ * acme_migrate, the buckets of both sides are summed by SQL instead of
+ * reading their rows here: per bucket the row count and the sum of the
  * first half of each row's acme_migrate_row_hash (of the target key and the
  * compared columns, the source's cast to the target's types), grouped by
- * the bucket of the key as rc_bucket_of computes it.  Citus runs that
+ * the bucket of the key: its range as rc_bucket_of computes it (a single
+ * integer key), or acme_migrate.key_bucket of the key's values (any other
+ * hashable key), which is rc_bucket_of's hash bucket.  Citus runs that
  * aggregate on every shard, on the worker that holds it, and adds up the
  * shards' partial sums here: per shard a row per bucket travels, not its
  * rows.  A side stored here runs the same SQL, so that both sides hash
  * alike.  Equal buckets hold the same multiset of row encodings, which
  * acme_migrate_row_hash makes from the values' stored representations (up
  * to a collision of the 64-bit sums), so the argument of rc_hash_first
- * holds.
- * Fewer buckets than otherwise (256): their partial sums are what
+ * holds.  Then only the rows of differing buckets are read, through
+ * Citus: key ranges merged (ranges), or the rows whose key_bucket is one of
+ * the differing buckets (hashes), selected by SQL on each node, sorted here
+ * and merged.  Those rows are not filtered again here, so that each row is
+ * kept by the function that bucketed it: were a node to bucket a key
+ * differently (a type whose hash depends on the node's locale, such as
+ * citext's), its rows would make two buckets differ, whose rows are then
+ * all read and merged: slower, never wrong.
+ * Fewer range buckets than otherwise (256): their partial sums are what
  * travels, and the grouping costs a shard of 62,500 rows 13 ms with 256 of
- * them, 29-59 ms with 4096 (hashing alone: 14 ms).
+ * them, 29-59 ms with 4096 (hashing alone: 14 ms).  Hash buckets are not
+ * met in key order: their number bounds how many rows a difference costs
+ * in the second read (a bucket's rows on both sides), so more of them.
  */
 #define RC_CITUS_MAX_BUCKETS	256
+#define RC_CITUS_HASH_BUCKETS	4096
 
 static bool
 rc_citus_applies(RcState *st)
@@ -2051,34 +2126,38 @@ rc_citus_applies(RcState *st)
 		 locality_citus_has_us(st->map->source_relid));
 }
 
-/*
- * The SQL summing a side's query (sql) into range buckets: its rows' count
- * and the sum modulo 2^64 of the first half of their row hashes (one half:
- * the hash is computed once per row, and a 64-bit sum guards against
- * accidents as well).  A row's bucket is rc_bucket_of's, so that the merge
- * of a differing bucket's key range (rc_bucket_end) holds its rows: the key
- * clamped between min and the last bucket's start, minus min, divided by
- * width, in bigint (numeric where that could overflow).  The bucket comes
- * out of a function in FROM, a column without statistics: the planner
- * then expects few groups and aggregates by hashing, where it would sort
- * every row by an expression of the key (it takes the key's ndistinct), to
- * disk past work_mem (seen on shards of 62,500 rows).
- */
+/* the SQL of acme_migrate.key_bucket of a row x's key */
 static char *
-rc_citus_sql(RcBuckets *bk, const char *sql)
+rc_citus_key_bucket(RcBuckets *bk)
 {
 	RcState    *st = bk->st;
-	StringInfoData row;
-	const char *two64 = "18446744073709551616::pg_catalog.numeric";
-	const char *k = quote_identifier(st->tkey_names[0]);
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "acme_migrate.key_bucket(%d::pg_catalog.int4", bk->n);
+	for (int i = 0; i < st->ntkeys; i++)
+		appendStringInfo(&buf, ", x.%s", quote_identifier(st->tkey_names[i]));
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/*
+ * The SQL of a row x's bucket.  Ranges: rc_bucket_of's, so that the merge
+ * of a differing bucket's key range (rc_bucket_end) holds its rows: the key
+ * clamped between min and the last bucket's start, minus min, divided by
+ * width, in bigint (numeric where that could overflow).  Hashes: its
+ * key_bucket.
+ */
+static char *
+rc_citus_bucket(RcBuckets *bk)
+{
+	const char *k = quote_identifier(bk->st->tkey_names[0]);
 	char	   *bucket;
 	uint64		last;
 	int64		top;
 
-	initStringInfo(&row);
-	for (int i = 0; i < st->nhash; i++)
-		appendStringInfo(&row, "%sx.%s", i > 0 ? ", " : "",
-						 quote_identifier(st->map->mapped_names[st->hash_idx[i]]));
+	if (bk->by_hash)
+		return rc_citus_key_bucket(bk);
 	/* keys from the last bucket's start on are clamped to it */
 	last = (uint64) (bk->n - 1) * bk->width;
 	if ((uint64) (bk->n - 1) <= (uint64) PG_INT64_MAX / bk->width &&
@@ -2090,22 +2169,46 @@ rc_citus_sql(RcBuckets *bk, const char *sql)
 		bucket = psprintf("pg_catalog.div(GREATEST(x.%s::pg_catalog.numeric OPERATOR(pg_catalog.-) " INT64_FORMAT "::pg_catalog.numeric, 0::pg_catalog.numeric), "
 						  UINT64_FORMAT "::pg_catalog.numeric)",
 						  k, bk->min, bk->width);
+	return psprintf("pg_catalog.int4(LEAST(%s, %d))", bucket, bk->n - 1);
+}
+
+/*
+ * The SQL summing a side's query (sql) into buckets: its rows' count and
+ * the sum modulo 2^64 of the first half of their row hashes (one half: the
+ * hash is computed once per row, and a 64-bit sum guards against accidents
+ * as well), per bucket (rc_citus_bucket; NULL for a NULL key).  The bucket
+ * comes out of a function in FROM, a column without statistics: the
+ * planner then expects few groups and aggregates by hashing, where it
+ * would sort every row by an expression of the key (it takes the key's
+ * ndistinct), to disk past work_mem (seen on shards of 62,500 rows).
+ */
+static char *
+rc_citus_sql(RcBuckets *bk, const char *sql)
+{
+	RcState    *st = bk->st;
+	StringInfoData row;
+	const char *two64 = "18446744073709551616::pg_catalog.numeric";
+
+	initStringInfo(&row);
+	for (int i = 0; i < st->nhash; i++)
+		appendStringInfo(&row, "%sx.%s", i > 0 ? ", " : "",
+						 quote_identifier(st->map->mapped_names[st->hash_idx[i]]));
 	return psprintf("SELECT y.b, pg_catalog.count(*), "
 					"(((pg_catalog.sum(y.h) OPERATOR(pg_catalog.%%) %s) OPERATOR(pg_catalog.+) %s) OPERATOR(pg_catalog.%%) %s)::pg_catalog.text "
 					"FROM (SELECT l.b, "
 					"acme_migrate.row_hash_half(%s.acme_migrate_row_hash(ROW(%s)), 0) AS h FROM (%s) AS x "
-					"CROSS JOIN LATERAL pg_catalog.int4(LEAST(%s, %d)) AS l(b)) AS y GROUP BY y.b",
+					"CROSS JOIN LATERAL %s AS l(b)) AS y GROUP BY y.b",
 					two64, two64, two64,
 					quote_identifier(am_extension_schema()), row.data, sql,
-					bucket, bk->n - 1);
+					rc_citus_bucket(bk));
 }
 
-/* Sum one side into the range buckets by SQL (Citus: on the shards). */
+/* Sum one side into the buckets by SQL (Citus: on the shards). */
 static void
 rc_citus_side(RcBuckets *bk, const char *sql)
 {
 	if (SPI_execute(rc_citus_sql(bk, sql), true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not sum the rows of a side into key ranges");
+		elog(ERROR, "could not sum the rows of a side into buckets");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -2119,12 +2222,158 @@ rc_citus_side(RcBuckets *bk, const char *sql)
 			bk->null_key = true;
 			continue;
 		}
+		if (DatumGetInt32(b) < 0 || DatumGetInt32(b) >= bk->n)
+			elog(ERROR, "bucket %d out of range", DatumGetInt32(b));
 		bucket = &bk->side[DatumGetInt32(b)];
 		bucket->rows = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		bucket->hi = strtou64(SPI_getvalue(tup, desc, 3), NULL, 10);
 		bucket->lo = 0;
 	}
 	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Keep a side's rows of the differing hash buckets: those whose key_bucket,
+ * computed where the rows are (on the shards for a distributed side), is
+ * one of them ($1), as the first read bucketed them.
+ */
+static void
+rc_citus_keep(RcBuckets *bk, bool *differs, int target)
+{
+	RcState    *st = bk->st;
+	Datum	   *nums = palloc(sizeof(Datum) * bk->n);
+	int			n = 0;
+	char	   *sql;
+
+	for (int b = 0; b < bk->n; b++)
+		if (differs[b])
+			nums[n++] = Int32GetDatum(b);
+	sql = psprintf("SELECT x.* FROM (%s) AS x WHERE %s OPERATOR(pg_catalog.=) ANY ($1)",
+				   target ? st->target_rows_sql : st->source_all_sql,
+				   rc_citus_key_bucket(bk));
+	bk->keep_all = true;
+	rc_bucket_side(bk, sql, INT4ARRAYOID,
+				   construct_array(nums, n, INT4OID, sizeof(int32), true,
+								   TYPALIGN_INT));
+	bk->keep_all = false;
+}
+
+/*
+ * What acme_migrate.key_bucket keeps between the calls of one call site:
+ * per key value (or, for VARIADIC array, for every element) its type's
+ * hash function and the collation it hashes in.
+ */
+typedef struct RcKeyBucketFn
+{
+	int			nkeys;			/* -1: the values come as one array */
+	FmgrInfo   *hash;
+	Oid		   *colls;
+	int16		elmlen;			/* the array's elements */
+	bool		elmbyval;
+	char		elmalign;
+} RcKeyBucketFn;
+
+static void
+rc_key_bucket_fn_arg(RcKeyBucketFn *f, int i, Oid type, Oid coll,
+					 MemoryContext cxt)
+{
+	TypeCacheEntry *tc = lookup_type_cache(type, TYPECACHE_HASH_PROC);
+
+	if (!OidIsValid(tc->hash_proc))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("could not identify a hash function for type %s",
+						format_type_be(type))));
+	if (!rc_hash_collation(type, coll, &f->colls[i]))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot bucket keys in the nondeterministic collation \"%s\"",
+						get_collation_name(coll)),
+				 errdetail("Equal values of a nondeterministic collation may differ in bytes.")));
+	fmgr_info_cxt(tc->hash_proc, &f->hash[i], cxt);
+}
+
+static RcKeyBucketFn *
+rc_key_bucket_fn(FunctionCallInfo fcinfo)
+{
+	FmgrInfo   *flinfo = fcinfo->flinfo;
+	RcKeyBucketFn *f = flinfo->fn_extra;
+	bool		variadic = get_fn_expr_variadic(flinfo);
+	int			n = variadic ? 1 : PG_NARGS() - 1;
+
+	if (f != NULL)
+		return f;
+	f = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(RcKeyBucketFn));
+	f->nkeys = variadic ? -1 : n;
+	f->hash = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(FmgrInfo) * Max(n, 1));
+	f->colls = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(Oid) * Max(n, 1));
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a key needs at least one value")));
+	for (int i = 0; i < n; i++)
+	{
+		Oid			type = get_fn_expr_argtype(flinfo, i + 1);
+
+		if (variadic)
+		{
+			type = OidIsValid(type) ? get_element_type(type) : InvalidOid;
+			if (!OidIsValid(type))
+				elog(ERROR, "could not determine the type of the VARIADIC key values");
+			get_typlenbyvalalign(type, &f->elmlen, &f->elmbyval, &f->elmalign);
+		}
+		else if (!OidIsValid(type))
+			elog(ERROR, "could not determine the type of key value %d", i + 1);
+		rc_key_bucket_fn_arg(f, i, type, PG_GET_COLLATION(), flinfo->fn_mcxt);
+	}
+	flinfo->fn_extra = f;
+	return f;
+}
+
+/*
+ * acme_migrate.key_bucket(nbuckets, VARIADIC key "any"): the bucket of a
+ * key given as its values, as reconcile's hash pass puts it (rc_key_bucket):
+ * the same on every node for the same values, since the types' hash
+ * functions (of the bytes for text in deterministic collations) do not
+ * depend on the node.  STRICT: NULL for a NULL key value; so is a NULL
+ * element of a VARIADIC array.
+ */
+Datum
+acme_migrate_key_bucket(PG_FUNCTION_ARGS)
+{
+	int32		nbuckets = PG_GETARG_INT32(0);
+	RcKeyBucketFn *f;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	uint32		h = 0;
+
+	if (nbuckets < 1 || (nbuckets & (nbuckets - 1)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nbuckets must be a power of two, not %d", nbuckets)));
+	f = rc_key_bucket_fn(fcinfo);
+	if (f->nkeys >= 0)
+	{
+		for (int i = 0; i < f->nkeys; i++)
+			h = rc_key_hash_add(h, &f->hash[i], f->colls[i], PG_GETARG_DATUM(i + 1));
+		PG_RETURN_INT32(rc_key_hash_bucket(h, nbuckets));
+	}
+	arr = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), f->elmlen, f->elmbyval,
+					  f->elmalign, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a key needs at least one value")));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			PG_RETURN_NULL();
+		h = rc_key_hash_add(h, &f->hash[0], f->colls[0], elems[i]);
+	}
+	PG_RETURN_INT32(rc_key_hash_bucket(h, nbuckets));
 }
 
 /* the source column a mapping expression is, of the target column's type */
@@ -2275,11 +2524,11 @@ rc_first_read(RcBuckets *bk, int target, ParallelTableScanDesc pscan)
 		if (bk->direct)
 			rc_direct_scan(bk, target, pscan);
 		else
-			rc_bucket_side(bk, st->place_sql[target][0], NULL);
+			rc_bucket_side(bk, st->place_sql[target][0], InvalidOid, NULL);
 	}
 	else
 		rc_bucket_side(bk, target ? st->target_all_sql : st->source_all_sql,
-					   NULL);
+					   InvalidOid, NULL);
 	bk->places = NULL;
 }
 
@@ -2372,7 +2621,8 @@ rc_parallel_ok(RcState *st, RcBuckets *bk, const char *tsql)
 	Relation	rel;
 	BlockNumber pages;
 
-	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
+	/* summed by SQL (Citus), both sides alike: not by a worker's hashing */
+	if (bk->citus || max_parallel_workers_per_gather <= 0 || IsInParallelMode() ||
 		!IsUnderPostmaster || !ActiveSnapshotSet() ||
 		get_rel_persistence(relid) == RELPERSISTENCE_TEMP ||
 		(bk->direct &&
@@ -2760,7 +3010,7 @@ rc_parallel_main(dsm_segment *seg, shm_toc *toc)
 		{
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
-			rc_bucket_side(&bk, (char *) sh + sh->sql_off, NULL);
+			rc_bucket_side(&bk, (char *) sh + sh->sql_off, InvalidOid, NULL);
 			SPI_finish();
 		}
 	}
@@ -2848,17 +3098,22 @@ rc_hash_first(RcState *st)
 
 	rc_buckets_init(&bk, st);
 	bk.by_hash = !rc_by_ranges(st);
-	bk.citus = !bk.by_hash && rc_citus_applies(st);
 	if (bk.by_hash && !rc_key_hash_setup(st, &bk))
 		return false;
+	bk.citus = rc_citus_applies(st);
 	if (bk.by_hash)
+	{
 		rc_hashes_setup(st, &bk);
+		if (bk.citus)
+			bk.n = RC_CITUS_HASH_BUCKETS;
+	}
 	else if (!rc_ranges_setup(st, &bk, bk.citus ? RC_CITUS_MAX_BUCKETS :
 							  RC_MAX_BUCKETS))
 		return false;
 	/* ranges: only when both sides' rows can be fetched again by place */
-	bk.remember = bk.by_hash ||
-		(!bk.citus && st->place_sql[0][0] != NULL && st->place_sql[1][0] != NULL);
+	bk.remember = !bk.citus &&
+		(bk.by_hash ||
+		 (st->place_sql[0][0] != NULL && st->place_sql[1][0] != NULL));
 
 	differs = rc_compare_buckets(st, &bk, &ndiffer, &kept);
 	source_rows = st->counts.source_rows;

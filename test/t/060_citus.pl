@@ -545,6 +545,200 @@ is( $coord->safe_psql('postgres',
 	$local_hash,
 	'table_hash of a reference table equals the local hash');
 
+# Reconcile on the shards for keys other than a single integer column:
+# text, uuid and composite (integer, text) keys, each a distributed table
+# against a local one and against a distributed one (not co-located), equal
+# and then with rows missing, extra and changed.  The buckets of key hashes
+# are summed on the shards (acme_migrate.key_bucket), and only the rows of
+# differing buckets are read, through Citus; the differences it lists are
+# checked against FULL JOIN / EXCEPT oracles run through Citus.
+my %kinds = (
+	text => {
+		cols => 'k text NOT NULL, a integer, note text, PRIMARY KEY (k)',
+		keys => ['k'], dist => 'k',
+		gen => q{'key-' || g}, extra => q{'extra-' || g}},
+	uuid => {
+		cols => 'k uuid NOT NULL, a integer, note text, PRIMARY KEY (k)',
+		keys => ['k'], dist => 'k',
+		gen => q{md5('u' || g)::uuid}, extra => q{md5('x' || g)::uuid}},
+	comp => {
+		cols => 'id integer NOT NULL, name text NOT NULL, a integer, note text, PRIMARY KEY (id, name)',
+		keys => [ 'id', 'name' ], dist => 'id', dist2 => 'name',
+		gen => q{g / 3, 'n' || g % 3}, extra => q{-g, 'x'}},
+);
+for my $kind (sort keys %kinds)
+{
+	my $k = $kinds{$kind};
+	my $cols = $k->{cols};
+	my $dist2 = $k->{dist2} // $k->{dist};
+	$coord->safe_psql(
+		'postgres', qq{
+		CREATE TABLE kl_$kind ($cols);
+		INSERT INTO kl_$kind SELECT $k->{gen}, g % 97,
+			CASE WHEN g % 11 = 0 THEN NULL ELSE md5(g::text) END
+		  FROM generate_series(1, $nrows) g;
+		CREATE TABLE kd_$kind ($cols);
+		SELECT create_distributed_table('kd_$kind', '$k->{dist}');
+		INSERT INTO kd_$kind SELECT * FROM kl_$kind;
+		CREATE TABLE kd2_$kind ($cols);
+		SELECT create_distributed_table('kd2_$kind', '$dist2', colocate_with => 'none',
+			shard_count => 5);
+		INSERT INTO kd2_$kind SELECT * FROM kl_$kind;
+		CREATE TABLE kl2_$kind ($cols);
+		INSERT INTO kl2_$kind SELECT * FROM kl_$kind;
+	});
+}
+
+# the differences an oracle finds between src and dst, through Citus, as
+# (kind, key) rows that acme_migrate.diffs lists: keys only in src
+# (missing), only in dst (extra), on both sides with rows that are
+# distinct (changed, by a FULL JOIN)
+sub key_oracle_sql
+{
+	my ($src, $dst, $keys) = @_;
+	my $kl = join(', ', @$keys);
+	my $on = join(' AND ', map { "s.$_ = d.$_" } @$keys);
+	my $sk = join(', ', map { "s.$_" } @$keys);
+	my $dk = join(', ', map { "d.$_" } @$keys);
+	my $obj = sub {
+		my $a = shift;
+		'jsonb_build_object(' . join(', ', map { "'$_', $a.$_" } @$keys) . ')';
+	};
+	# materialized: Citus joins them on the coordinator, whatever their
+	# distribution
+	return qq{
+		WITH s AS MATERIALIZED (SELECT * FROM $src), d AS MATERIALIZED (SELECT * FROM $dst)
+		SELECT CASE WHEN d.$keys->[0] IS NULL THEN 'missing'
+					WHEN s.$keys->[0] IS NULL THEN 'extra' ELSE 'changed' END AS kind,
+			   CASE WHEN s.$keys->[0] IS NULL THEN ${\ $obj->('d')} ELSE ${\ $obj->('s')} END AS key
+		  FROM s FULL JOIN d ON $on
+		 WHERE (s.a, s.note) IS DISTINCT FROM (d.a, d.note)
+			OR s.$keys->[0] IS NULL OR d.$keys->[0] IS NULL};
+}
+
+# reconcile src with dst; returns the summary, the run's method and mode,
+# and the difference between what it listed and what the oracle finds
+sub key_reconcile
+{
+	my ($src, $dst, $keys, $set) = @_;
+	my $oracle = key_oracle_sql($src, $dst, $keys);
+	my ($ret, $out, $err) = $coord->psql(
+		'postgres', qq{
+		SET citus.enable_repartition_joins = on;
+		SET citus.log_remote_commands = on;
+		SET client_min_messages = log;
+		$set
+		SELECT r.source_rows || '|' || r.target_rows || '|' || r.missing || '|' || r.extra
+			|| '|' || r.changed || '|' || r.equal::text
+		  FROM acme_migrate_reconcile(source => '$src', target => '$dst') r;
+		SET citus.log_remote_commands = off;
+		CREATE TEMP TABLE listed AS SELECT kind, key FROM acme_migrate.diffs
+		 WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs);
+		CREATE TEMP TABLE oracle AS $oracle;
+		SELECT (SELECT count(*) FROM (TABLE listed EXCEPT ALL TABLE oracle) x) || '|' ||
+			   (SELECT count(*) FROM (TABLE oracle EXCEPT ALL TABLE listed) x) || '|' ||
+			   (SELECT count(*) FROM oracle) || '|' ||
+			   (SELECT coalesce(string_agg(kind || ':' || n, ',' ORDER BY kind), '')
+				  FROM (SELECT kind, count(*) n FROM oracle GROUP BY kind) x);
+		SELECT method || '|' || coalesce(remote_mode, 'none') || '|' || ranges_hashed
+			|| '|' || ranges_merged
+		  FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1;});
+	die "reconcile of $src and $dst failed: $err" if $ret != 0;
+	my @lines = split /\n/, $out;
+	my $first = grep { /issuing .*acme_migrate\.key_bucket\(.*GROUP BY/ } split /\n/, $err;
+	my $second = grep { /issuing .*acme_migrate\.key_bucket\(.*=\)? ANY/ } split /\n/, $err;
+	return (@lines, "$first|$second");
+}
+
+for my $kind (sort keys %kinds)
+{
+	my $keys = $kinds{$kind}{keys};
+	my $pick = 'md5(' . join(q{ || '/' || }, map { "${_}::text" } @$keys) . ')';
+	for my $pair ([ "kl_$kind", "kd_$kind", 'local -> distributed', 8 ],
+		[ "kd_$kind", "kd2_$kind", 'distributed -> distributed', 13 ],
+		[ "kd_$kind", "kl2_$kind", 'distributed -> local', 8 ])
+	{
+		my ($src, $dst, $what, $shards) = @$pair;
+		# a parallel worker could read a local target: not on this path
+		my $set = 'SET min_parallel_table_scan_size = 0;';
+		my @r = key_reconcile($src, $dst, $keys, $set);
+		is( join("\n", @r[ 0 .. 2 ]),
+			"$nrows|$nrows|0|0|0|true\n0|0|0|\nhash_buckets|citus_shards|4096|0",
+			"$kind key, $what, equal: equal, as the oracle says, key buckets summed on the shards");
+		is($r[3], "$shards|0",
+			"$kind key, $what, equal: key_bucket summed on each of the $shards shards, no rows read");
+
+		# rows missing, extra and changed in the target
+		$coord->safe_psql(
+			'postgres', qq{
+			DELETE FROM $dst WHERE $pick LIKE '00%';
+			UPDATE $dst SET note = 'changed' WHERE $pick LIKE '01%';
+			UPDATE $dst SET a = NULL WHERE $pick LIKE '020%';
+			INSERT INTO $dst SELECT $kinds{$kind}{extra}, g, 'extra'
+			  FROM generate_series(1, 25) g;
+		});
+		@r = key_reconcile($src, $dst, $keys, $set);
+		my ($m, $e, $c) = $r[1] =~ /changed:(\d+),extra:(\d+),missing:(\d+)/
+		  ? ($3, $2, $1) : (-1, -1, -1);
+		ok($m > 20 && $c > 20 && $e == 25,
+			"$kind key, $what: the oracle finds $m missing, $e extra, $c changed");
+		is($r[0], "$nrows|" . ($nrows - $m + $e) . "|$m|$e|$c|false",
+			"$kind key, $what, differences: reconcile counts them as the oracle does");
+		like($r[1], qr/^0\|0\|/,
+			"$kind key, $what, differences: it lists exactly the oracle's (kind, key) rows");
+		my ($method, $mode, $hashed, $merged) = split /\|/, $r[2];
+		ok( "$method|$mode" eq 'hash_buckets|citus_shards'
+			  && $merged > 0 && $merged <= $m + $e + $c && $merged < $hashed / 4,
+			"$kind key, $what, differences: summed on the shards, then $merged of $hashed buckets read ($r[2])");
+		is($r[3], "$shards|$shards",
+			"$kind key, $what, differences: key_bucket computed on each shard, in both reads");
+
+		# as it was
+		$coord->safe_psql('postgres', "TRUNCATE $dst; INSERT INTO $dst SELECT * FROM $src;");
+	}
+}
+
+# an integer key, distributed source, local target that a parallel worker
+# could read: the target is summed by the same SQL as the source, not by a
+# worker hashing it in memory (whose sums would differ from the SQL's in
+# every range, and send the whole comparison to a merge)
+is( $coord->safe_psql(
+		'postgres', q{
+	SET min_parallel_table_scan_size = 0;
+	SELECT r.equal FROM acme_migrate_reconcile(source => 'd_src', target => 'src_local') r;
+	SELECT method || '|' || remote_mode || '|' || parallel_workers
+	  FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1}),
+	"t\nhash_ranges|citus_shards|0",
+	'integer key, distributed -> local target large enough for a parallel worker: both summed on the shards\' SQL');
+
+# without the shards' sums, the same answer through the coordinator
+$coord->safe_psql('postgres', q{DELETE FROM kd2_text WHERE k LIKE 'key-1%77'});
+my @off = key_reconcile('kd_text', 'kd2_text', ['k'], 'SET acme_migrate.remote_hashes = off;');
+is(join("\n", @off[ 0 .. 1 ], $off[3]), "$nrows|" . ($nrows - 111) . "|111|0|0|false\n0|0|111|missing:111\n0|0",
+	'text key with acme_migrate.remote_hashes off: the same differences, read through the coordinator');
+like($off[2], qr/^hash_buckets\|none\|/, 'and that run does not say citus_shards');
+$coord->safe_psql('postgres', 'TRUNCATE kd2_text; INSERT INTO kd2_text SELECT * FROM kd_text;');
+
+# a NULL key in the source (no primary key there) is reported as such, by
+# the merge of everything the first read falls back to, as before
+$coord->safe_psql(
+	'postgres', q{
+	CREATE TABLE kn_comp (id integer NOT NULL, name text, a integer, note text);
+	SELECT create_distributed_table('kn_comp', 'id');
+	INSERT INTO kn_comp SELECT * FROM kl_comp;
+	INSERT INTO kn_comp VALUES (7, NULL, 1, 'no name');
+});
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT r.missing || '|' || r.extra || '|' || r.changed
+	  FROM acme_migrate_reconcile(source => 'kn_comp', target => 'kd_comp', key => '{id,name}') r;
+	SELECT null_keys || '|' || method || '|' || coalesce(remote_mode, 'none')
+	  FROM acme_migrate.reconcile_runs ORDER BY run_id DESC LIMIT 1;
+	SELECT kind || '|' || side || '|' || (key IS NULL) FROM acme_migrate.diffs
+	 WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs)}),
+	"0|0|0\n1|merge|none\nnull_key|source|true",
+	'a NULL key in a distributed source: reported as a null_key by the merge, as before');
+
 # search_path attacks on the Citus paths: a plain role's distributed tables,
 # copied by pushed-down ranges, reconciled on the shards and hashed there,
 # with her traps first in her search_path (pg_temp, her schema, public, then
@@ -575,6 +769,12 @@ $coord->safe_psql(
 	CREATE FUNCTION cit_m.le8(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS $$
 	BEGIN PERFORM cit_m.trap('<= (bigint, bigint)'); RETURN $1 OPERATOR(pg_catalog.<=) $2; END $$;
 	CREATE OPERATOR cit_m.<= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = cit_m.le8);
+	CREATE FUNCTION cit_m.eq4(integer, integer) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN PERFORM cit_m.trap('= (integer, integer)'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+	CREATE OPERATOR cit_m.= (LEFTARG = integer, RIGHTARG = integer, FUNCTION = cit_m.eq4);
+	CREATE FUNCTION cit_m.eqt(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN PERFORM cit_m.trap('= (text, text)'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+	CREATE OPERATOR cit_m.= (LEFTARG = text, RIGHTARG = text, FUNCTION = cit_m.eqt);
 	CREATE FUNCTION public.count(anyelement) RETURNS bigint LANGUAGE plpgsql AS $$
 	BEGIN PERFORM cit_m.trap('count()'); RETURN 0; END $$;
 	CREATE FUNCTION cit_m.sum(numeric) RETURNS numeric LANGUAGE plpgsql AS $$
@@ -588,6 +788,13 @@ $coord->safe_psql(
 	SELECT create_distributed_table('cit_m.d', 'id', colocate_with => 'cit_m.s');
 	SELECT acme_migrate_create(job => 'cit_hostile', source => 'cit_m.s',
 		target => 'cit_m.d', batch_size => 500);
+	CREATE TABLE cit_m.ts (k text PRIMARY KEY, a integer NOT NULL, note text);
+	SELECT create_distributed_table('cit_m.ts', 'k');
+	INSERT INTO cit_m.ts SELECT 'k' || g, g % 7, md5(g::text) FROM generate_series(1, 6000) g;
+	CREATE TABLE cit_m.td (LIKE cit_m.ts INCLUDING ALL);
+	SELECT create_distributed_table('cit_m.td', 'k', colocate_with => 'cit_m.ts');
+	INSERT INTO cit_m.td SELECT * FROM cit_m.ts;
+	UPDATE cit_m.td SET note = 'changed' WHERE k IN ('k1', 'k2', 'k3', 'k4');
 });
 my $hostile = q{SET ROLE cit_mallory;
 	CREATE DOMAIN pg_temp.int8 AS pg_catalog.int8 CHECK (cit_m.trap('domain pg_temp.int8'));
@@ -596,11 +803,11 @@ my $hostile = q{SET ROLE cit_mallory;
 };
 is( $coord->safe_psql(
 		'postgres', $hostile . q{
-	SELECT 1::bigint = 2::bigint, 3::bigint > 2::bigint;
+	SELECT 1::bigint = 2::bigint, 3::bigint > 2::bigint, 1 = ANY ('{1}'::integer[]), 'a'::text = 'a';
 	RESET ROLE; RESET search_path;
 	SELECT pg_catalog.string_agg(trap, ', ' ORDER BY trap) FROM public.cit_log;
 	DELETE FROM public.cit_log;}),
-	"f|t\n= (bigint, bigint), > (bigint, bigint)",
+	"f|t|t|t\n= (bigint, bigint), = (integer, integer), = (text, text), > (bigint, bigint), domain text",
 	'hostile search_path on Citus: the traps spring on plain SQL');
 $coord->safe_psql(
 	'postgres', $hostile . q{
@@ -611,7 +818,14 @@ $coord->safe_psql(
 	UPDATE cit_m.d SET note = 'changed' WHERE id OPERATOR(pg_catalog.<) 4;
 	SELECT pg_catalog.count(*) FROM acme_migrate_reconcile(source => 'cit_m.s', target => 'cit_m.d');
 	SELECT pg_catalog.count(*) FROM acme_migrate_reconcile('cit_hostile');
+	SELECT pg_catalog.count(*) FROM acme_migrate_reconcile(source => 'cit_m.ts', target => 'cit_m.td');
 });
+is( $coord->safe_psql(
+		'postgres', q{
+	SELECT r.method, r.remote_mode, r.changed, r.missing, r.extra FROM acme_migrate.reconcile_runs r
+	 WHERE r.target_table = 'cit_m.td'::regclass ORDER BY r.run_id DESC LIMIT 1}),
+	'hash_buckets|citus_shards|4|0|0',
+	'hostile search_path on Citus: a text key reconciled on the shards (key buckets), the 4 changed rows found');
 is( $coord->safe_psql(
 		'postgres', q{
 	SELECT r.method, r.remote_mode, r.changed FROM acme_migrate.reconcile_runs r
@@ -624,7 +838,7 @@ is(oracle('cit_m.s', 'cit_m.d'), '3|3|6000',
 is($coord->safe_psql('postgres',
 		q{SELECT coalesce(string_agg(trap || ' as ' || ran_as, ', '), 'none') FROM cit_log}),
 	'none',
-	'hostile search_path on Citus: no trap sprung by copy, reconcile (of the job and of the tables), table_hash or range_hashes');
+	'hostile search_path on Citus: no trap sprung by copy, reconcile (of the job and of the tables, integer and text keys), table_hash or range_hashes');
 
 # capture cannot see writes routed to shards: refused
 ($ret, $out, $err) = $coord->psql(
