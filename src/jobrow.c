@@ -1,0 +1,524 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobrow.c
+ *	  A batch's checkpoint written to its job's row in C, and the job's row
+ *	  locked again by its address between batches.
+ *
+ * Every batch updates the job's row of acme_migrate.jobs.  Through SQL,
+ * each UPDATE builds an executor that parses again the table's CHECK
+ * constraints (one ExprState each, per execution), and every turn of a
+ * driver reads the whole row again with SELECT ... FOR UPDATE.  Both are a
+ * fixed cost per batch, whatever its size.  Here:
+ *
+ *	- jobrow_checkpoint updates the row with heap_update and its indexes
+ *	  (CatalogTupleUpdate), computing the new values as the SQL statement
+ *	  does (catalog.c, CAT_JOB_CHECKPOINT), and checks the new row against
+ *	  the table's own NOT NULL and CHECK constraints: the very expressions
+ *	  of the relcache, planned once and kept until the table's relcache
+ *	  entry is invalidated (ALTER TABLE, a new constraint, ...).  It only
+ *	  does so when the row at the job's address is the one its transaction
+ *	  locked FOR UPDATE and has not updated since, and only for a table it
+ *	  can write exactly like the executor would: no trigger (but those of
+ *	  the foreign keys that reference it, which never act since we change
+ *	  no key), rule, forced row security or generated column; plain
+ *	  immediate indexes; constraints
+ *	  calling built-in functions only; the columns of the expected types.
+ *	  Otherwise it returns false and the caller runs the SQL statement.
+ *
+ *	- jobrow_relock locks FOR UPDATE the row version a job was read from
+ *	  (or last written by jobrow_checkpoint), and tells whether it is still
+ *	  the row's latest version, so that nothing (another session's pause,
+ *	  cancel, alter or drop, or our own later update) changed it since.
+ *	  Then the job in memory is still the row and need not be read again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "acme_migrate.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/int.h"
+#include "executor/executor.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "storage/bufmgr.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+/* the columns a checkpoint writes, and job_id */
+enum
+{
+	JR_JOB_ID,
+	JR_LAST_KEY,
+	JR_ROWS_READ,
+	JR_ROWS_COPIED,
+	JR_ROWS_REJECTED,
+	JR_BATCHES_DONE,
+	JR_STATE,
+	JR_FAILURE_REASON,
+	JR_STARTED_AT,
+	JR_UPDATED_AT,
+	JR_FINISHED_AT,
+	JR_NCOLS
+};
+
+static const struct
+{
+	const char *name;
+	Oid			type;
+	bool		notnull;		/* we rely on it: the column must be NOT NULL */
+}			jr_cols[JR_NCOLS] =
+{
+	[JR_JOB_ID] = {"job_id", INT8OID, true},
+	[JR_LAST_KEY] = {"last_key", TEXTARRAYOID, false},
+	[JR_ROWS_READ] = {"rows_read", INT8OID, true},
+	[JR_ROWS_COPIED] = {"rows_copied", INT8OID, true},
+	[JR_ROWS_REJECTED] = {"rows_rejected", INT8OID, true},
+	[JR_BATCHES_DONE] = {"batches_done", INT8OID, true},
+	[JR_STATE] = {"state", TEXTOID, true},
+	[JR_FAILURE_REASON] = {"failure_reason", TEXTOID, false},
+	[JR_STARTED_AT] = {"started_at", TIMESTAMPTZOID, false},
+	[JR_UPDATED_AT] = {"updated_at", TIMESTAMPTZOID, false},
+	[JR_FINISHED_AT] = {"finished_at", TIMESTAMPTZOID, false},
+};
+
+/*
+ * What we know of acme_migrate.jobs, valid while jr_valid: built from its
+ * relcache entry, dropped by any invalidation of it.
+ */
+static bool jr_valid = false;
+static bool jr_callback = false;
+static uint64 jr_invals = 0;	/* invalidations of the table seen */
+static Oid	jr_relid = InvalidOid;
+static bool jr_usable;			/* may be written here at all */
+static AttrNumber jr_att[JR_NCOLS];
+static int	jr_nchecks;
+static ExprState **jr_checks;	/* the CHECK constraints, planned */
+static char **jr_check_names;
+static TupleTableSlot *jr_slot;
+static ExprContext *jr_econtext;
+static MemoryContext jr_cxt = NULL;
+
+static void
+jr_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == jr_relid)
+	{
+		jr_valid = false;
+		jr_invals++;
+	}
+}
+
+static Oid
+jr_jobs_relid(void)
+{
+	Oid			relid = get_relname_relid("jobs",
+										  get_namespace_oid("acme_migrate", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table acme_migrate.jobs is missing");
+	return relid;
+}
+
+/* true for a function that is not built in */
+static bool
+jr_not_builtin(Oid func_id, void *context)
+{
+	return func_id >= FirstGenbkiObjectId;
+}
+
+/*
+ * The table's triggers may only be the internal ones of the foreign keys
+ * that reference it (acme_migrate.batches' and the others'): those act
+ * only when a referenced key changes, and no column we write may be part
+ * of a key that can be referenced.
+ */
+static bool
+jr_triggers_ok(Relation rel)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	Bitmapset  *keys;
+
+	if (trigdesc == NULL)
+		return true;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+		if (!trigdesc->triggers[i].tgisinternal ||
+			RI_FKey_trigger_type(trigdesc->triggers[i].tgfoid) != RI_TRIGGER_PK)
+			return false;
+	keys = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_KEY);
+	for (int c = 0; c < JR_NCOLS; c++)
+		if (c != JR_JOB_ID &&
+			bms_is_member(jr_att[c] - FirstLowInvalidHeapAttributeNumber, keys))
+			return false;
+	return true;
+}
+
+/* Are the table's indexes all plain ones, as CatalogTupleUpdate needs? */
+static bool
+jr_indexes_plain(Relation rel)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		plain = true;
+
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+
+		if (!index->rd_index->indimmediate || index->rd_index->indisexclusion ||
+			RelationGetIndexExpressions(index) != NIL ||
+			RelationGetIndexPredicate(index) != NIL ||
+			IndexRelationGetNumberOfKeyAttributes(index) == 0)
+			plain = false;
+		index_close(index, AccessShareLock);
+	}
+	list_free(indexes);
+	return plain;
+}
+
+/* The columns we write, by name; false when one is missing or retyped. */
+static bool
+jr_find_columns(TupleDesc desc)
+{
+	for (int c = 0; c < JR_NCOLS; c++)
+	{
+		jr_att[c] = InvalidAttrNumber;
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname),
+											 jr_cols[c].name) == 0)
+				jr_att[c] = att->attnum;
+		}
+		if (jr_att[c] == InvalidAttrNumber ||
+			TupleDescAttr(desc, jr_att[c] - 1)->atttypid != jr_cols[c].type ||
+			(jr_cols[c].notnull && !TupleDescAttr(desc, jr_att[c] - 1)->attnotnull))
+			return false;
+	}
+	return true;
+}
+
+/* Plan the table's CHECK constraints, as ExecRelCheck does; false: not ours to run. */
+static bool
+jr_plan_checks(TupleDesc desc)
+{
+	TupleConstr *constr = desc->constr;
+
+	jr_nchecks = constr ? constr->num_check : 0;
+	jr_checks = palloc0(sizeof(ExprState *) * Max(jr_nchecks, 1));
+	jr_check_names = palloc0(sizeof(char *) * Max(jr_nchecks, 1));
+	for (int i = 0; i < jr_nchecks; i++)
+	{
+		Expr	   *expr = stringToNode(constr->check[i].ccbin);
+
+		if (check_functions_in_node((Node *) expr, jr_not_builtin, NULL))
+			return false;
+		jr_checks[i] = ExecInitExpr(expression_planner(expr), NULL);
+		jr_check_names[i] = pstrdup(constr->check[i].ccname);
+	}
+	return true;
+}
+
+/*
+ * Learn the table again from its relcache entry.  A relcache invalidation
+ * arriving meanwhile (or an error) leaves jr_valid false: the caller then
+ * uses SQL, and the next call learns it again.
+ */
+static void
+jr_build(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	MemoryContext old;
+	uint64		invals;
+
+	if (!jr_callback)
+	{
+		CacheRegisterRelcacheCallback(jr_relcache_callback, (Datum) 0);
+		jr_callback = true;
+	}
+	if (jr_cxt == NULL)
+		jr_cxt = AllocSetContextCreate(TopMemoryContext,
+									   "acme_migrate job row",
+									   ALLOCSET_SMALL_SIZES);
+	jr_valid = false;
+	MemoryContextReset(jr_cxt);
+	jr_relid = RelationGetRelid(rel);
+	invals = jr_invals;
+	old = MemoryContextSwitchTo(jr_cxt);
+	jr_usable = rel->rd_rel->relkind == RELKIND_RELATION &&
+		!rel->rd_rel->relhasrules && !rel->rd_rel->relforcerowsecurity &&
+		!(desc->constr && desc->constr->has_generated_stored) &&
+		jr_find_columns(desc) && jr_triggers_ok(rel) && jr_indexes_plain(rel) &&
+		jr_plan_checks(desc);
+	if (jr_usable)
+	{
+		jr_slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(desc),
+										   &TTSOpsHeapTuple);
+		jr_econtext = CreateStandaloneExprContext();
+	}
+	MemoryContextSwitchTo(old);
+	jr_valid = jr_invals == invals;
+}
+
+/*
+ * The new row must pass the table's NOT NULL and CHECK constraints, with
+ * the errors the executor raises (ExecConstraints).
+ */
+static void
+jr_check_row(Relation rel, HeapTuple tup)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	ExecStoreHeapTuple(tup, jr_slot, false);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attnotnull && slot_attisnull(jr_slot, i + 1))
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+							NameStr(att->attname), RelationGetRelationName(rel)),
+					 errtablecol(rel, i + 1)));
+	}
+	jr_econtext->ecxt_scantuple = jr_slot;
+	for (int i = 0; i < jr_nchecks; i++)
+	{
+		if (!ExecCheck(jr_checks[i], jr_econtext))
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("new row for relation \"%s\" violates check constraint \"%s\"",
+							RelationGetRelationName(rel), jr_check_names[i]),
+					 errtableconstraint(rel, jr_check_names[i])));
+		ResetExprContext(jr_econtext);
+	}
+	ExecClearTuple(jr_slot);
+}
+
+/*
+ * Is the row version at tid the one this transaction locked FOR UPDATE
+ * (and did not update since), of this job?  Under the buffer's lock.
+ */
+static bool
+jr_locked_by_us(Relation rel, HeapTuple tup, Buffer buf, int64 job_id)
+{
+	HeapTupleHeader h = tup->t_data;
+	bool		ours;
+	bool		isnull;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	ours = !(h->t_infomask & HEAP_XMAX_IS_MULTI) &&
+		HEAP_XMAX_IS_LOCKED_ONLY(h->t_infomask) &&
+		HEAP_XMAX_IS_EXCL_LOCKED(h->t_infomask) &&
+		TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmax(h)) &&
+		ItemPointerEquals(&h->t_ctid, &tup->t_self);
+	LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+	return ours &&
+		DatumGetInt64(heap_getattr(tup, jr_att[JR_JOB_ID],
+								   RelationGetDescr(rel), &isnull)) == job_id &&
+		!isnull;
+}
+
+/* a + b, with the error of int8pl */
+static Datum
+jr_add(Datum a, int64 b)
+{
+	int64		r;
+
+	if (pg_add_s64_overflow(DatumGetInt64(a), b, &r))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("bigint out of range")));
+	return Int64GetDatum(r);
+}
+
+/*
+ * The new values of the checkpoint's columns, from the old row and the
+ * arguments of CAT_JOB_CHECKPOINT ($1 .. $13 in args[0 .. 12], nulls 'n'),
+ * exactly as its UPDATE computes them.
+ */
+static void
+jr_new_values(Datum *v, bool *n, bool *repl, const Datum *args,
+			  const char *nulls)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char	   *new_state = TextDatumGetCString(args[5]);
+	static const char *const held[] = {"paused", "cancelled", "failed",
+	"rolled_back"};
+
+#define SET(c, val, isnull) \
+	do { v[jr_att[c] - 1] = (val); n[jr_att[c] - 1] = (isnull); \
+		 repl[jr_att[c] - 1] = true; } while (0)
+#define OLD(c) v[jr_att[c] - 1]
+#define OLDNULL(c) n[jr_att[c] - 1]
+
+	SET(JR_LAST_KEY, args[1], nulls[1] == 'n');
+	/* NULL plus anything stays NULL, as in SQL */
+	for (int c = JR_ROWS_READ; c <= JR_ROWS_REJECTED; c++)
+		if (!OLDNULL(c))
+			SET(c, jr_add(OLD(c), DatumGetInt64(args[2 + c - JR_ROWS_READ])),
+				false);
+	if (!OLDNULL(JR_BATCHES_DONE))
+		SET(JR_BATCHES_DONE, jr_add(OLD(JR_BATCHES_DONE), 1), false);
+	/* a batch in flight must not undo a pause, cancel or failure */
+	if (strcmp(new_state, "running") == 0 && !OLDNULL(JR_STATE))
+	{
+		char	   *old_state = TextDatumGetCString(OLD(JR_STATE));
+
+		for (int i = 0; i < lengthof(held); i++)
+			if (strcmp(old_state, held[i]) == 0)
+				new_state = NULL;
+	}
+	if (new_state != NULL)
+		SET(JR_STATE, args[5], false);
+	if (nulls[6] != 'n')
+		SET(JR_FAILURE_REASON, args[6], false);
+	if (OLDNULL(JR_STARTED_AT))
+		SET(JR_STARTED_AT, args[7], nulls[7] == 'n');
+	SET(JR_UPDATED_AT, TimestampTzGetDatum(now), false);
+	if (DatumGetBool(args[12]))
+		SET(JR_FINISHED_AT, TimestampTzGetDatum(now), false);
+#undef SET
+#undef OLD
+#undef OLDNULL
+}
+
+/*
+ * The job in memory follows its row: counters and state as written, and
+ * the new version's address (last_key is the caller's).
+ */
+static void
+jr_follow(AmJob *job, HeapTuple newtup, Datum *v, bool *n)
+{
+	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(job));
+
+	/* NOT NULL columns (jr_find_columns), the new row checked */
+	job->rows_read = DatumGetInt64(v[jr_att[JR_ROWS_READ] - 1]);
+	job->rows_copied = DatumGetInt64(v[jr_att[JR_ROWS_COPIED] - 1]);
+	job->rows_rejected = DatumGetInt64(v[jr_att[JR_ROWS_REJECTED] - 1]);
+	job->batches_done = DatumGetInt64(v[jr_att[JR_BATCHES_DONE] - 1]);
+	job->state = TextDatumGetCString(v[jr_att[JR_STATE] - 1]);
+	job->row_tid = newtup->t_self;
+	job->row_xmin = HeapTupleHeaderGetXmin(newtup->t_data);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Write a batch's checkpoint to the job's row (see the file's comment);
+ * args and nulls are those of CAT_JOB_CHECKPOINT.  Returns false, having
+ * written nothing, when it cannot: the caller then runs the statement.
+ * Otherwise the job in memory follows the row (jr_follow), and *batch_no
+ * is the row's new batches_done.
+ */
+bool
+jobrow_checkpoint(AmJob *job, const Datum *args, const char *nulls,
+				  int64 *batch_no)
+{
+	Oid			relid;
+	Relation	rel;
+	HeapTupleData oldtup;
+	HeapTuple	newtup;
+	Buffer		buf;
+	Datum	   *v;
+	bool	   *n;
+	bool	   *repl;
+	int			natts;
+
+	if (!ItemPointerIsValid(&job->row_tid))
+		return false;
+	relid = jr_jobs_relid();
+	rel = table_open(relid, RowExclusiveLock);
+	if (!jr_valid || jr_relid != relid)
+		jr_build(rel);
+	oldtup.t_self = job->row_tid;
+	if (!jr_valid || !jr_usable ||
+		ItemPointerGetBlockNumber(&job->row_tid) >= RelationGetNumberOfBlocks(rel) ||
+		!heap_fetch(rel, SnapshotAny, &oldtup, &buf, true))
+	{
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+	if (!jr_locked_by_us(rel, &oldtup, buf, job->job_id))
+	{
+		ReleaseBuffer(buf);
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
+	natts = RelationGetDescr(rel)->natts;
+	v = palloc(sizeof(Datum) * natts);
+	n = palloc(sizeof(bool) * natts);
+	repl = palloc0(sizeof(bool) * natts);
+	heap_deform_tuple(&oldtup, RelationGetDescr(rel), v, n);
+	jr_new_values(v, n, repl, args, nulls);
+	newtup = heap_modify_tuple(&oldtup, RelationGetDescr(rel), v, n, repl);
+	jr_check_row(rel, newtup);
+	CatalogTupleUpdate(rel, &oldtup.t_self, newtup);
+	ReleaseBuffer(buf);
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+	/* NOT NULL (jr_find_columns), and the new row was checked */
+	*batch_no = DatumGetInt64(v[jr_att[JR_BATCHES_DONE] - 1]);
+	jr_follow(job, newtup, v, n);
+	return true;
+}
+
+/*
+ * Lock FOR UPDATE the row version job was read from (job->row_tid and
+ * row_xmin), as CAT_JOB_GET_LOCK would, waiting for a transaction that
+ * holds it.  True when that version is still the row's latest: nobody
+ * updated or deleted the row since, the job in memory is the row.  False
+ * otherwise (and then nothing is locked): read the row again.
+ */
+bool
+jobrow_relock(AmJob *job)
+{
+	Relation	rel;
+	HeapTupleData tup;
+	Buffer		buf;
+	Buffer		lockbuf;
+	TM_FailureData tmfd;
+	TM_Result	res;
+	bool		same;
+
+	if (!ItemPointerIsValid(&job->row_tid))
+		return false;
+	rel = table_open(jr_jobs_relid(), RowShareLock);
+	tup.t_self = job->row_tid;
+	if (ItemPointerGetBlockNumber(&job->row_tid) >= RelationGetNumberOfBlocks(rel) ||
+		!heap_fetch(rel, SnapshotAny, &tup, &buf, true))
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	/* the same version, not another row put at the same place since */
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	same = HeapTupleHeaderGetXmin(tup.t_data) == job->row_xmin;
+	LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+	res = TM_Invisible;
+	/* our pin keeps the version where it is (no pruning) while we lock it */
+	if (same)
+	{
+		res = heap_lock_tuple(rel, &tup, GetCurrentCommandId(true),
+							  LockTupleExclusive, LockWaitBlock, false,
+							  &lockbuf, &tmfd);
+		ReleaseBuffer(lockbuf);
+	}
+	ReleaseBuffer(buf);
+	table_close(rel, NoLock);
+	return res == TM_Ok;
+}
