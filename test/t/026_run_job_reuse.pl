@@ -9,9 +9,12 @@
 #     paused, and the rows copied are those the checkpoint counts, once.
 #  2. acme_migrate_alter(batch_size) likewise: the following batches have
 #     the new size; then acme_migrate_cancel: the run stops, cancelled.
+#  3. ALTER TABLE on the source between two batches (a column's type): the
+#     shape the run keeps from batch to batch (mapping_check.c) is worked
+#     out again, the job fails with the change recorded.
 #
 # A run that kept using its job after the change would copy on to the end
-# (1) or keep the old batch size (2).
+# (1, 3) or keep the old batch size (2).
 use strict;
 use warnings;
 
@@ -36,11 +39,16 @@ $node->safe_psql(
 	INSERT INTO src SELECT g, md5(g::text) FROM generate_series(1, 5000) g;
 	CREATE TABLE dst (LIKE src INCLUDING ALL);
 	CREATE TABLE dst2 (LIKE src INCLUDING ALL);
+	CREATE TABLE src3 (LIKE src INCLUDING ALL);
+	INSERT INTO src3 SELECT * FROM src;
+	CREATE TABLE dst3 (LIKE src INCLUDING ALL);
 	-- 50 rows at 100 rows per second: half a second between batches
 	SELECT acme_migrate_create(job => 'paused_run', source => 'src',
 		target => 'dst', batch_size => 50, max_rows_per_second => 100);
 	SELECT acme_migrate_create(job => 'altered_run', source => 'src',
 		target => 'dst2', batch_size => 50, max_rows_per_second => 100);
+	SELECT acme_migrate_create(job => 'ddl_run', source => 'src3',
+		target => 'dst3', batch_size => 50, max_rows_per_second => 100);
 });
 
 # start CALL acme_migrate_run(job) in a session of its own; its pid
@@ -120,6 +128,26 @@ is($state, 'cancelled', 'cancel: the job stays cancelled');
 cmp_ok($copied, '<', 5000, "cancel: the run stopped short ($copied of 5000 rows)");
 is($node->safe_psql('postgres', 'SELECT count(*) FROM dst2'), $copied,
 	'cancel: the checkpoint counts the rows that are there');
+$bg->quit;
+
+######################################################################
+# 3. ALTER TABLE between batches
+######################################################################
+
+($bg, $pid) = start_run('ddl_run');
+ok( wait_for(
+		$node, q{SELECT batches_done >= 3 FROM acme_migrate.jobs
+		  WHERE job_name = 'ddl_run'}, 60),
+	'alter table: the run has done a few batches');
+$node->safe_psql('postgres', 'ALTER TABLE src3 ALTER COLUMN v TYPE varchar(40)');
+ok(run_ended($pid), 'alter table: the run ends');
+($state, $copied) = split /\|/, job_row('ddl_run');
+is($state, 'failed', 'alter table: the job failed');
+cmp_ok($copied, '<', 5000, "alter table: the run stopped short ($copied of 5000 rows)");
+like( $node->safe_psql('postgres',
+		q{SELECT failure_reason FROM acme_migrate.jobs WHERE job_name = 'ddl_run'}),
+	qr/now source \(id bigint, v character varying\(40\)/,
+	'alter table: the reason names the new type');
 $bg->quit;
 
 $node->stop;
