@@ -8,7 +8,9 @@
 -- PostgreSQL's own error for the same value written by UPDATE, the history
 -- rows, the trigger's NOTICE, EXCEPT ALL between source and target.
 --
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS acme_migrate;
+RESET client_min_messages;
 CREATE TABLE jr_src (id int PRIMARY KEY, v text);
 INSERT INTO jr_src SELECT g, 'v' || g FROM generate_series(1, 100) g;
 CREATE TABLE jr_dst (id int PRIMARY KEY, v text);
@@ -49,6 +51,34 @@ ALTER TABLE acme_migrate.jobs DROP CONSTRAINT jr_cap;
 UPDATE acme_migrate.jobs SET state = 'copying' WHERE job_name = 'jr_job';
 UPDATE acme_migrate.jobs SET batch_size = 0 WHERE job_name = 'jr_job';
 \set VERBOSITY default
+-- the history row (acme_migrate.batches) is written in C too: with its
+-- default (backend_pid), and its own constraints, also one added now; a
+-- foreign key the C path does not know of sends it through SQL, whose RI
+-- trigger refuses a job it does not reference
+SELECT bool_and(b.backend_pid = pg_backend_pid()) AS own_pid,
+	bool_and(b.duration >= '0') AS durations, count(*) AS history_rows
+  FROM acme_migrate.batches b JOIN acme_migrate.jobs j USING (job_id)
+ WHERE j.job_name = 'jr_job';
+SELECT acme_migrate_batch('jr_job');
+ALTER TABLE acme_migrate.batches ADD CONSTRAINT jr_small
+	CHECK (rows_read <= 5) NOT VALID;
+SELECT acme_migrate_batch('jr_job');
+\set VERBOSITY terse
+INSERT INTO acme_migrate.batches (job_id, batch_no, rows_read, rows_copied,
+	rows_rejected, method, started_at, duration)
+SELECT job_id, 1000, 10, 10, 0, 'direct', now(), '1 s'
+  FROM acme_migrate.jobs WHERE job_name = 'jr_job';
+\set VERBOSITY default
+ALTER TABLE acme_migrate.batches DROP CONSTRAINT jr_small;
+CREATE TABLE jr_allowed (job_id bigint PRIMARY KEY);
+ALTER TABLE acme_migrate.batches ADD CONSTRAINT jr_allowed_fk
+	FOREIGN KEY (job_id) REFERENCES jr_allowed NOT VALID;
+\set VERBOSITY terse
+SELECT acme_migrate_batch('jr_job');
+\set VERBOSITY default
+ALTER TABLE acme_migrate.batches DROP CONSTRAINT jr_allowed_fk;
+DROP TABLE jr_allowed;
+SELECT rows_copied, batches_done FROM acme_migrate.jobs WHERE job_name = 'jr_job';
 -- a trigger on the table: the checkpoint goes through SQL, the trigger fires
 CREATE FUNCTION jr_seen() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -255,7 +255,7 @@ extern void catalog_job_set_state(AmJob *job, const char *state,
 								  const char *reason);
 /* jobrow.c */
 extern bool jobrow_checkpoint(AmJob *job, const Datum *args, const char *nulls,
-							  int64 *batch_no);
+							  int64 *batch_no, bool *history);
 extern bool jobrow_relock(AmJob *job);
 
 extern void catalog_job_checkpoint(AmJob *job, AmRange *range,

@@ -158,6 +158,12 @@ typedef enum CatStmt
 	"j.depends_on_ids, j.reverse_columns, j.capture_method, j.health_check, " \
 	"j.on_breach, j.ctid, j.xmin "
 
+/* a batch's history row, after its checkpoint (two statements below) */
+#define BATCH_INSERT \
+	"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, " \
+	"last_key, rows_read, rows_copied, rows_rejected, method, " \
+	"started_at, duration, range_no) "
+
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
 	"($" #n " OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval)"
@@ -224,9 +230,7 @@ static const struct
 		"ELSE finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"RETURNING job_id, batches_done) "
-		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
-		"last_key, rows_read, rows_copied, rows_rejected, method, "
-		"started_at, duration, range_no) "
+		BATCH_INSERT
 		"SELECT j.job_id, j.batches_done, $9, $10, $3, $4, $5, $11, $8, "
 		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $8, $12 FROM j "
 		"RETURNING batch_no",
@@ -236,9 +240,7 @@ static const struct
 	},
 	/* the history row of a checkpoint jobrow.c wrote ($1 .. $13 as above) */
 	[CAT_BATCH_INSERT] = {
-		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
-		"last_key, rows_read, rows_copied, rows_rejected, method, "
-		"started_at, duration, range_no) "
+		BATCH_INSERT
 		"VALUES ($1, $2, $9, $10, $3, $4, $5, $11, $8, "
 		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $8, $12)",
 		12, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,
@@ -1201,6 +1203,7 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	Datum		values[13];
 	char		nulls[13];
 	int64		batch_no;
+	bool		history;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(job->job_id);
@@ -1228,8 +1231,8 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	/* a batch that leaves the state as it was keeps finished_at */
 	values[12] = BoolGetDatum(am_job_state(new_state)->finished == AM_FINISHED_SET);
 
-	/* the row in C when it can (jobrow.c), its history row in SQL */
-	if (jobrow_checkpoint(job, values, nulls, &batch_no))
+	/* the rows in C when it can (jobrow.c), the history row else by SQL */
+	if (jobrow_checkpoint(job, values, nulls, &batch_no, &history))
 	{
 		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(job));
 
@@ -1238,7 +1241,8 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 		MemoryContextSwitchTo(old);
 		values[1] = Int64GetDatum(batch_no);
 		nulls[1] = ' ';
-		cat_run(CAT_BATCH_INSERT, values, nulls);
+		if (!history)
+			cat_run(CAT_BATCH_INSERT, values, nulls);
 		return;
 	}
 	cat_enter(&cxt);

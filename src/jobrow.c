@@ -52,6 +52,8 @@
 #include "optimizer/optimizer.h"
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "rewrite/rewriteHandler.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -75,13 +77,36 @@ enum
 	JR_NCOLS
 };
 
-static const struct
+/* the columns of a history row (acme_migrate.batches) we give */
+enum
+{
+	JB_JOB_ID,
+	JB_BATCH_NO,
+	JB_FIRST_KEY,
+	JB_LAST_KEY,
+	JB_ROWS_READ,
+	JB_ROWS_COPIED,
+	JB_ROWS_REJECTED,
+	JB_METHOD,
+	JB_STARTED_AT,
+	JB_DURATION,
+	JB_RANGE_NO,
+	JB_NCOLS
+};
+
+/* room for either table's columns */
+#define JR_MAXCOLS 11
+StaticAssertDecl((int) JR_NCOLS <= JR_MAXCOLS && (int) JB_NCOLS <= JR_MAXCOLS,
+				 "JR_MAXCOLS too small");
+
+typedef struct JrColumn
 {
 	const char *name;
 	Oid			type;
 	bool		notnull;		/* we rely on it: the column must be NOT NULL */
-}			jr_cols[JR_NCOLS] =
-{
+} JrColumn;
+
+static const JrColumn jr_job_cols[JR_NCOLS] = {
 	[JR_JOB_ID] = {"job_id", INT8OID, true},
 	[JR_LAST_KEY] = {"last_key", TEXTARRAYOID, false},
 	[JR_ROWS_READ] = {"rows_read", INT8OID, true},
@@ -95,41 +120,67 @@ static const struct
 	[JR_FINISHED_AT] = {"finished_at", TIMESTAMPTZOID, false},
 };
 
+static const JrColumn jr_batch_cols[JB_NCOLS] = {
+	[JB_JOB_ID] = {"job_id", INT8OID, true},
+	[JB_BATCH_NO] = {"batch_no", INT8OID, false},
+	[JB_FIRST_KEY] = {"first_key", TEXTARRAYOID, false},
+	[JB_LAST_KEY] = {"last_key", TEXTARRAYOID, false},
+	[JB_ROWS_READ] = {"rows_read", INT8OID, false},
+	[JB_ROWS_COPIED] = {"rows_copied", INT8OID, false},
+	[JB_ROWS_REJECTED] = {"rows_rejected", INT8OID, false},
+	[JB_METHOD] = {"method", TEXTOID, false},
+	[JB_STARTED_AT] = {"started_at", TIMESTAMPTZOID, false},
+	[JB_DURATION] = {"duration", INTERVALOID, false},
+	[JB_RANGE_NO] = {"range_no", INT4OID, false},
+};
+
 /*
- * What we know of acme_migrate.jobs, valid while jr_valid: built from its
- * relcache entry, dropped by any invalidation of it.
+ * What we know of one of the two tables, valid while valid: built from its
+ * relcache entry, dropped by any invalidation of it (or of jobs, which the
+ * checks of batches' foreign keys name).
  */
-static bool jr_valid = false;
+typedef struct JrTable
+{
+	const char *name;
+	const JrColumn *cols;
+	int			ncols;
+	bool		valid;
+	Oid			relid;
+	bool		usable;			/* may be written here at all */
+	AttrNumber	att[JR_MAXCOLS];
+	int			nchecks;
+	ExprState **checks;			/* the CHECK constraints, planned */
+	char	  **check_names;
+	ExprState **defaults;		/* per column we do not give: its default */
+	TupleTableSlot *slot;
+	ExprContext *econtext;
+	MemoryContext cxt;
+} JrTable;
+
+static JrTable jr_jobs = {"jobs", jr_job_cols, JR_NCOLS};
+static JrTable jr_batches = {"batches", jr_batch_cols, JB_NCOLS};
 static bool jr_callback = false;
-static uint64 jr_invals = 0;	/* invalidations of the table seen */
-static Oid	jr_relid = InvalidOid;
-static bool jr_usable;			/* may be written here at all */
-static AttrNumber jr_att[JR_NCOLS];
-static int	jr_nchecks;
-static ExprState **jr_checks;	/* the CHECK constraints, planned */
-static char **jr_check_names;
-static TupleTableSlot *jr_slot;
-static ExprContext *jr_econtext;
-static MemoryContext jr_cxt = NULL;
+static uint64 jr_invals = 0;	/* invalidations of either table seen */
 
 static void
 jr_relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == jr_relid)
+	if (relid == InvalidOid || relid == jr_jobs.relid ||
+		relid == jr_batches.relid)
 	{
-		jr_valid = false;
+		jr_jobs.valid = jr_batches.valid = false;
 		jr_invals++;
 	}
 }
 
 static Oid
-jr_jobs_relid(void)
+jr_table_relid(const char *name)
 {
-	Oid			relid = get_relname_relid("jobs",
+	Oid			relid = get_relname_relid(name,
 										  get_namespace_oid("acme_migrate", false));
 
 	if (!OidIsValid(relid))
-		elog(ERROR, "table acme_migrate.jobs is missing");
+		elog(ERROR, "table acme_migrate.%s is missing", name);
 	return relid;
 }
 
@@ -141,27 +192,51 @@ jr_not_builtin(Oid func_id, void *context)
 }
 
 /*
- * The table's triggers may only be the internal ones of the foreign keys
- * that reference it (acme_migrate.batches' and the others'): those act
- * only when a referenced key changes, and no column we write may be part
- * of a key that can be referenced.
+ * jobs' triggers may only be the internal ones of the foreign keys that
+ * reference it (acme_migrate.batches' and the others'): those act only
+ * when a referenced key changes, and no column we write may be part of a
+ * key that can be referenced.  batches' may only be those of its foreign
+ * keys, each of which must be batches.job_id -> jobs.job_id: a history
+ * row is only written for the job row this transaction has locked FOR
+ * UPDATE and just updated, which is there to be referenced.
  */
 static bool
-jr_triggers_ok(Relation rel)
+jr_triggers_ok(JrTable *t, Relation rel)
 {
 	TriggerDesc *trigdesc = rel->trigdesc;
 	Bitmapset  *keys;
+	List	   *fks = NIL;
+	ListCell   *lc;
 
-	if (trigdesc == NULL)
-		return true;
-	for (int i = 0; i < trigdesc->numtriggers; i++)
-		if (!trigdesc->triggers[i].tgisinternal ||
-			RI_FKey_trigger_type(trigdesc->triggers[i].tgfoid) != RI_TRIGGER_PK)
+	if (t == &jr_batches)
+	{
+		foreach(lc, RelationGetFKeyList(rel))
+		{
+			ForeignKeyCacheInfo *fk = lfirst(lc);
+
+			if (fk->confrelid != jr_jobs.relid || fk->nkeys != 1 ||
+				fk->conkey[0] != t->att[JB_JOB_ID] ||
+				fk->confkey[0] != jr_jobs.att[JR_JOB_ID])
+				return false;
+			fks = lappend_oid(fks, fk->conoid);
+		}
+	}
+	for (int i = 0; trigdesc && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *trig = &trigdesc->triggers[i];
+
+		if (!trig->tgisinternal ||
+			RI_FKey_trigger_type(trig->tgfoid) !=
+			(t == &jr_jobs ? RI_TRIGGER_PK : RI_TRIGGER_FK) ||
+			(t == &jr_batches && !list_member_oid(fks, trig->tgconstraint)))
 			return false;
+	}
+	if (t == &jr_batches)
+		return true;
 	keys = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_KEY);
 	for (int c = 0; c < JR_NCOLS; c++)
 		if (c != JR_JOB_ID &&
-			bms_is_member(jr_att[c] - FirstLowInvalidHeapAttributeNumber, keys))
+			bms_is_member(t->att[c] - FirstLowInvalidHeapAttributeNumber, keys))
 			return false;
 	return true;
 }
@@ -191,55 +266,91 @@ jr_indexes_plain(Relation rel)
 
 /* The columns we write, by name; false when one is missing or retyped. */
 static bool
-jr_find_columns(TupleDesc desc)
+jr_find_columns(JrTable *t, TupleDesc desc)
 {
-	for (int c = 0; c < JR_NCOLS; c++)
+	for (int c = 0; c < t->ncols; c++)
 	{
-		jr_att[c] = InvalidAttrNumber;
+		Form_pg_attribute att;
+
+		t->att[c] = InvalidAttrNumber;
 		for (int i = 0; i < desc->natts; i++)
 		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
+			att = TupleDescAttr(desc, i);
 			if (!att->attisdropped && strcmp(NameStr(att->attname),
-											 jr_cols[c].name) == 0)
-				jr_att[c] = att->attnum;
+											 t->cols[c].name) == 0)
+				t->att[c] = att->attnum;
 		}
-		if (jr_att[c] == InvalidAttrNumber ||
-			TupleDescAttr(desc, jr_att[c] - 1)->atttypid != jr_cols[c].type ||
-			(jr_cols[c].notnull && !TupleDescAttr(desc, jr_att[c] - 1)->attnotnull))
+		if (t->att[c] == InvalidAttrNumber)
+			return false;
+		att = TupleDescAttr(desc, t->att[c] - 1);
+		if (att->atttypid != t->cols[c].type ||
+			(t->cols[c].notnull && !att->attnotnull))
 			return false;
 	}
 	return true;
 }
 
-/* Plan the table's CHECK constraints, as ExecRelCheck does; false: not ours to run. */
+/* Plan an expression of the table's catalog; false: not ours to run. */
 static bool
-jr_plan_checks(TupleDesc desc)
+jr_plan(const char *nodestring, Node *node, ExprState **state)
 {
+	Expr	   *expr = nodestring ? stringToNode(nodestring) : (Expr *) node;
+
+	if (check_functions_in_node((Node *) expr, jr_not_builtin, NULL))
+		return false;
+	*state = ExecInitExpr(expression_planner(expr), NULL);
+	return true;
+}
+
+/*
+ * Plan the table's CHECK constraints, as ExecRelCheck does, and for a
+ * table we insert into, the defaults of the columns we do not give (none
+ * may be an identity or generated column).
+ */
+static bool
+jr_plan_exprs(JrTable *t, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
 	TupleConstr *constr = desc->constr;
 
-	jr_nchecks = constr ? constr->num_check : 0;
-	jr_checks = palloc0(sizeof(ExprState *) * Max(jr_nchecks, 1));
-	jr_check_names = palloc0(sizeof(char *) * Max(jr_nchecks, 1));
-	for (int i = 0; i < jr_nchecks; i++)
+	t->nchecks = constr ? constr->num_check : 0;
+	t->checks = palloc0(sizeof(ExprState *) * Max(t->nchecks, 1));
+	t->check_names = palloc0(sizeof(char *) * Max(t->nchecks, 1));
+	for (int i = 0; i < t->nchecks; i++)
 	{
-		Expr	   *expr = stringToNode(constr->check[i].ccbin);
-
-		if (check_functions_in_node((Node *) expr, jr_not_builtin, NULL))
+		if (!jr_plan(constr->check[i].ccbin, NULL, &t->checks[i]))
 			return false;
-		jr_checks[i] = ExecInitExpr(expression_planner(expr), NULL);
-		jr_check_names[i] = pstrdup(constr->check[i].ccname);
+		t->check_names[i] = pstrdup(constr->check[i].ccname);
+	}
+	t->defaults = palloc0(sizeof(ExprState *) * desc->natts);
+	if (t != &jr_batches)
+		return true;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Node	   *def;
+		bool		given = false;
+
+		for (int c = 0; c < t->ncols; c++)
+			given |= t->att[c] == att->attnum;
+		if (given || att->attisdropped)
+			continue;
+		if (att->attidentity || att->attgenerated)
+			return false;
+		def = build_column_default(rel, att->attnum);
+		if (def != NULL && !jr_plan(NULL, def, &t->defaults[i]))
+			return false;
 	}
 	return true;
 }
 
 /*
- * Learn the table again from its relcache entry.  A relcache invalidation
- * arriving meanwhile (or an error) leaves jr_valid false: the caller then
+ * Learn a table again from its relcache entry.  A relcache invalidation
+ * arriving meanwhile (or an error) leaves it not valid: the caller then
  * uses SQL, and the next call learns it again.
  */
 static void
-jr_build(Relation rel)
+jr_build(JrTable *t, Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	MemoryContext old;
@@ -250,28 +361,44 @@ jr_build(Relation rel)
 		CacheRegisterRelcacheCallback(jr_relcache_callback, (Datum) 0);
 		jr_callback = true;
 	}
-	if (jr_cxt == NULL)
-		jr_cxt = AllocSetContextCreate(TopMemoryContext,
+	if (t->cxt == NULL)
+		t->cxt = AllocSetContextCreate(TopMemoryContext,
 									   "acme_migrate job row",
 									   ALLOCSET_SMALL_SIZES);
-	jr_valid = false;
-	MemoryContextReset(jr_cxt);
-	jr_relid = RelationGetRelid(rel);
+	t->valid = false;
+	MemoryContextReset(t->cxt);
+	t->relid = RelationGetRelid(rel);
 	invals = jr_invals;
-	old = MemoryContextSwitchTo(jr_cxt);
-	jr_usable = rel->rd_rel->relkind == RELKIND_RELATION &&
+	old = MemoryContextSwitchTo(t->cxt);
+	t->usable = (t == &jr_jobs || (jr_jobs.valid && jr_jobs.usable)) &&
+		rel->rd_rel->relkind == RELKIND_RELATION &&
 		!rel->rd_rel->relhasrules && !rel->rd_rel->relforcerowsecurity &&
 		!(desc->constr && desc->constr->has_generated_stored) &&
-		jr_find_columns(desc) && jr_triggers_ok(rel) && jr_indexes_plain(rel) &&
-		jr_plan_checks(desc);
-	if (jr_usable)
+		jr_find_columns(t, desc) && jr_triggers_ok(t, rel) &&
+		jr_indexes_plain(rel) && jr_plan_exprs(t, rel);
+	if (t->usable)
 	{
-		jr_slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(desc),
+		t->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(desc),
 										   &TTSOpsHeapTuple);
-		jr_econtext = CreateStandaloneExprContext();
+		t->econtext = CreateStandaloneExprContext();
 	}
 	MemoryContextSwitchTo(old);
-	jr_valid = jr_invals == invals;
+	t->valid = jr_invals == invals;
+}
+
+/* The table, opened; NULL (and closed) when we cannot write it here. */
+static Relation
+jr_open(JrTable *t, LOCKMODE mode)
+{
+	Oid			relid = jr_table_relid(t->name);
+	Relation	rel = table_open(relid, mode);
+
+	if (!t->valid || t->relid != relid)
+		jr_build(t, rel);
+	if (t->valid && t->usable)
+		return rel;
+	table_close(rel, mode);
+	return NULL;
 }
 
 /*
@@ -279,34 +406,34 @@ jr_build(Relation rel)
  * the errors the executor raises (ExecConstraints).
  */
 static void
-jr_check_row(Relation rel, HeapTuple tup)
+jr_check_row(JrTable *t, Relation rel, HeapTuple tup)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 
-	ExecStoreHeapTuple(tup, jr_slot, false);
+	ExecStoreHeapTuple(tup, t->slot, false);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attnotnull && slot_attisnull(jr_slot, i + 1))
+		if (att->attnotnull && slot_attisnull(t->slot, i + 1))
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
 							NameStr(att->attname), RelationGetRelationName(rel)),
 					 errtablecol(rel, i + 1)));
 	}
-	jr_econtext->ecxt_scantuple = jr_slot;
-	for (int i = 0; i < jr_nchecks; i++)
+	t->econtext->ecxt_scantuple = t->slot;
+	for (int i = 0; i < t->nchecks; i++)
 	{
-		if (!ExecCheck(jr_checks[i], jr_econtext))
+		if (!ExecCheck(t->checks[i], t->econtext))
 			ereport(ERROR,
 					(errcode(ERRCODE_CHECK_VIOLATION),
 					 errmsg("new row for relation \"%s\" violates check constraint \"%s\"",
-							RelationGetRelationName(rel), jr_check_names[i]),
-					 errtableconstraint(rel, jr_check_names[i])));
-		ResetExprContext(jr_econtext);
+							RelationGetRelationName(rel), t->check_names[i]),
+					 errtableconstraint(rel, t->check_names[i])));
+		ResetExprContext(t->econtext);
 	}
-	ExecClearTuple(jr_slot);
+	ExecClearTuple(t->slot);
 }
 
 /*
@@ -328,7 +455,7 @@ jr_locked_by_us(Relation rel, HeapTuple tup, Buffer buf, int64 job_id)
 		ItemPointerEquals(&h->t_ctid, &tup->t_self);
 	LockBuffer(buf, BUFFER_LOCK_UNLOCK);
 	return ours &&
-		DatumGetInt64(heap_getattr(tup, jr_att[JR_JOB_ID],
+		DatumGetInt64(heap_getattr(tup, jr_jobs.att[JR_JOB_ID],
 								   RelationGetDescr(rel), &isnull)) == job_id &&
 		!isnull;
 }
@@ -361,10 +488,10 @@ jr_new_values(Datum *v, bool *n, bool *repl, const Datum *args,
 	"rolled_back"};
 
 #define SET(c, val, isnull) \
-	do { v[jr_att[c] - 1] = (val); n[jr_att[c] - 1] = (isnull); \
-		 repl[jr_att[c] - 1] = true; } while (0)
-#define OLD(c) v[jr_att[c] - 1]
-#define OLDNULL(c) n[jr_att[c] - 1]
+	do { v[jr_jobs.att[c] - 1] = (val); n[jr_jobs.att[c] - 1] = (isnull); \
+		 repl[jr_jobs.att[c] - 1] = true; } while (0)
+#define OLD(c) v[jr_jobs.att[c] - 1]
+#define OLDNULL(c) n[jr_jobs.att[c] - 1]
 
 	SET(JR_LAST_KEY, args[1], nulls[1] == 'n');
 	/* NULL plus anything stays NULL, as in SQL */
@@ -407,28 +534,80 @@ jr_follow(AmJob *job, HeapTuple newtup, Datum *v, bool *n)
 	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(job));
 
 	/* NOT NULL columns (jr_find_columns), the new row checked */
-	job->rows_read = DatumGetInt64(v[jr_att[JR_ROWS_READ] - 1]);
-	job->rows_copied = DatumGetInt64(v[jr_att[JR_ROWS_COPIED] - 1]);
-	job->rows_rejected = DatumGetInt64(v[jr_att[JR_ROWS_REJECTED] - 1]);
-	job->batches_done = DatumGetInt64(v[jr_att[JR_BATCHES_DONE] - 1]);
-	job->state = TextDatumGetCString(v[jr_att[JR_STATE] - 1]);
+	job->rows_read = DatumGetInt64(v[jr_jobs.att[JR_ROWS_READ] - 1]);
+	job->rows_copied = DatumGetInt64(v[jr_jobs.att[JR_ROWS_COPIED] - 1]);
+	job->rows_rejected = DatumGetInt64(v[jr_jobs.att[JR_ROWS_REJECTED] - 1]);
+	job->batches_done = DatumGetInt64(v[jr_jobs.att[JR_BATCHES_DONE] - 1]);
+	job->state = TextDatumGetCString(v[jr_jobs.att[JR_STATE] - 1]);
 	job->row_tid = newtup->t_self;
 	job->row_xmin = HeapTupleHeaderGetXmin(newtup->t_data);
 	MemoryContextSwitchTo(old);
 }
 
 /*
+ * The history row of the checkpoint just written (CAT_BATCH_INSERT, its
+ * batch_no given), inserted here when it can be; false: by SQL.
+ */
+static bool
+jr_history(const Datum *args, const char *nulls, int64 batch_no)
+{
+	JrTable    *t = &jr_batches;
+	Relation	rel = jr_open(t, RowExclusiveLock);
+	TupleDesc	desc;
+	Datum	   *v;
+	bool	   *n;
+	HeapTuple	tup;
+
+	if (rel == NULL)
+		return false;
+	desc = RelationGetDescr(rel);
+	v = palloc0(sizeof(Datum) * desc->natts);
+	n = palloc(sizeof(bool) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		n[i] = true;
+		if (t->defaults[i] != NULL)
+			v[i] = ExecEvalExprSwitchContext(t->defaults[i], t->econtext, &n[i]);
+	}
+#define GIVE(c, val, isnull) \
+	do { v[t->att[c] - 1] = (val); n[t->att[c] - 1] = (isnull); } while (0)
+	GIVE(JB_JOB_ID, args[0], false);
+	GIVE(JB_BATCH_NO, Int64GetDatum(batch_no), false);
+	GIVE(JB_FIRST_KEY, args[8], nulls[8] == 'n');
+	GIVE(JB_LAST_KEY, args[9], nulls[9] == 'n');
+	GIVE(JB_ROWS_READ, args[2], false);
+	GIVE(JB_ROWS_COPIED, args[3], false);
+	GIVE(JB_ROWS_REJECTED, args[4], false);
+	GIVE(JB_METHOD, args[10], false);
+	GIVE(JB_STARTED_AT, args[7], nulls[7] == 'n');
+	/* clock_timestamp() - $8 */
+	GIVE(JB_DURATION, nulls[7] == 'n' ? (Datum) 0 :
+		 DirectFunctionCall2(timestamp_mi,
+							 TimestampTzGetDatum(GetCurrentTimestamp()), args[7]),
+		 nulls[7] == 'n');
+	GIVE(JB_RANGE_NO, args[11], nulls[11] == 'n');
+#undef GIVE
+	tup = heap_form_tuple(desc, v, n);
+	ResetExprContext(t->econtext);
+	jr_check_row(t, rel, tup);
+	CatalogTupleInsert(rel, tup);
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+	return true;
+}
+
+/*
  * Write a batch's checkpoint to the job's row (see the file's comment);
  * args and nulls are those of CAT_JOB_CHECKPOINT.  Returns false, having
  * written nothing, when it cannot: the caller then runs the statement.
- * Otherwise the job in memory follows the row (jr_follow), and *batch_no
- * is the row's new batches_done.
+ * Otherwise the job in memory follows the row (jr_follow), *batch_no is
+ * the row's new batches_done, and *history tells whether its history row
+ * was written too (else the caller inserts it).
  */
 bool
 jobrow_checkpoint(AmJob *job, const Datum *args, const char *nulls,
-				  int64 *batch_no)
+				  int64 *batch_no, bool *history)
 {
-	Oid			relid;
 	Relation	rel;
 	HeapTupleData oldtup;
 	HeapTuple	newtup;
@@ -438,16 +617,23 @@ jobrow_checkpoint(AmJob *job, const Datum *args, const char *nulls,
 	bool	   *repl;
 	int			natts;
 
-	if (!ItemPointerIsValid(&job->row_tid))
+	if (!ItemPointerIsValid(&job->row_tid) ||
+		(rel = jr_open(&jr_jobs, RowExclusiveLock)) == NULL)
 		return false;
-	relid = jr_jobs_relid();
-	rel = table_open(relid, RowExclusiveLock);
-	if (!jr_valid || jr_relid != relid)
-		jr_build(rel);
 	oldtup.t_self = job->row_tid;
-	if (!jr_valid || !jr_usable ||
-		ItemPointerGetBlockNumber(&job->row_tid) >= RelationGetNumberOfBlocks(rel) ||
-		!heap_fetch(rel, SnapshotAny, &oldtup, &buf, true))
+	if (ItemPointerGetBlockNumber(&job->row_tid) >= RelationGetNumberOfBlocks(rel))
+	{
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+	/*
+	 * Prune the page first, as the UPDATE's index scan would: the versions
+	 * the job's earlier batches left there make room for a HOT update.
+	 */
+	buf = ReadBuffer(rel, ItemPointerGetBlockNumber(&job->row_tid));
+	heap_page_prune_opt(rel, buf);
+	ReleaseBuffer(buf);
+	if (!heap_fetch(rel, SnapshotAny, &oldtup, &buf, true))
 	{
 		table_close(rel, RowExclusiveLock);
 		return false;
@@ -466,14 +652,16 @@ jobrow_checkpoint(AmJob *job, const Datum *args, const char *nulls,
 	heap_deform_tuple(&oldtup, RelationGetDescr(rel), v, n);
 	jr_new_values(v, n, repl, args, nulls);
 	newtup = heap_modify_tuple(&oldtup, RelationGetDescr(rel), v, n, repl);
-	jr_check_row(rel, newtup);
+	jr_check_row(&jr_jobs, rel, newtup);
 	CatalogTupleUpdate(rel, &oldtup.t_self, newtup);
 	ReleaseBuffer(buf);
 	table_close(rel, NoLock);
 	CommandCounterIncrement();
 	/* NOT NULL (jr_find_columns), and the new row was checked */
-	*batch_no = DatumGetInt64(v[jr_att[JR_BATCHES_DONE] - 1]);
+	*batch_no = DatumGetInt64(v[jr_jobs.att[JR_BATCHES_DONE] - 1]);
 	jr_follow(job, newtup, v, n);
+	/* the row it references is the one just written, locked by us */
+	*history = jr_history(args, nulls, *batch_no);
 	return true;
 }
 
@@ -497,7 +685,7 @@ jobrow_relock(AmJob *job)
 
 	if (!ItemPointerIsValid(&job->row_tid))
 		return false;
-	rel = table_open(jr_jobs_relid(), RowShareLock);
+	rel = table_open(jr_table_relid("jobs"), RowShareLock);
 	tup.t_self = job->row_tid;
 	if (ItemPointerGetBlockNumber(&job->row_tid) >= RelationGetNumberOfBlocks(rel) ||
 		!heap_fetch(rel, SnapshotAny, &tup, &buf, true))

@@ -71,6 +71,16 @@ sub run_ended
 		WHERE pid = $pid AND state = 'active'}, 60);
 }
 
+# wait until the run of $job has done a few batches
+sub few_batches
+{
+	my ($job, $what) = @_;
+	ok( wait_for(
+			$node, qq{SELECT batches_done >= 3 FROM acme_migrate.jobs
+			  WHERE job_name = '$job'}, 60),
+		"$what: the run has done a few batches");
+}
+
 sub job_row
 {
 	my ($job) = @_;
@@ -84,10 +94,7 @@ sub job_row
 ######################################################################
 
 my ($bg, $pid) = start_run('paused_run');
-ok( wait_for(
-		$node, q{SELECT batches_done >= 3 FROM acme_migrate.jobs
-		  WHERE job_name = 'paused_run'}, 60),
-	'pause: the run has done a few batches (the job reused from the second)');
+few_batches('paused_run', 'pause');
 $node->safe_psql('postgres', q{SELECT acme_migrate_pause('paused_run')});
 ok(run_ended($pid), 'pause: the run ends');
 my ($state, $copied, $batches) = split /\|/, job_row('paused_run');
@@ -110,10 +117,7 @@ $bg->quit;
 ######################################################################
 
 ($bg, $pid) = start_run('altered_run');
-ok( wait_for(
-		$node, q{SELECT batches_done >= 3 FROM acme_migrate.jobs
-		  WHERE job_name = 'altered_run'}, 60),
-	'alter: the run has done a few batches');
+few_batches('altered_run', 'alter');
 $node->safe_psql('postgres',
 	q{SELECT acme_migrate_alter('altered_run', batch_size => 70)});
 ok( wait_for(
@@ -135,10 +139,7 @@ $bg->quit;
 ######################################################################
 
 ($bg, $pid) = start_run('ddl_run');
-ok( wait_for(
-		$node, q{SELECT batches_done >= 3 FROM acme_migrate.jobs
-		  WHERE job_name = 'ddl_run'}, 60),
-	'alter table: the run has done a few batches');
+few_batches('ddl_run', 'alter table');
 $node->safe_psql('postgres', 'ALTER TABLE src3 ALTER COLUMN v TYPE varchar(40)');
 ok(run_ended($pid), 'alter table: the run ends');
 ($state, $copied) = split /\|/, job_row('ddl_run');
