@@ -4,26 +4,31 @@
  *	  A batch's checkpoint written to its job's row in C, and the job's row
  *	  locked again by its address between batches.
  *
- * Every batch updates the job's row of acme_migrate.jobs.  Through SQL,
- * each UPDATE builds an executor that parses again the table's CHECK
- * constraints (one ExprState each, per execution), and every turn of a
- * driver reads the whole row again with SELECT ... FOR UPDATE.  Both are a
- * fixed cost per batch, whatever its size.  Here:
+ * Every batch updates the job's row of acme_migrate.jobs and inserts a row
+ * of history into acme_migrate.batches.  Through SQL, each statement
+ * builds an executor that parses again the tables' CHECK constraints (one
+ * ExprState each, per execution) and runs the RI trigger of batches'
+ * foreign key, and every turn of a driver reads the whole job row again
+ * with SELECT ... FOR UPDATE.  All are a fixed cost per batch, whatever
+ * its size.  Here:
  *
  *	- jobrow_checkpoint updates the row with heap_update and its indexes
  *	  (CatalogTupleUpdate), computing the new values as the SQL statement
- *	  does (catalog.c, CAT_JOB_CHECKPOINT), and checks the new row against
- *	  the table's own NOT NULL and CHECK constraints: the very expressions
- *	  of the relcache, planned once and kept until the table's relcache
- *	  entry is invalidated (ALTER TABLE, a new constraint, ...).  It only
- *	  does so when the row at the job's address is the one its transaction
- *	  locked FOR UPDATE and has not updated since, and only for a table it
- *	  can write exactly like the executor would: no trigger (but those of
- *	  the foreign keys that reference it, which never act since we change
- *	  no key), rule, forced row security or generated column; plain
- *	  immediate indexes; constraints
- *	  calling built-in functions only; the columns of the expected types.
- *	  Otherwise it returns false and the caller runs the SQL statement.
+ *	  does (catalog.c, CAT_JOB_CHECKPOINT), and inserts the history row
+ *	  (CatalogTupleInsert) with its columns' defaults.  Both rows are
+ *	  checked against their table's own NOT NULL and CHECK constraints: the
+ *	  very expressions of the relcache, planned once and kept until either
+ *	  table's relcache entry is invalidated (ALTER TABLE, a new constraint,
+ *	  ...).  It only does so when the job row at the job's address is the
+ *	  one its transaction locked FOR UPDATE and has not updated since, and
+ *	  only for tables it can write exactly like the executor would: no
+ *	  rule, forced row security or generated column; plain immediate
+ *	  indexes; constraints and defaults calling built-in functions only;
+ *	  the columns of the expected types; and no trigger but those of the
+ *	  foreign keys that reference jobs (which never act: no key changes)
+ *	  and of batches' foreign keys batches.job_id -> jobs.job_id (which
+ *	  hold: the job row is the one just updated, locked by us).  Otherwise
+ *	  the caller runs the SQL statements.
  *
  *	- jobrow_relock locks FOR UPDATE the row version a job was read from
  *	  (or last written by jobrow_checkpoint), and tells whether it is still
@@ -50,10 +55,10 @@
 #include "executor/executor.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
-#include "rewrite/rewriteHandler.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
