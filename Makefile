@@ -11,6 +11,7 @@ MODULE_big = acme_migrate
 OBJS = \
 	src/acme_migrate.o \
 	src/catalog.o \
+	src/jobrow.o \
 	src/mapping.o \
 	src/mapping_check.o \
 	src/batch.o \

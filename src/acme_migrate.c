@@ -577,12 +577,41 @@ am_replication_lag_ms(void)
 typedef struct RunState
 {
 	const char *name;
+	MemoryContext jobcxt;		/* holds job */
+	AmJob	   *job;			/* as the last turn left it */
+	int			reused;			/* turns since it was read */
 } RunState;
 
+/* how many turns may reuse a job before it is read again anyway */
+#define RUN_JOB_REUSE	1000
+
+/*
+ * The job, its row locked.  The job the last turn left in memory serves
+ * again when its row is still the version that turn wrote (or read): see
+ * catalog_job_relock.  Any other change (another session's pause, cancel
+ * or alter, our own state change, a rolled back batch) makes the row
+ * another version, and the job is read again.  So is it every
+ * RUN_JOB_REUSE turns, which bounds what its checkpoints allocate.
+ */
 static AmJob *
 run_load(AmDriver *d)
 {
-	return catalog_job_get(((RunState *) d->arg)->name, true);
+	RunState   *rs = d->arg;
+	MemoryContext old;
+
+	if (rs->job != NULL && rs->reused < RUN_JOB_REUSE &&
+		catalog_job_relock(rs->job))
+	{
+		rs->reused++;
+		return rs->job;
+	}
+	rs->job = NULL;
+	MemoryContextReset(rs->jobcxt);
+	old = MemoryContextSwitchTo(rs->jobcxt);
+	rs->job = catalog_job_get(rs->name, true);
+	MemoryContextSwitchTo(old);
+	rs->reused = 0;
+	return rs->job;
 }
 
 static void
@@ -659,6 +688,9 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 	}
 
 	driver_init(&d, &run_ops, &rs, job_id, TopMemoryContext);
+	rs.job = NULL;
+	rs.jobcxt = AllocSetContextCreate(TopMemoryContext, "acme_migrate run job",
+									  ALLOCSET_DEFAULT_SIZES);
 	d.max_steps = max_batches;
 	d.max_time_ms = max_time_ms;
 	PG_TRY();
@@ -668,6 +700,7 @@ acme_migrate_run(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		driver_end(&d);
+		MemoryContextDelete(rs.jobcxt);
 		batch_unlock_job(job_id, ExclusiveLock, true);
 	}
 	PG_END_TRY();

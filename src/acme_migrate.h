@@ -44,6 +44,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "storage/itemptr.h"
 #include "storage/lockdefs.h"
 #include "utils/elog.h"
 #include "utils/jsonb.h"
@@ -111,6 +112,9 @@ typedef struct AmJob
 	double		rows_estimate;
 	int32		workers;		/* background workers it runs with */
 	double		workers_age;	/* seconds since workers were launched */
+	/* the row version this was read from (or written to: jobrow.c) */
+	ItemPointerData row_tid;
+	TransactionId row_xmin;
 } AmJob;
 
 
@@ -238,6 +242,7 @@ typedef struct AmMapping
 
 /* catalog.c */
 extern AmJob *catalog_job_get(const char *job_name, bool for_update);
+extern bool catalog_job_relock(AmJob *job);
 extern int64 catalog_job_insert(AmJob *job);
 extern void catalog_job_delete(AmJob *job);
 extern int64 catalog_job_parent(const char *job_name);
@@ -248,6 +253,11 @@ extern void catalog_workers_in_use(AmJob *job, int *role_workers,
 								   int *all_workers);
 extern void catalog_job_set_state(AmJob *job, const char *state,
 								  const char *reason);
+/* jobrow.c */
+extern bool jobrow_checkpoint(AmJob *job, const Datum *args, const char *nulls,
+							  int64 *batch_no, bool *history);
+extern bool jobrow_relock(AmJob *job);
+
 extern void catalog_job_checkpoint(AmJob *job, AmRange *range,
 								   List *first_key, List *last_key,
 								   int64 rows_read, int64 rows_copied,

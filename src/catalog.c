@@ -30,6 +30,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "storage/itemptr.h"
 #include "utils/lsyscache.h"
 #include "utils/inval.h"
 #include "utils/syscache.h"
@@ -106,6 +107,7 @@ typedef enum CatStmt
 	CAT_JOB_INSERT,
 	CAT_JOB_DELETE,
 	CAT_JOB_CHECKPOINT,
+	CAT_BATCH_INSERT,
 	CAT_JOB_STATE,
 	CAT_REJECT_INSERT,
 	CAT_ERROR_INSERT,
@@ -154,7 +156,13 @@ typedef enum CatStmt
 	"COALESCE(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() " \
 	"OPERATOR(pg_catalog.-) j.workers_started_at), 1e9), j.search_path, j.shape, " \
 	"j.depends_on_ids, j.reverse_columns, j.capture_method, j.health_check, " \
-	"j.on_breach "
+	"j.on_breach, j.ctid, j.xmin "
+
+/* a batch's history row, after its checkpoint (two statements below) */
+#define BATCH_INSERT \
+	"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, " \
+	"last_key, rows_read, rows_copied, rows_rejected, method, " \
+	"started_at, duration, range_no) "
 
 /* how a stored interval in milliseconds goes back into the catalog */
 #define MS_TO_INTERVAL(n) \
@@ -222,15 +230,22 @@ static const struct
 		"ELSE finished_at END "
 		"WHERE job_id OPERATOR(pg_catalog.=) $1 "
 		"RETURNING job_id, batches_done) "
-		"INSERT INTO acme_migrate.batches (job_id, batch_no, first_key, "
-		"last_key, rows_read, rows_copied, rows_rejected, method, "
-		"started_at, duration, range_no) "
+		BATCH_INSERT
 		"SELECT j.job_id, j.batches_done, $9, $10, $3, $4, $5, $11, $8, "
 		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $8, $12 FROM j "
 		"RETURNING batch_no",
 		13, {INT8OID, TEXTARRAYOID, INT8OID, INT8OID, INT8OID, TEXTOID,
 			TEXTOID, TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID,
 		INT4OID, BOOLOID}
+	},
+	/* the history row of a checkpoint jobrow.c wrote ($1 .. $13 as above) */
+	[CAT_BATCH_INSERT] = {
+		BATCH_INSERT
+		"VALUES ($1, $2, $9, $10, $3, $4, $5, $11, $8, "
+		"pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $8, $12)",
+		12, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,
+			TEXTOID, TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID,
+		INT4OID}
 	},
 	[CAT_JOB_STATE] = {
 		"UPDATE acme_migrate.jobs SET state = $2, failure_reason = $3, "
@@ -803,6 +818,11 @@ job_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext mcxt)
 	job->health_check = isnull ? NULL : TextDatumGetCString(d);
 	NEXT();
 	job->on_breach = isnull ? "pause" : TextDatumGetCString(d);
+	/* the version read: jobrow.c may lock it again, or write it */
+	NEXT();
+	job->row_tid = *(ItemPointer) DatumGetPointer(d);
+	NEXT();
+	job->row_xmin = DatumGetTransactionId(d);
 #undef NEXT
 
 	MemoryContextSwitchTo(old);
@@ -880,6 +900,19 @@ catalog_job_get(const char *job_name, bool for_update)
 		cat_job_missing(job_name);
 	catalog_check_owner(job);
 	return job;
+}
+
+/*
+ * Lock the job's row again, as catalog_job_get(..., true) would, when it is
+ * still the version job was read from or last written to (jobrow.c): then
+ * the job need not be read again, and true.  False: read it again.
+ */
+bool
+catalog_job_relock(AmJob *job)
+{
+	am_check_catalog_version();
+	catalog_check_owner(job);
+	return jobrow_relock(job);
 }
 
 /*
@@ -1169,6 +1202,8 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	CatContext	cxt;
 	Datum		values[13];
 	char		nulls[13];
+	int64		batch_no;
+	bool		history;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(job->job_id);
@@ -1196,6 +1231,20 @@ catalog_job_checkpoint(AmJob *job, AmRange *range, List *first_key,
 	/* a batch that leaves the state as it was keeps finished_at */
 	values[12] = BoolGetDatum(am_job_state(new_state)->finished == AM_FINISHED_SET);
 
+	/* the rows in C when it can (jobrow.c), the history row else by SQL */
+	if (jobrow_checkpoint(job, values, nulls, &batch_no, &history))
+	{
+		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(job));
+
+		if (range == NULL && last_key != NIL)
+			job->last_key = array_to_text_list(values[1]);
+		MemoryContextSwitchTo(old);
+		values[1] = Int64GetDatum(batch_no);
+		nulls[1] = ' ';
+		if (!history)
+			cat_run(CAT_BATCH_INSERT, values, nulls);
+		return;
+	}
 	cat_enter(&cxt);
 	cat_exec(CAT_JOB_CHECKPOINT, values, nulls, 1);
 	if (SPI_processed != 1)

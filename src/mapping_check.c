@@ -37,11 +37,13 @@
 /* after scanner.h, which defines what it uses */
 #include "parser/gram.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
 
 /* The one expression of "SELECT <expr>", raw-parsed. */
 static Node *
@@ -256,7 +258,29 @@ typedef struct McShapeCols
 	bool		whole_row;		/* a mapping reads the whole source row */
 	List	   *src_names;		/* char * */
 	List	   *tgt_names;		/* char * */
+	char	   *text;			/* the shape last worked out, or NULL ... */
+	uint64		generation;		/* ... at this mc_generation */
 } McShapeCols;
+
+/*
+ * Bumped by every invalidation of a relation's cache entry, a type, a
+ * collation or a schema (what the text of a shape is made of): a shape
+ * worked out at the same generation is still the tables' shape.
+ */
+static uint64 mc_generation = 1;
+static bool mc_callbacks = false;
+
+static void
+mc_relcache_callback(Datum arg, Oid relid)
+{
+	mc_generation++;
+}
+
+static void
+mc_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	mc_generation++;
+}
 
 static void
 mc_note_source_column(McShapeCols *sc, const char *name)
@@ -357,7 +381,9 @@ mc_append_columns(StringInfo buf, Relation rel, List *names)
  * order.  A rename, a change of type, typmod or collation, a drop or a
  * reorder of any of them changes the text; columns added, and columns the
  * job does not use, do not.  The caller holds locks on both tables.  With
- * a mapping, the list of columns is worked out once and kept in it.
+ * a mapping, the list of columns is worked out once and kept in it, and so
+ * is the text until an invalidation of a relation, type, collation or
+ * schema (mc_generation): all it is made of.
  */
 char *
 mapping_shape(AmJob *job, AmMapping *map)
@@ -368,6 +394,17 @@ mapping_shape(AmJob *job, AmMapping *map)
 	Relation	tgt;
 	int			nest;
 
+	uint64		generation = mc_generation;
+
+	if (!mc_callbacks)
+	{
+		CacheRegisterRelcacheCallback(mc_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, mc_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(COLLOID, mc_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, mc_syscache_callback,
+									  (Datum) 0);
+		mc_callbacks = true;
+	}
 	if (sc == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(map ? GetMemoryChunkContext(map) :
@@ -378,6 +415,9 @@ mapping_shape(AmJob *job, AmMapping *map)
 		if (map)
 			map->shape_cache = sc;
 	}
+	/* nothing it is made of changed since it was worked out */
+	if (sc->text != NULL && sc->generation == generation)
+		return pstrdup(sc->text);
 	/* type and collation names as seen from a fixed search_path */
 	nest = am_pin_search_path();
 	src = relation_open(job->source_relid, NoLock);
@@ -391,5 +431,11 @@ mapping_shape(AmJob *job, AmMapping *map)
 	relation_close(tgt, NoLock);
 	relation_close(src, NoLock);
 	am_unpin_search_path(nest);
+	/* an invalidation meanwhile leaves it to be worked out again */
+	if (map)
+	{
+		sc->text = MemoryContextStrdup(GetMemoryChunkContext(sc), buf.data);
+		sc->generation = generation;
+	}
 	return buf.data;
 }
