@@ -1758,6 +1758,31 @@ rc_alloc_big(MemoryContext cxt, Size size, bool zero)
 }
 
 /*
+ * A side's buckets, zeroed.  Past a quarter of a huge page, in memory of
+ * their own that starts on a huge page boundary, so that the whole array
+ * gets transparent huge pages where the kernel gives them (rc_alloc_big
+ * only advises the huge pages inside an allocation, none for one this
+ * size): zeroing 768 kB of 4 kB pages was 11 ms of page faults of the
+ * leader's for 1M uuid keys.  Freed with their memory context.
+ */
+static RcBucket *
+rc_alloc_buckets(MemoryContext cxt, int n)
+{
+	Size		size = sizeof(RcBucket) * n;
+	char	   *p;
+
+	if (size < RC_HUGE_PAGE / 4)
+		return rc_alloc_big(cxt, size, true);
+	p = MemoryContextAllocHuge(cxt, TYPEALIGN(RC_HUGE_PAGE, size) + RC_HUGE_PAGE);
+	p = (char *) TYPEALIGN(RC_HUGE_PAGE, (uintptr_t) p);
+#ifdef MADV_HUGEPAGE
+	(void) madvise(p, TYPEALIGN(RC_HUGE_PAGE, size), MADV_HUGEPAGE);
+#endif
+	memset(p, 0, size);
+	return (RcBucket *) p;
+}
+
+/*
  * The rows a relation is thought to have: its pages times the rows per page
  * last counted (as the planner estimates), or as many as a page can hold
  * when never counted; a non-table's, nrows.
@@ -3030,10 +3055,10 @@ rc_compare_buckets(RcState *st, RcBuckets *bk, int *ndiffer, int64 *kept)
 
 	rc_digest_setup(st);
 	bk->direct = bk->remember && rc_direct_setup(st, bk);
-	sb = rc_alloc_big(CurrentMemoryContext, sizeof(RcBucket) * bk->n, true);
+	sb = rc_alloc_buckets(CurrentMemoryContext, bk->n);
 	pcxt = rc_parallel_begin(st, bk);
 	if (pcxt == NULL || bk->direct)
-		tb = rc_alloc_big(CurrentMemoryContext, sizeof(RcBucket) * bk->n, true);
+		tb = rc_alloc_buckets(CurrentMemoryContext, bk->n);
 	if (pcxt != NULL && bk->direct && !parallel_leader_participation)
 	{
 		/* the worker reads every block, as a Gather without its leader */
