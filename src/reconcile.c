@@ -1482,11 +1482,12 @@ rc_hash_collation(Oid type, Oid coll, Oid *result)
 }
 
 /*
- * The bucket, of nbuckets (a power of two), of a key of n non-NULL values:
+ * The bucket, of nbuckets (a power of two), of a key of non-NULL values:
  * the hashes of the values by their types' hash functions, in the
- * collations rc_hash_collation gives, combined in order.  Both the hash
- * pass in memory (rc_bucket_of) and acme_migrate.key_bucket, which
- * computes it by SQL on a Citus shard, come here.
+ * collations rc_hash_collation gives, combined in order (rc_key_hash_add
+ * per value, from 0), then rc_key_hash_bucket.  Both the hash pass in
+ * memory (rc_bucket_of) and acme_migrate.key_bucket, which computes it by
+ * SQL on a Citus shard, do so.
  */
 static inline uint32
 rc_key_hash_add(uint32 h, FmgrInfo *hash, Oid coll, Datum value)
@@ -1498,17 +1499,6 @@ static inline int
 rc_key_hash_bucket(uint32 h, int nbuckets)
 {
 	return (int) (murmurhash32(h) & (uint32) (nbuckets - 1));
-}
-
-static int
-rc_key_bucket(FmgrInfo *hash, const Oid *colls, const Datum *values, int n,
-			  int nbuckets)
-{
-	uint32		h = 0;
-
-	for (int i = 0; i < n; i++)
-		h = rc_key_hash_add(h, &hash[i], colls[i], values[i]);
-	return rc_key_hash_bucket(h, nbuckets);
 }
 
 /* the hash functions of the target key columns, if each has one */
@@ -1587,7 +1577,7 @@ static int
 rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull)
 {
 	RcState    *st = bk->st;
-	Datum		keyvals[INDEX_MAX_KEYS];
+	uint32		h = 0;
 
 	for (int i = 0; i < st->ntkeys; i++)
 		if (isnull[st->tkey_idx[i]])
@@ -1601,8 +1591,9 @@ rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull)
 		return (int) Min(b, (uint64) bk->n - 1);
 	}
 	for (int i = 0; i < st->ntkeys; i++)
-		keyvals[i] = values[st->tkey_idx[i]];
-	return rc_key_bucket(bk->key_hash, bk->key_coll, keyvals, st->ntkeys, bk->n);
+		h = rc_key_hash_add(h, &bk->key_hash[i], bk->key_coll[i],
+							values[st->tkey_idx[i]]);
+	return rc_key_hash_bucket(h, bk->n);
 }
 
 /* Make room for n more bytes in the row's digest; returns where they go. */
@@ -1740,11 +1731,10 @@ rc_place_add(RcBuckets *bk, int b, ItemPointer tid)
  */
 #define RC_HUGE_PAGE	((uintptr_t) 2 * 1024 * 1024)
 
-static void *
-rc_alloc_big(MemoryContext cxt, Size size, bool zero)
+/* ask for huge pages for the whole huge pages inside [p, p + size) */
+static void
+rc_advise_huge(char *p, Size size)
 {
-	char	   *p = MemoryContextAllocHuge(cxt, size);
-
 #ifdef MADV_HUGEPAGE
 	uintptr_t	lo = TYPEALIGN(RC_HUGE_PAGE, (uintptr_t) p);
 	uintptr_t	hi = TYPEALIGN_DOWN(RC_HUGE_PAGE, (uintptr_t) p + size);
@@ -1752,6 +1742,14 @@ rc_alloc_big(MemoryContext cxt, Size size, bool zero)
 	if (hi > lo)
 		(void) madvise((void *) lo, hi - lo, MADV_HUGEPAGE);
 #endif
+}
+
+static void *
+rc_alloc_big(MemoryContext cxt, Size size, bool zero)
+{
+	char	   *p = MemoryContextAllocHuge(cxt, size);
+
+	rc_advise_huge(p, size);
 	if (zero)
 		memset(p, 0, size);
 	return p;
@@ -1775,9 +1773,7 @@ rc_alloc_buckets(MemoryContext cxt, int n)
 		return rc_alloc_big(cxt, size, true);
 	p = MemoryContextAllocHuge(cxt, TYPEALIGN(RC_HUGE_PAGE, size) + RC_HUGE_PAGE);
 	p = (char *) TYPEALIGN(RC_HUGE_PAGE, (uintptr_t) p);
-#ifdef MADV_HUGEPAGE
-	(void) madvise(p, TYPEALIGN(RC_HUGE_PAGE, size), MADV_HUGEPAGE);
-#endif
+	rc_advise_huge(p, TYPEALIGN(RC_HUGE_PAGE, size));
 	memset(p, 0, size);
 	return (RcBucket *) p;
 }
@@ -2437,8 +2433,8 @@ rc_direct_side(RcState *st, int target, AttrNumber *att, AttrNumber *maxatt)
 {
 	AmMapping  *map = st->map;
 	Oid			relid = target ? map->target_relid : map->source_relid;
-	Relation	rel;
-	Relation	trel;
+	Relation	src;
+	Relation	tgt;
 	bool		ok = true;
 
 	if (get_rel_relkind(relid) != RELKIND_RELATION ||
@@ -2447,22 +2443,26 @@ rc_direct_side(RcState *st, int target, AttrNumber *att, AttrNumber *maxatt)
 		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK ||
 		(!target && st->job->filter != NULL))
 		return false;
-	rel = table_open(relid, AccessShareLock);
-	trel = table_open(map->target_relid, AccessShareLock);
+	/* the target's columns are its mapped ones; the source's are looked up */
+	src = target ? NULL : table_open(relid, AccessShareLock);
+	tgt = target ? NULL : table_open(map->target_relid, AccessShareLock);
 	*maxatt = 0;
 	for (int i = 0; ok && i < st->nhash; i++)
 	{
 		int			p = st->hash_idx[i];
 
 		att[p] = target ? map->mapped_attnums[p] :
-			rc_direct_column(RelationGetDescr(rel), list_nth(st->job->map_exprs, p),
-							 TupleDescAttr(RelationGetDescr(trel),
+			rc_direct_column(RelationGetDescr(src), list_nth(st->job->map_exprs, p),
+							 TupleDescAttr(RelationGetDescr(tgt),
 										   map->mapped_attnums[p] - 1));
 		ok = att[p] > 0;
 		*maxatt = Max(*maxatt, att[p]);
 	}
-	table_close(trel, AccessShareLock);
-	table_close(rel, AccessShareLock);
+	if (!target)
+	{
+		table_close(tgt, AccessShareLock);
+		table_close(src, AccessShareLock);
+	}
 	return ok;
 }
 
