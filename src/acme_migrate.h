@@ -324,7 +324,10 @@ typedef struct AmReconcileCounts
 	const char *remote_note;	/* why no remote mode applied, or NULL */
 	int64		remote_rows;	/* rows fetched from the source's server;
 								 * -1: not counted (full_fetch) */
-	int			parallel_workers;	/* that read a side of the hash pass */
+	int			parallel_workers;	/* that read in the hash pass */
+	int64		rows_merged;	/* hash passes: rows read again and merged */
+	int64		prematched;		/* pairs of rows of differing buckets set
+								 * aside by digest (rc_prematch) */
 } AmReconcileCounts;
 
 /* reconcile.c */

@@ -297,11 +297,12 @@ static const struct
 		"duplicates = $7, null_keys = $8, equal = $9, truncated = $10, "
 		"estimated = $11, method = $12, ranges_hashed = $13, "
 		"ranges_merged = $14, mapped_rows = $15, remote_mode = $16, "
-		"remote_rows = $17, remote_note = $18, parallel_workers = $19 "
+		"remote_rows = $17, remote_note = $18, parallel_workers = $19, "
+		"rows_merged = $20 "
 		"WHERE run_id OPERATOR(pg_catalog.=) $1",
-		19, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		20, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		INT8OID, BOOLOID, BOOLOID, BOOLOID, TEXTOID, INT8OID, INT8OID, INT8OID,
-		TEXTOID, INT8OID, TEXTOID, INT4OID}
+		TEXTOID, INT8OID, TEXTOID, INT4OID, INT8OID}
 	},
 	[CAT_JOB_GET_BY_ID] = {
 		"SELECT " JOB_COLUMNS "FROM acme_migrate.jobs j "
@@ -1361,8 +1362,8 @@ void
 catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 					  bool estimated)
 {
-	Datum		values[19];
-	char		nulls[20] = "                   ";
+	Datum		values[20];
+	char		nulls[21] = "                    ";
 
 	values[0] = Int64GetDatum(run_id);
 	values[1] = Int64GetDatum(c->source_rows);
@@ -1391,6 +1392,9 @@ catalog_reconcile_end(int64 run_id, AmReconcileCounts *c, bool truncated,
 	values[17] = c->remote_note ? CStringGetTextDatum(c->remote_note) : (Datum) 0;
 	nulls[17] = c->remote_note ? ' ' : 'n';
 	values[18] = Int32GetDatum(c->parallel_workers);
+	values[19] = Int64GetDatum(c->rows_merged);
+	if (strncmp(c->method, "hash_", 5) != 0)
+		nulls[19] = 'n';
 	cat_run(CAT_RUN_FINISH, values, nulls);
 }
 

@@ -1383,17 +1383,22 @@ typedef struct RcBucket
 
 /*
  * Where the rows of one side are (hash buckets, when a side is a table):
- * each row's bucket and ctid, remembered by the first read, so that the
- * second reads only the rows of differing buckets, by ctid, in the same
- * snapshot.  Past RC_MAX_PLACES_MEM bytes (or work_mem if more) the side is
- * read again in full instead.
+ * each row's bucket, ctid, key tag and digest, remembered by the first
+ * read.  The rows of differing buckets that match a row of the other side
+ * by key tag and digest need not be read again (rc_prematch); the second
+ * read fetches the others by ctid, in the same snapshot.  Past
+ * RC_MAX_PLACES_MEM bytes (or work_mem if more) the side is read again in
+ * full instead.
  */
-#define RC_MAX_PLACES_MEM	((Size) 64 * 1024 * 1024)
+#define RC_MAX_PLACES_MEM	((Size) 160 * 1024 * 1024)
 
 typedef struct RcPlace
 {
 	uint32		bucket;
+	uint32		tag;			/* a hash of the key alone */
 	ItemPointerData tid;
+	uint64		lo;				/* the row's digest (rc_row_digest) */
+	uint64		hi;
 } RcPlace;
 
 typedef struct RcPlaces
@@ -1570,11 +1575,13 @@ rc_bucket_end(RcBuckets *bk, int b)
 }
 
 /*
- * The bucket of a row (in st->rowcxt), or -1 for a NULL key.  values and
- * isnull are the row's columns as a side's first-read query returns them.
+ * The bucket of a row (in st->rowcxt), or -1 for a NULL key, and its key's
+ * tag: a hash of the key alone, the same for keys the merge finds equal.
+ * values and isnull are the row's columns as a side's first-read query
+ * returns them.
  */
 static int
-rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull)
+rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull, uint32 *tag)
 {
 	RcState    *st = bk->st;
 	uint32		h = 0;
@@ -1587,12 +1594,15 @@ rc_bucket_of(RcBuckets *bk, Datum *values, bool *isnull)
 		int64		key = rc_int_key(bk->type, values[st->tkey_idx[0]]);
 		uint64		b;
 
+		*tag = (uint32) hash_bytes_uint32_extended((uint32) key,
+												   (uint64) key >> 32);
 		b = key <= bk->min ? 0 : ((uint64) key - (uint64) bk->min) / bk->width;
 		return (int) Min(b, (uint64) bk->n - 1);
 	}
 	for (int i = 0; i < st->ntkeys; i++)
 		h = rc_key_hash_add(h, &bk->key_hash[i], bk->key_coll[i],
 							values[st->tkey_idx[i]]);
+	*tag = h;
 	return rc_key_hash_bucket(h, bk->n);
 }
 
@@ -1696,9 +1706,10 @@ rc_bucket_add(RcBuckets *bk, RcBucket *bucket, XXH128_hash_t h)
 	bk->pending_hash = h;
 }
 
-/* remember a row's bucket and ctid; forget them all past the limit */
+/* remember a row's place; forget them all past the limit */
 static void
-rc_place_add(RcBuckets *bk, int b, ItemPointer tid)
+rc_place_add(RcBuckets *bk, int b, uint32 tag, ItemPointer tid,
+			 XXH128_hash_t h)
 {
 	RcPlaces   *pl = bk->places;
 
@@ -1718,7 +1729,10 @@ rc_place_add(RcBuckets *bk, int b, ItemPointer tid)
 		pl->rows = repalloc_huge(pl->rows, sizeof(RcPlace) * pl->cap);
 	}
 	pl->rows[pl->n].bucket = (uint32) b;
+	pl->rows[pl->n].tag = tag;
 	ItemPointerCopy(tid, &pl->rows[pl->n].tid);
+	pl->rows[pl->n].lo = h.low64;
+	pl->rows[pl->n].hi = h.high64;
 	pl->n++;
 }
 
@@ -1816,7 +1830,9 @@ rc_places_cap(Oid relid)
 static inline int
 rc_bucket_row(RcBuckets *bk, Datum *values, bool *isnull, ItemPointer tid)
 {
-	int			b = rc_bucket_of(bk, values, isnull);
+	uint32		tag;
+	int			b = rc_bucket_of(bk, values, isnull, &tag);
+	XXH128_hash_t h;
 
 	if (b < 0)
 	{
@@ -1826,9 +1842,10 @@ rc_bucket_row(RcBuckets *bk, Datum *values, bool *isnull, ItemPointer tid)
 #if defined(__GNUC__) || defined(__clang__)
 	__builtin_prefetch(&bk->side[b], 1);
 #endif
-	rc_bucket_add(bk, &bk->side[b], rc_row_digest(bk->st, values, isnull));
+	h = rc_row_digest(bk->st, values, isnull);
+	rc_bucket_add(bk, &bk->side[b], h);
 	if (bk->places != NULL)
-		rc_place_add(bk, b, tid);
+		rc_place_add(bk, b, tag, tid, h);
 	return b;
 }
 
@@ -1842,6 +1859,7 @@ rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
 	RcBuckets  *bk = (RcBuckets *) self;
 	MemoryContext old = MemoryContextSwitchTo(bk->st->rowcxt);
 	int			b;
+	uint32		tag;
 
 	slot_getallattrs(slot);
 	if (bk->keep == NULL)
@@ -1849,7 +1867,7 @@ rc_bucket_receive(TupleTableSlot *slot, DestReceiver *self)
 							 bk->places == NULL ? NULL :
 							 (ItemPointer) DatumGetPointer(slot->tts_values[bk->place_att]));
 	else if ((b = bk->keep_all ? 0 :
-			  rc_bucket_of(bk, slot->tts_values, slot->tts_isnull)) < 0)
+			  rc_bucket_of(bk, slot->tts_values, slot->tts_isnull, &tag)) < 0)
 		bk->null_key = true;
 	else if (bk->keep_all || bk->keep[b])
 	{
@@ -2027,6 +2045,117 @@ rc_merge_ranges(RcState *st, RcBuckets *bk, bool *differs)
 		st->counts.ranges_merged++;
 		b = e;
 	}
+}
+
+/* places in the order rc_prematch walks them: bucket, key tag, digest */
+static inline int
+rc_place_cmp(const RcPlace *a, const RcPlace *b)
+{
+	if (a->bucket != b->bucket)
+		return a->bucket < b->bucket ? -1 : 1;
+	if (a->tag != b->tag)
+		return a->tag < b->tag ? -1 : 1;
+	if (a->hi != b->hi)
+		return a->hi < b->hi ? -1 : 1;
+	if (a->lo != b->lo)
+		return a->lo < b->lo ? -1 : 1;
+	return 0;
+}
+
+#define ST_SORT rc_place_sort
+#define ST_ELEMENT_TYPE RcPlace
+#define ST_COMPARE(a, b) rc_place_cmp(a, b)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+/* keep a side's places in differing buckets only, sorted for rc_prematch */
+static void
+rc_places_differing(RcPlaces *pl, bool *differs)
+{
+	int64		n = 0;
+
+	for (int64 i = 0; i < pl->n; i++)
+		if (differs[pl->rows[i].bucket])
+			pl->rows[n++] = pl->rows[i];
+	pl->n = n;
+	rc_place_sort(pl->rows, n);
+}
+
+/* the end of the group of places with the key tag of place i */
+static int64
+rc_tag_group_end(RcPlaces *pl, int64 i)
+{
+	int64		e = i + 1;
+
+	while (e < pl->n && pl->rows[e].bucket == pl->rows[i].bucket &&
+		   pl->rows[e].tag == pl->rows[i].tag)
+		e++;
+	return e;
+}
+
+/*
+ * Before the second read: set aside the rows of differing buckets that
+ * cannot make a difference, so that only the others are fetched again.
+ *
+ * A source row and a target row are set aside together when each is the
+ * only row of its side with its key tag in its bucket and their digests are
+ * equal.  Equal digests mean equal bytes of the key and of every compared
+ * column (rc_row_digest: the argument that equal bucket sums mean equal
+ * buckets, applied to two rows), so the merge would match them and find no
+ * column changed.  Rows with equal keys have equal tags (the tag is a hash
+ * of the key by the key type's hash function, or of the integer key), so
+ * each row's key is on its side once: neither is a duplicate, and nothing
+ * else of either side meets that key.  Every other row (a tag shared on a
+ * side, a digest without its twin) is read again and merged, as before.
+ */
+static void
+rc_prematch(RcState *st, RcBuckets *bk, bool *differs)
+{
+	RcPlaces   *s = &bk->side_places[0];
+	RcPlaces   *t = &bk->side_places[1];
+	int64		i = 0;
+	int64		j = 0;
+	int64		ns = 0;
+	int64		nt = 0;
+
+	if (s->rows == NULL || t->rows == NULL)
+		return;
+	rc_places_differing(s, differs);
+	rc_places_differing(t, differs);
+	while (i < s->n || j < t->n)
+	{
+		int			c;
+		int64		ie;
+		int64		je;
+
+		if (i < s->n && j < t->n)
+		{
+			c = s->rows[i].bucket != t->rows[j].bucket ?
+				(s->rows[i].bucket < t->rows[j].bucket ? -1 : 1) :
+				s->rows[i].tag != t->rows[j].tag ?
+				(s->rows[i].tag < t->rows[j].tag ? -1 : 1) : 0;
+		}
+		else
+			c = i < s->n ? -1 : 1;
+		ie = c <= 0 ? rc_tag_group_end(s, i) : i;
+		je = c >= 0 ? rc_tag_group_end(t, j) : j;
+		if (c == 0 && ie == i + 1 && je == j + 1 &&
+			rc_place_cmp(&s->rows[i], &t->rows[j]) == 0)
+			st->counts.prematched++;
+		else
+		{
+			while (i < ie)
+				s->rows[ns++] = s->rows[i++];
+			while (j < je)
+				t->rows[nt++] = t->rows[j++];
+		}
+		i = ie;
+		j = je;
+	}
+	s->n = ns;
+	t->n = nt;
 }
 
 /* the ctids of a side's rows in differing buckets, as a tid[] */
@@ -3161,6 +3290,8 @@ rc_hash_first(RcState *st)
 	if (bk.citus)
 		st->counts.remote_mode = "citus_shards";
 	st->counts.ranges_hashed = bk.n;
+	/* the merges count the rows they read: those are rows_merged */
+	st->counts.source_rows = st->counts.target_rows = 0;
 	if (!bk.by_hash && (bk.side_places[0].rows == NULL ||
 						bk.side_places[1].rows == NULL))
 		rc_merge_ranges(st, &bk, differs);
@@ -3168,8 +3299,15 @@ rc_hash_first(RcState *st)
 	{
 		st->counts.ranges_merged = ndiffer;
 		if (ndiffer > 0)
+		{
+			rc_prematch(st, &bk, differs);
 			rc_merge_kept(st, &bk, differs);
+		}
 	}
+	st->counts.rows_merged = st->counts.source_rows + st->counts.target_rows;
+	elog(DEBUG1, "reconcile: %d of %d buckets differ, %lld rows merged, %lld pairs set aside by digest",
+		 ndiffer, bk.n, (long long) st->counts.rows_merged,
+		 (long long) st->counts.prematched);
 	st->counts.source_rows = source_rows;
 	st->counts.target_rows = target_rows;
 	return true;
