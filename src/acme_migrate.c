@@ -11,6 +11,9 @@
  */
 #include "acme_migrate.h"
 
+#include <limits.h>
+#include <unistd.h>
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "mb/pg_wchar.h"
@@ -18,6 +21,7 @@
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/optimizer.h"
 #include "pgstat.h"
 #include "postmaster/postmaster.h"
 #include "storage/latch.h"
@@ -197,6 +201,36 @@ am_ms_interval(int64 ms)
 
 	iv->time = ms * 1000;
 	return iv;
+}
+
+/*
+ * am_copy_short's longer copies: a call to the C library's memcpy, not
+ * the inline "rep movsq" a memcpy of unknown length becomes at the call
+ * site.
+ */
+void
+am_copy_long(char *dst, const char *src, uint32 n)
+{
+	memcpy(dst, src, n);
+}
+
+/*
+ * Parallel workers that one of our parallel scans may start next to its
+ * leader: one per CPU besides the leader's (when it takes part), and at
+ * least one, so that a parallel scan the planner would make stays
+ * parallel.  Our workers do the leader's CPU-bound work; more processes
+ * than CPUs only take turns, and each costs a start and an exit.  No limit
+ * when the number of CPUs is not known.
+ */
+int
+am_cpus_for_workers(void)
+{
+	long		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (cpus <= 0)
+		return INT_MAX;
+	cpus -= parallel_leader_participation ? 1 : 0;
+	return (int) Max(1, Min(cpus, (long) INT_MAX));
 }
 
 /* max_error_rate is a fraction, and only means something with rejects */

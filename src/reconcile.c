@@ -1650,7 +1650,7 @@ rc_digest_value(RcState *st, Datum d, bool isnull, bool byval, int16 len)
 	{
 		p = rc_digest_reserve(st, 1 + len);
 		*p = 'v';
-		memcpy(p + 1, DatumGetPointer(d), len);
+		am_copy_short(p + 1, DatumGetPointer(d), len);
 		return;
 	}
 	if (len == -1)
@@ -1668,7 +1668,7 @@ rc_digest_value(RcState *st, Datum d, bool isnull, bool byval, int16 len)
 	p = rc_digest_reserve(st, 1 + sizeof(n) + n);
 	*p = 'v';
 	memcpy(p + 1, &n, sizeof(n));
-	memcpy(p + 1 + sizeof(n), data, n);
+	am_copy_short(p + 1 + sizeof(n), data, n);
 }
 
 /* The row's hash: of its key's and compared columns' bytes. */
