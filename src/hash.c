@@ -623,6 +623,82 @@ rh_row_build_for_type(RhState *hs, Oid typid, int32 typmod)
 }
 
 /*
+ * A numeric, encoded as the bytes numeric_send would produce (digit count,
+ * weight, sign, display scale, base-10000 digits, each 16 bits big-endian),
+ * read straight from the stored value: numeric_send would copy a short
+ * varlena and build a StringInfo for every value.
+ *
+ * The stored format begins with a 16-bit header word: 0xC000 in the top
+ * bits marks NaN and the infinities (sign in the top 4 bits), 0x8000 the
+ * short format (sign 0x2000, display scale 0x1F80, weight sign 0x0040 and
+ * weight 0x003F), anything else the long format (sign 0xC000, display
+ * scale 0x3FFF, then a 16-bit weight word).  Digits follow.
+ */
+static inline void
+rh_numeric_bytes(RhState *hs, const char *data, int len)
+{
+	uint16		header;
+	uint16		sign;
+	uint16		dscale;
+	int16		weight;
+	const char *digits;
+	int			ndigits;
+	int			i;
+	char	   *p;
+
+	if (len < (int) sizeof(uint16))
+		elog(ERROR, "invalid numeric value of length %d", len);
+	memcpy(&header, data, sizeof(uint16));
+
+	if ((header & 0x8000) != 0)
+	{
+		/* short format, or NaN / infinity (which use the same layout) */
+		if ((header & 0xC000) == 0xC000)
+			sign = header & 0xF000;
+		else
+			sign = (header & 0x2000) ? 0x4000 : 0x0000;
+		dscale = (header & 0x1F80) >> 7;
+		weight = (int16) (((header & 0x0040) ? ~0x003F : 0) |
+						  (header & 0x003F));
+		digits = data + sizeof(uint16);
+	}
+	else
+	{
+		if (len < (int) (2 * sizeof(uint16)))
+			elog(ERROR, "invalid numeric value of length %d", len);
+		sign = header & 0xC000;
+		dscale = header & 0x3FFF;
+		memcpy(&weight, data + sizeof(uint16), sizeof(int16));
+		digits = data + 2 * sizeof(uint16);
+	}
+	ndigits = (len - (digits - data)) / sizeof(int16);
+
+	p = rh_reserve(hs, 4 + 8 + 2 * ndigits);
+	rh_store_u32(p, (uint32) (8 + 2 * ndigits));
+	p += 4;
+	rh_store_u16(p, (uint16) ndigits);
+	rh_store_u16(p + 2, (uint16) weight);
+	rh_store_u16(p + 4, sign);
+	rh_store_u16(p + 6, dscale);
+	p += 8;
+	for (i = 0; i < ndigits; i++)
+	{
+		uint16		d;
+
+		memcpy(&d, digits + i * sizeof(int16), sizeof(uint16));
+		rh_store_u16(p + 2 * i, d);
+	}
+}
+
+static void
+rh_numeric(RhState *hs, Datum value)
+{
+	struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
+
+	rh_numeric_bytes(hs, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+}
+
+/*
  * The common column kinds, tag included, written with one reservation:
  * this is the inner loop of a table scan.  Returns false for other kinds.
  * Produces the same bytes as the tag followed by rh_value.
@@ -671,6 +747,17 @@ rh_column_fast(RhState *hs, RhType *t, Datum value)
 				p[0] = 1;
 				rh_store_u32(p + 1, len);
 				am_copy_short(p + 5, VARDATA_ANY(v), len);
+				return true;
+			}
+
+		case HK_NUMERIC:
+			{
+				struct varlena *v = (struct varlena *) DatumGetPointer(value);
+
+				if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+					return false;	/* compressed or external */
+				*rh_reserve(hs, 1) = 1;
+				rh_numeric_bytes(hs, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 				return true;
 			}
 
@@ -790,77 +877,6 @@ rh_range(RhState *hs, TypeCacheEntry *tcache, RhType *sub,
 		rh_value(hs, sub, lower.val);
 	if (!empty && !upper.infinite)
 		rh_value(hs, sub, upper.val);
-}
-
-/*
- * A numeric, encoded as the bytes numeric_send would produce (digit count,
- * weight, sign, display scale, base-10000 digits, each 16 bits big-endian),
- * read straight from the stored value: numeric_send would copy a short
- * varlena and build a StringInfo for every value.
- *
- * The stored format begins with a 16-bit header word: 0xC000 in the top
- * bits marks NaN and the infinities (sign in the top 4 bits), 0x8000 the
- * short format (sign 0x2000, display scale 0x1F80, weight sign 0x0040 and
- * weight 0x003F), anything else the long format (sign 0xC000, display
- * scale 0x3FFF, then a 16-bit weight word).  Digits follow.
- */
-static void
-rh_numeric(RhState *hs, Datum value)
-{
-	struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
-	const char *data = VARDATA_ANY(v);
-	int			len = VARSIZE_ANY_EXHDR(v);
-	uint16		header;
-	uint16		sign;
-	uint16		dscale;
-	int16		weight;
-	const char *digits;
-	int			ndigits;
-	int			i;
-	char	   *p;
-
-	if (len < (int) sizeof(uint16))
-		elog(ERROR, "invalid numeric value of length %d", len);
-	memcpy(&header, data, sizeof(uint16));
-
-	if ((header & 0x8000) != 0)
-	{
-		/* short format, or NaN / infinity (which use the same layout) */
-		if ((header & 0xC000) == 0xC000)
-			sign = header & 0xF000;
-		else
-			sign = (header & 0x2000) ? 0x4000 : 0x0000;
-		dscale = (header & 0x1F80) >> 7;
-		weight = (int16) (((header & 0x0040) ? ~0x003F : 0) |
-						  (header & 0x003F));
-		digits = data + sizeof(uint16);
-	}
-	else
-	{
-		if (len < (int) (2 * sizeof(uint16)))
-			elog(ERROR, "invalid numeric value of length %d", len);
-		sign = header & 0xC000;
-		dscale = header & 0x3FFF;
-		memcpy(&weight, data + sizeof(uint16), sizeof(int16));
-		digits = data + 2 * sizeof(uint16);
-	}
-	ndigits = (len - (digits - data)) / sizeof(int16);
-
-	p = rh_reserve(hs, 4 + 8 + 2 * ndigits);
-	rh_store_u32(p, (uint32) (8 + 2 * ndigits));
-	p += 4;
-	rh_store_u16(p, (uint16) ndigits);
-	rh_store_u16(p + 2, (uint16) weight);
-	rh_store_u16(p + 4, sign);
-	rh_store_u16(p + 6, dscale);
-	p += 8;
-	for (i = 0; i < ndigits; i++)
-	{
-		uint16		d;
-
-		memcpy(&d, digits + i * sizeof(int16), sizeof(uint16));
-		rh_store_u16(p + 2 * i, d);
-	}
 }
 
 /* an integer-like pass-by-value type: its Datum, big-endian */
