@@ -342,6 +342,14 @@ ALTER TABLE rk_tmp ADD PRIMARY KEY (k);
 SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk_tmp', '{k}', 's.k = t.k', 'key->>''k''');
 -- a temporary source read directly: the worker could not read it
 SELECT *, rk.workers() FROM rk.check('rk_tmp', 'rk.ts', '{k}', 's.k = t.k', 'key->>''k''');
+-- no worker free (none launched): the session reads both sides, also when
+-- it would have left every block to the worker
+SET max_parallel_workers = 0;
+SELECT *, rk.workers() FROM rk.check('rk.us', 'rk.ut', '{id}', 's.id = t.id', '(key->>''id'')::uuid');
+SET parallel_leader_participation = off;
+SELECT *, rk.workers() FROM rk.check('rk.bs8', 'rk.bt8', '{id}', 's.id = t.id', '(key->>''id'')::bigint');
+RESET parallel_leader_participation;
+RESET max_parallel_workers;
 SET max_parallel_workers_per_gather = 0;
 SELECT *, rk.workers() FROM rk.check('rk.ts', 'rk.tt', '{k}', 's.k = t.k', 'key->>''k''');
 SELECT *, rk.workers() FROM rk.check('rk.bs8', 'rk.bt8', '{id}', 's.id = t.id', '(key->>''id'')::bigint');
