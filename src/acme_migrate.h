@@ -625,7 +625,7 @@ extern bool acme_migrate_remote_hashes;
  * first and last w bytes (w a constant: 4, 8 or 16), which may overlap;
  * neither reads nor writes outside the n bytes.
  */
-static inline void
+static pg_attribute_always_inline void
 am_copy_ends(char *dst, const char *src, uint32 n, uint32 w)
 {
 	char		head[16];
@@ -637,7 +637,7 @@ am_copy_ends(char *dst, const char *src, uint32 n, uint32 w)
 	memcpy(dst + n - w, tail, w);
 }
 
-static inline void
+static pg_attribute_always_inline void
 am_copy_short(char *dst, const char *src, uint32 n)
 {
 	if (n >= 16 && n <= 32)
