@@ -288,5 +288,25 @@ SELECT * FROM acme_migrate_reconcile(source => 'rc.nokey_s', target => 'rc.nokey
 SELECT * FROM acme_migrate_reconcile(source => 'rc.m1', target => NULL);
 SELECT count(*) AS runs_recorded FROM acme_migrate.reconcile_runs;
 
+-- the differences are written 500 to a statement: 1,400 of them, numbered
+-- in key order without a gap, each with its rows; column names that need
+-- quoting in an array come back as they are in changed_columns
+CREATE TABLE rc.qs (id int PRIMARY KEY, "a,b" int, "x""y" text, "NULL" int, " sp " text);
+INSERT INTO rc.qs SELECT g, g, 'x' || g, g, 's' FROM generate_series(1, 3000) g;
+CREATE TABLE rc.qt (LIKE rc.qs INCLUDING ALL);
+INSERT INTO rc.qt SELECT * FROM rc.qs WHERE id > 1000;
+UPDATE rc.qt SET "a,b" = -"a,b", "x""y" = NULL, "NULL" = 0, " sp " = 't' WHERE id % 10 = 1;
+UPDATE rc.qt SET "x""y" = 'y' WHERE id % 10 = 2;
+SELECT missing, extra, changed, equal FROM acme_migrate_reconcile(source => 'rc.qs', target => 'rc.qt');
+SELECT count(*) AS diffs, min(diff_no), max(diff_no),
+	bool_and(diff_no = rank) AS numbered_in_key_order,
+	count(*) FILTER (WHERE kind = 'missing' AND source_row->>'x"y' = 'x' || (key->>'id')
+					 AND target_row IS NULL) AS missing_with_row
+FROM (SELECT d.*, rank() OVER (ORDER BY (key->>'id')::int) FROM acme_migrate.diffs d
+	  WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs)) d;
+SELECT changed_columns, count(*) FROM acme_migrate.diffs
+WHERE run_id = (SELECT max(run_id) FROM acme_migrate.reconcile_runs) AND kind = 'changed'
+GROUP BY 1 ORDER BY 1;
+
 DROP SCHEMA rc CASCADE;
 DROP EXTENSION acme_migrate;

@@ -338,10 +338,30 @@ extern int64 catalog_reconcile_begin(int64 job_id, Oid source_relid,
 									 Oid target_relid, List *keys,
 									 List *columns, Jsonb *options,
 									 double sample, int64 max_diffs);
-extern void catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
-								const char *side, Jsonb *key,
-								Jsonb *source_row, Jsonb *target_row,
-								List *changed_columns);
+
+/*
+ * Differences waiting to be written to acme_migrate.diffs: up to
+ * AM_DIFF_BATCH of them go in one INSERT (its constraints' expressions and
+ * executor are set up once, not per difference).  Their values live in cxt
+ * until the flush.
+ */
+#define AM_DIFF_BATCH	500
+#define AM_DIFF_NCOLS	7
+
+typedef struct AmDiffBatch
+{
+	int64		run_id;
+	int			n;
+	MemoryContext cxt;
+	Datum		values[AM_DIFF_NCOLS][AM_DIFF_BATCH];
+	bool		nulls[AM_DIFF_NCOLS][AM_DIFF_BATCH];
+} AmDiffBatch;
+
+extern AmDiffBatch *catalog_diff_batch(int64 run_id);
+extern void catalog_diff_add(AmDiffBatch *b, int64 diff_no, const char *kind,
+							 const char *side, Jsonb *key, Jsonb *source_row,
+							 Jsonb *target_row, List *changed_columns);
+extern void catalog_diff_flush(AmDiffBatch *b);
 extern void catalog_reconcile_end(int64 run_id, AmReconcileCounts *c,
 								  bool truncated, bool estimated);
 extern int64 catalog_purge(TimestampTz cutoff, int64 job_id);

@@ -30,6 +30,8 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "storage/itemptr.h"
 #include "utils/lsyscache.h"
 #include "utils/inval.h"
@@ -286,9 +288,14 @@ static const struct
 	[CAT_DIFF_INSERT] = {
 		"INSERT INTO acme_migrate.diffs (run_id, diff_no, kind, side, key, "
 		"source_row, target_row, changed_columns) "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-		8, {INT8OID, INT8OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID,
-		TEXTARRAYOID}
+		"SELECT $1, d.n, d.kind, d.side, d.key, d.s, d.t, "
+		"CAST(d.changed AS pg_catalog.text[]) "
+		"FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
+		"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+		"pg_catalog.unnest($7), pg_catalog.unnest($8)) "
+		"AS d(n, kind, side, key, s, t, changed)",
+		8, {INT8OID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
+		JSONBARRAYOID, JSONBARRAYOID, TEXTARRAYOID}
 	},
 	[CAT_RUN_FINISH] = {
 		"UPDATE acme_migrate.reconcile_runs SET "
@@ -1327,34 +1334,97 @@ catalog_reconcile_begin(int64 job_id, Oid source_relid, Oid target_relid,
 }
 
 /*
- * One difference of a run: the rows are left out when
- * acme_migrate.store_row_data is off.
+ * The differences of a run, written in batches; their rows are left out
+ * when acme_migrate.store_row_data is off.
+ */
+AmDiffBatch *
+catalog_diff_batch(int64 run_id)
+{
+	AmDiffBatch *b = palloc0(sizeof(AmDiffBatch));
+
+	b->run_id = run_id;
+	b->cxt = AllocSetContextCreate(CurrentMemoryContext,
+								   "acme_migrate diff batch",
+								   ALLOCSET_DEFAULT_SIZES);
+	return b;
+}
+
+/*
+ * Add one difference to the batch (its values copied into the batch's
+ * context), writing the batch out when it is full.
  */
 void
-catalog_diff_insert(int64 run_id, int64 diff_no, const char *kind,
-					const char *side, Jsonb *key, Jsonb *source_row,
-					Jsonb *target_row, List *changed_columns)
+catalog_diff_add(AmDiffBatch *b, int64 diff_no, const char *kind,
+				 const char *side, Jsonb *key, Jsonb *source_row,
+				 Jsonb *target_row, List *changed_columns)
 {
-	Datum		values[8];
-	char		nulls[8];
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	Datum		values[AM_DIFF_NCOLS];
+	bool		nulls[AM_DIFF_NCOLS];
 
 	if (!acme_migrate_store_row_data)
 		source_row = target_row = NULL;
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int64GetDatum(run_id);
-	values[1] = Int64GetDatum(diff_no);
-	values[2] = CStringGetTextDatum(kind);
-	values[3] = side ? CStringGetTextDatum(side) : 0;
-	nulls[3] = side ? ' ' : 'n';
-	values[4] = key ? JsonbPGetDatum(key) : 0;
-	nulls[4] = key ? ' ' : 'n';
-	values[5] = source_row ? JsonbPGetDatum(source_row) : 0;
-	nulls[5] = source_row ? ' ' : 'n';
-	values[6] = target_row ? JsonbPGetDatum(target_row) : 0;
-	nulls[6] = target_row ? ' ' : 'n';
-	values[7] = changed_columns ? text_list_to_array(changed_columns) : 0;
-	nulls[7] = changed_columns ? ' ' : 'n';
-	cat_run(CAT_DIFF_INSERT, values, nulls);
+	values[0] = Int64GetDatum(diff_no);
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = side ? CStringGetTextDatum(side) : (Datum) 0;
+	values[3] = key ? datumCopy(JsonbPGetDatum(key), false, -1) : (Datum) 0;
+	values[4] = source_row ? datumCopy(JsonbPGetDatum(source_row), false, -1) : (Datum) 0;
+	values[5] = target_row ? datumCopy(JsonbPGetDatum(target_row), false, -1) : (Datum) 0;
+	/* text[] travels as its text: unnest cannot take an array of arrays */
+	values[6] = changed_columns ?
+		CStringGetTextDatum(OidOutputFunctionCall(F_ARRAY_OUT,
+												  text_list_to_array(changed_columns))) :
+		(Datum) 0;
+	nulls[0] = nulls[1] = false;
+	nulls[2] = side == NULL;
+	nulls[3] = key == NULL;
+	nulls[4] = source_row == NULL;
+	nulls[5] = target_row == NULL;
+	nulls[6] = changed_columns == NIL;
+	for (int c = 0; c < AM_DIFF_NCOLS; c++)
+	{
+		b->values[c][b->n] = values[c];
+		b->nulls[c][b->n] = nulls[c];
+	}
+	b->n++;
+	MemoryContextSwitchTo(old);
+	if (b->n == AM_DIFF_BATCH)
+		catalog_diff_flush(b);
+}
+
+/* Write out the batch's differences, in one statement. */
+void
+catalog_diff_flush(AmDiffBatch *b)
+{
+	static const Oid types[AM_DIFF_NCOLS] = {INT8OID, TEXTOID, TEXTOID,
+	JSONBOID, JSONBOID, JSONBOID, TEXTOID};
+	Datum		values[AM_DIFF_NCOLS + 1];
+	int			dims[1];
+	int			lbs[1] = {1};
+	MemoryContext old;
+
+	if (b->n == 0)
+		return;
+	old = MemoryContextSwitchTo(b->cxt);
+	dims[0] = b->n;
+	values[0] = Int64GetDatum(b->run_id);
+	for (int c = 0; c < AM_DIFF_NCOLS; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(types[c], &typlen, &typbyval, &typalign);
+		values[c + 1] = PointerGetDatum(construct_md_array(b->values[c],
+														   b->nulls[c], 1,
+														   dims, lbs, types[c],
+														   typlen, typbyval,
+														   typalign));
+	}
+	MemoryContextSwitchTo(old);
+	cat_run(CAT_DIFF_INSERT, values, NULL);
+	b->n = 0;
+	MemoryContextReset(b->cxt);
 }
 
 /* Record the counts of a finished run. */

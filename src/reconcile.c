@@ -161,6 +161,7 @@ typedef struct RcState
 	AmReconcileCounts counts;
 	MemoryContext rowcxt;
 	MemoryContext diffcxt;		/* one listed difference */
+	AmDiffBatch *diffs;			/* listed, not yet written */
 } RcState;
 
 /*
@@ -908,8 +909,8 @@ rc_report(RcState *st, const char *kind, const char *side, Datum *key,
 						   &t->nulls[t->off]);
 	MemoryContextSwitchTo(old);
 	st->ndiffs++;
-	catalog_diff_insert(st->run_id, st->ndiffs, kind, side, keyjson, srow,
-						trow, changed);
+	catalog_diff_add(st->diffs, st->ndiffs, kind, side, keyjson, srow, trow,
+					 changed);
 	MemoryContextReset(st->diffcxt);
 }
 
@@ -3433,6 +3434,7 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 										job->target_relid,
 										job->target_key_columns, colnames,
 										compare, sample, max_diffs);
+	st.diffs = catalog_diff_batch(st.run_id);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -3461,6 +3463,7 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	if (job->job_id > 0)
 		am_end_as_owner(&owner_cxt);
 
+	catalog_diff_flush(st.diffs);
 	catalog_reconcile_end(st.run_id, &st.counts, st.truncated, sample > 0);
 	/* stop rules: differences pause a job that is not finished */
 	if (job->job_id > 0)
