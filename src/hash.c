@@ -1765,14 +1765,13 @@ rh_bounds_from_sample(Relation rel, RhRanges *hr, int chunks)
  * ParallelContext: the leader's snapshot, transaction and settings) share
  * one parallel heap scan, each summing the hashes of the rows it reads (per
  * key range for acme_migrate_range_hashes, whose boundaries are copied to
- * the workers); the sums are added up in shared memory.  Unlike the
- * planner, no more processes than the machine has CPUs
- * (am_cpus_for_workers): measured on 2 CPUs, the leader and two workers
- * took 95 ms to hash 1M rows, the leader and one worker 71 ms, the leader
- * alone 88 ms.  Sums modulo 2^128
+ * the workers); the sums are added up in shared memory.  Sums modulo 2^128
  * and counts add up exactly, so the result is the serial one.  Types whose
  * send or output function is not parallel safe, and composite columns, are
- * hashed serially.
+ * hashed serially.  Unlike the planner, no more processes than the machine
+ * has CPUs (am_cpus_for_workers): measured on 2 CPUs, the leader and two
+ * workers took 95 ms to hash 1M rows, the leader and one worker 71 ms, the
+ * leader alone 88 ms.
  */
 #define RH_PARALLEL_KEY_SHARED	UINT64CONST(0xACE0000000000001)
 
