@@ -159,6 +159,7 @@ typedef struct RcState
 	int64		ndiffs;
 	bool		truncated;
 	AmReconcileCounts counts;
+	MemoryContext cxt;			/* the call's: outlives its SPI connection */
 	MemoryContext rowcxt;
 	MemoryContext diffcxt;		/* one listed difference */
 	AmDiffBatch *diffs;			/* listed, not yet written */
@@ -3341,7 +3342,8 @@ rc_remote(RcState *st, List *colnames)
 	if (!remote_reconcile(&r))
 	{
 		st->counts.remote_mode = r.mode;
-		st->counts.remote_note = r.why;
+		/* r.why is in SPI's memory, gone with SPI_finish before it is saved */
+		st->counts.remote_note = r.why ? MemoryContextStrdup(st->cxt, r.why) : NULL;
 		return false;
 	}
 	st->counts.remote_mode = r.mode;
@@ -3415,6 +3417,7 @@ rc_run(FunctionCallInfo fcinfo, AmJob *job, double sample, int64 max_diffs,
 	memset(&st, 0, sizeof(st));
 	st.job = job;
 	st.max_diffs = max_diffs;
+	st.cxt = CurrentMemoryContext;
 	st.rowcxt = AllocSetContextCreate(CurrentMemoryContext,
 									  "acme_migrate reconcile row",
 									  ALLOCSET_DEFAULT_SIZES);
