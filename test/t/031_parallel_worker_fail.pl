@@ -101,19 +101,26 @@ sub kill_worker_of
 	return @last;
 }
 
+# the checks of a call whose worker was terminated: $what failed, as it
+# should, with nothing returned and its session usable
+sub call_failed
+{
+	my ($what, $terminated, $out, $failed, $err, $alive) = @_;
+	ok($terminated, "$what: its parallel worker was terminated during the call");
+	ok($failed, "$what: the call failed");
+	like($err, qr/ERROR:.*due to administrator command.*CONTEXT:\s+parallel worker/s,
+		"$what: with the worker's error");
+	is($out, '', "$what: nothing returned");
+	is($alive, '1', "$what: the session is usable afterwards");
+}
+
 ######################################################################
 # 1. reconcile
 ######################################################################
 
-my ($terminated, $out, $failed, $err, $alive) = kill_worker_of(
+call_failed('reconcile', kill_worker_of(
 	q{SELECT missing, extra, changed FROM acme_migrate_reconcile(source => 's', target => 't')},
-	'0|0|15');
-ok($terminated, 'reconcile: its parallel worker was terminated during the call');
-ok($failed, 'reconcile: the call failed');
-like($err, qr/ERROR:.*due to administrator command.*CONTEXT:\s+parallel worker/s,
-	"reconcile: with the worker's error");
-is($out, '', 'reconcile: no counts returned');
-is($alive, '1', 'reconcile: the session is usable afterwards');
+	'0|0|15'));
 is($node->safe_psql('postgres', 'SELECT count(*) FROM acme_migrate.reconcile_runs'),
 	'0', 'reconcile: no run recorded, no difference listed');
 $node->safe_psql('postgres',
@@ -130,14 +137,8 @@ is( $node->safe_psql(
 my $serial = $node->safe_psql('postgres', q{
 	SET max_parallel_workers_per_gather = 0;
 	SELECT row_count || ' ' || hash FROM acme_migrate_table_hash('t')});
-($terminated, $out, $failed, $err, $alive) = kill_worker_of(
-	q{SELECT row_count || ' ' || hash FROM acme_migrate_table_hash('t')}, $serial);
-ok($terminated, 'table_hash: its parallel worker was terminated during the call');
-ok($failed, 'table_hash: the call failed');
-like($err, qr/ERROR:.*due to administrator command.*CONTEXT:\s+parallel worker/s,
-	"table_hash: with the worker's error");
-is($out, '', 'table_hash: no hash returned');
-is($alive, '1', 'table_hash: the session is usable afterwards');
+call_failed('table_hash', kill_worker_of(
+	q{SELECT row_count || ' ' || hash FROM acme_migrate_table_hash('t')}, $serial));
 my $parallel = $node->safe_psql('postgres',
 	q{SELECT row_count || ' ' || hash FROM acme_migrate_table_hash('t')});
 is($parallel, $serial, 'table_hash: the same call afterwards equals the serial hash');
