@@ -326,8 +326,6 @@ typedef struct AmReconcileCounts
 								 * -1: not counted (full_fetch) */
 	int			parallel_workers;	/* that read in the hash pass */
 	int64		rows_merged;	/* hash passes: rows read again and merged */
-	int64		prematched;		/* pairs of rows of differing buckets set
-								 * aside by digest (rc_prematch) */
 } AmReconcileCounts;
 
 /* reconcile.c */
@@ -339,23 +337,8 @@ extern int64 catalog_reconcile_begin(int64 job_id, Oid source_relid,
 									 List *columns, Jsonb *options,
 									 double sample, int64 max_diffs);
 
-/*
- * Differences waiting to be written to acme_migrate.diffs: up to
- * AM_DIFF_BATCH of them go in one INSERT (its constraints' expressions and
- * executor are set up once, not per difference).  Their values live in cxt
- * until the flush.
- */
-#define AM_DIFF_BATCH	500
-#define AM_DIFF_NCOLS	7
-
-typedef struct AmDiffBatch
-{
-	int64		run_id;
-	int			n;
-	MemoryContext cxt;
-	Datum		values[AM_DIFF_NCOLS][AM_DIFF_BATCH];
-	bool		nulls[AM_DIFF_NCOLS][AM_DIFF_BATCH];
-} AmDiffBatch;
+/* differences of a run waiting to be written (catalog.c) */
+typedef struct AmDiffBatch AmDiffBatch;
 
 extern AmDiffBatch *catalog_diff_batch(int64 run_id);
 extern void catalog_diff_add(AmDiffBatch *b, int64 diff_no, const char *kind,

@@ -1334,9 +1334,23 @@ catalog_reconcile_begin(int64 job_id, Oid source_relid, Oid target_relid,
 }
 
 /*
- * The differences of a run, written in batches; their rows are left out
- * when acme_migrate.store_row_data is off.
+ * The differences of a run, written in batches: up to AM_DIFF_BATCH of them
+ * go in one INSERT (the constraints' expressions and the executor are set
+ * up once, not per difference).  Their values live in cxt until the flush;
+ * their rows are left out when acme_migrate.store_row_data is off.
  */
+#define AM_DIFF_BATCH	500
+#define AM_DIFF_NCOLS	7
+
+struct AmDiffBatch
+{
+	int64		run_id;
+	int			n;
+	MemoryContext cxt;
+	Datum		values[AM_DIFF_NCOLS][AM_DIFF_BATCH];
+	bool		nulls[AM_DIFF_NCOLS][AM_DIFF_BATCH];
+};
+
 AmDiffBatch *
 catalog_diff_batch(int64 run_id)
 {

@@ -2049,14 +2049,25 @@ rc_merge_ranges(RcState *st, RcBuckets *bk, bool *differs)
 	}
 }
 
-/* places in the order rc_prematch walks them: bucket, key tag, digest */
+/* places by bucket, then key tag: the rows of a key are together */
 static inline int
-rc_place_cmp(const RcPlace *a, const RcPlace *b)
+rc_place_key_cmp(const RcPlace *a, const RcPlace *b)
 {
 	if (a->bucket != b->bucket)
 		return a->bucket < b->bucket ? -1 : 1;
 	if (a->tag != b->tag)
 		return a->tag < b->tag ? -1 : 1;
+	return 0;
+}
+
+/* places in the order rc_prematch walks them: bucket, key tag, digest */
+static inline int
+rc_place_cmp(const RcPlace *a, const RcPlace *b)
+{
+	int			c = rc_place_key_cmp(a, b);
+
+	if (c != 0)
+		return c;
 	if (a->hi != b->hi)
 		return a->hi < b->hi ? -1 : 1;
 	if (a->lo != b->lo)
@@ -2072,12 +2083,17 @@ rc_place_cmp(const RcPlace *a, const RcPlace *b)
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
-/* keep a side's places in differing buckets only, sorted for rc_prematch */
+/*
+ * Keep a side's places in differing buckets only (all the second read
+ * fetches), sorted for rc_prematch.
+ */
 static void
 rc_places_differing(RcPlaces *pl, bool *differs)
 {
 	int64		n = 0;
 
+	if (pl->rows == NULL)
+		return;
 	for (int64 i = 0; i < pl->n; i++)
 		if (differs[pl->rows[i].bucket])
 			pl->rows[n++] = pl->rows[i];
@@ -2091,8 +2107,7 @@ rc_tag_group_end(RcPlaces *pl, int64 i)
 {
 	int64		e = i + 1;
 
-	while (e < pl->n && pl->rows[e].bucket == pl->rows[i].bucket &&
-		   pl->rows[e].tag == pl->rows[i].tag)
+	while (e < pl->n && rc_place_key_cmp(&pl->rows[e], &pl->rows[i]) == 0)
 		e++;
 	return e;
 }
@@ -2100,6 +2115,8 @@ rc_tag_group_end(RcPlaces *pl, int64 i)
 /*
  * Before the second read: set aside the rows of differing buckets that
  * cannot make a difference, so that only the others are fetched again.
+ * Both sides' places are those of differing buckets, sorted
+ * (rc_places_differing).  Returns the pairs of rows set aside.
  *
  * A source row and a target row are set aside together when each is the
  * only row of its side with its key tag in its bucket and their digests are
@@ -2112,8 +2129,8 @@ rc_tag_group_end(RcPlaces *pl, int64 i)
  * else of either side meets that key.  Every other row (a tag shared on a
  * side, a digest without its twin) is read again and merged, as before.
  */
-static void
-rc_prematch(RcState *st, RcBuckets *bk, bool *differs)
+static int64
+rc_prematch(RcBuckets *bk)
 {
 	RcPlaces   *s = &bk->side_places[0];
 	RcPlaces   *t = &bk->side_places[1];
@@ -2121,11 +2138,10 @@ rc_prematch(RcState *st, RcBuckets *bk, bool *differs)
 	int64		j = 0;
 	int64		ns = 0;
 	int64		nt = 0;
+	int64		pairs = 0;
 
 	if (s->rows == NULL || t->rows == NULL)
-		return;
-	rc_places_differing(s, differs);
-	rc_places_differing(t, differs);
+		return 0;
 	while (i < s->n || j < t->n)
 	{
 		int			c;
@@ -2133,19 +2149,14 @@ rc_prematch(RcState *st, RcBuckets *bk, bool *differs)
 		int64		je;
 
 		if (i < s->n && j < t->n)
-		{
-			c = s->rows[i].bucket != t->rows[j].bucket ?
-				(s->rows[i].bucket < t->rows[j].bucket ? -1 : 1) :
-				s->rows[i].tag != t->rows[j].tag ?
-				(s->rows[i].tag < t->rows[j].tag ? -1 : 1) : 0;
-		}
+			c = rc_place_key_cmp(&s->rows[i], &t->rows[j]);
 		else
 			c = i < s->n ? -1 : 1;
 		ie = c <= 0 ? rc_tag_group_end(s, i) : i;
 		je = c >= 0 ? rc_tag_group_end(t, j) : j;
 		if (c == 0 && ie == i + 1 && je == j + 1 &&
 			rc_place_cmp(&s->rows[i], &t->rows[j]) == 0)
-			st->counts.prematched++;
+			pairs++;
 		else
 		{
 			while (i < ie)
@@ -2158,20 +2169,19 @@ rc_prematch(RcState *st, RcBuckets *bk, bool *differs)
 	}
 	s->n = ns;
 	t->n = nt;
+	return pairs;
 }
 
-/* the ctids of a side's rows in differing buckets, as a tid[] */
+/* the ctids of a side's places (rc_places_differing's), as a tid[] */
 static ArrayType *
-rc_place_tids(RcPlaces *pl, bool *differs)
+rc_place_tids(RcPlaces *pl)
 {
 	Datum	   *tids = palloc(sizeof(Datum) * Max(pl->n, 1));
-	int			n = 0;
 
 	for (int64 i = 0; i < pl->n; i++)
-		if (differs[pl->rows[i].bucket])
-			tids[n++] = PointerGetDatum(&pl->rows[i].tid);
-	return construct_array(tids, n, TIDOID, sizeof(ItemPointerData), false,
-						   TYPALIGN_SHORT);
+		tids[i] = PointerGetDatum(&pl->rows[i].tid);
+	return construct_array(tids, (int) pl->n, TIDOID, sizeof(ItemPointerData),
+						   false, TYPALIGN_SHORT);
 }
 
 static void rc_citus_keep(RcBuckets *bk, bool *differs, int target);
@@ -2193,7 +2203,7 @@ rc_keep_side(RcBuckets *bk, bool *differs, int target, TupleDesc *desc)
 		rc_citus_keep(bk, differs, target);
 	else if (pl->rows != NULL)
 		rc_bucket_side(bk, st->place_sql[target][1], TIDARRAYOID,
-					   rc_place_tids(pl, differs));
+					   rc_place_tids(pl));
 	else
 		rc_bucket_side(bk, target ? st->target_rows_sql : st->source_all_sql,
 					   InvalidOid, NULL);
@@ -2990,17 +3000,16 @@ rc_buckets_add(RcBucket *into, const RcBucket *from, int n)
 }
 
 /*
- * The places of a side's rows in differing buckets: the worker's (those it
+ * The places of a side's rows: the worker's (those of differing buckets it
  * handed back), after the leader's own with direct reads; none (the side
  * is read again in full) when either process did not keep them all.
  */
 static void
-rc_parallel_take_places(RcBuckets *bk, RcParallelShared *sh, int s,
-						bool *differs)
+rc_parallel_take_places(RcBuckets *bk, RcParallelShared *sh, int s)
 {
 	RcPlaces   *pl = &bk->side_places[s];
 	int64		theirs = sh->nplaces[s];
-	int64		n = 0;
+	int64		n;
 
 	if (theirs < 0 || (sh->direct && pl->rows == NULL))
 	{
@@ -3009,10 +3018,7 @@ rc_parallel_take_places(RcBuckets *bk, RcParallelShared *sh, int s,
 	}
 	if (!sh->direct)
 		pl->rows = NULL;
-	for (int64 i = 0; pl->rows != NULL && i < pl->n; i++)
-		if (differs[pl->rows[i].bucket])
-			pl->rows[n++] = pl->rows[i];
-	pl->n = n;
+	n = pl->rows != NULL ? pl->n : 0;
 	if (pl->rows == NULL || n + theirs > pl->cap)
 	{
 		pl->cap = n + Max(theirs, 1);
@@ -3021,7 +3027,7 @@ rc_parallel_take_places(RcBuckets *bk, RcParallelShared *sh, int s,
 			repalloc_huge(pl->rows, sizeof(RcPlace) * pl->cap);
 	}
 	memcpy(pl->rows + n, (char *) sh + sh->places_off[s], sizeof(RcPlace) * theirs);
-	pl->n += theirs;
+	pl->n = n + theirs;
 }
 
 /*
@@ -3043,7 +3049,7 @@ rc_parallel_end(ParallelContext *pcxt, RcBuckets *bk, bool *differs)
 	for (int s = sh->direct ? 0 : 1; s < 2; s++)
 	{
 		if (sh->places_cap[s] > 0)
-			rc_parallel_take_places(bk, sh, s, differs);
+			rc_parallel_take_places(bk, sh, s);
 		else
 			bk->side_places[s].rows = NULL;
 	}
@@ -3251,6 +3257,7 @@ rc_hash_first(RcState *st)
 	int64		kept;
 	int64		source_rows;
 	int64		target_rows;
+	int64		pairs = 0;
 
 	rc_buckets_init(&bk, st);
 	bk.by_hash = !rc_by_ranges(st);
@@ -3302,14 +3309,15 @@ rc_hash_first(RcState *st)
 		st->counts.ranges_merged = ndiffer;
 		if (ndiffer > 0)
 		{
-			rc_prematch(st, &bk, differs);
+			rc_places_differing(&bk.side_places[0], differs);
+			rc_places_differing(&bk.side_places[1], differs);
+			pairs = rc_prematch(&bk);
 			rc_merge_kept(st, &bk, differs);
 		}
 	}
 	st->counts.rows_merged = st->counts.source_rows + st->counts.target_rows;
 	elog(DEBUG1, "reconcile: %d of %d buckets differ, %lld rows merged, %lld pairs set aside by digest",
-		 ndiffer, bk.n, (long long) st->counts.rows_merged,
-		 (long long) st->counts.prematched);
+		 ndiffer, bk.n, (long long) st->counts.rows_merged, (long long) pairs);
 	st->counts.source_rows = source_rows;
 	st->counts.target_rows = target_rows;
 	return true;
